@@ -1,0 +1,179 @@
+//! The wire protocol boundary.
+//!
+//! A [`Dialect`] turns a client's text message into a [`ClientRequest`] and writes every server frame:
+//! updates and snapshots (once per topic update, shared by all subscribers) and replies. The canonical v1
+//! protocol of PROTOCOL.md is [`canonical::Canonical`]; the seed systems' dialects implement the same trait,
+//! so fanout never learns which dialect a connection speaks.
+
+pub mod canonical;
+
+use std::fmt;
+
+use crate::channel::Channel;
+use crate::time::Micros;
+use crate::topic::BarInterval;
+
+/// Error codes carried by `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The text is not JSON.
+    InvalidJson,
+    /// JSON, but not an object.
+    InvalidMessage,
+    UnknownAction,
+    UnknownChannel,
+    /// A field is missing, of the wrong type or out of range.
+    InvalidField,
+    InvalidSymbol,
+    /// A binary frame: only text frames carry requests.
+    UnsupportedData,
+    /// A private channel without an authenticated user.
+    AuthRequired,
+    /// Over the connection's subscription limit.
+    SubscriptionLimit,
+    /// The server cannot take the request now.
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "INVALID_JSON",
+            ErrorCode::InvalidMessage => "INVALID_MESSAGE",
+            ErrorCode::UnknownAction => "UNKNOWN_ACTION",
+            ErrorCode::UnknownChannel => "UNKNOWN_CHANNEL",
+            ErrorCode::InvalidField => "INVALID_FIELD",
+            ErrorCode::InvalidSymbol => "INVALID_SYMBOL",
+            ErrorCode::UnsupportedData => "UNSUPPORTED_DATA",
+            ErrorCode::AuthRequired => "AUTH_REQUIRED",
+            ErrorCode::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request the server cannot act on: answered with an `error` frame, the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct RequestError {
+    /// The request's `id`, when it could be read.
+    pub id: Option<String>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> RequestError {
+        RequestError { id, code, message: message.into() }
+    }
+}
+
+/// A decoded client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientRequest {
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    Ping { id: Option<String> },
+    Ack { id: Option<String>, channel: Channel, sequence: u64 },
+}
+
+/// `subscribe`, validated: symbols normalized, the interval set for bars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    pub id: Option<String>,
+    pub channel: Channel,
+    /// Normalized symbols; empty for private and everyone channels and for "all news".
+    pub symbols: Vec<String>,
+    pub throttle_ms: u32,
+    /// Bars only (default 1m).
+    pub interval: Option<BarInterval>,
+    /// Resume points: symbol (or `*` for keyless topics) to the last sequence the client has.
+    pub from_sequence: Vec<(String, u64)>,
+}
+
+/// `unsubscribe`; no symbols means the whole channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribe {
+    pub id: Option<String>,
+    pub channel: Channel,
+    pub symbols: Option<Vec<String>>,
+    pub interval: Option<BarInterval>,
+}
+
+/// Whether an update frame is a live update or a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    Update,
+    Snapshot,
+}
+
+/// One topic update, ready to encode: `data` and `source_ts` are raw JSON, passed through as they came.
+#[derive(Debug, Clone, Copy)]
+pub struct Update<'a> {
+    pub kind: UpdateKind,
+    pub channel: Channel,
+    pub sequence: u64,
+    /// Server ingest time.
+    pub timestamp: Micros,
+    /// Raw JSON value of the publisher's `source_ts`.
+    pub source_ts: Option<&'a [u8]>,
+    /// Raw JSON object.
+    pub data: &'a [u8],
+}
+
+/// Control replies.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Reply<'a> {
+    Welcome {
+        connection_id: &'a str,
+        client_id: &'a str,
+        user_id: Option<&'a str>,
+        epoch: &'a str,
+        heartbeat_s: u32,
+    },
+    Subscribed {
+        id: Option<&'a str>,
+        channel: Channel,
+        symbols: &'a [String],
+        interval: Option<BarInterval>,
+        throttle_ms: u32,
+        subscription_id: &'a str,
+    },
+    Unsubscribed {
+        id: Option<&'a str>,
+        channel: Channel,
+        symbols: &'a [String],
+    },
+    Pong {
+        id: Option<&'a str>,
+    },
+    Error {
+        id: Option<&'a str>,
+        code: ErrorCode,
+        message: &'a str,
+    },
+    Reset {
+        channel: Channel,
+        symbol: Option<&'a str>,
+        reason: &'a str,
+    },
+}
+
+/// A wire dialect: how requests are read and frames are written.
+pub trait Dialect {
+    /// Decodes one text message.
+    fn decode(&self, text: &[u8]) -> Result<ClientRequest, RequestError>;
+    /// Appends the JSON of an update or snapshot frame to `out`.
+    fn encode_update(&self, update: &Update<'_>, out: &mut Vec<u8>);
+    /// Appends the JSON of a reply to `out`; `now` stamps replies that carry a time.
+    fn encode_reply(&self, reply: &Reply<'_>, now: Micros, out: &mut Vec<u8>);
+}

@@ -1,0 +1,395 @@
+//! The WebSocket frame codec (RFC 6455), sans I/O.
+//!
+//! [`MessageReader`] turns bytes read from a client into whole messages in two phases: it first checks that a
+//! whole frame is buffered (returning `Ok(None)` otherwise, allocating nothing), then unmasks and takes it.
+//! Every violation is a [`WsError`] that names the close code to send. [`write_header`] writes the header of
+//! an unmasked server frame, so a frame can be built once and shared by every subscriber.
+
+use bytes::{Buf, Bytes, BytesMut};
+use thiserror::Error;
+
+/// Longest header of a server (unmasked) frame.
+pub const MAX_HEADER_LEN: usize = 10;
+
+/// Close codes used by tickwire.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const POLICY_VIOLATION: u16 = 1008;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Frame opcodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Opcode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl Opcode {
+    fn from_u8(b: u8) -> Option<Opcode> {
+        Some(match b {
+            0x0 => Opcode::Continuation,
+            0x1 => Opcode::Text,
+            0x2 => Opcode::Binary,
+            0x8 => Opcode::Close,
+            0x9 => Opcode::Ping,
+            0xA => Opcode::Pong,
+            _ => return None,
+        })
+    }
+
+    fn is_control(self) -> bool {
+        (self as u8) & 0x8 != 0
+    }
+}
+
+/// A violation of RFC 6455 or of our limits by the peer; each maps to a close code.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum WsError {
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("message larger than {limit} bytes")]
+    TooBig { limit: usize },
+    #[error("text frame is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+impl WsError {
+    /// The close code this error is answered with.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            WsError::Protocol(_) => close::PROTOCOL_ERROR,
+            WsError::TooBig { .. } => close::MESSAGE_TOO_BIG,
+            WsError::InvalidUtf8 => close::INVALID_PAYLOAD,
+        }
+    }
+}
+
+/// A whole message from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text message; its bytes are valid UTF-8.
+    Text(Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// A close frame with its code, if any.
+    Close(Option<u16>),
+}
+
+/// Reassembles client messages from frames; see the module docs.
+#[derive(Debug)]
+pub struct MessageReader {
+    max_message: usize,
+    /// A fragmented message in progress: its opcode and the payload so far.
+    partial: Option<(Opcode, BytesMut)>,
+}
+
+impl MessageReader {
+    /// A reader refusing messages (or fragment sums) larger than `max_message` bytes.
+    pub fn new(max_message: usize) -> MessageReader {
+        MessageReader { max_message, partial: None }
+    }
+
+    /// Takes the next whole message out of `buf`, or `Ok(None)` when more bytes are needed.
+    pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, WsError> {
+        loop {
+            let Some(head) = parse_header(buf, self.max_message)? else { return Ok(None) };
+            let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len());
+            if !head.opcode.is_control() && so_far + head.len > self.max_message {
+                return Err(WsError::TooBig { limit: self.max_message });
+            }
+            if buf.len() < head.header_len + head.len {
+                return Ok(None);
+            }
+            buf.advance(head.header_len);
+            let mut payload = buf.split_to(head.len);
+            unmask(&mut payload, head.mask);
+            match head.opcode {
+                Opcode::Ping => return Ok(Some(Message::Ping(payload.freeze()))),
+                Opcode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
+                Opcode::Close => return parse_close(&payload).map(|code| Some(Message::Close(code))),
+                Opcode::Text | Opcode::Binary => {
+                    if self.partial.is_some() {
+                        return Err(WsError::Protocol("new data frame inside a fragmented message"));
+                    }
+                    if head.fin {
+                        return finish(head.opcode, payload).map(Some);
+                    }
+                    self.partial = Some((head.opcode, payload));
+                }
+                Opcode::Continuation => {
+                    let Some((op, mut acc)) = self.partial.take() else {
+                        return Err(WsError::Protocol("continuation frame without a message"));
+                    };
+                    acc.extend_from_slice(&payload);
+                    if head.fin {
+                        return finish(op, acc).map(Some);
+                    }
+                    self.partial = Some((op, acc));
+                }
+            }
+        }
+    }
+}
+
+struct Header {
+    fin: bool,
+    opcode: Opcode,
+    mask: [u8; 4],
+    header_len: usize,
+    len: usize,
+}
+
+/// Phase one: is a whole header there, and is it legal?
+fn parse_header(buf: &[u8], max_message: usize) -> Result<Option<Header>, WsError> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    let (b0, b1) = (buf[0], buf[1]);
+    if b0 & 0x70 != 0 {
+        return Err(WsError::Protocol("reserved bits set without a negotiated extension"));
+    }
+    let opcode = Opcode::from_u8(b0 & 0x0F).ok_or(WsError::Protocol("unknown opcode"))?;
+    let fin = b0 & 0x80 != 0;
+    if b1 & 0x80 == 0 {
+        return Err(WsError::Protocol("client frames must be masked"));
+    }
+    let (len, mut header_len) = match b1 & 0x7F {
+        126 => {
+            if buf.len() < 4 {
+                return Ok(None);
+            }
+            (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return Ok(None);
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            let len = u64::from_be_bytes(b);
+            if len >> 63 != 0 {
+                return Err(WsError::Protocol("payload length has its top bit set"));
+            }
+            (len, 10)
+        }
+        n => (u64::from(n), 2),
+    };
+    if opcode.is_control() && (!fin || len > 125) {
+        return Err(WsError::Protocol("control frames must be whole and at most 125 bytes"));
+    }
+    if len > max_message as u64 {
+        return Err(WsError::TooBig { limit: max_message });
+    }
+    if buf.len() < header_len + 4 {
+        return Ok(None);
+    }
+    let mask = [buf[header_len], buf[header_len + 1], buf[header_len + 2], buf[header_len + 3]];
+    header_len += 4;
+    Ok(Some(Header { fin, opcode, mask, header_len, len: len as usize }))
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+fn finish(opcode: Opcode, payload: BytesMut) -> Result<Message, WsError> {
+    if opcode == Opcode::Text {
+        if std::str::from_utf8(&payload).is_err() {
+            return Err(WsError::InvalidUtf8);
+        }
+        Ok(Message::Text(payload.freeze()))
+    } else {
+        Ok(Message::Binary(payload.freeze()))
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<Option<u16>, WsError> {
+    match payload.len() {
+        0 => Ok(None),
+        1 => Err(WsError::Protocol("close payload of one byte")),
+        _ => {
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return Err(WsError::InvalidUtf8);
+            }
+            Ok(Some(u16::from_be_bytes([payload[0], payload[1]])))
+        }
+    }
+}
+
+/// Writes the header of an unmasked, final server frame into the end of `dst` and returns its length.
+/// Writing at the end lets a frame builder reserve [`MAX_HEADER_LEN`] bytes before the payload and slice.
+pub fn write_header(opcode: Opcode, len: usize, dst: &mut [u8; MAX_HEADER_LEN]) -> usize {
+    let b0 = 0x80 | opcode as u8;
+    let (n, bytes): (usize, [u8; MAX_HEADER_LEN]) = if len < 126 {
+        (2, [b0, len as u8, 0, 0, 0, 0, 0, 0, 0, 0])
+    } else if len <= 0xFFFF {
+        let l = (len as u16).to_be_bytes();
+        (4, [b0, 126, l[0], l[1], 0, 0, 0, 0, 0, 0])
+    } else {
+        let l = (len as u64).to_be_bytes();
+        (10, [b0, 127, l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7]])
+    };
+    dst[MAX_HEADER_LEN - n..].copy_from_slice(&bytes[..n]);
+    n
+}
+
+/// A whole unmasked server frame: header then `payload`, in one buffer.
+pub fn frame(opcode: Opcode, payload: &[u8]) -> Bytes {
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = write_header(opcode, payload.len(), &mut head);
+    let mut out = Vec::with_capacity(n + payload.len());
+    out.extend_from_slice(&head[MAX_HEADER_LEN - n..]);
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// A close frame with `code` and a short `reason` (cut to fit the 125-byte control frame limit).
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    payload.extend_from_slice(&reason.as_bytes()[..cut]);
+    frame(Opcode::Close, &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A masked client frame, as a browser would send it.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        out
+    }
+
+    #[test]
+    fn reads_text_byte_by_byte() {
+        let wire = client_frame(true, 1, b"{\"action\":\"ping\"}", [1, 2, 3, 4]);
+        let mut reader = MessageReader::new(1024);
+        let mut buf = BytesMut::new();
+        for (i, b) in wire.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = reader.read(&mut buf).unwrap();
+            if i + 1 < wire.len() {
+                assert_eq!(got, None, "message before its last byte");
+            } else {
+                assert_eq!(got, Some(Message::Text(Bytes::from_static(b"{\"action\":\"ping\"}"))));
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn reassembles_fragments_with_interleaved_ping() {
+        let mut wire = client_frame(false, 1, b"hel", [9, 9, 9, 9]);
+        wire.extend(client_frame(true, 9, b"p", [1, 1, 1, 1]));
+        wire.extend(client_frame(true, 0, b"lo", [7, 7, 7, 7]));
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut reader = MessageReader::new(1024);
+        assert_eq!(reader.read(&mut buf).unwrap(), Some(Message::Ping(Bytes::from_static(b"p"))));
+        assert_eq!(reader.read(&mut buf).unwrap(), Some(Message::Text(Bytes::from_static(b"hello"))));
+    }
+
+    #[test]
+    fn violations_map_to_close_codes() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            (vec![0x81, 0x02, b'h', b'i'], close::PROTOCOL_ERROR), // unmasked
+            (client_frame(true, 3, b"", [0; 4]), close::PROTOCOL_ERROR), // reserved opcode
+            (client_frame(true, 0, b"x", [0; 4]), close::PROTOCOL_ERROR), // orphan continuation
+            (client_frame(false, 9, b"x", [0; 4]), close::PROTOCOL_ERROR), // fragmented ping
+            (client_frame(true, 1, &[0xff, 0xfe], [0; 4]), close::INVALID_PAYLOAD),
+            (client_frame(true, 1, &[b'a'; 2000], [0; 4]), close::MESSAGE_TOO_BIG),
+            ({
+                let mut f = client_frame(true, 1, b"x", [0; 4]);
+                f[0] |= 0x40;
+                f
+            }, close::PROTOCOL_ERROR),
+        ];
+        for (wire, code) in cases {
+            let mut reader = MessageReader::new(1024);
+            let err = reader.read(&mut BytesMut::from(&wire[..])).unwrap_err();
+            assert_eq!(err.close_code(), code, "{err}");
+        }
+    }
+
+    #[test]
+    fn too_big_is_known_from_the_header_alone() {
+        // Only the header of a 1 MiB frame has arrived: refuse it without waiting for the payload.
+        let mut wire = vec![0x81, 0x80 | 127];
+        wire.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        let err = MessageReader::new(65_536).read(&mut BytesMut::from(&wire[..])).unwrap_err();
+        assert_eq!(err, WsError::TooBig { limit: 65_536 });
+    }
+
+    #[test]
+    fn fragments_add_up_against_the_limit() {
+        let mut wire = client_frame(false, 1, &[b'a'; 600], [0; 4]);
+        wire.extend(client_frame(true, 0, &[b'a'; 600], [0; 4]));
+        let err = MessageReader::new(1024).read(&mut BytesMut::from(&wire[..])).unwrap_err();
+        assert_eq!(err.close_code(), close::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn server_headers() {
+        for (len, hlen) in [(0usize, 2usize), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+            let f = frame(Opcode::Text, &vec![b'x'; len]);
+            assert_eq!(f.len(), len + hlen);
+            assert_eq!(f[0], 0x81);
+        }
+        let c = close_frame(1013, "slow consumer");
+        assert_eq!(&c[..4], &[0x88, 15, 0x03, 0xF5]);
+    }
+
+    proptest! {
+        #[test]
+        fn masked_round_trip(payload in proptest::collection::vec(any::<u8>(), 0..70_000), mask in any::<[u8; 4]>()) {
+            let wire = client_frame(true, 2, &payload, mask);
+            let mut reader = MessageReader::new(100_000);
+            let got = reader.read(&mut BytesMut::from(&wire[..])).unwrap();
+            prop_assert_eq!(got, Some(Message::Binary(Bytes::from(payload))));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut reader = MessageReader::new(256);
+            let mut buf = BytesMut::from(&data[..]);
+            for _ in 0..64 {
+                match reader.read(&mut buf) {
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
+    }
+}
