@@ -1,0 +1,75 @@
+//! The frame builder: a WebSocket text frame built in one buffer, header included, with no copy.
+//!
+//! The JSON is written after [`MAX_HEADER_LEN`] reserved bytes; once its length is known the header is
+//! written at the end of the reserved space and the buffer is sliced, so the frame is one contiguous `Bytes`.
+
+use bytes::Bytes;
+use tickwire_core::protocol::{Dialect, Reply, Update};
+use tickwire_core::time::Micros;
+use tickwire_core::ws::{write_header, Opcode, MAX_HEADER_LEN};
+
+/// Builds a text frame from whatever `write` appends.
+pub fn text_frame(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut buf = Vec::with_capacity(MAX_HEADER_LEN + capacity);
+    buf.resize(MAX_HEADER_LEN, 0);
+    write(&mut buf);
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = write_header(Opcode::Text, buf.len() - MAX_HEADER_LEN, &mut head);
+    buf[..MAX_HEADER_LEN].copy_from_slice(&head);
+    Bytes::from(buf).slice(MAX_HEADER_LEN - n..)
+}
+
+/// An update or snapshot frame.
+pub fn update_frame<D: Dialect + ?Sized>(dialect: &D, update: &Update<'_>) -> Bytes {
+    text_frame(96 + update.data.len(), |out| dialect.encode_update(update, out))
+}
+
+/// A reply frame.
+pub fn reply_frame<D: Dialect + ?Sized>(dialect: &D, reply: &Reply<'_>, now: Micros) -> Bytes {
+    text_frame(160, |out| dialect.encode_reply(reply, now, out))
+}
+
+/// The JSON payload of a server frame built here (skips its header); for tests and tools.
+pub fn payload(frame: &[u8]) -> &[u8] {
+    let skip = match frame.get(1).map(|b| b & 0x7F) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(skip..).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickwire_core::protocol::canonical::Canonical;
+    use tickwire_core::protocol::UpdateKind;
+    use tickwire_core::Channel;
+
+    #[test]
+    fn frames_parse_as_websocket_text_with_json() {
+        for size in [10usize, 200, 70_000] {
+            let data = format!("{{\"symbol\":\"AAPL\",\"pad\":\"{}\"}}", "x".repeat(size));
+            let u = Update {
+                kind: UpdateKind::Update,
+                channel: Channel::Quotes,
+                sequence: 7,
+                timestamp: 0,
+                source_ts: None,
+                data: data.as_bytes(),
+            };
+            let f = update_frame(&Canonical, &u);
+            assert_eq!(f[0], 0x81);
+            let body = payload(&f);
+            let declared = match f[1] {
+                126 => usize::from(u16::from_be_bytes([f[2], f[3]])),
+                127 => u64::from_be_bytes(f[2..10].try_into().unwrap()) as usize,
+                n => usize::from(n),
+            };
+            assert_eq!(declared, body.len());
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(v["sequence"], 7);
+        }
+    }
+}

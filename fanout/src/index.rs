@@ -1,0 +1,294 @@
+//! A shard's subscription index: topic to the local subscribers, with `throttle_ms` conflation.
+//!
+//! Subscribers are kept in a dense `Vec` per topic (with a position map for O(1) removal), so delivering an
+//! update is a walk over a slice calling [`Sink::push`]: a refcount increment per subscriber, no allocation,
+//! no lock. A subscriber is *pending* from its subscribe until its snapshot arrives from the topic's owner;
+//! updates reaching it before then are older than the snapshot and are skipped, so the stream it sees starts
+//! right after the snapshot's sequence with no gap and no duplicate.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use tickwire_core::time::Micros;
+use tickwire_core::Topic;
+
+/// Where a subscriber's frames go (a connection's outbound queue, in the server).
+pub trait Sink {
+    /// A key unique among the shard's live connections.
+    fn key(&self) -> u64;
+    /// Queues a frame for this subscriber.
+    fn push(&self, frame: &Bytes);
+}
+
+/// Conflation state of a throttled subscription: at most one frame per window, always the latest.
+#[derive(Debug, Clone)]
+struct Throttle {
+    window: Micros,
+    last_sent: Option<Micros>,
+    pending: Option<Bytes>,
+}
+
+#[derive(Debug)]
+struct Subscriber<S> {
+    sink: S,
+    live: bool,
+    throttle: Option<Throttle>,
+}
+
+#[derive(Debug)]
+struct TopicSubs<S> {
+    subs: Vec<Subscriber<S>>,
+    pos: HashMap<u64, usize>,
+    throttled: usize,
+}
+
+impl<S> Default for TopicSubs<S> {
+    fn default() -> Self {
+        TopicSubs { subs: Vec::new(), pos: HashMap::new(), throttled: 0 }
+    }
+}
+
+/// What [`SubscriptionIndex::add`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// The topic's first subscriber on this shard: register interest.
+    FirstOnShard,
+    New,
+    /// The connection was subscribed already; its throttle was replaced and it waits for a new snapshot.
+    Replaced,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct SubscriptionIndex<S> {
+    topics: HashMap<Topic, TopicSubs<S>>,
+    /// Topics with at least one throttled subscriber, swept by [`SubscriptionIndex::flush_throttled`].
+    throttled_topics: HashSet<Topic>,
+    subscriptions: usize,
+}
+
+impl<S> Default for SubscriptionIndex<S> {
+    fn default() -> Self {
+        SubscriptionIndex { topics: HashMap::new(), throttled_topics: HashSet::new(), subscriptions: 0 }
+    }
+}
+
+impl<S: Sink> SubscriptionIndex<S> {
+    pub fn new() -> SubscriptionIndex<S> {
+        SubscriptionIndex::default()
+    }
+
+    /// Adds (or replaces) a pending subscription of `sink` to `topic`.
+    pub fn add(&mut self, topic: &Topic, sink: S, throttle_ms: u32) -> Added {
+        let first = !self.topics.contains_key(topic);
+        let entry = self.topics.entry(topic.clone()).or_default();
+        let throttle = (throttle_ms > 0).then(|| Throttle { window: i64::from(throttle_ms) * 1000, last_sent: None, pending: None });
+        let key = sink.key();
+        if let Some(&i) = entry.pos.get(&key) {
+            let sub = &mut entry.subs[i];
+            entry.throttled = entry.throttled + usize::from(throttle.is_some()) - usize::from(sub.throttle.is_some());
+            sub.live = false;
+            sub.throttle = throttle;
+            self.note_throttled(topic);
+            return Added::Replaced;
+        }
+        entry.throttled += usize::from(throttle.is_some());
+        entry.pos.insert(key, entry.subs.len());
+        entry.subs.push(Subscriber { sink, live: false, throttle });
+        self.subscriptions += 1;
+        self.note_throttled(topic);
+        if first {
+            Added::FirstOnShard
+        } else {
+            Added::New
+        }
+    }
+
+    /// The snapshot of `topic` reached the connection `key`: from now on it receives updates.
+    /// Returns its sink, to send the snapshot to, if it is still subscribed.
+    pub fn activate(&mut self, topic: &Topic, key: u64) -> Option<&S> {
+        let entry = self.topics.get_mut(topic)?;
+        let sub = &mut entry.subs[*entry.pos.get(&key)?];
+        sub.live = true;
+        Some(&sub.sink)
+    }
+
+    /// Removes a subscription; `Some(true)` when it was the topic's last one on this shard.
+    pub fn remove(&mut self, topic: &Topic, key: u64) -> Option<bool> {
+        let entry = self.topics.get_mut(topic)?;
+        let i = entry.pos.remove(&key)?;
+        let sub = entry.subs.swap_remove(i);
+        if let Some(moved) = entry.subs.get(i) {
+            entry.pos.insert(moved.sink.key(), i);
+        }
+        entry.throttled -= usize::from(sub.throttle.is_some());
+        self.subscriptions -= 1;
+        let empty = entry.subs.is_empty();
+        if empty {
+            self.topics.remove(topic);
+        }
+        self.note_throttled(topic);
+        Some(empty)
+    }
+
+    /// Delivers a frame of `topic` to its live subscribers; returns how many got it now.
+    pub fn deliver(&mut self, topic: &Topic, frame: &Bytes, now: Micros) -> usize {
+        let Some(entry) = self.topics.get_mut(topic) else { return 0 };
+        let mut n = 0;
+        for sub in entry.subs.iter_mut().filter(|s| s.live) {
+            match &mut sub.throttle {
+                None => {
+                    sub.sink.push(frame);
+                    n += 1;
+                }
+                Some(t) => {
+                    if t.last_sent.is_none_or(|last| now >= last + t.window) {
+                        sub.sink.push(frame);
+                        t.last_sent = Some(now);
+                        t.pending = None;
+                        n += 1;
+                    } else {
+                        t.pending = Some(frame.clone());
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Sends each throttled subscription's pending frame whose window has passed; returns how many.
+    pub fn flush_throttled(&mut self, now: Micros) -> usize {
+        let mut n = 0;
+        for topic in &self.throttled_topics {
+            let Some(entry) = self.topics.get_mut(topic) else { continue };
+            for sub in &mut entry.subs {
+                let Some(t) = &mut sub.throttle else { continue };
+                if t.pending.is_some() && t.last_sent.is_none_or(|last| now >= last + t.window) {
+                    if let Some(frame) = t.pending.take() {
+                        sub.sink.push(&frame);
+                        t.last_sent = Some(now);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Whether this shard has subscribers of `topic`.
+    pub fn has(&self, topic: &Topic) -> bool {
+        self.topics.contains_key(topic)
+    }
+
+    /// Subscribers of `topic` on this shard (live or pending).
+    pub fn subscribers(&self, topic: &Topic) -> usize {
+        self.topics.get(topic).map_or(0, |t| t.subs.len())
+    }
+
+    /// Subscriptions on this shard.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// Topics with subscribers on this shard.
+    pub fn topics(&self) -> usize {
+        self.topics.len()
+    }
+
+    fn note_throttled(&mut self, topic: &Topic) {
+        let throttled = self.topics.get(topic).is_some_and(|t| t.throttled > 0);
+        if throttled {
+            if !self.throttled_topics.contains(topic) {
+                self.throttled_topics.insert(topic.clone());
+            }
+        } else {
+            self.throttled_topics.remove(topic);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use tickwire_core::Channel;
+
+    #[derive(Clone)]
+    struct Rec(u64, Rc<RefCell<Vec<Bytes>>>);
+
+    impl Sink for Rec {
+        fn key(&self) -> u64 {
+            self.0
+        }
+        fn push(&self, frame: &Bytes) {
+            self.1.borrow_mut().push(frame.clone());
+        }
+    }
+
+    fn rec(k: u64) -> Rec {
+        Rec(k, Rc::default())
+    }
+
+    fn got(r: &Rec) -> Vec<&'static str> {
+        r.1.borrow().iter().map(|b| std::str::from_utf8(b).unwrap().to_owned().leak() as &str).collect()
+    }
+
+    #[test]
+    fn pending_until_snapshot_then_live() {
+        let mut idx = SubscriptionIndex::new();
+        let t = Topic::new(Channel::Quotes, "AAPL");
+        let a = rec(1);
+        assert_eq!(idx.add(&t, a.clone(), 0), Added::FirstOnShard);
+        idx.deliver(&t, &Bytes::from_static(b"u1"), 0);
+        assert!(got(&a).is_empty(), "pending subscribers skip updates older than their snapshot");
+        idx.activate(&t, 1).unwrap().push(&Bytes::from_static(b"snap"));
+        idx.deliver(&t, &Bytes::from_static(b"u2"), 0);
+        assert_eq!(got(&a), ["snap", "u2"]);
+    }
+
+    #[test]
+    fn remove_keeps_positions_right() {
+        let mut idx = SubscriptionIndex::new();
+        let t = Topic::new(Channel::Quotes, "AAPL");
+        let subs: Vec<_> = (0..5).map(rec).collect();
+        for s in &subs {
+            idx.add(&t, s.clone(), 0);
+            idx.activate(&t, s.0);
+        }
+        assert_eq!(idx.remove(&t, 1), Some(false));
+        assert_eq!(idx.remove(&t, 1), None);
+        idx.deliver(&t, &Bytes::from_static(b"x"), 0);
+        let counts: Vec<_> = subs.iter().map(|s| got(s).len()).collect();
+        assert_eq!(counts, [1, 0, 1, 1, 1]);
+        for k in [0, 4, 2] {
+            assert_eq!(idx.remove(&t, k), Some(false));
+        }
+        assert_eq!(idx.remove(&t, 3), Some(true));
+        assert!(!idx.has(&t));
+        assert_eq!(idx.subscriptions(), 0);
+    }
+
+    #[test]
+    fn throttle_sends_at_most_one_per_window_and_the_latest() {
+        let mut idx = SubscriptionIndex::new();
+        let t = Topic::new(Channel::Quotes, "AAPL");
+        let slow = rec(1);
+        let fast = rec(2);
+        idx.add(&t, slow.clone(), 100);
+        idx.add(&t, fast.clone(), 0);
+        idx.activate(&t, 1);
+        idx.activate(&t, 2);
+        let ms = 1000;
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            idx.deliver(&t, &Bytes::from_static(name.as_bytes()), i as i64 * 30 * ms);
+        }
+        // a at 0 is sent; b (30ms) and c (60ms) are conflated; d (90ms) replaces them.
+        assert_eq!(got(&slow), ["a"]);
+        assert_eq!(idx.flush_throttled(99 * ms), 0);
+        assert_eq!(idx.flush_throttled(100 * ms), 1);
+        assert_eq!(got(&slow), ["a", "d"]);
+        assert_eq!(idx.flush_throttled(300 * ms), 0, "nothing pending");
+        assert_eq!(got(&fast), ["a", "b", "c", "d"]);
+    }
+}
