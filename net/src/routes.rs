@@ -1,0 +1,301 @@
+//! HTTP on the shard's port: request heads with a deadline, the WebSocket upgrades, and the REST endpoints.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tickwire_core::channel::{Scope, CATALOG};
+use tickwire_core::event::parse_publish;
+use tickwire_core::json::{write_key, write_str, write_u64};
+
+use crate::auth::{find_token, Identity};
+use crate::http::{self, parse_request, HttpError, Request};
+use crate::session::{self, Kind};
+use crate::shard::Shard;
+
+/// Serves one accepted TCP connection: HTTP requests (kept alive) until an upgrade or the end.
+pub async fn serve<S>(shard: Rc<Shard>, mut stream: S, ip: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let config = &shard.shared.config;
+    let deadline = Duration::from_secs(config.handshake_timeout_s);
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let head = glommio::timer::timeout(deadline, async {
+            Ok(read_request(&mut stream, &mut buf, config.max_header_bytes, config.max_body_bytes).await)
+        })
+        .await;
+        let (req, body) = match head {
+            Err(_) => {
+                let _ = stream.write_all(&http::error(408, "request not received in time", false)).await;
+                return;
+            }
+            Ok(Err(e)) => {
+                let _ = stream.write_all(&http::error(e.status, &e.message, false)).await;
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(r))) => r,
+        };
+        let keep_alive = req.keep_alive();
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/v1/stream") => return upgrade(shard, stream, buf, req, Kind::Subscriber, ip).await,
+            ("GET", "/v1/publish") => return upgrade(shard, stream, buf, req, Kind::Publisher, ip).await,
+            _ => {}
+        }
+        let resp = route(&shard, &req, &body, keep_alive).await;
+        if stream.write_all(&resp).await.is_err() || !keep_alive {
+            let _ = stream.close().await;
+            return;
+        }
+    }
+}
+
+/// Reads one request head and its body. `Ok(None)`: the peer closed before a request.
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max_head: usize,
+    max_body: usize,
+) -> Result<Option<(Request, BytesMut)>, HttpError> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((req, head_len)) = parse_request(buf, max_head, max_body)? {
+            buf.advance(head_len);
+            while buf.len() < req.content_length {
+                let n = stream.read(&mut chunk).await.map_err(|e| HttpError::new(400, e.to_string()))?;
+                if n == 0 {
+                    return Err(HttpError::new(400, "body shorter than Content-Length"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf.split_to(req.content_length);
+            return Ok(Some((req, body)));
+        }
+        let n = stream.read(&mut chunk).await.map_err(|e| HttpError::new(400, e.to_string()))?;
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            return Err(HttpError::new(400, "truncated request"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The caller's identity: `Ok(None)` for no token, `Err` for a bad one.
+fn authenticate(shard: &Shard, req: &Request) -> Result<Option<Identity>, String> {
+    match find_token(req.authorization.as_deref(), req.query("token"), req.cookie.as_deref()) {
+        None => Ok(None),
+        Some(token) => shard.shared.auth.verify(token).map(Some).map_err(|e| e.to_string()),
+    }
+}
+
+async fn upgrade<S>(shard: Rc<Shard>, mut stream: S, buf: BytesMut, req: Request, kind: Kind, ip: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let refuse = |status: u16, msg: &str| http::error(status, msg, false);
+    let answer = (|| {
+        if !req.is_upgrade() || req.ws_key.is_none() {
+            return Err(refuse(400, "expected a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)"));
+        }
+        if req.ws_version.as_deref().map(str::trim) != Some("13") {
+            return Err(refuse(426, "Sec-WebSocket-Version must be 13"));
+        }
+        let identity = authenticate(&shard, &req).map_err(|e| refuse(401, &e))?;
+        match (kind, &identity) {
+            (Kind::Publisher, None) => return Err(refuse(401, "publishing needs a token with role publisher or admin")),
+            (Kind::Publisher, Some(i)) if !i.role.can_publish() => {
+                return Err(refuse(403, "publishing needs role publisher or admin"));
+            }
+            (Kind::Subscriber, None) if !shard.shared.config.allow_anonymous => {
+                return Err(refuse(401, "a token is required"));
+            }
+            _ => {}
+        }
+        Ok(identity)
+    })();
+    let identity = match answer {
+        Ok(identity) => identity,
+        Err(resp) => {
+            let _ = stream.write_all(&resp).await;
+            let _ = stream.close().await;
+            return;
+        }
+    };
+    let key = req.ws_key.as_deref().unwrap_or_default().trim();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    if stream.write_all(&http::switching_protocols(&accept)).await.is_err() {
+        return;
+    }
+    let client_id = req.query("client_id").filter(|c| !c.is_empty() && c.len() <= 128).map(str::to_owned);
+    session::run(shard, stream, buf, kind, identity, client_id, ip).await;
+}
+
+async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/healthz") => healthz(shard, keep_alive),
+        ("GET", "/api/ws/channels") => http::json(200, &channels_json(), keep_alive),
+        ("GET", "/api/ws/status") => http::json(200, &status_json(shard), keep_alive),
+        ("POST", "/api/publish") => publish(shard, req, body, keep_alive).await,
+        (_, "/healthz" | "/api/ws/channels" | "/api/ws/status" | "/api/publish" | "/v1/stream" | "/v1/publish") => {
+            http::error(405, &format!("method {} not allowed here", req.method), keep_alive)
+        }
+        _ => http::error(404, &format!("no such endpoint: {}", req.path.chars().take(80).collect::<String>()), keep_alive),
+    }
+}
+
+fn healthz(shard: &Shard, keep_alive: bool) -> Vec<u8> {
+    let now_ms = shard.shared.started.elapsed().as_millis() as u64;
+    let stale: Vec<usize> = (0..shard.shared.shards)
+        .filter(|&s| now_ms.saturating_sub(shard.shared.stats[s].alive_ms.load(Ordering::Relaxed)) > 2_000)
+        .collect();
+    if stale.is_empty() {
+        http::json(200, b"{\"status\":\"ok\"}", keep_alive)
+    } else {
+        http::json(503, format!("{{\"status\":\"unavailable\",\"stale_shards\":{stale:?}}}").as_bytes(), keep_alive)
+    }
+}
+
+async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
+    match authenticate(shard, req) {
+        Err(e) => return http::error(401, &e, keep_alive),
+        Ok(None) => return http::error(401, "publishing needs a token with role publisher or admin", keep_alive),
+        Ok(Some(i)) if !i.role.can_publish() => return http::error(403, "publishing needs role publisher or admin", keep_alive),
+        Ok(Some(_)) => {}
+    }
+    let events = match parse_publish(body) {
+        Ok(events) => events,
+        Err(e) => return http::error(400, &e.to_string(), keep_alive),
+    };
+    let n = events.len();
+    shard.stats().published.fetch_add(n as u64, Ordering::Relaxed);
+    let sequences = shard.ingest(events, true).await;
+    let mut out = b"{\"accepted\":".to_vec();
+    write_u64(&mut out, n as u64);
+    out.extend_from_slice(b",\"sequences\":[");
+    for (i, (event, topic, seq)) in sequences.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"event\":");
+        write_u64(&mut out, *event as u64);
+        out.extend_from_slice(b",\"channel\":");
+        write_str(&mut out, topic.channel.name());
+        out.extend_from_slice(b",\"key\":");
+        write_str(&mut out, &topic.key);
+        out.extend_from_slice(b",\"sequence\":");
+        write_u64(&mut out, *seq);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    http::json(202, &out, keep_alive)
+}
+
+/// The channel catalog as JSON.
+pub fn channels_json() -> Vec<u8> {
+    let mut out = b"{\"channels\":[".to_vec();
+    for (i, row) in CATALOG.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        write_key(&mut out, "name");
+        write_str(&mut out, row.name);
+        out.push(b',');
+        write_key(&mut out, "type");
+        write_str(&mut out, row.update_type);
+        out.push(b',');
+        write_key(&mut out, "scope");
+        write_str(
+            &mut out,
+            match row.scope {
+                Scope::PerSymbol => "symbol",
+                Scope::PerSymbolOrAll => "symbol_or_all",
+                Scope::Everyone => "everyone",
+                _ => "private",
+            },
+        );
+        out.extend_from_slice(format!(",\"private\":{},\"critical\":{},\"snapshot\":{},\"publishable\":{},", row.scope == Scope::Private, row.critical, row.snapshot, row.publishable).as_bytes());
+        if row.channel == tickwire_core::Channel::Bars {
+            out.extend_from_slice(b"\"intervals\":[\"1s\",\"1m\",\"5m\"],");
+        }
+        write_key(&mut out, "fields");
+        out.push(b'[');
+        for (j, f) in row.fields.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_str(&mut out, f);
+        }
+        out.extend_from_slice(b"],");
+        write_key(&mut out, "description");
+        write_str(&mut out, row.description);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+fn status_json(shard: &Shard) -> Vec<u8> {
+    let s = &shard.shared;
+    let get = |f: fn(&crate::shard::ShardStats) -> &std::sync::atomic::AtomicU64| -> Vec<u64> {
+        s.stats.iter().map(|st| f(st).load(Ordering::Relaxed)).collect()
+    };
+    let conns = get(|x| &x.connections);
+    let subs = get(|x| &x.subscriptions);
+    let topics = get(|x| &x.topics);
+    let deliveries = get(|x| &x.deliveries);
+    let msgs_in = get(|x| &x.messages_in);
+    let ingested = get(|x| &x.ingested);
+    let simulated: u64 = get(|x| &x.simulated).iter().sum();
+    let published: u64 = get(|x| &x.published).iter().sum();
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(
+        format!(
+            "{{\"enabled\":true,\"active_connections\":{},\"max_connections\":null,\"heartbeat_s\":{},\"uptime_s\":{},\"shards\":[",
+            conns.iter().sum::<u64>(),
+            s.config.heartbeat_s,
+            s.started.elapsed().as_secs()
+        )
+        .as_bytes(),
+    );
+    for i in 0..s.shards {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(
+            format!(
+                "{{\"shard\":{i},\"connections\":{},\"subscriptions\":{},\"topics\":{},\"deliveries\":{},\"messages_in\":{},\"ingested\":{}}}",
+                conns[i], subs[i], topics[i], deliveries[i], msgs_in[i], ingested[i]
+            )
+            .as_bytes(),
+        );
+    }
+    let sim_status = if s.config.simulator { "active" } else { "disabled" };
+    out.extend_from_slice(
+        format!(
+            "],\"stream_health\":{{\"simulator\":{{\"status\":\"{sim_status}\",\"events\":{simulated}}},\"publish_api\":{{\"status\":\"active\",\"events\":{published}}}}}}}"
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_json_lists_every_channel() {
+        let v: serde_json::Value = serde_json::from_slice(&channels_json()).unwrap();
+        let names: Vec<_> = v["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(names.len(), 12);
+        assert_eq!(v["channels"][2]["intervals"][0], "1s");
+        assert_eq!(v["channels"][6]["private"], true);
+    }
+}

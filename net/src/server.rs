@@ -1,0 +1,253 @@
+//! Starting and stopping: one SO_REUSEPORT listener and one glommio executor per shard, each pinned to a
+//! CPU, joined by a full mesh of bounded channels; SIGINT/SIGTERM stop them gracefully.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use socket2::{Domain, Protocol, Socket, Type};
+use tickwire_fanout::interest::InterestMap;
+use tickwire_persistence::MemoryStore;
+
+use crate::auth::{Authenticator, Role};
+use crate::config::Config;
+use crate::feed::simulator;
+use crate::shard::{Shard, ShardMsg, ShardStats, Shared};
+use crate::util::{now_micros, now_secs};
+
+/// Registered I/O memory per shard. tickwire does no file I/O, so glommio's 10 MiB default would only
+/// count against the locked-memory limit (often 8 MiB in total).
+const IO_MEMORY: usize = 256 * 1024;
+/// Capacity of each cross-shard channel, in batches.
+const MESH_CAPACITY: usize = 1024;
+/// How long a graceful stop waits for connections to flush and close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let shards = config.shard_count();
+    let (secret, generated) = match &config.jwt_secret {
+        Some(s) => (s.clone(), false),
+        None => (random_secret(), true),
+    };
+    let auth = Authenticator::hs256(secret.as_bytes());
+    let listeners = bind(config.listen, shards).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listeners.1;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
+    }
+    let shared = Arc::new(Shared {
+        shards,
+        auth: auth.clone(),
+        interest: InterestMap::new(16 * 1024),
+        stats: (0..shards).map(|_| ShardStats::default()).collect(),
+        shutdown,
+        epoch: format!("{:x}", now_micros()),
+        started: Instant::now(),
+        store: Arc::new(MemoryStore::new(10_000)),
+        symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
+        config,
+    });
+    if generated {
+        let now = now_secs();
+        eprintln!("no --jwt-secret given: using a random secret for this run. Tokens valid for 24 h:");
+        eprintln!("  demo user ({}): {}", simulator::DEMO_USER, auth.issue(simulator::DEMO_USER, Role::User, now, 86_400));
+        eprintln!("  publisher:          {}", auth.issue("publisher", Role::Publisher, now, 86_400));
+    }
+    let cpus = allowed_cpus();
+    let mesh = MeshBuilder::full(shards, MESH_CAPACITY);
+    let mut handles = Vec::with_capacity(shards);
+    for (i, fd) in listeners.0.into_iter().enumerate() {
+        let shared = shared.clone();
+        let mesh = mesh.clone();
+        let placement = match cpus.get(i % cpus.len().max(1)) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{i}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || shard_main(shared, mesh, fd))
+            .map_err(|e| start_error(i, &e))?;
+        handles.push(handle);
+    }
+    let sim = if shared.config.simulator {
+        format!("simulated feed at {} events/s over {} symbols", shared.config.simulator_rate, shared.symbols.len())
+    } else {
+        "simulated feed off".to_owned()
+    };
+    eprintln!("tickwire listening on {addr} ({shards} shards, {sim}); stream at ws://{addr}/v1/stream");
+    tracing::info!(%addr, shards, "listening");
+    let mut failed = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(anyhow::anyhow!("shard {i} failed: {e}")),
+            Err(e) => failed = Some(start_error(i, &e)),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            eprintln!("tickwire stopped");
+            Ok(())
+        }
+    }
+}
+
+fn start_error(shard: usize, e: &glommio::GlommioError<()>) -> anyhow::Error {
+    let text = e.to_string();
+    let hint = if text.contains("memlock") || text.contains("ENOMEM") || text.contains("Cannot allocate memory") {
+        "raise the locked-memory limit (ulimit -l, or LimitMEMLOCK= in systemd) or run fewer --shards"
+    } else if text.contains("io_uring") || text.contains("Operation not permitted") || text.contains("ENOSYS") {
+        "io_uring is unavailable: use Linux >= 5.8 with io_uring enabled (sysctl kernel.io_uring_disabled=0; containers may need a seccomp profile that allows io_uring)"
+    } else {
+        "check that the kernel supports io_uring and that the locked-memory limit (ulimit -l) is at least 1 MiB per shard"
+    };
+    anyhow::anyhow!("cannot start shard {shard}: {text}; {hint}")
+}
+
+/// One listening socket per shard on the same address (SO_REUSEPORT). Port 0 is resolved by the first.
+fn bind(addr: SocketAddr, shards: usize) -> anyhow::Result<(Vec<RawFd>, SocketAddr)> {
+    let mut fds = Vec::with_capacity(shards);
+    let mut actual = addr;
+    for _ in 0..shards {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&actual.into())?;
+        s.listen(4096)?;
+        if actual.port() == 0 {
+            actual = s.local_addr()?.as_socket().context("listener has no IP address")?;
+        }
+        fds.push(s.into_raw_fd());
+    }
+    Ok((fds, actual))
+}
+
+/// CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bitmask owned by this frame; sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; the pointer and size describe `set`.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET reads bit `i` of the initialized `set`, for i below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize).filter(|&i| unsafe { libc::CPU_ISSET(i, &set) }).collect()
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn shard_main(shared: Arc<Shared>, mesh: MeshBuilder<Vec<ShardMsg>, glommio::channels::channel_mesh::Full>, fd: RawFd) -> anyhow::Result<()> {
+    // SAFETY: `fd` is a listening TCP socket made by `bind`, handed to this shard alone, owned from here on.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let (senders, mut receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("cannot join the shard mesh"))?;
+    let id = senders.peer_id();
+    let shard = Rc::new(Shard::new(id, shared.clone()));
+    let senders = Rc::new(senders);
+    for (peer, rx) in receivers.streams() {
+        let handler = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(batch) = rx.recv().await {
+                for msg in batch {
+                    handler.handle(msg);
+                }
+            }
+        })
+        .detach();
+        glommio::spawn_local(pump(shard.clone(), senders.clone(), peer)).detach();
+    }
+    glommio::spawn_local(ticker(shard.clone())).detach();
+    if shared.config.simulator {
+        glommio::spawn_local(simulator::run(shard.clone())).detach();
+    }
+    accept_loop(&shard, &listener).await;
+    drain(&shard).await;
+    Ok(())
+}
+
+/// Sends a peer's queued messages, one batch per send.
+async fn pump(shard: Rc<Shard>, senders: Rc<Senders<Vec<ShardMsg>>>, peer: usize) {
+    let outbox = &shard.outboxes[peer];
+    loop {
+        outbox.ready.wait().await;
+        loop {
+            let batch = std::mem::take(&mut *outbox.queue.borrow_mut());
+            if batch.is_empty() {
+                break;
+            }
+            if senders.send_to(peer, batch).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Periodic work: throttled flushes, bar closes, liveness for /healthz.
+async fn ticker(shard: Rc<Shard>) {
+    let mut last_bars = 0;
+    while !shard.stopping() {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        let now = now_micros();
+        shard.flush_throttled(now);
+        if now - last_bars >= 100_000 {
+            shard.close_due_bars(now);
+            last_bars = now;
+        }
+        shard.stats().alive_ms.store(shard.shared.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+    loop {
+        let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            while !shard.stopping() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        });
+        match next.await {
+            None => return,
+            Some(Ok(stream)) => {
+                let ip = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                let _ = stream.set_nodelay(true);
+                glommio::spawn_local(crate::routes::serve(shard.clone(), stream, ip)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Graceful stop: close every connection with 1001 after flushing it, then wait for them to go.
+async fn drain(shard: &Rc<Shard>) {
+    let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
+    tracing::info!(shard = shard.id, connections = conns.len(), "stopping");
+    for c in &conns {
+        c.request_close(tickwire_core::ws::close::GOING_AWAY, "server shutting down");
+    }
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
+        let _ = glommio::timer::timeout(Duration::from_millis(50), async {
+            shard.drained.wait().await;
+            Ok(())
+        })
+        .await;
+    }
+}
