@@ -130,13 +130,15 @@ where
         shard: shard.id,
         connected_at,
     });
-    conn.reply(&Reply::Welcome {
-        connection_id: &conn.id,
-        client_id: &client_id,
-        user_id: conn.user().map(|u| &**u),
-        epoch: &shard.shared.epoch,
-        heartbeat_s: config.heartbeat_s,
-    });
+    if kind == Kind::Subscriber {
+        conn.reply(&Reply::Welcome {
+            connection_id: &conn.id,
+            client_id: &client_id,
+            user_id: conn.user().map(|u| &**u),
+            epoch: &shard.shared.epoch,
+            heartbeat_s: config.heartbeat_s,
+        });
+    }
 
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(conn.clone(), writer));

@@ -1,0 +1,196 @@
+//! Test harness: the real `tickwire` binary on port 0, real WebSocket clients (tungstenite), raw HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{client::IntoClientRequest, Message, WebSocket};
+
+pub const SECRET: &str = "test-secret";
+
+/// A running server process, stopped (SIGKILL) when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+impl Server {
+    /// Starts `tickwire serve` with 2 shards on port 0 and `extra` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["--listen", "127.0.0.1:0", "--shards", "2", "--jwt-secret", SECRET])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tickwire");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_owned();
+                    let _ = tx.send(addr);
+                }
+                eprintln!("[server] {line}");
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server did not start").parse().unwrap();
+        Server { addr, child }
+    }
+
+    /// `ws://addr/v1/stream` with an optional token in the header.
+    pub fn connect(&self, token: Option<&str>) -> Client {
+        Client::connect(self.addr, "/v1/stream", token).expect("connect")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY-free: `kill` is a plain command.
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A token signed with the test secret, made independently of the server's code.
+pub fn token(sub: &str, role: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let claims = serde_json::json!({"sub": sub, "role": role, "exp": exp});
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+/// A WebSocket client.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub welcome: Value,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<Client, tungstenite::Error> {
+        let mut req = format!("ws://{addr}{path}").into_client_request()?;
+        if let Some(t) = token {
+            req.headers_mut().insert("Authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let (ws, _) = tungstenite::client(req, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::ConnectionClosed,
+        })?;
+        let mut c = Client { ws, welcome: Value::Null };
+        if path.starts_with("/v1/stream") {
+            c.welcome = c.recv().expect("welcome");
+            assert_eq!(c.welcome["type"], "welcome");
+        }
+        Ok(c)
+    }
+
+    /// The shard this connection lives on, from its connection id `c-<shard>-<n>`.
+    pub fn shard(&self) -> u64 {
+        self.welcome["connection_id"].as_str().unwrap().split('-').nth(1).unwrap().parse().unwrap()
+    }
+
+    pub fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).unwrap();
+    }
+
+    pub fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).unwrap();
+    }
+
+    /// The next text frame as JSON and its raw text, or `None` on timeout.
+    pub fn recv_text(&mut self, timeout: Duration) -> Option<String> {
+        self.ws.get_mut().set_read_timeout(Some(timeout)).unwrap();
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return Some(t.to_string()),
+                Ok(Message::Close(f)) => panic!("unexpected close: {f:?}"),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    pub fn recv(&mut self) -> Option<Value> {
+        self.recv_text(Duration::from_secs(5)).map(|t| serde_json::from_str(&t).unwrap())
+    }
+
+    /// The next frame matching `pred`, skipping others, within `timeout`.
+    pub fn recv_until(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let v: Value = serde_json::from_str(&self.recv_text(left.max(Duration::from_millis(1)))?).unwrap();
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub fn close_code(&mut self, timeout: Duration) -> Option<u16> {
+        self.ws.get_mut().set_read_timeout(Some(timeout)).unwrap();
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(f))) => return Some(u16::from(f.code)),
+                Ok(Message::Close(None)) => return Some(u16::from(CloseCode::Status)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// One raw HTTP exchange (the request is sent as given); returns status and body.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// `METHOD path` with an optional bearer token and body; `Connection: close`.
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let (status, body) = http_raw(addr, req.as_bytes());
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Clients until two are on different shards.
+pub fn clients_on_two_shards(server: &Server) -> (Client, Client) {
+    let first = server.connect(None);
+    for _ in 0..64 {
+        let c = server.connect(None);
+        if c.shard() != first.shard() {
+            return (first, c);
+        }
+    }
+    panic!("64 connections all landed on one shard");
+}
