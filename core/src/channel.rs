@@ -134,9 +134,7 @@ pub const CATALOG: &[ChannelInfo] = &[
         critical: true,
         publishable: true,
         snapshot: false,
-        fields: &[
-            "order_id", "symbol", "side", "type", "status", "qty", "filled_qty", "avg_price", "limit_price",
-        ],
+        fields: &["order_id", "symbol", "side", "type", "status", "qty", "filled_qty", "avg_price", "limit_price"],
         description: "the user's order updates",
     },
     ChannelInfo {

@@ -82,12 +82,15 @@ pub fn parse_event(index: usize, v: &Value) -> Result<Ingest, PublishError> {
     if !v.is_object() {
         return Err(err("an event must be a JSON object".into()));
     }
-    let name = v.get("channel").and_then(|c| c.as_str()).ok_or_else(|| err("field 'channel' must be a string".into()))?;
-    let channel = Channel::from_name(name).ok_or_else(|| err(format!("unknown channel '{}'", name.chars().take(40).collect::<String>())))?;
+    let name =
+        v.get("channel").and_then(|c| c.as_str()).ok_or_else(|| err("field 'channel' must be a string".into()))?;
+    let channel = Channel::from_name(name)
+        .ok_or_else(|| err(format!("unknown channel '{}'", name.chars().take(40).collect::<String>())))?;
     if !channel.info().publishable {
         return Err(err(format!("channel '{channel}' is produced by the server and cannot be published")));
     }
-    let data = v.get("data").filter(|d| d.is_object()).ok_or_else(|| err("field 'data' must be a JSON object".into()))?;
+    let data =
+        v.get("data").filter(|d| d.is_object()).ok_or_else(|| err("field 'data' must be a JSON object".into()))?;
     let source_ts = match v.get("source_ts") {
         None => None,
         Some(ts) if ts.is_null() => None,
@@ -95,7 +98,8 @@ pub fn parse_event(index: usize, v: &Value) -> Result<Ingest, PublishError> {
         Some(_) => return Err(err("field 'source_ts' must be a string or a number".into())),
     };
     let symbol = || -> Result<String, PublishError> {
-        let s = data.get("symbol").and_then(|s| s.as_str()).ok_or_else(|| err("data.symbol must be a string".into()))?;
+        let s =
+            data.get("symbol").and_then(|s| s.as_str()).ok_or_else(|| err("data.symbol must be a string".into()))?;
         normalize_symbol(s).ok_or_else(|| err(format!("invalid symbol '{}'", s.chars().take(40).collect::<String>())))
     };
     let topics = match channel.scope() {
@@ -109,7 +113,8 @@ pub fn parse_event(index: usize, v: &Value) -> Result<Ingest, PublishError> {
                 }
                 for s in arr.iter() {
                     let s = s.as_str().ok_or_else(|| err("data.symbols must be an array of strings".into()))?;
-                    let sym = normalize_symbol(s).ok_or_else(|| err(format!("invalid symbol '{}'", s.chars().take(40).collect::<String>())))?;
+                    let sym = normalize_symbol(s)
+                        .ok_or_else(|| err(format!("invalid symbol '{}'", s.chars().take(40).collect::<String>())))?;
                     let t = Topic::new(channel, sym);
                     if !topics.contains(&t) {
                         topics.push(t);
@@ -249,15 +254,20 @@ mod tests {
 
     #[test]
     fn single_array_and_ndjson() {
-        let one = parse_publish(br#"{"channel":"quotes","data":{"symbol":"aapl","bid":1.5},"source_ts":"2026-02-07T14:30:00Z"}"#).unwrap();
+        let one = parse_publish(
+            br#"{"channel":"quotes","data":{"symbol":"aapl","bid":1.5},"source_ts":"2026-02-07T14:30:00Z"}"#,
+        )
+        .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].topics, [Topic::new(Channel::Quotes, "AAPL")]);
         assert_eq!(one[0].source_ts.as_deref(), Some(&b"\"2026-02-07T14:30:00Z\""[..]));
         let v: serde_json::Value = serde_json::from_slice(&one[0].data).unwrap();
         assert_eq!(v["bid"], 1.5);
 
-        let arr = parse_publish(br#"[{"channel":"system","data":{"level":"info","message":"hi"}},
-            {"channel":"orders","user_id":"u-42","data":{"order_id":"o1"}}]"#)
+        let arr = parse_publish(
+            br#"[{"channel":"system","data":{"level":"info","message":"hi"}},
+            {"channel":"orders","user_id":"u-42","data":{"order_id":"o1"}}]"#,
+        )
         .unwrap();
         assert_eq!(arr[1].topics, [Topic::new(Channel::Orders, "u-42")]);
 

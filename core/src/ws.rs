@@ -330,11 +330,14 @@ mod tests {
             (client_frame(false, 9, b"x", [0; 4]), close::PROTOCOL_ERROR), // fragmented ping
             (client_frame(true, 1, &[0xff, 0xfe], [0; 4]), close::INVALID_PAYLOAD),
             (client_frame(true, 1, &[b'a'; 2000], [0; 4]), close::MESSAGE_TOO_BIG),
-            ({
-                let mut f = client_frame(true, 1, b"x", [0; 4]);
-                f[0] |= 0x40;
-                f
-            }, close::PROTOCOL_ERROR),
+            (
+                {
+                    let mut f = client_frame(true, 1, b"x", [0; 4]);
+                    f[0] |= 0x40;
+                    f
+                },
+                close::PROTOCOL_ERROR,
+            ),
         ];
         for (wire, code) in cases {
             let mut reader = MessageReader::new(1024);

@@ -56,7 +56,15 @@ impl BarAggregator {
                     bar.notional += price * size;
                 }
                 slot => {
-                    let fresh = Open { start, open: price, high: price, low: price, close: price, volume: size, notional: price * size };
+                    let fresh = Open {
+                        start,
+                        open: price,
+                        high: price,
+                        low: price,
+                        close: price,
+                        volume: size,
+                        notional: price * size,
+                    };
                     match slot {
                         Some(bar) => {
                             closed.push(finish(symbol, interval, bar));
@@ -127,7 +135,10 @@ mod tests {
         assert_eq!(closed.len(), 1);
         let b = v(&closed[0]);
         assert_eq!(closed[0].topic, Topic::bar("AAPL", BarInterval::S1));
-        assert_eq!((b["open"].as_f64(), b["high"].as_f64(), b["low"].as_f64(), b["close"].as_f64()), (Some(10.0), Some(12.0), Some(9.0), Some(11.0)));
+        assert_eq!(
+            (b["open"].as_f64(), b["high"].as_f64(), b["low"].as_f64(), b["close"].as_f64()),
+            (Some(10.0), Some(12.0), Some(9.0), Some(11.0))
+        );
         assert_eq!(b["volume"], 500.0);
         assert_eq!(b["vwap"], 10.2); // (1000 + 1200 + 1800 + 1100) / 500
         assert_eq!(b["interval"], "1s");

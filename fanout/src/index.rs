@@ -82,7 +82,11 @@ impl<S: Sink> SubscriptionIndex<S> {
     pub fn add(&mut self, topic: &Topic, sink: S, throttle_ms: u32) -> Added {
         let first = !self.topics.contains_key(topic);
         let entry = self.topics.entry(topic.clone()).or_default();
-        let throttle = (throttle_ms > 0).then(|| Throttle { window: i64::from(throttle_ms) * 1000, last_sent: None, pending: None });
+        let throttle = (throttle_ms > 0).then(|| Throttle {
+            window: i64::from(throttle_ms) * 1000,
+            last_sent: None,
+            pending: None,
+        });
         let key = sink.key();
         if let Some(&i) = entry.pos.get(&key) {
             let sub = &mut entry.subs[i];

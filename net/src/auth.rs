@@ -83,15 +83,20 @@ impl Authenticator {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Authenticator { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+        Authenticator {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
     }
 
     /// Checks a token and names its holder.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-            _ => AuthError::Invalid(e.to_string()),
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?;
         let c = data.claims;
         if c.sub.is_empty() || c.sub.len() > tickwire_core::event::MAX_USER_LEN {
             return Err(AuthError::Invalid("sub must be 1 to 128 bytes".into()));
@@ -112,7 +117,11 @@ impl Authenticator {
 }
 
 /// The token of a request: header, then `token` query parameter, then `session` cookie.
-pub fn find_token<'a>(authorization: Option<&'a str>, query_token: Option<&'a str>, cookie: Option<&'a str>) -> Option<&'a str> {
+pub fn find_token<'a>(
+    authorization: Option<&'a str>,
+    query_token: Option<&'a str>,
+    cookie: Option<&'a str>,
+) -> Option<&'a str> {
     if let Some(h) = authorization {
         let h = h.trim();
         if h.len() > 7 && h[..7].eq_ignore_ascii_case("bearer ") {

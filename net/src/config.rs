@@ -160,7 +160,10 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if let Some(n) = self.shards {
-            anyhow::ensure!((1..=tickwire_fanout::interest::MAX_SHARDS).contains(&n), "--shards must be 1 to 64, not {n}");
+            anyhow::ensure!(
+                (1..=tickwire_fanout::interest::MAX_SHARDS).contains(&n),
+                "--shards must be 1 to 64, not {n}"
+            );
         }
         anyhow::ensure!(self.max_message_bytes >= 125, "max_message_bytes must be at least 125");
         Ok(())
@@ -178,7 +181,9 @@ pub fn token_secret(args: &TokenArgs) -> anyhow::Result<String> {
         return Ok(s.clone());
     }
     let serve = ServeArgs { config: args.config.clone(), ..ServeArgs::default() };
-    Config::load(&serve)?.jwt_secret.context("no secret configured: pass --jwt-secret, set TICKWIRE_JWT_SECRET or jwt_secret in --config")
+    Config::load(&serve)?
+        .jwt_secret
+        .context("no secret configured: pass --jwt-secret, set TICKWIRE_JWT_SECRET or jwt_secret in --config")
 }
 
 #[cfg(test)]

@@ -236,7 +236,10 @@ mod tests {
         assert_eq!(parse_request(&big, 100, 0).unwrap_err().status, 431);
         assert_eq!(parse_request(b"POST / HTTP/1.1\r\nContent-Length: 99\r\n\r\n", 8192, 10).unwrap_err().status, 413);
         assert_eq!(parse_request(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 8192, 10).unwrap_err().status, 400);
-        assert_eq!(parse_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 8192, 10).unwrap_err().status, 411);
+        assert_eq!(
+            parse_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 8192, 10).unwrap_err().status,
+            411
+        );
         assert!(!parse_request(b"GET / HTTP/1.0\r\n\r\n", 8192, 0).unwrap().unwrap().0.keep_alive());
     }
 

@@ -108,7 +108,9 @@ where
         }
         let identity = authenticate(&shard, &req).map_err(|e| refuse(401, &e))?;
         match (kind, &identity) {
-            (Kind::Publisher, None) => return Err(refuse(401, "publishing needs a token with role publisher or admin")),
+            (Kind::Publisher, None) => {
+                return Err(refuse(401, "publishing needs a token with role publisher or admin"))
+            }
             (Kind::Publisher, Some(i)) if !i.role.can_publish() => {
                 return Err(refuse(403, "publishing needs role publisher or admin"));
             }
@@ -145,7 +147,11 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
         (_, "/healthz" | "/api/ws/channels" | "/api/ws/status" | "/api/publish" | "/v1/stream" | "/v1/publish") => {
             http::error(405, &format!("method {} not allowed here", req.method), keep_alive)
         }
-        _ => http::error(404, &format!("no such endpoint: {}", req.path.chars().take(80).collect::<String>()), keep_alive),
+        _ => http::error(
+            404,
+            &format!("no such endpoint: {}", req.path.chars().take(80).collect::<String>()),
+            keep_alive,
+        ),
     }
 }
 
@@ -165,7 +171,9 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
     match authenticate(shard, req) {
         Err(e) => return http::error(401, &e, keep_alive),
         Ok(None) => return http::error(401, "publishing needs a token with role publisher or admin", keep_alive),
-        Ok(Some(i)) if !i.role.can_publish() => return http::error(403, "publishing needs role publisher or admin", keep_alive),
+        Ok(Some(i)) if !i.role.can_publish() => {
+            return http::error(403, "publishing needs role publisher or admin", keep_alive)
+        }
         Ok(Some(_)) => {}
     }
     let events = match parse_publish(body) {
@@ -220,7 +228,16 @@ pub fn channels_json() -> Vec<u8> {
                 _ => "private",
             },
         );
-        out.extend_from_slice(format!(",\"private\":{},\"critical\":{},\"snapshot\":{},\"publishable\":{},", row.scope == Scope::Private, row.critical, row.snapshot, row.publishable).as_bytes());
+        out.extend_from_slice(
+            format!(
+                ",\"private\":{},\"critical\":{},\"snapshot\":{},\"publishable\":{},",
+                row.scope == Scope::Private,
+                row.critical,
+                row.snapshot,
+                row.publishable
+            )
+            .as_bytes(),
+        );
         if row.channel == tickwire_core::Channel::Bars {
             out.extend_from_slice(b"\"intervals\":[\"1s\",\"1m\",\"5m\"],");
         }
@@ -293,7 +310,8 @@ mod tests {
     #[test]
     fn catalog_json_lists_every_channel() {
         let v: serde_json::Value = serde_json::from_slice(&channels_json()).unwrap();
-        let names: Vec<_> = v["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
+        let names: Vec<_> =
+            v["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
         assert_eq!(names.len(), 12);
         assert_eq!(v["channels"][2]["intervals"][0], "1s");
         assert_eq!(v["channels"][6]["private"], true);

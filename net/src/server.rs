@@ -59,7 +59,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if generated {
         let now = now_secs();
         eprintln!("no --jwt-secret given: using a random secret for this run. Tokens valid for 24 h:");
-        eprintln!("  demo user ({}): {}", simulator::DEMO_USER, auth.issue(simulator::DEMO_USER, Role::User, now, 86_400));
+        eprintln!(
+            "  demo user ({}): {}",
+            simulator::DEMO_USER,
+            auth.issue(simulator::DEMO_USER, Role::User, now, 86_400)
+        );
         eprintln!("  publisher:          {}", auth.issue("publisher", Role::Publisher, now, 86_400));
     }
     let cpus = allowed_cpus();
@@ -152,7 +156,11 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn shard_main(shared: Arc<Shared>, mesh: MeshBuilder<Vec<ShardMsg>, glommio::channels::channel_mesh::Full>, fd: RawFd) -> anyhow::Result<()> {
+async fn shard_main(
+    shared: Arc<Shared>,
+    mesh: MeshBuilder<Vec<ShardMsg>, glommio::channels::channel_mesh::Full>,
+    fd: RawFd,
+) -> anyhow::Result<()> {
     // SAFETY: `fd` is a listening TCP socket made by `bind`, handed to this shard alone, owned from here on.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let (senders, mut receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("cannot join the shard mesh"))?;

@@ -101,8 +101,15 @@ impl Sink for ConnRef {
 }
 
 /// Runs an upgraded connection to its end. `buffered` holds bytes read past the HTTP head.
-pub async fn run<S>(shard: Rc<Shard>, stream: S, buffered: BytesMut, kind: Kind, identity: Option<Identity>, client_id: Option<String>, ip: String)
-where
+pub async fn run<S>(
+    shard: Rc<Shard>,
+    stream: S,
+    buffered: BytesMut,
+    kind: Kind,
+    identity: Option<Identity>,
+    client_id: Option<String>,
+    ip: String,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let key = shard.next_id();
@@ -153,7 +160,13 @@ where
     let code = conn.close.get().map_or(close::NORMAL, |(c, _)| c);
     shard.remove_conn(&conn);
     let out = conn.out.borrow().len() as u64;
-    shard.shared.store.connection_closed((shard.id as u64) << 48 | key, now_micros(), code, conn.messages_in.get(), out);
+    shard.shared.store.connection_closed(
+        (shard.id as u64) << 48 | key,
+        now_micros(),
+        code,
+        conn.messages_in.get(),
+        out,
+    );
     tracing::debug!(conn = %conn.id, code, flushed = sent.is_ok(), "connection closed");
 }
 
@@ -225,7 +238,9 @@ async fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message, kind: Kind
             Kind::Subscriber => on_request(shard, conn, &text),
             Kind::Publisher => on_publish(shard, conn, &text).await,
         },
-        Message::Binary(_) => conn.error(None, ErrorCode::UnsupportedData, "binary frames are not supported: send JSON text frames"),
+        Message::Binary(_) => {
+            conn.error(None, ErrorCode::UnsupportedData, "binary frames are not supported: send JSON text frames")
+        }
         Message::Ping(payload) => conn.send(ws::frame(Opcode::Pong, &payload)),
         Message::Pong(_) => {}
         Message::Close(code) => {
@@ -263,7 +278,12 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, text: &[u8]) {
 }
 
 /// The topics a subscribe (or unsubscribe with symbols) names for this connection.
-fn topics_of(conn: &Conn, channel: Channel, symbols: &[String], interval: Option<tickwire_core::BarInterval>) -> Vec<Topic> {
+fn topics_of(
+    conn: &Conn,
+    channel: Channel,
+    symbols: &[String],
+    interval: Option<tickwire_core::BarInterval>,
+) -> Vec<Topic> {
     match channel.scope() {
         Scope::Private => conn.user().map(|u| vec![Topic::new(channel, u.clone())]).unwrap_or_default(),
         Scope::Everyone => vec![Topic::new(channel, ALL)],
@@ -309,7 +329,10 @@ fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe) {
             conn.subs
                 .borrow()
                 .keys()
-                .filter(|t| named.iter().any(|n| n.channel == t.channel && n.key == t.key) && (u.interval.is_none() || t.interval == u.interval))
+                .filter(|t| {
+                    named.iter().any(|n| n.channel == t.channel && n.key == t.key)
+                        && (u.interval.is_none() || t.interval == u.interval)
+                })
                 .cloned()
                 .collect()
         }

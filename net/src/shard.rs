@@ -294,7 +294,13 @@ impl Shard {
             let source_ts = ev.source_ts.map(Bytes::from);
             for topic in ev.topics {
                 let owner = topic.owner(shards);
-                per_owner[owner].push(IngestItem { event, topic, data: data.clone(), source_ts: source_ts.clone(), trade: ev.trade });
+                per_owner[owner].push(IngestItem {
+                    event,
+                    topic,
+                    data: data.clone(),
+                    source_ts: source_ts.clone(),
+                    trade: ev.trade,
+                });
                 total += 1;
             }
         }

@@ -37,6 +37,12 @@ fn welcome_names_the_connection() {
 #[test]
 fn subscribe_snapshot_then_gapless_updates_then_unsubscribe() {
     let server = Server::start(FAST_FEED);
+    // Wait until both symbols have state, so that each has a snapshot to give.
+    let mut warm = server.connect(None);
+    warm.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL","MSFT"]}));
+    for sym in ["AAPL", "MSFT"] {
+        warm.recv_until(SECS, |v| v["type"] == "quote" && v["data"]["symbol"] == sym).expect("the feed quotes");
+    }
     let mut c = server.connect(None);
     c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL","msft"],"id":"r1"}));
     let sub = c.recv().unwrap();
@@ -60,7 +66,8 @@ fn subscribe_snapshot_then_gapless_updates_then_unsubscribe() {
                 last.insert(sym, seq);
             }
             "quote" => {
-                let prev = last.get(&sym).copied().expect("snapshot comes before updates (the feed ran before we subscribed)");
+                let prev =
+                    last.get(&sym).copied().expect("snapshot comes before updates (the feed ran before we subscribed)");
                 assert_eq!(seq, prev + 1, "gap or duplicate on {sym}");
                 assert_eq!(v["channel"], "quotes");
                 assert_eq!(v["timestamp"].as_str().unwrap().len(), 27);
@@ -102,11 +109,9 @@ fn ping_pong_echoes_id() {
     // A WebSocket-level ping is answered with a pong carrying the same payload.
     c.send_raw(Message::Ping(b"hb".to_vec().into()));
     c.ws.get_mut().set_read_timeout(Some(SECS)).unwrap();
-    loop {
-        match c.ws.read().unwrap() {
-            Message::Pong(p) => break assert_eq!(&p[..], b"hb"),
-            other => panic!("expected pong, got {other:?}"),
-        }
+    match c.ws.read().unwrap() {
+        Message::Pong(p) => assert_eq!(&p[..], b"hb"),
+        other => panic!("expected pong, got {other:?}"),
     }
 }
 
@@ -122,7 +127,10 @@ fn bad_input_gets_error_frames_and_the_connection_goes_on() {
         (Message::text(r#"{"action":"dance","id":"a"}"#), "UNKNOWN_ACTION"),
         (Message::text(r#"{"action":"subscribe","channel":"quotez","symbols":["A"],"id":"b"}"#), "UNKNOWN_CHANNEL"),
         (Message::text(r#"{"action":"subscribe","channel":"quotes","symbols":"AAPL"}"#), "INVALID_FIELD"),
-        (Message::text(r#"{"action":"subscribe","channel":"quotes","symbols":["AAPL"],"throttle_ms":"x"}"#), "INVALID_FIELD"),
+        (
+            Message::text(r#"{"action":"subscribe","channel":"quotes","symbols":["AAPL"],"throttle_ms":"x"}"#),
+            "INVALID_FIELD",
+        ),
         (Message::text(r#"{"action":"subscribe","channel":"orders"}"#), "AUTH_REQUIRED"),
         (Message::Binary(vec![1, 2, 3].into()), "UNSUPPORTED_DATA"),
     ];
@@ -185,13 +193,15 @@ fn http_errors_are_json() {
 #[test]
 fn bad_token_is_refused_before_upgrade() {
     let server = Server::start(&["--no-simulator", "--allow-anonymous", "false"]);
-    for tok in ["garbage", &jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub":"u","exp": 4_000_000_000u64}),
-        &jsonwebtoken::EncodingKey::from_secret(b"wrong-secret"),
-    )
-    .unwrap()]
-    {
+    for tok in [
+        "garbage",
+        &jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub":"u","exp": 4_000_000_000u64}),
+            &jsonwebtoken::EncodingKey::from_secret(b"wrong-secret"),
+        )
+        .unwrap(),
+    ] {
         match Client::connect(server.addr, "/v1/stream", Some(tok)) {
             Err(tungstenite::Error::Http(resp)) => {
                 assert_eq!(resp.status(), 401);
@@ -369,7 +379,8 @@ fn streaming_publisher_over_websocket() {
     assert!(Client::connect(server.addr, "/v1/publish", None).is_err(), "publishing needs a token");
     let mut publisher = Client::connect(server.addr, "/v1/publish", Some(&token("feed", "publisher"))).unwrap();
     for i in 0..50 {
-        publisher.send(json!({"channel":"trades","data":{"symbol":"QQQ","price":400.0 + i as f64,"size":10},"source_ts":i}));
+        publisher
+            .send(json!({"channel":"trades","data":{"symbol":"QQQ","price":400.0 + i as f64,"size":10},"source_ts":i}));
     }
     publisher.send(json!({"channel":"nope","data":{}}));
     let err = publisher.recv().expect("error frame for a bad event");
@@ -387,7 +398,23 @@ fn catalog_and_status_endpoints() {
     let (s, cat) = http(server.addr, "GET", "/api/ws/channels", None, "");
     assert_eq!(s, 200);
     let names: Vec<&str> = cat["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["quotes", "trades", "bars", "news", "signals", "system", "orders", "executions", "portfolio", "alerts", "sessions", "decisions"]);
+    assert_eq!(
+        names,
+        [
+            "quotes",
+            "trades",
+            "bars",
+            "news",
+            "signals",
+            "system",
+            "orders",
+            "executions",
+            "portfolio",
+            "alerts",
+            "sessions",
+            "decisions"
+        ]
+    );
     let _c = server.connect(None);
     let (s, st) = http(server.addr, "GET", "/api/ws/status", None, "");
     assert_eq!(s, 200);

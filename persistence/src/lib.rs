@@ -77,7 +77,13 @@ impl Store for MemoryStore {
         if c.len() == self.capacity {
             c.pop_front();
         }
-        c.push_back(StoredConnection { record, disconnected_at: None, close_code: None, messages_in: 0, messages_out: 0 });
+        c.push_back(StoredConnection {
+            record,
+            disconnected_at: None,
+            close_code: None,
+            messages_in: 0,
+            messages_out: 0,
+        });
     }
 
     fn connection_closed(&self, id: u64, at: Micros, close_code: u16, messages_in: u64, messages_out: u64) {
@@ -96,7 +102,14 @@ mod tests {
     use super::*;
 
     fn rec(id: u64) -> ConnectionRecord {
-        ConnectionRecord { id, user: None, client_id: format!("c{id}"), ip: "127.0.0.1".into(), shard: 0, connected_at: 0 }
+        ConnectionRecord {
+            id,
+            user: None,
+            client_id: format!("c{id}"),
+            ip: "127.0.0.1".into(),
+            shard: 0,
+            connected_at: 0,
+        }
     }
 
     #[test]

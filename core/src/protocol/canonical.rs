@@ -48,7 +48,9 @@ impl Dialect for Canonical {
                     let msg = format!("channel '{channel}' has no acknowledgements");
                     return Err(r.err(ErrorCode::InvalidField, &msg));
                 }
-                let sequence = r.u64_field("sequence")?.ok_or_else(|| r.err(ErrorCode::InvalidField, "missing field 'sequence'"))?;
+                let sequence = r
+                    .u64_field("sequence")?
+                    .ok_or_else(|| r.err(ErrorCode::InvalidField, "missing field 'sequence'"))?;
                 Ok(ClientRequest::Ack { id: r.id, channel, sequence })
             }
             other => Err(r.err(ErrorCode::UnknownAction, &format!("unknown action '{}'", clip(other)))),
@@ -160,22 +162,25 @@ impl<'v> Request<'v> {
     fn str_field(&self, key: &str) -> Result<Option<&'v str>, RequestError> {
         match self.present(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(ErrorCode::InvalidField, &format!("field '{key}' must be a string"))),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.err(ErrorCode::InvalidField, &format!("field '{key}' must be a string"))),
         }
     }
 
     fn u64_field(&self, key: &str) -> Result<Option<u64>, RequestError> {
         match self.present(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| self.err(ErrorCode::InvalidField, &format!("field '{key}' must be a non-negative integer"))),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                self.err(ErrorCode::InvalidField, &format!("field '{key}' must be a non-negative integer"))
+            }),
         }
     }
 
     fn channel(&self) -> Result<Channel, RequestError> {
-        let name = self.str_field("channel")?.ok_or_else(|| self.err(ErrorCode::InvalidField, "missing field 'channel'"))?;
+        let name =
+            self.str_field("channel")?.ok_or_else(|| self.err(ErrorCode::InvalidField, "missing field 'channel'"))?;
         Channel::from_name(name)
             .ok_or_else(|| self.err(ErrorCode::UnknownChannel, &format!("unknown channel '{}'", clip(name))))
     }
@@ -216,7 +221,9 @@ impl<'v> Request<'v> {
         let interval = self.interval(channel)?;
         let throttle = self.u64_field("throttle_ms")?.unwrap_or(0);
         if throttle > MAX_THROTTLE_MS {
-            return Err(self.err(ErrorCode::InvalidField, &format!("field 'throttle_ms' must be at most {MAX_THROTTLE_MS}")));
+            return Err(
+                self.err(ErrorCode::InvalidField, &format!("field 'throttle_ms' must be at most {MAX_THROTTLE_MS}"))
+            );
         }
         let symbols = match channel.scope() {
             Scope::PerSymbol => match symbols {
@@ -316,31 +323,43 @@ mod tests {
 
     #[test]
     fn decodes_protocol_examples() {
-        let r = decode(r#"{"action":"subscribe","channel":"quotes","symbols":["AAPL","msft"],"throttle_ms":100,"id":"r1"}"#);
+        let r = decode(
+            r#"{"action":"subscribe","channel":"quotes","symbols":["AAPL","msft"],"throttle_ms":100,"id":"r1"}"#,
+        );
         let ClientRequest::Subscribe(s) = r.unwrap() else { panic!("not a subscribe") };
         assert_eq!(s.symbols, ["AAPL", "MSFT"]);
         assert_eq!((s.throttle_ms, s.id.as_deref(), s.interval), (100, Some("r1"), None));
 
-        let ClientRequest::Subscribe(s) = decode(r#"{"action":"subscribe","channel":"bars","symbols":["AAPL"]}"#).unwrap() else {
+        let ClientRequest::Subscribe(s) =
+            decode(r#"{"action":"subscribe","channel":"bars","symbols":["AAPL"]}"#).unwrap()
+        else {
             panic!()
         };
         assert_eq!(s.interval, Some(BarInterval::M1));
 
         let ClientRequest::Subscribe(s) =
-            decode(r#"{"action":"subscribe","channel":"quotes","symbols":["AAPL"],"from_sequence":{"AAPL":1041}}"#).unwrap()
+            decode(r#"{"action":"subscribe","channel":"quotes","symbols":["AAPL"],"from_sequence":{"AAPL":1041}}"#)
+                .unwrap()
         else {
             panic!()
         };
         assert_eq!(s.from_sequence, [("AAPL".to_owned(), 1041)]);
 
-        let ClientRequest::Subscribe(s) = decode(r#"{"action":"subscribe","channel":"orders","symbols":["X"],"user_id":"u-1"}"#).unwrap() else {
+        let ClientRequest::Subscribe(s) =
+            decode(r#"{"action":"subscribe","channel":"orders","symbols":["X"],"user_id":"u-1"}"#).unwrap()
+        else {
             panic!()
         };
         assert!(s.symbols.is_empty(), "private subscriptions ignore symbols");
 
         assert_eq!(
             decode(r#"{"action":"unsubscribe","channel":"quotes"}"#).unwrap(),
-            ClientRequest::Unsubscribe(Unsubscribe { id: None, channel: Channel::Quotes, symbols: None, interval: None })
+            ClientRequest::Unsubscribe(Unsubscribe {
+                id: None,
+                channel: Channel::Quotes,
+                symbols: None,
+                interval: None
+            })
         );
         assert_eq!(
             decode(r#"{"action":"ack","channel":"orders","sequence":57}"#).unwrap(),
@@ -354,14 +373,34 @@ mod tests {
             ("{", ErrorCode::InvalidJson, None),
             ("[1]", ErrorCode::InvalidMessage, None),
             (r#"{"action":"fly","id":"x"}"#, ErrorCode::UnknownAction, Some("x")),
-            (r#"{"action":"subscribe","channel":"quotez","symbols":["A"],"id":"r1"}"#, ErrorCode::UnknownChannel, Some("r1")),
-            (r#"{"action":"subscribe","channel":"quotes","symbols":"AAPL","id":"r2"}"#, ErrorCode::InvalidField, Some("r2")),
+            (
+                r#"{"action":"subscribe","channel":"quotez","symbols":["A"],"id":"r1"}"#,
+                ErrorCode::UnknownChannel,
+                Some("r1"),
+            ),
+            (
+                r#"{"action":"subscribe","channel":"quotes","symbols":"AAPL","id":"r2"}"#,
+                ErrorCode::InvalidField,
+                Some("r2"),
+            ),
             (r#"{"action":"subscribe","channel":"quotes","symbols":[1]}"#, ErrorCode::InvalidField, None),
             (r#"{"action":"subscribe","channel":"quotes"}"#, ErrorCode::InvalidField, None),
             (r#"{"action":"subscribe","channel":"quotes","symbols":["A B"]}"#, ErrorCode::InvalidSymbol, None),
-            (r#"{"action":"subscribe","channel":"quotes","symbols":["A"],"throttle_ms":"fast"}"#, ErrorCode::InvalidField, None),
-            (r#"{"action":"subscribe","channel":"quotes","symbols":["A"],"throttle_ms":-1}"#, ErrorCode::InvalidField, None),
-            (r#"{"action":"subscribe","channel":"bars","symbols":["A"],"interval":"2h"}"#, ErrorCode::InvalidField, None),
+            (
+                r#"{"action":"subscribe","channel":"quotes","symbols":["A"],"throttle_ms":"fast"}"#,
+                ErrorCode::InvalidField,
+                None,
+            ),
+            (
+                r#"{"action":"subscribe","channel":"quotes","symbols":["A"],"throttle_ms":-1}"#,
+                ErrorCode::InvalidField,
+                None,
+            ),
+            (
+                r#"{"action":"subscribe","channel":"bars","symbols":["A"],"interval":"2h"}"#,
+                ErrorCode::InvalidField,
+                None,
+            ),
             (r#"{"action":7}"#, ErrorCode::InvalidField, None),
             (r#"{"channel":"quotes"}"#, ErrorCode::InvalidField, None),
             (r#"{"action":"ping","id":5}"#, ErrorCode::InvalidField, None),
@@ -402,7 +441,13 @@ mod tests {
 
     #[test]
     fn encodes_replies() {
-        let w = reply(&Reply::Welcome { connection_id: "c-1", client_id: "cl", user_id: Some("u-42"), epoch: "e1", heartbeat_s: 30 });
+        let w = reply(&Reply::Welcome {
+            connection_id: "c-1",
+            client_id: "cl",
+            user_id: Some("u-42"),
+            epoch: "e1",
+            heartbeat_s: 30,
+        });
         assert_eq!(w["type"], "welcome");
         assert_eq!(w["user_id"], "u-42");
         assert_eq!(w["protocol"], 1);
@@ -416,8 +461,15 @@ mod tests {
             throttle_ms: 100,
             subscription_id: "s-1",
         });
-        assert_eq!(s, json!({"type":"subscribed","id":"r1","channel":"quotes","symbols":["AAPL","MSFT"],"throttle_ms":100,"subscription_id":"s-1"}));
-        let e = reply(&Reply::Error { id: None, code: ErrorCode::UnknownChannel, message: "unknown channel 'quotez' \"x\"" });
+        assert_eq!(
+            s,
+            json!({"type":"subscribed","id":"r1","channel":"quotes","symbols":["AAPL","MSFT"],"throttle_ms":100,"subscription_id":"s-1"})
+        );
+        let e = reply(&Reply::Error {
+            id: None,
+            code: ErrorCode::UnknownChannel,
+            message: "unknown channel 'quotez' \"x\"",
+        });
         assert_eq!(e["code"], "UNKNOWN_CHANNEL");
         assert_eq!(e["message"], "unknown channel 'quotez' \"x\"");
         assert_eq!(reply(&Reply::Pong { id: Some("p") })["id"], "p");

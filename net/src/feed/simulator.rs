@@ -23,13 +23,13 @@ pub const DEMO_USER: &str = "demo-user";
 
 /// Real tickers, most traded first.
 const TICKERS: &[&str] = &[
-    "AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "TSLA", "META", "BRK.B", "JPM", "V", "UNH", "XOM", "JNJ", "WMT", "MA", "PG",
-    "LLY", "AVGO", "HD", "CVX", "MRK", "ABBV", "KO", "PEP", "COST", "ADBE", "CSCO", "TMO", "MCD", "CRM", "BAC", "ACN",
-    "NFLX", "ABT", "LIN", "AMD", "DHR", "ORCL", "DIS", "WFC", "TXN", "CMCSA", "PM", "VZ", "NEE", "INTC", "RTX", "UPS",
-    "QCOM", "HON", "INTU", "IBM", "AMGN", "LOW", "SPGI", "UNP", "CAT", "BA", "GS", "ELV", "SBUX", "PLD", "DE", "MS",
-    "BLK", "AMAT", "GE", "ISRG", "MDT", "BKNG", "GILD", "ADP", "LMT", "AXP", "SYK", "TJX", "C", "MMC", "VRTX", "ADI",
-    "CVS", "MDLZ", "REGN", "NOW", "PYPL", "SCHW", "TMUS", "ZTS", "CI", "MO", "SO", "PGR", "DUK", "BSX", "FI", "SLB",
-    "EOG", "CB", "LRCX", "UBER",
+    "AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "TSLA", "META", "BRK.B", "JPM", "V", "UNH", "XOM", "JNJ", "WMT", "MA",
+    "PG", "LLY", "AVGO", "HD", "CVX", "MRK", "ABBV", "KO", "PEP", "COST", "ADBE", "CSCO", "TMO", "MCD", "CRM", "BAC",
+    "ACN", "NFLX", "ABT", "LIN", "AMD", "DHR", "ORCL", "DIS", "WFC", "TXN", "CMCSA", "PM", "VZ", "NEE", "INTC", "RTX",
+    "UPS", "QCOM", "HON", "INTU", "IBM", "AMGN", "LOW", "SPGI", "UNP", "CAT", "BA", "GS", "ELV", "SBUX", "PLD", "DE",
+    "MS", "BLK", "AMAT", "GE", "ISRG", "MDT", "BKNG", "GILD", "ADP", "LMT", "AXP", "SYK", "TJX", "C", "MMC", "VRTX",
+    "ADI", "CVS", "MDLZ", "REGN", "NOW", "PYPL", "SCHW", "TMUS", "ZTS", "CI", "MO", "SO", "PGR", "DUK", "BSX", "FI",
+    "SLB", "EOG", "CB", "LRCX", "UBER",
 ];
 
 /// The first `n` symbols of the simulated feed: the real tickers, then `SIM0100`, `SIM0101`, ...
@@ -127,7 +127,13 @@ fn market_event(rng: &mut SmallRng, s: &mut SymbolState) -> Ingest {
         let size = rng.random_range(1..20) * 10;
         s.volume += size;
         let ts = rfc3339(now_micros());
-        let t = Trade { symbol: sym, price, size, timestamp: &ts, exchange: EXCHANGES[rng.random_range(0..EXCHANGES.len())] };
+        let t = Trade {
+            symbol: sym,
+            price,
+            size,
+            timestamp: &ts,
+            exchange: EXCHANGES[rng.random_range(0..EXCHANGES.len())],
+        };
         let point = TradePoint { price, size: size as f64 };
         event(Channel::Trades, vec![Topic::new(Channel::Trades, s.symbol.clone())], &t, Some(point))
     } else if kind < 0.998 {
@@ -209,17 +215,45 @@ impl DemoUser {
         out.push(event(Channel::Orders, topic(Channel::Orders), &order, None));
         if filled > 0 {
             let trade_id = format!("exe-{}-{}", self.order, self.status);
-            let e = Execution { trade_id: &trade_id, order_id: &order_id, symbol: sym, side: order.side, quantity: 50, price, pnl: 0.0, executed_at: &now };
+            let e = Execution {
+                trade_id: &trade_id,
+                order_id: &order_id,
+                symbol: sym,
+                side: order.side,
+                quantity: 50,
+                price,
+                pnl: 0.0,
+                executed_at: &now,
+            };
             out.push(event(Channel::Executions, topic(Channel::Executions), &e, None));
         }
         self.status = (self.status + 1) % ORDER_STATUSES.len();
         self.cash = 100_000.0 - self.order as f64 * 10.0;
-        let positions = [Position { symbol: sym, quantity: filled as i64, avg_price: price, market_price: price * 1.001, unrealized_pnl: filled as f64 * price * 0.001 }];
-        let p = Portfolio { total_value: self.cash + filled as f64 * price, day_pnl: self.order as f64 * 1.5, cash: self.cash, buying_power: self.cash * 2.0, positions: &positions };
+        let positions = [Position {
+            symbol: sym,
+            quantity: filled as i64,
+            avg_price: price,
+            market_price: price * 1.001,
+            unrealized_pnl: filled as f64 * price * 0.001,
+        }];
+        let p = Portfolio {
+            total_value: self.cash + filled as f64 * price,
+            day_pnl: self.order as f64 * 1.5,
+            cash: self.cash,
+            buying_power: self.cash * 2.0,
+            positions: &positions,
+        };
         out.push(event(Channel::Portfolio, topic(Channel::Portfolio), &p, None));
         if self.ticks % 1000 == 1 {
             let alert_id = format!("alt-{}", self.ticks / 1000);
-            let a = Alert { alert_id: &alert_id, alert_type: "risk", level: "warning", message: "position concentration above 20%", symbol: Some(sym), triggered_at: &now };
+            let a = Alert {
+                alert_id: &alert_id,
+                alert_type: "risk",
+                level: "warning",
+                message: "position concentration above 20%",
+                symbol: Some(sym),
+                triggered_at: &now,
+            };
             out.push(event(Channel::Alerts, topic(Channel::Alerts), &a, None));
         }
         if self.ticks % 500 == 1 {
@@ -235,7 +269,15 @@ impl DemoUser {
                 total_trades: u64,
                 loss_limit_utilization: f64,
             }
-            let s = Status { session_id: "sess-1", status: "running", data: SessionData { current_pnl: self.order as f64 * 1.5, total_trades: self.order, loss_limit_utilization: 0.12 } };
+            let s = Status {
+                session_id: "sess-1",
+                status: "running",
+                data: SessionData {
+                    current_pnl: self.order as f64 * 1.5,
+                    total_trades: self.order,
+                    loss_limit_utilization: 0.12,
+                },
+            };
             out.push(event(Channel::Sessions, topic(Channel::Sessions), &s, None));
         }
         if self.ticks % 300 == 1 {
@@ -249,7 +291,15 @@ impl DemoUser {
                 symbol: &'a str,
                 price: f64,
             }
-            let d = Decision { session_id: "sess-1", algorithm_id: "mean-reversion", decision: "buy", reasoning: "price below 20-period mean", confidence: 0.71, symbol: sym, price };
+            let d = Decision {
+                session_id: "sess-1",
+                algorithm_id: "mean-reversion",
+                decision: "buy",
+                reasoning: "price below 20-period mean",
+                confidence: 0.71,
+                symbol: sym,
+                price,
+            };
             out.push(event(Channel::Decisions, topic(Channel::Decisions), &d, None));
         }
     }

@@ -76,7 +76,12 @@ impl Drop for Server {
 pub fn token(sub: &str, role: &str) -> String {
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
     let claims = serde_json::json!({"sub": sub, "role": role, "exp": exp});
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 /// A WebSocket client.
@@ -126,7 +131,11 @@ impl Client {
                 Ok(Message::Text(t)) => return Some(t.to_string()),
                 Ok(Message::Close(f)) => panic!("unexpected close: {f:?}"),
                 Ok(_) => continue,
-                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    return None
+                }
                 Err(e) => panic!("read failed: {e}"),
             }
         }
@@ -178,7 +187,10 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 /// `METHOD path` with an optional bearer token and body; `Connection: close`.
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     let (status, body) = http_raw(addr, req.as_bytes());
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
