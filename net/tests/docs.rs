@@ -44,7 +44,11 @@ fn every_example_of_the_protocol_doc_holds() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
     let blocks = blocks(&doc);
     let examples = |tag: &str| -> Vec<Value> {
-        blocks.iter().filter(|(i, _)| i == tag).map(|(_, b)| serde_json::from_str(b).expect("example is JSON")).collect()
+        blocks
+            .iter()
+            .filter(|(i, _)| i == tag)
+            .map(|(_, b)| serde_json::from_str(b).expect("example is JSON"))
+            .collect()
     };
     let (clients, servers, publishes) = (examples("json client"), examples("json server"), examples("json publish"));
     assert!(clients.len() >= 8 && servers.len() >= 10 && publishes.len() >= 2);
@@ -52,7 +56,9 @@ fn every_example_of_the_protocol_doc_holds() {
     let server = Server::start(&["--simulator-rate", "6000", "--simulator-symbols", "4"]);
     // Let the feed give every symbol some state first, so that subscriptions get snapshots.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while http(server.addr, "GET", "/api/ws/status", None, "").1["stream_health"]["simulator"]["events"].as_u64() < Some(400) {
+    while http(server.addr, "GET", "/api/ws/status", None, "").1["stream_health"]["simulator"]["events"].as_u64()
+        < Some(400)
+    {
         assert!(Instant::now() < deadline, "the simulated feed does not run");
         std::thread::sleep(Duration::from_millis(50));
     }

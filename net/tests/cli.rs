@@ -1,0 +1,80 @@
+//! The command line: `--help` explains every flag, `tickwire token` signs with the configured secret, and the
+//! README's configuration example is a valid config file.
+
+use std::process::Command;
+
+fn tickwire(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tickwire")).args(args).output().expect("run tickwire")
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = tickwire(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--shards",
+        "--jwt-secret",
+        "--simulator-rate",
+        "--simulator-symbols",
+        "--no-simulator",
+        "--allow-anonymous",
+        "--config",
+        "serve",
+        "token",
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} missing:\n{help}"));
+        assert!(line.trim().len() > flag.len() + 10, "{flag} has no explanation: {line}");
+    }
+    let token_help = String::from_utf8(tickwire(&["token", "--help"]).stdout).unwrap();
+    assert!(token_help.contains("--sub") && token_help.contains("--role"));
+}
+
+#[test]
+fn token_is_signed_with_the_configured_secret() {
+    let out = tickwire(&["token", "--sub", "u-42", "--role", "publisher", "--jwt-secret", "s3cret"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.set_required_spec_claims(&["exp", "sub"]);
+    let data =
+        jsonwebtoken::decode::<serde_json::Value>(token.trim(), &jsonwebtoken::DecodingKey::from_secret(b"s3cret"), &v)
+            .unwrap();
+    assert_eq!(data.claims["sub"], "u-42");
+    assert_eq!(data.claims["role"], "publisher");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["token", "--sub", "x"])
+        .env_remove("TICKWIRE_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no secret configured"));
+    assert!(!tickwire(&["token", "--sub", "x", "--role", "king", "--jwt-secret", "s"]).status.success());
+}
+
+#[test]
+fn readme_config_example_loads() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let toml = readme.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a toml block");
+    let dir = std::env::temp_dir().join(format!("tickwire-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tickwire.toml");
+    std::fs::write(&file, toml).unwrap();
+    let args = tickwire_net::config::ServeArgs { config: Some(file), ..Default::default() };
+    let config = tickwire_net::config::Config::load(&args).expect("README example is a valid config");
+    assert_eq!(config.listen.port(), 8080);
+    assert_eq!(config.max_queued_bytes, 4_194_304);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_configuration_is_one_clear_error() {
+    let out = tickwire(&["--shards", "0", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shards must be 1 to 64"));
+}
