@@ -38,6 +38,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         None => (random_secret(), true),
     };
     let auth = Authenticator::hs256(secret.as_bytes());
+    // Pre-flight: an executor that cannot start here (io_uring off, locked memory too low) would fail every
+    // shard; say so once, before listening.
+    LocalExecutorBuilder::new(Placement::Unbound).io_memory(IO_MEMORY).make().map_err(|e| start_error(0, &e))?;
     let listeners = bind(config.listen, shards).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listeners.1;
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -107,11 +110,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-fn start_error(shard: usize, e: &glommio::GlommioError<()>) -> anyhow::Error {
+fn start_error<T>(shard: usize, e: &glommio::GlommioError<T>) -> anyhow::Error {
     let text = e.to_string();
-    let hint = if text.contains("memlock") || text.contains("ENOMEM") || text.contains("Cannot allocate memory") {
+    let lower = text.to_ascii_lowercase();
+    let hint = if lower.contains("memlock") || lower.contains("enomem") || lower.contains("cannot allocate memory") {
         "raise the locked-memory limit (ulimit -l, or LimitMEMLOCK= in systemd) or run fewer --shards"
-    } else if text.contains("io_uring") || text.contains("Operation not permitted") || text.contains("ENOSYS") {
+    } else if lower.contains("io_uring") || lower.contains("operation not permitted") || lower.contains("enosys") {
         "io_uring is unavailable: use Linux >= 5.8 with io_uring enabled (sysctl kernel.io_uring_disabled=0; containers may need a seccomp profile that allows io_uring)"
     } else {
         "check that the kernel supports io_uring and that the locked-memory limit (ulimit -l) is at least 1 MiB per shard"

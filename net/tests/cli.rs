@@ -78,3 +78,16 @@ fn bad_configuration_is_one_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shards must be 1 to 64"));
 }
+
+#[test]
+fn locked_memory_too_low_is_one_clear_error_before_listening() {
+    let cmd = format!(
+        "ulimit -l 0 && exec {} --listen 127.0.0.1:0 --shards 2 --jwt-secret s",
+        env!("CARGO_BIN_EXE_tickwire")
+    );
+    let out = Command::new("bash").args(["-c", &cmd]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("raise the locked-memory limit (ulimit -l"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
