@@ -230,7 +230,8 @@ mod tests {
     #[test]
     fn incomplete_oversized_and_malformed() {
         assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost:", 8192, 0), Ok(None));
-        assert_eq!(parse_request(&[b'a'; 100], 50, 0).unwrap_err().status, 400);
+        assert_eq!(parse_request(b"GET\x01/ HTTP/1.1\r\n\r\n", 50, 0).unwrap_err().status, 400);
+        assert_eq!(parse_request(&[b'a'; 100], 50, 0).unwrap_err().status, 431);
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend(vec![b'a'; 200]);
         assert_eq!(parse_request(&big, 100, 0).unwrap_err().status, 431);
