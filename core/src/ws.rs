@@ -231,6 +231,11 @@ fn parse_close(payload: &[u8]) -> Result<Option<u16>, WsError> {
     }
 }
 
+/// Whether a peer may send `code` in a close frame (RFC 6455 7.4.1: 1000-1003, 1007-1011, 3000-4999).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
 /// Writes the header of an unmasked, final server frame into the end of `dst` and returns its length.
 /// Writing at the end lets a frame builder reserve [`MAX_HEADER_LEN`] bytes before the payload and slice.
 pub fn write_header(opcode: Opcode, len: usize, dst: &mut [u8; MAX_HEADER_LEN]) -> usize {
@@ -361,6 +366,16 @@ mod tests {
         wire.extend(client_frame(true, 0, &[b'a'; 600], [0; 4]));
         let err = MessageReader::new(1024).read(&mut BytesMut::from(&wire[..])).unwrap_err();
         assert_eq!(err.close_code(), close::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn close_codes_a_peer_may_send() {
+        for ok in [1000, 1001, 1003, 1007, 1011, 3000, 4999] {
+            assert!(is_valid_close_code(ok), "{ok}");
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000] {
+            assert!(!is_valid_close_code(bad), "{bad}");
+        }
     }
 
     #[test]

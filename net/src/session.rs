@@ -52,6 +52,8 @@ pub struct Conn {
     /// Topics subscribed, with their subscription ids.
     pub subs: RefCell<HashMap<Topic, u64>>,
     pub messages_in: Cell<u64>,
+    /// Frames queued for the client.
+    pub messages_out: Cell<u64>,
 }
 
 impl Conn {
@@ -61,9 +63,14 @@ impl Conn {
 
     /// Queues a frame; over the byte bound the connection is closed as a slow consumer.
     pub fn send(&self, frame: Bytes) {
-        match self.out.borrow_mut().push(frame) {
-            Pushed::Queued { was_empty: true } => self.wake.notify(),
-            Pushed::Queued { was_empty: false } => {}
+        let pushed = self.out.borrow_mut().push(frame);
+        match pushed {
+            Pushed::Queued { was_empty } => {
+                self.messages_out.set(self.messages_out.get() + 1);
+                if was_empty {
+                    self.wake.notify();
+                }
+            }
             Pushed::Overflow => self.request_close(close::TRY_AGAIN_LATER, "slow consumer"),
         }
     }
@@ -126,6 +133,7 @@ pub async fn run<S>(
         close: Cell::new(None),
         subs: RefCell::new(HashMap::new()),
         messages_in: Cell::new(0),
+        messages_out: Cell::new(0),
     });
     shard.add_conn(conn.clone());
     let connected_at = now_micros();
@@ -244,11 +252,13 @@ async fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message, kind: Kind
         Message::Ping(payload) => conn.send(ws::frame(Opcode::Pong, &payload)),
         Message::Pong(_) => {}
         Message::Close(code) => {
-            let echo = match code {
-                Some(c) if (1000..=4999).contains(&c) => close::NORMAL,
-                _ => close::NORMAL,
+            // RFC 6455 7.4: echo the peer's code; codes it may not send are a protocol error.
+            let (echo, reason) = match code {
+                None => (close::NORMAL, ""),
+                Some(c) if ws::is_valid_close_code(c) => (c, ""),
+                Some(_) => (close::PROTOCOL_ERROR, "invalid close code"),
             };
-            conn.request_close(echo, "");
+            conn.request_close(echo, reason);
             return false;
         }
     }

@@ -432,3 +432,21 @@ fn sigterm_closes_clients_with_1001_and_exits_zero() {
     assert_eq!(c.close_code(SECS), Some(1001));
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn client_close_is_echoed() {
+    let server = quiet();
+    let mut c = server.connect(None);
+    c.ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Away,
+        reason: "bye".into(),
+    }))
+    .unwrap();
+    assert_eq!(c.close_code(SECS), Some(1001));
+    // The server forgets the connection.
+    let deadline = Instant::now() + SECS;
+    while http(server.addr, "GET", "/api/ws/status", None, "").1["active_connections"] != 0 {
+        assert!(Instant::now() < deadline, "connection still counted after close");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
