@@ -1,0 +1,432 @@
+//! The load engine on one glommio executor: subscriber connections that track sequences and latency, and an
+//! open-loop publisher that stamps each event with its intended send time (so a stalled server cannot hide
+//! its own delay: no coordinated omission).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use serde::Deserialize;
+
+use crate::stats::{Recorder, Sequences};
+use crate::ws::{self, Kind};
+
+/// How the target is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// tickwire's canonical protocol (also spoken by the peers in perf/peers).
+    Tickwire,
+    /// NATS over WebSocket (nats-server's websocket listener).
+    Nats,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub token: Option<String>,
+    pub publish_token: Option<String>,
+}
+
+impl Target {
+    fn stream_path(&self) -> &'static str {
+        match self.protocol {
+            Protocol::Tickwire => "/v1/stream",
+            Protocol::Nats => "/",
+        }
+    }
+
+    fn publish_path(&self) -> &'static str {
+        match self.protocol {
+            Protocol::Tickwire => "/v1/publish",
+            Protocol::Nats => "/",
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A one-shot signal many tasks wait for.
+#[derive(Debug, Default)]
+pub struct Signal {
+    fired: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Signal {
+    pub fn fire(&self) {
+        self.fired.set(true);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    pub fn fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.fired.get() {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// State shared by the tasks of one run.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub rec: RefCell<Recorder>,
+    /// Connections whose subscriptions are confirmed.
+    pub subscribed: Cell<usize>,
+    /// Connections that failed, and the first error.
+    pub failed: Cell<usize>,
+    pub first_error: RefCell<Option<String>>,
+    pub errors_from_server: Cell<u64>,
+    pub stop: Signal,
+}
+
+impl Shared {
+    pub fn fail(&self, e: &anyhow::Error) {
+        self.failed.set(self.failed.get() + 1);
+        self.first_error.borrow_mut().get_or_insert_with(|| format!("{e:#}"));
+    }
+}
+
+/// The fields of a received frame the engine reads; everything else is skipped by the parser.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<&'a str>,
+    #[serde(default)]
+    sequence: Option<u64>,
+    #[serde(default)]
+    source_ts: Option<i64>,
+    #[serde(default, borrow)]
+    data: Option<Data<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Data<'a> {
+    #[serde(default, borrow)]
+    symbol: Option<&'a str>,
+}
+
+/// Handles one JSON message from the server; `true` when it confirms the subscription.
+fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> bool {
+    let Ok(f) = sonic_rs::from_slice::<Frame<'_>>(text) else { return false };
+    match f.kind {
+        Some("subscribed") => return true,
+        Some("error") => shared.errors_from_server.set(shared.errors_from_server.get() + 1),
+        _ => {}
+    }
+    let (Some(seq), Some(symbol)) = (f.sequence, f.data.as_ref().and_then(|d| d.symbol)) else { return false };
+    let (gap, dup) = seqs.observe(symbol, seq);
+    let mut rec = shared.rec.borrow_mut();
+    if rec.recording {
+        rec.gaps += gap;
+        rec.duplicates += u64::from(dup);
+    }
+    if f.kind != Some("snapshot") && !dup {
+        if let Some(ts) = f.source_ts {
+            rec.delivery(now_us() - ts);
+        }
+    }
+    false
+}
+
+/// A subscriber: connects, subscribes to `symbols`, then reads until the run stops.
+pub async fn subscriber(target: Rc<Target>, symbols: Vec<String>, shared: Rc<Shared>) {
+    if let Err(e) = subscriber_inner(&target, &symbols, &shared).await {
+        if !shared.stop.fired() {
+            shared.fail(&e);
+        }
+    }
+}
+
+async fn connect(target: &Target, path: &str, token: Option<&str>) -> anyhow::Result<(TcpStream, BytesMut)> {
+    let mut stream =
+        TcpStream::connect(target.addr).await.map_err(|e| anyhow::anyhow!("connect {}: {e}", target.addr))?;
+    stream.set_nodelay(true).map_err(|e| anyhow::anyhow!("set_nodelay: {e}"))?;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    ws::handshake(&mut stream, &target.addr.to_string(), path, token, &mut buf).await?;
+    Ok((stream, buf))
+}
+
+async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) -> anyhow::Result<()> {
+    let (mut stream, mut buf) = connect(target, target.stream_path(), target.token.as_deref()).await?;
+    let mut rng = SmallRng::from_os_rng();
+    let mut out = Vec::with_capacity(256);
+    match target.protocol {
+        Protocol::Tickwire => {
+            let req = serde_json::json!({"action":"subscribe","channel":"quotes","symbols":symbols,"id":"load"});
+            ws::write_frame(&mut out, 1, req.to_string().as_bytes(), &mut rng);
+        }
+        Protocol::Nats => {
+            let mut cmds = String::from("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+            for (i, s) in symbols.iter().enumerate() {
+                cmds.push_str(&format!("SUB quotes.{s} {}\r\n", i + 1));
+            }
+            cmds.push_str("PING\r\n");
+            ws::write_frame(&mut out, 1, cmds.as_bytes(), &mut rng);
+        }
+    }
+    stream.write_all(&out).await?;
+    let mut seqs = Sequences::default();
+    let mut confirmed = false;
+    let mut nats = BytesMut::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        while let Some((kind, _fin, head, len)) = ws::parse_frame(&buf)? {
+            buf.advance(head);
+            let payload = buf.split_to(len);
+            match (kind, target.protocol) {
+                (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Tickwire) => {
+                    if on_json(shared, &mut seqs, &payload) && !confirmed {
+                        confirmed = true;
+                        shared.subscribed.set(shared.subscribed.get() + 1);
+                    }
+                }
+                (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Nats) => {
+                    nats.extend_from_slice(&payload);
+                    let mut reply = Vec::new();
+                    let pongs = nats_messages(
+                        &mut nats,
+                        |msg| {
+                            on_json(shared, &mut seqs, msg);
+                        },
+                        &mut reply,
+                    )?;
+                    if pongs > 0 && !confirmed {
+                        confirmed = true;
+                        shared.subscribed.set(shared.subscribed.get() + 1);
+                    }
+                    if !reply.is_empty() {
+                        out.clear();
+                        ws::write_frame(&mut out, 1, &reply, &mut rng);
+                        stream.write_all(&out).await?;
+                    }
+                }
+                (Kind::Ping, _) => {
+                    out.clear();
+                    ws::write_frame(&mut out, 10, &payload, &mut rng);
+                    stream.write_all(&out).await?;
+                }
+                (Kind::Pong, _) => {}
+                (Kind::Close, _) => anyhow::bail!("server closed the connection"),
+            }
+        }
+        let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
+            shared.stop.wait().await;
+            None
+        });
+        match read.await {
+            None => return Ok(()),
+            Some(Ok(0)) => anyhow::bail!("server closed the connection"),
+            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Parses whole NATS protocol messages out of `buf`: `MSG` payloads go to `on_msg`, server `PING`s are
+/// answered in `reply`; returns how many `PONG`s were seen.
+fn nats_messages(buf: &mut BytesMut, mut on_msg: impl FnMut(&[u8]), reply: &mut Vec<u8>) -> anyhow::Result<usize> {
+    let mut pongs = 0;
+    loop {
+        let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(pongs) };
+        let line = std::str::from_utf8(&buf[..eol])?.to_owned();
+        if let Some(rest) = line.strip_prefix("MSG ") {
+            let len: usize = rest
+                .split_whitespace()
+                .last()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("bad MSG line"))?;
+            if buf.len() < eol + 2 + len + 2 {
+                return Ok(pongs);
+            }
+            on_msg(&buf[eol + 2..eol + 2 + len]);
+            buf.advance(eol + 2 + len + 2);
+            continue;
+        }
+        buf.advance(eol + 2);
+        if line == "PING" {
+            reply.extend_from_slice(b"PONG\r\n");
+        } else if line == "PONG" {
+            pongs += 1;
+        } else if line.starts_with("-ERR") {
+            anyhow::bail!("nats: {line}");
+        }
+    }
+}
+
+/// What the publisher sent in the measured phase.
+#[derive(Debug, Default, Clone)]
+pub struct Published {
+    /// Events sent per symbol index.
+    pub per_symbol: Vec<u64>,
+    pub total: u64,
+    /// How far behind its schedule the publisher fell at worst, in microseconds.
+    pub max_lag_us: i64,
+}
+
+/// The open-loop publisher: `rate` events/s over `symbols` for `duration`, one event per frame.
+pub async fn publish(
+    target: &Target,
+    symbols: &[String],
+    rate: f64,
+    duration: Duration,
+    next_seq: &mut [u64],
+) -> anyhow::Result<Published> {
+    let (mut stream, _buf) = connect(target, target.publish_path(), target.publish_token.as_deref()).await?;
+    let mut rng = SmallRng::from_os_rng();
+    let mut out = Vec::with_capacity(64 * 1024);
+    if target.protocol == Protocol::Nats {
+        ws::write_frame(&mut out, 1, b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n", &mut rng);
+        stream.write_all(&out).await?;
+    }
+    let mut published = Published { per_symbol: vec![0; symbols.len()], ..Published::default() };
+    let start = Instant::now();
+    let start_us = now_us();
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let mut sent = 0u64;
+    let mut event = Vec::with_capacity(256);
+    let mut nats_cmd = Vec::with_capacity(320);
+    while sent < total {
+        let due = ((rate * start.elapsed().as_secs_f64()) as u64).min(total);
+        if due == sent {
+            glommio::timer::sleep(Duration::from_micros(500)).await;
+            continue;
+        }
+        out.clear();
+        while sent < due {
+            let i = (sent % symbols.len() as u64) as usize;
+            next_seq[i] += 1;
+            // The intended send time of event n is start + n / rate.
+            let intended = start_us + (sent as f64 * 1e6 / rate) as i64;
+            published.max_lag_us = published.max_lag_us.max(now_us() - intended);
+            event.clear();
+            write_event(&mut event, &symbols[i], next_seq[i], intended);
+            match target.protocol {
+                Protocol::Tickwire => ws::write_frame(&mut out, 1, &event, &mut rng),
+                Protocol::Nats => {
+                    nats_cmd.clear();
+                    nats_cmd.extend_from_slice(format!("PUB quotes.{} {}\r\n", symbols[i], event.len()).as_bytes());
+                    nats_cmd.extend_from_slice(&event);
+                    nats_cmd.extend_from_slice(b"\r\n");
+                    ws::write_frame(&mut out, 1, &nats_cmd, &mut rng);
+                }
+            }
+            published.per_symbol[i] += 1;
+            sent += 1;
+        }
+        stream.write_all(&out).await?;
+    }
+    published.total = sent;
+    Ok(published)
+}
+
+fn write_event(out: &mut Vec<u8>, symbol: &str, seq: u64, source_ts: i64) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "{{\"channel\":\"quotes\",\"sequence\":{seq},\"source_ts\":{source_ts},\"data\":{{\"symbol\":\"{symbol}\",\"bid\":185.5,\"ask\":185.52,\"last\":185.51,\"bid_size\":300,\"ask_size\":200,\"volume\":45000000}}}}"
+    );
+}
+
+/// An idle connection: upgrades, then only answers pings until the run stops.
+pub async fn idle(target: Rc<Target>, shared: Rc<Shared>) {
+    let result = async {
+        let (mut stream, mut buf) = connect(&target, target.stream_path(), target.token.as_deref()).await?;
+        shared.subscribed.set(shared.subscribed.get() + 1);
+        let mut chunk = vec![0u8; 4096];
+        let mut rng = SmallRng::from_os_rng();
+        loop {
+            while let Some((kind, _, head, len)) = ws::parse_frame(&buf)? {
+                buf.advance(head);
+                let payload = buf.split_to(len);
+                if kind == Kind::Ping {
+                    let mut out = Vec::new();
+                    ws::write_frame(&mut out, 10, &payload, &mut rng);
+                    stream.write_all(&out).await?;
+                }
+            }
+            let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
+                shared.stop.wait().await;
+                None
+            });
+            match read.await {
+                None => return Ok(()),
+                Some(Ok(0)) => anyhow::bail!("server closed the connection"),
+                Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Some(Err(e)) => return Err(anyhow::Error::from(e)),
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        if !shared.stop.fired() {
+            shared.fail(&e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_stream_parsing_handles_splits() {
+        let wire = b"INFO {}\r\nMSG quotes.A 1 5\r\nhello\r\nPING\r\nPONG\r\nMSG quotes.B 2 3\r\nabc\r\n";
+        for cut in 0..wire.len() {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let mut msgs = Vec::new();
+            let mut reply = Vec::new();
+            let mut pongs = nats_messages(&mut buf, |m| msgs.push(m.to_vec()), &mut reply).unwrap();
+            buf.extend_from_slice(&wire[cut..]);
+            pongs += nats_messages(&mut buf, |m| msgs.push(m.to_vec()), &mut reply).unwrap();
+            assert_eq!(msgs, [b"hello".to_vec(), b"abc".to_vec()], "cut at {cut}");
+            assert_eq!((pongs, reply.as_slice()), (1, &b"PONG\r\n"[..]));
+        }
+    }
+
+    #[test]
+    fn frames_count_once_and_snapshots_set_the_baseline() {
+        let shared = Shared::default();
+        shared.rec.borrow_mut().recording = true;
+        let mut seqs = Sequences::default();
+        let now = now_us();
+        let f = |t: &str, seq: u64| {
+            format!("{{\"type\":\"{t}\",\"sequence\":{seq},\"source_ts\":{now},\"data\":{{\"symbol\":\"A\"}}}}")
+        };
+        assert!(on_json(&shared, &mut seqs, br#"{"type":"subscribed","id":"load"}"#));
+        on_json(&shared, &mut seqs, f("snapshot", 5).as_bytes());
+        on_json(&shared, &mut seqs, f("quote", 6).as_bytes());
+        on_json(&shared, &mut seqs, f("quote", 9).as_bytes());
+        on_json(&shared, &mut seqs, f("quote", 9).as_bytes());
+        let rec = shared.rec.borrow();
+        assert_eq!((rec.delivered, rec.gaps, rec.duplicates), (2, 2, 1));
+        let mut ev = Vec::new();
+        write_event(&mut ev, "AAPL", 3, 17);
+        let v: serde_json::Value = serde_json::from_slice(&ev).unwrap();
+        assert_eq!((v["sequence"].as_u64(), v["data"]["symbol"].as_str()), (Some(3), Some("AAPL")));
+    }
+}

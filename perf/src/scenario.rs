@@ -1,0 +1,353 @@
+//! The scenarios: each runs on one glommio executor and fills a [`Report`].
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::engine::{self, Shared, Target};
+use crate::procfs::{rss_kib, CpuMeter};
+use crate::report::{Report, Step};
+
+/// The symbols of a run: `S0000`, `S0001`, ...
+pub fn symbols(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("S{i:04}")).collect()
+}
+
+/// The symbols connection `c` subscribes to: `k` consecutive ones, spread evenly.
+pub fn assignment(c: usize, k: usize, symbols: usize) -> impl Iterator<Item = usize> {
+    (0..k).map(move |j| (c * k + j) % symbols)
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:<12} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_prefix(what.to_owned());
+    pb
+}
+
+/// Opens `n` subscriber connections, at most `concurrency` connecting at once, and waits until every one
+/// is subscribed or failed. Returns the tasks and the number of subscribers per symbol.
+pub async fn connect_all(
+    target: &Rc<Target>,
+    shared: &Rc<Shared>,
+    n: usize,
+    syms: &[String],
+    k: usize,
+    concurrency: usize,
+) -> (Vec<glommio::task::JoinHandle<()>>, Vec<u64>) {
+    let pb = bar(n as u64, "connecting");
+    let mut per_symbol = vec![0u64; syms.len()];
+    let mut tasks = Vec::with_capacity(n);
+    let done = |s: &Shared| s.subscribed.get() + s.failed.get();
+    for c in 0..n {
+        while c - done(shared) >= concurrency {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            pb.set_position(done(shared) as u64);
+        }
+        let mine: Vec<String> = assignment(c, k, syms.len()).map(|i| syms[i].clone()).collect();
+        for i in assignment(c, k, syms.len()) {
+            per_symbol[i] += 1;
+        }
+        let task = glommio::spawn_local(engine::subscriber(target.clone(), mine, shared.clone())).detach();
+        tasks.push(task);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done(shared) < n && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        pb.set_position(done(shared) as u64);
+    }
+    pb.finish_and_clear();
+    (tasks, per_symbol)
+}
+
+/// Parameters of a measured publishing step.
+pub struct StepParams<'a> {
+    pub target: &'a Target,
+    pub shared: &'a Rc<Shared>,
+    pub syms: &'a [String],
+    pub per_symbol: &'a [u64],
+    pub rate: f64,
+    pub duration: Duration,
+    pub server_pid: Option<u32>,
+}
+
+/// Publishes for one step and measures it into `report`.
+pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Report) -> anyhow::Result<()> {
+    let shared = p.shared;
+    shared.rec.borrow_mut().reset();
+    shared.rec.borrow_mut().recording = true;
+    let server = p.server_pid.and_then(CpuMeter::start);
+    let client = CpuMeter::start(std::process::id());
+    let secs = p.duration.as_secs().max(1);
+    let pb = bar(secs, "publishing");
+    let ticking = Rc::new(std::cell::Cell::new(true));
+    let ticker = {
+        let (shared, ticking, pb) = (shared.clone(), ticking.clone(), pb.clone());
+        glommio::spawn_local(async move {
+            let mut t = 0;
+            while ticking.get() {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                t += 1;
+                let mut rec = shared.rec.borrow_mut();
+                rec.tick(t);
+                if let Some(s) = rec.timeline.last() {
+                    pb.set_message(format!("{}/s p99 {:.2} ms gaps {}", s.delivered, s.p99_us as f64 / 1e3, rec.gaps));
+                }
+                pb.set_position(t.min(secs));
+            }
+        })
+        .detach()
+    };
+    let published = engine::publish(p.target, p.syms, p.rate, p.duration, next_seq).await?;
+    let expected: u64 = published.per_symbol.iter().zip(p.per_symbol).map(|(e, s)| e * s).sum();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shared.rec.borrow().delivered < expected && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    ticking.set(false);
+    ticker.cancel();
+    pb.finish_and_clear();
+    let mut rec = shared.rec.borrow_mut();
+    rec.recording = false;
+    report.server_cpu_pct = server.and_then(|m| m.percent());
+    report.client_cpu_pct = client.and_then(|m| m.percent());
+    report.server_rss_kib = p.server_pid.and_then(rss_kib);
+    report.offered_rate = p.rate;
+    report.duration_s = p.duration.as_secs_f64();
+    report.delivered_total = rec.delivered;
+    report.expected_total = expected;
+    report.delivered_per_s = rec.delivered as f64 / p.duration.as_secs_f64();
+    report.p50_us = rec.quantile(0.5);
+    report.p90_us = rec.quantile(0.9);
+    report.p99_us = rec.quantile(0.99);
+    report.p999_us = rec.quantile(0.999);
+    report.max_us = if rec.total.is_empty() { 0 } else { rec.total.max() };
+    report.gaps = rec.gaps;
+    report.duplicates = rec.duplicates;
+    report.lost = expected.saturating_sub(rec.delivered).max(rec.gaps);
+    report.publisher_max_lag_us = published.max_lag_us;
+    report.timeline = std::mem::take(&mut rec.timeline);
+    Ok(())
+}
+
+/// Common settings of the connection scenarios.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub target: Target,
+    pub name: String,
+    pub connections: usize,
+    pub symbols: usize,
+    pub subs_per_conn: usize,
+    pub concurrency: usize,
+    pub server_pid: Option<u32>,
+}
+
+impl Setup {
+    fn report(&self, scenario: &str) -> Report {
+        let mut r = Report::new(scenario);
+        r.target = self.name.clone();
+        r.address = self.target.addr.to_string();
+        r.protocol = format!("{:?}", self.target.protocol).to_lowercase();
+        r.connections = self.connections;
+        r.symbols = self.symbols;
+        r.subs_per_conn = self.subs_per_conn;
+        r
+    }
+}
+
+fn note_failures(shared: &Shared, report: &mut Report) {
+    report.failed_connections = shared.failed.get();
+    report.first_error = shared.first_error.borrow().clone();
+}
+
+/// `fanout`: N connections, S symbols, K subscriptions each, an open-loop publisher at `rate`.
+pub async fn fanout(setup: Setup, rate: f64, duration: Duration) -> anyhow::Result<Report> {
+    let mut report = setup.report("fanout");
+    let target = Rc::new(setup.target.clone());
+    let shared = Rc::new(Shared::default());
+    let syms = symbols(setup.symbols);
+    let (tasks, per_symbol) =
+        connect_all(&target, &shared, setup.connections, &syms, setup.subs_per_conn, setup.concurrency).await;
+    note_failures(&shared, &mut report);
+    anyhow::ensure!(
+        shared.subscribed.get() > 0,
+        "no connection subscribed: {}",
+        report.first_error.unwrap_or_default()
+    );
+    let mut next_seq = vec![0u64; syms.len()];
+    let params = StepParams {
+        target: &target,
+        shared: &shared,
+        syms: &syms,
+        per_symbol: &per_symbol,
+        rate,
+        duration,
+        server_pid: setup.server_pid,
+    };
+    measure(params, &mut next_seq, &mut report).await?;
+    note_failures(&shared, &mut report);
+    shared.stop.fire();
+    for t in tasks {
+        t.await;
+    }
+    Ok(report)
+}
+
+/// Criteria of the saturation search.
+#[derive(Debug, Clone, Copy)]
+pub struct Search {
+    pub start_rate: f64,
+    pub factor: f64,
+    pub max_rate: f64,
+    pub step: Duration,
+    pub p99_limit_us: u64,
+}
+
+/// `saturate`: steps the rate up until p99 exceeds the limit or anything is lost.
+pub async fn saturate(setup: Setup, search: Search) -> anyhow::Result<Report> {
+    let mut report = setup.report("saturate");
+    let target = Rc::new(setup.target.clone());
+    let shared = Rc::new(Shared::default());
+    let syms = symbols(setup.symbols);
+    let (tasks, per_symbol) =
+        connect_all(&target, &shared, setup.connections, &syms, setup.subs_per_conn, setup.concurrency).await;
+    note_failures(&shared, &mut report);
+    anyhow::ensure!(
+        shared.subscribed.get() > 0,
+        "no connection subscribed: {}",
+        report.first_error.unwrap_or_default()
+    );
+    let mut next_seq = vec![0u64; syms.len()];
+    let mut rate = search.start_rate;
+    let mut best: Option<Report> = None;
+    while rate <= search.max_rate {
+        let mut step = report.clone();
+        let params = StepParams {
+            target: &target,
+            shared: &shared,
+            syms: &syms,
+            per_symbol: &per_symbol,
+            rate,
+            duration: search.step,
+            server_pid: setup.server_pid,
+        };
+        measure(params, &mut next_seq, &mut step).await?;
+        let passed = step.lost == 0 && step.p99_us <= search.p99_limit_us && shared.failed.get() == 0;
+        eprintln!(
+            "  step {:>9.0} events/s: {:>10.0} deliveries/s, p99 {:>8.3} ms, lost {}{}",
+            rate,
+            step.delivered_per_s,
+            step.p99_us as f64 / 1e3,
+            step.lost,
+            if passed { "" } else { "  <- fails" }
+        );
+        report.steps.push(Step {
+            offered_rate: rate,
+            delivered_per_s: step.delivered_per_s,
+            p50_us: step.p50_us,
+            p99_us: step.p99_us,
+            max_us: step.max_us,
+            lost: step.lost,
+            server_cpu_pct: step.server_cpu_pct,
+            passed,
+        });
+        if !passed {
+            break;
+        }
+        best = Some(step);
+        rate *= search.factor;
+    }
+    let steps = std::mem::take(&mut report.steps);
+    if let Some(b) = best {
+        report = b;
+        report.max_passing_rate = Some(report.offered_rate);
+    }
+    report.scenario = "saturate".into();
+    report.steps = steps;
+    note_failures(&shared, &mut report);
+    shared.stop.fire();
+    for t in tasks {
+        t.await;
+    }
+    Ok(report)
+}
+
+/// `storm`: every client connects and subscribes at once; then all drop and come back at once.
+pub async fn storm(setup: Setup) -> anyhow::Result<Report> {
+    let mut report = setup.report("storm");
+    let target = Rc::new(setup.target.clone());
+    let syms = symbols(setup.symbols);
+    let mut times = Vec::new();
+    for _round in 0..2 {
+        let shared = Rc::new(Shared::default());
+        let start = Instant::now();
+        let (tasks, _) =
+            connect_all(&target, &shared, setup.connections, &syms, setup.subs_per_conn, setup.connections).await;
+        times.push(start.elapsed().as_secs_f64());
+        note_failures(&shared, &mut report);
+        report.server_rss_kib = setup.server_pid.and_then(rss_kib);
+        shared.stop.fire();
+        for t in tasks {
+            t.await;
+        }
+    }
+    report.storm_connect_s = Some(times[0]);
+    report.storm_reconnect_s = Some(times[1]);
+    report.upgrades_per_s = Some(setup.connections as f64 / times[0].max(1e-9));
+    Ok(report)
+}
+
+/// `idle`: N idle connections; the server's RSS per connection.
+pub async fn idle(setup: Setup, settle: Duration) -> anyhow::Result<Report> {
+    let mut report = setup.report("idle");
+    let pid = setup.server_pid.ok_or_else(|| anyhow::anyhow!("idle needs --server-pid to read the server's memory"))?;
+    let base = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}/status"))?;
+    let target = Rc::new(setup.target.clone());
+    let shared = Rc::new(Shared::default());
+    let pb = bar(setup.connections as u64, "connecting");
+    let mut tasks = Vec::with_capacity(setup.connections);
+    for c in 0..setup.connections {
+        while c - (shared.subscribed.get() + shared.failed.get()) >= setup.concurrency {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            pb.set_position((shared.subscribed.get() + shared.failed.get()) as u64);
+        }
+        tasks.push(glommio::spawn_local(engine::idle(target.clone(), shared.clone())).detach());
+    }
+    while shared.subscribed.get() + shared.failed.get() < setup.connections {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    pb.finish_and_clear();
+    glommio::timer::sleep(settle).await;
+    let after = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}/status"))?;
+    note_failures(&shared, &mut report);
+    let open = shared.subscribed.get().max(1);
+    report.server_rss_base_kib = Some(base);
+    report.server_rss_kib = Some(after);
+    report.rss_per_conn_kib = Some(after.saturating_sub(base) as f64 / open as f64);
+    shared.stop.fire();
+    for t in tasks {
+        t.await;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_spread_evenly() {
+        let mut per = vec![0; 10];
+        for c in 0..100 {
+            for i in assignment(c, 3, 10) {
+                per[i] += 1;
+            }
+        }
+        assert!(per.iter().all(|&n| n == 30), "{per:?}");
+        assert_eq!(assignment(0, 2, 10).collect::<Vec<_>>(), [0, 1]);
+    }
+}
