@@ -12,12 +12,20 @@ use bytes::Bytes;
 use tickwire_core::time::Micros;
 use tickwire_core::Topic;
 
+use crate::outbound::NO_STAMP;
+
 /// Where a subscriber's frames go (a connection's outbound queue, in the server).
 pub trait Sink {
     /// A key unique among the shard's live connections.
     fn key(&self) -> u64;
     /// Queues a frame for this subscriber.
     fn push(&self, frame: &Bytes);
+    /// Queues a frame of an update sequenced at `ingested` (see [`crate::outbound::Outbound::push_stamped`]).
+    /// Sinks that do not measure latency keep the default, which drops the stamp.
+    fn push_stamped(&self, frame: &Bytes, ingested: Micros) {
+        let _ = ingested;
+        self.push(frame);
+    }
 }
 
 /// Conflation state of a throttled subscription: at most one frame per window, always the latest.
@@ -137,17 +145,24 @@ impl<S: Sink> SubscriptionIndex<S> {
 
     /// Delivers a frame of `topic` to its live subscribers; returns how many got it now.
     pub fn deliver(&mut self, topic: &Topic, frame: &Bytes, now: Micros) -> usize {
+        self.deliver_stamped(topic, frame, NO_STAMP, now)
+    }
+
+    /// [`SubscriptionIndex::deliver`] of an update sequenced at `ingested`: subscribers that get it now get
+    /// the stamp with it ([`Sink::push_stamped`]). A throttled subscriber's conflated frame, sent later by
+    /// [`SubscriptionIndex::flush_throttled`], goes without it: its delay is the window the client chose.
+    pub fn deliver_stamped(&mut self, topic: &Topic, frame: &Bytes, ingested: Micros, now: Micros) -> usize {
         let Some(entry) = self.topics.get_mut(topic) else { return 0 };
         let mut n = 0;
         for sub in entry.subs.iter_mut().filter(|s| s.live) {
             match &mut sub.throttle {
                 None => {
-                    sub.sink.push(frame);
+                    sub.sink.push_stamped(frame, ingested);
                     n += 1;
                 }
                 Some(t) => {
                     if t.last_sent.is_none_or(|last| now >= last + t.window) {
-                        sub.sink.push(frame);
+                        sub.sink.push_stamped(frame, ingested);
                         t.last_sent = Some(now);
                         t.pending = None;
                         n += 1;
@@ -163,20 +178,31 @@ impl<S: Sink> SubscriptionIndex<S> {
     /// Sends each throttled subscription's pending frame whose window has passed; returns how many.
     pub fn flush_throttled(&mut self, now: Micros) -> usize {
         let mut n = 0;
+        self.flush_throttled_each(now, |_, frames, _| n += frames);
+        n
+    }
+
+    /// [`SubscriptionIndex::flush_throttled`], calling `sent(topic, frames, bytes)` once per topic that sent
+    /// something (for per-channel counts kept by the caller, once per topic rather than per subscriber).
+    pub fn flush_throttled_each(&mut self, now: Micros, mut sent: impl FnMut(&Topic, usize, usize)) {
         for topic in &self.throttled_topics {
             let Some(entry) = self.topics.get_mut(topic) else { continue };
+            let (mut frames, mut bytes) = (0, 0);
             for sub in &mut entry.subs {
                 let Some(t) = &mut sub.throttle else { continue };
                 if t.pending.is_some() && t.last_sent.is_none_or(|last| now >= last + t.window) {
                     if let Some(frame) = t.pending.take() {
                         sub.sink.push(&frame);
                         t.last_sent = Some(now);
-                        n += 1;
+                        frames += 1;
+                        bytes += frame.len();
                     }
                 }
             }
+            if frames > 0 {
+                sent(topic, frames, bytes);
+            }
         }
-        n
     }
 
     /// Whether this shard has subscribers of `topic`.
@@ -271,6 +297,39 @@ mod tests {
         assert_eq!(idx.remove(&t, 3), Some(true));
         assert!(!idx.has(&t));
         assert_eq!(idx.subscriptions(), 0);
+    }
+
+    #[test]
+    fn stamps_reach_subscribers_that_get_the_frame_now() {
+        #[derive(Clone)]
+        struct Stamps(u64, Rc<RefCell<Vec<Micros>>>);
+        impl Sink for Stamps {
+            fn key(&self) -> u64 {
+                self.0
+            }
+            fn push(&self, _: &Bytes) {
+                self.1.borrow_mut().push(NO_STAMP);
+            }
+            fn push_stamped(&self, _: &Bytes, ingested: Micros) {
+                self.1.borrow_mut().push(ingested);
+            }
+        }
+        let mut idx = SubscriptionIndex::new();
+        let t = Topic::new(Channel::Quotes, "AAPL");
+        let (plain, throttled) = (Stamps(1, Rc::default()), Stamps(2, Rc::default()));
+        idx.add(&t, plain.clone(), 0);
+        idx.add(&t, throttled.clone(), 100);
+        idx.activate(&t, 1);
+        idx.activate(&t, 2);
+        let frame = Bytes::from_static(b"12345");
+        assert_eq!(idx.deliver_stamped(&t, &frame, 7, 0), 2);
+        assert_eq!(idx.deliver_stamped(&t, &frame, 8, 1000), 1, "the throttled one waits");
+        assert_eq!(idx.deliver(&t, &frame, 2000), 1);
+        let mut sent = Vec::new();
+        idx.flush_throttled_each(200_000, |topic, frames, bytes| sent.push((topic.clone(), frames, bytes)));
+        assert_eq!(sent, [(t.clone(), 1, 5)]);
+        assert_eq!(*plain.1.borrow(), [7, 8, NO_STAMP]);
+        assert_eq!(*throttled.1.borrow(), [7, NO_STAMP], "a conflated frame is sent unstamped");
     }
 
     #[test]
