@@ -7,7 +7,7 @@
 //!
 //! Layout: [`config`] (CLI, TOML, env), [`server`] (start, shards, stop), [`shard`] (routing, sequencing,
 //! fanout on one core), [`routes`] (HTTP), [`session`] (WebSocket connections), [`auth`], [`http`] (request
-//! parsing), [`feed`] (the simulator).
+//! parsing), [`metrics`] (`/metrics` and the admin stats), [`feed`] (the simulator).
 //!
 //! ```no_run
 //! let config = tickwire_net::config::Config::default();
@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod feed;
 pub mod http;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod session;

@@ -10,8 +10,9 @@ use tickwire_core::channel::{Scope, CATALOG};
 use tickwire_core::event::parse_publish;
 use tickwire_core::json::{write_key, write_str, write_u64};
 
-use crate::auth::{find_token, Identity};
+use crate::auth::{find_token, Identity, Role};
 use crate::http::{self, parse_request, HttpError, Request};
+use crate::metrics;
 use crate::session::{self, Kind};
 use crate::shard::Shard;
 
@@ -144,9 +145,21 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
         ("GET", "/api/ws/channels") => http::json(200, &channels_json(), keep_alive),
         ("GET", "/api/ws/status") => http::json(200, &status_json(shard), keep_alive),
         ("POST", "/api/publish") => publish(shard, req, body, keep_alive).await,
-        (_, "/healthz" | "/api/ws/channels" | "/api/ws/status" | "/api/publish" | "/v1/stream" | "/v1/publish") => {
-            http::error(405, &format!("method {} not allowed here", req.method), keep_alive)
+        ("GET", "/metrics") => {
+            http::response(200, metrics::CONTENT_TYPE, metrics::render_prometheus(&shard.shared).as_bytes(), keep_alive)
         }
+        ("GET", "/api/admin/websocket-stats") => admin_stats(shard, req, keep_alive),
+        (
+            _,
+            "/healthz"
+            | "/api/ws/channels"
+            | "/api/ws/status"
+            | "/api/publish"
+            | "/v1/stream"
+            | "/v1/publish"
+            | "/metrics"
+            | "/api/admin/websocket-stats",
+        ) => http::error(405, &format!("method {} not allowed here", req.method), keep_alive),
         _ => http::error(
             404,
             &format!("no such endpoint: {}", req.path.chars().take(80).collect::<String>()),
@@ -156,14 +169,21 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
 }
 
 fn healthz(shard: &Shard, keep_alive: bool) -> Vec<u8> {
-    let now_ms = shard.shared.started.elapsed().as_millis() as u64;
-    let stale: Vec<usize> = (0..shard.shared.shards)
-        .filter(|&s| now_ms.saturating_sub(shard.shared.stats[s].alive_ms.load(Ordering::Relaxed)) > 2_000)
-        .collect();
+    let stale = metrics::stale_shards(&shard.shared);
     if stale.is_empty() {
         http::json(200, b"{\"status\":\"ok\"}", keep_alive)
     } else {
         http::json(503, format!("{{\"status\":\"unavailable\",\"stale_shards\":{stale:?}}}").as_bytes(), keep_alive)
+    }
+}
+
+/// The admin stats: 401 without a (valid) token, 403 unless its role is admin.
+fn admin_stats(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
+    match authenticate(shard, req) {
+        Err(e) => http::error(401, &e, keep_alive),
+        Ok(None) => http::error(401, "the admin stats need a token with role admin", keep_alive),
+        Ok(Some(i)) if i.role != Role::Admin => http::error(403, "the admin stats need role admin", keep_alive),
+        Ok(Some(_)) => http::json(200, &metrics::admin_stats_json(&shard.shared), keep_alive),
     }
 }
 
@@ -266,7 +286,7 @@ fn status_json(shard: &Shard) -> Vec<u8> {
     let conns = get(|x| &x.connections);
     let subs = get(|x| &x.subscriptions);
     let topics = get(|x| &x.topics);
-    let deliveries = get(|x| &x.deliveries);
+    let deliveries: Vec<u64> = s.stats.iter().map(|st| st.deliveries()).collect();
     let msgs_in = get(|x| &x.messages_in);
     let ingested = get(|x| &x.ingested);
     let simulated: u64 = get(|x| &x.simulated).iter().sum();

@@ -14,12 +14,13 @@ use tickwire_core::channel::Scope;
 use tickwire_core::event::parse_publish;
 use tickwire_core::protocol::canonical::Canonical;
 use tickwire_core::protocol::{ClientRequest, Dialect, ErrorCode, Reply, Subscribe, Unsubscribe};
+use tickwire_core::time::Micros;
 use tickwire_core::topic::ALL;
 use tickwire_core::ws::{self, close, Message, MessageReader, Opcode};
 use tickwire_core::{Channel, Topic};
 use tickwire_fanout::frame::reply_frame;
 use tickwire_fanout::index::Sink;
-use tickwire_fanout::outbound::{Outbound, Pushed};
+use tickwire_fanout::outbound::{Outbound, Pushed, NO_STAMP};
 use tickwire_persistence::ConnectionRecord;
 
 use crate::auth::Identity;
@@ -28,6 +29,8 @@ use crate::util::{now_micros, LocalNotify};
 
 /// Largest write the writer hands the socket at once.
 const MAX_WRITE: usize = 256 * 1024;
+/// The close of a connection whose outbound queue passed `max_queued_bytes`.
+const SLOW_CONSUMER: (u16, &str) = (close::TRY_AGAIN_LATER, "slow consumer");
 
 /// What a WebSocket connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +66,12 @@ impl Conn {
 
     /// Queues a frame; over the byte bound the connection is closed as a slow consumer.
     pub fn send(&self, frame: Bytes) {
-        let pushed = self.out.borrow_mut().push(frame);
+        self.send_stamped(frame, NO_STAMP);
+    }
+
+    /// [`Conn::send`] for an update sequenced at `ingested`, so that its flush can be timed.
+    pub fn send_stamped(&self, frame: Bytes, ingested: Micros) {
+        let pushed = self.out.borrow_mut().push_stamped(frame, ingested);
         match pushed {
             Pushed::Queued { was_empty } => {
                 self.messages_out.set(self.messages_out.get() + 1);
@@ -71,8 +79,14 @@ impl Conn {
                     self.wake.notify();
                 }
             }
-            Pushed::Overflow => self.request_close(close::TRY_AGAIN_LATER, "slow consumer"),
+            Pushed::Overflow => self.request_close(SLOW_CONSUMER.0, SLOW_CONSUMER.1),
         }
+    }
+
+    /// Bytes and frames waiting in the outbound queue.
+    pub fn queued(&self) -> (usize, usize) {
+        let out = self.out.borrow();
+        (out.queued_bytes(), out.len())
     }
 
     /// Asks the writer to flush what is queued, send a close frame and stop. The first request wins.
@@ -104,6 +118,10 @@ impl Sink for ConnRef {
 
     fn push(&self, frame: &Bytes) {
         self.0.send(frame.clone());
+    }
+
+    fn push_stamped(&self, frame: &Bytes, ingested: Micros) {
+        self.0.send_stamped(frame.clone(), ingested);
     }
 }
 
@@ -156,7 +174,7 @@ pub async fn run<S>(
     }
 
     let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = glommio::spawn_local(write_loop(conn.clone(), writer));
+    let writer_task = glommio::spawn_local(write_loop(shard.clone(), conn.clone(), writer));
     read_loop(&shard, &conn, reader, buffered, kind).await;
     conn.request_close(close::NORMAL, "");
     // The writer flushes and sends its close frame; a peer that does not read cannot hold us.
@@ -166,6 +184,9 @@ pub async fn run<S>(
     })
     .await;
     let code = conn.close.get().map_or(close::NORMAL, |(c, _)| c);
+    if conn.close.get() == Some(SLOW_CONSUMER) {
+        shard.stats().slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+    }
     shard.remove_conn(&conn);
     let out = conn.out.borrow().len() as u64;
     shard.shared.store.connection_closed(
@@ -178,19 +199,29 @@ pub async fn run<S>(
     tracing::debug!(conn = %conn.id, code, flushed = sent.is_ok(), "connection closed");
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(conn: Rc<Conn>, mut w: W) {
+/// Flushes the connection: one write per batch of queued frames. Per batch (not per frame) it counts the
+/// write and records one ingest-to-flush latency sample, that of the batch's earliest update.
+async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut w: W) {
     let mut buf = Vec::with_capacity(16 * 1024);
     loop {
         conn.wake.wait().await;
         loop {
             buf.clear();
-            if conn.out.borrow_mut().drain_into(&mut buf, MAX_WRITE) == 0 {
+            let drained = conn.out.borrow_mut().drain(&mut buf, MAX_WRITE);
+            if drained.frames == 0 {
                 break;
             }
             if w.write_all(&buf).await.is_err() {
                 conn.request_close(close::NORMAL, "");
                 return;
             }
+            let stats = shard.stats();
+            if let Some(ingested) = drained.earliest_ingest {
+                stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
+            }
+            stats.writes.fetch_add(1, Ordering::Relaxed);
+            stats.written_frames.fetch_add(drained.frames as u64, Ordering::Relaxed);
+            stats.written_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         if let Some((code, reason)) = conn.close.get() {
             let _ = w.write_all(&ws::close_frame(code, reason)).await;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tickwire_core::event::{Ingest, TradePoint};
 use tickwire_core::protocol::canonical::Canonical;
 use tickwire_core::time::Micros;
-use tickwire_core::Topic;
+use tickwire_core::{Channel, Topic};
 use tickwire_fanout::bars::{BarAggregator, ClosedBar};
 use tickwire_fanout::index::SubscriptionIndex;
 use tickwire_fanout::interest::{InterestMap, ShardInterest};
@@ -22,6 +22,7 @@ use tickwire_persistence::Store;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::metrics::LatencyHistogram;
 use crate::session::{Conn, ConnRef};
 use crate::util::{now_micros, LocalNotify};
 
@@ -42,19 +43,61 @@ pub struct Shared {
     pub symbols: Vec<Arc<str>>,
 }
 
-/// Per-shard figures, written by the shard, read by anyone.
+/// Channels in the catalog, for per-channel figures indexed by `Channel as usize`.
+pub const CHANNELS: usize = tickwire_core::channel::CATALOG.len();
+
+/// Per-shard figures, written by the shard, read by anyone (`/metrics`, the status endpoints). Aligned to
+/// its own cache lines so that shards never write to a line another shard writes.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct ShardStats {
     pub connections: AtomicU64,
+    pub connections_opened: AtomicU64,
+    pub connections_closed: AtomicU64,
+    /// Connections closed with 1013 "slow consumer" (counted when the connection ends).
+    pub slow_consumer_closes: AtomicU64,
     pub subscriptions: AtomicU64,
     pub topics: AtomicU64,
-    pub deliveries: AtomicU64,
+    /// Update frames queued to subscribers, by channel: one add per topic update, not per subscriber.
+    pub deliveries_by_channel: [AtomicU64; CHANNELS],
+    /// Their bytes (frame length times subscribers), by channel.
+    pub delivered_bytes_by_channel: [AtomicU64; CHANNELS],
     pub messages_in: AtomicU64,
     pub ingested: AtomicU64,
     pub published: AtomicU64,
     pub simulated: AtomicU64,
+    /// Socket writes by the connections' writers, and the frames and bytes they carried.
+    pub writes: AtomicU64,
+    pub written_frames: AtomicU64,
+    pub written_bytes: AtomicU64,
+    /// Outbound queues summed over the shard's connections, and the largest one, sampled by the ticker.
+    pub queued_bytes: AtomicU64,
+    pub queued_frames: AtomicU64,
+    pub queued_bytes_max: AtomicU64,
+    /// Ingest-to-flush latency, one sample per write batch.
+    pub flush_latency: LatencyHistogram,
     /// Milliseconds since start at the shard's last tick, for /healthz.
     pub alive_ms: AtomicU64,
+}
+
+impl ShardStats {
+    /// Update frames queued to subscribers, all channels.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries_by_channel.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Their bytes, all channels.
+    pub fn delivered_bytes(&self) -> u64 {
+        self.delivered_bytes_by_channel.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Counts `n` deliveries of a `len`-byte frame of `channel`: two adds, whatever `n`.
+    fn delivered(&self, channel: Channel, n: usize, bytes: usize) {
+        if n > 0 {
+            self.deliveries_by_channel[channel as usize].fetch_add(n as u64, Ordering::Relaxed);
+            self.delivered_bytes_by_channel[channel as usize].fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One update for a topic's owner to sequence.
@@ -75,8 +118,8 @@ pub enum ShardMsg {
     Ingest { items: Vec<IngestItem>, reply: Option<(usize, u64)> },
     /// Back to the origin: the sequences given, as `(event, topic, sequence)`.
     Ingested { request: u64, sequences: Vec<(usize, Topic, u64)> },
-    /// From a topic's owner to a shard with subscribers: one sequenced frame.
-    Fanout { topic: Topic, frame: Bytes },
+    /// From a topic's owner to a shard with subscribers: one sequenced frame, sequenced at `ingested`.
+    Fanout { topic: Topic, frame: Bytes, ingested: Micros },
     /// To a topic's owner: connection `conn` of shard `from` wants the snapshot.
     SnapshotRequest { topic: Topic, from: usize, conn: u64 },
     /// From the owner: the snapshot (or none yet); updates after it on this channel follow it.
@@ -169,7 +212,7 @@ impl Shard {
                     p.done.notify();
                 }
             }
-            ShardMsg::Fanout { topic, frame } => self.deliver(&topic, &frame),
+            ShardMsg::Fanout { topic, frame, ingested } => self.deliver(&topic, &frame, ingested),
             ShardMsg::SnapshotRequest { topic, from, conn } => {
                 let frame = self.sequencer.borrow_mut().snapshot(&topic).frame;
                 if from == self.id {
@@ -194,7 +237,7 @@ impl Shard {
     fn sequence(&self, item: IngestItem, now: Micros) -> (usize, Topic, u64) {
         let out = self.sequencer.borrow_mut().ingest(&item.topic, item.data, item.source_ts, now);
         self.stats().ingested.fetch_add(1, Ordering::Relaxed);
-        self.fan_out(&item.topic, out.frame);
+        self.fan_out(&item.topic, out.frame, now);
         if let Some(t) = item.trade {
             let mut closed = Vec::new();
             self.bars.borrow_mut().on_trade(&item.topic.key, t.price, t.size, now, &mut closed);
@@ -207,7 +250,7 @@ impl Shard {
     pub fn publish_bars(&self, closed: Vec<ClosedBar>, now: Micros) {
         for bar in closed {
             let out = self.sequencer.borrow_mut().ingest(&bar.topic, bar.data, None, now);
-            self.fan_out(&bar.topic, out.frame);
+            self.fan_out(&bar.topic, out.frame, now);
         }
     }
 
@@ -218,30 +261,45 @@ impl Shard {
         self.publish_bars(closed, now);
     }
 
-    /// Owner side: sends a frame to every shard with subscribers of `topic`.
-    fn fan_out(&self, topic: &Topic, frame: Bytes) {
+    /// Owner side: sends a frame, sequenced at `ingested`, to every shard with subscribers of `topic`.
+    fn fan_out(&self, topic: &Topic, frame: Bytes, ingested: Micros) {
         let mut mask = self.shared.interest.shards(topic);
         while mask != 0 {
             let shard = mask.trailing_zeros() as usize;
             mask &= mask - 1;
             if shard == self.id {
-                self.deliver(topic, &frame);
+                self.deliver(topic, &frame, ingested);
             } else if shard < self.shared.shards {
-                self.send(shard, ShardMsg::Fanout { topic: topic.clone(), frame: frame.clone() });
+                self.send(shard, ShardMsg::Fanout { topic: topic.clone(), frame: frame.clone(), ingested });
             }
         }
     }
 
-    /// Subscriber side: queues a frame on every local subscriber's connection.
-    fn deliver(&self, topic: &Topic, frame: &Bytes) {
-        let n = self.index.borrow_mut().deliver(topic, frame, now_micros());
-        self.stats().deliveries.fetch_add(n as u64, Ordering::Relaxed);
+    /// Subscriber side: queues a frame on every local subscriber's connection, with its ingest stamp.
+    fn deliver(&self, topic: &Topic, frame: &Bytes, ingested: Micros) {
+        let n = self.index.borrow_mut().deliver_stamped(topic, frame, ingested, now_micros());
+        self.stats().delivered(topic.channel, n, n * frame.len());
     }
 
     /// Sends throttled subscriptions' pending frames whose window passed.
     pub fn flush_throttled(&self, now: Micros) {
-        let n = self.index.borrow_mut().flush_throttled(now);
-        self.stats().deliveries.fetch_add(n as u64, Ordering::Relaxed);
+        let stats = self.stats();
+        self.index.borrow_mut().flush_throttled_each(now, |topic, n, bytes| stats.delivered(topic.channel, n, bytes));
+    }
+
+    /// Samples the outbound queues of the shard's connections into the stats' gauges.
+    pub fn sample_queues(&self) {
+        let (mut bytes, mut frames, mut max) = (0, 0, 0);
+        for conn in self.conns.borrow().values() {
+            let (b, f) = conn.queued();
+            bytes += b;
+            frames += f;
+            max = max.max(b);
+        }
+        let stats = self.stats();
+        stats.queued_bytes.store(bytes as u64, Ordering::Relaxed);
+        stats.queued_frames.store(frames as u64, Ordering::Relaxed);
+        stats.queued_bytes_max.store(max as u64, Ordering::Relaxed);
     }
 
     fn snapshot_arrived(&self, topic: &Topic, conn: u64, frame: Option<Bytes>) {
@@ -337,6 +395,7 @@ impl Shard {
     pub fn add_conn(&self, conn: Rc<Conn>) {
         self.conns.borrow_mut().insert(conn.key, conn);
         self.stats().connections.fetch_add(1, Ordering::Relaxed);
+        self.stats().connections_opened.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Forgets a connection and all its subscriptions.
@@ -347,6 +406,7 @@ impl Shard {
         }
         if self.conns.borrow_mut().remove(&conn.key).is_some() {
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
+            self.stats().connections_closed.fetch_add(1, Ordering::Relaxed);
         }
         if self.conns.borrow().is_empty() {
             self.drained.notify();

@@ -1,0 +1,307 @@
+//! Server metrics: `GET /metrics` in the Prometheus text format (0.0.4) and the admin stats JSON, both
+//! rendered on request from the shards' own atomics ([`ShardStats`]).
+//!
+//! Nothing here runs per subscriber. The fanout path adds one count and one byte total per topic update
+//! and channel ([`crate::shard::Shard`]); writers add their figures and one latency sample per write batch;
+//! the outbound queue gauges are sampled by each shard's ticker once a second.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tickwire_core::channel::CATALOG;
+
+use crate::shard::{ShardStats, Shared};
+
+/// Upper bounds of the ingest-to-flush latency buckets, in microseconds (50 µs to 1 s).
+pub const LATENCY_BOUNDS_US: [u64; 14] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
+/// The same bounds as Prometheus `le` labels, in seconds.
+const LATENCY_LE: [&str; 14] = [
+    "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+    "0.5", "1",
+];
+
+/// The Content-Type of `/metrics`.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A fixed-bucket latency histogram written by one shard: a record is a search over 14 bounds and two
+/// relaxed atomic adds (no allocation, no clock).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Samples per bucket (not cumulative); the last one is above the largest bound.
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one sample of `micros` microseconds.
+    pub fn record(&self, micros: u64) {
+        let i = LATENCY_BOUNDS_US.partition_point(|&b| b < micros);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound (the last is `+Inf`, the total) and the sum in microseconds.
+    pub fn snapshot(&self) -> ([u64; LATENCY_BOUNDS_US.len() + 1], u64) {
+        let mut out = [0; LATENCY_BOUNDS_US.len() + 1];
+        let mut total = 0;
+        for (o, b) in out.iter_mut().zip(&self.buckets) {
+            total += b.load(Ordering::Relaxed);
+            *o = total;
+        }
+        (out, self.sum_us.load(Ordering::Relaxed))
+    }
+}
+
+/// Writes one metric family: HELP, TYPE, and one sample per shard from `value`.
+fn family(out: &mut String, shared: &Shared, name: &str, kind: &str, help: &str, value: impl Fn(&ShardStats) -> u64) {
+    header(out, name, kind, help);
+    for (i, s) in shared.stats.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", value(s));
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// A per-channel family: one sample per shard and channel.
+fn per_channel(out: &mut String, shared: &Shared, name: &str, help: &str, values: fn(&ShardStats) -> &[AtomicU64]) {
+    header(out, name, "counter", help);
+    for (i, s) in shared.stats.iter().enumerate() {
+        for (row, v) in CATALOG.iter().zip(values(s)) {
+            let _ = writeln!(out, "{name}{{shard=\"{i}\",channel=\"{}\"}} {}", row.name, load(v));
+        }
+    }
+}
+
+/// The whole `/metrics` page.
+pub fn render_prometheus(shared: &Shared) -> String {
+    let mut out = String::with_capacity(4096 + shared.shards * 4096);
+    header(&mut out, "tickwire_uptime_seconds", "gauge", "Seconds since the server started.");
+    let _ = writeln!(out, "tickwire_uptime_seconds {}", shared.started.elapsed().as_secs_f64());
+    family(&mut out, shared, "tickwire_connections", "gauge", "Open WebSocket connections.", |s| load(&s.connections));
+    family(&mut out, shared, "tickwire_connections_opened_total", "counter", "WebSocket connections accepted.", |s| {
+        load(&s.connections_opened)
+    });
+    family(&mut out, shared, "tickwire_connections_closed_total", "counter", "WebSocket connections ended.", |s| {
+        load(&s.connections_closed)
+    });
+    family(
+        &mut out,
+        shared,
+        "tickwire_slow_consumer_closes_total",
+        "counter",
+        "Connections closed with 1013 \"slow consumer\" because their outbound queue passed max_queued_bytes.",
+        |s| load(&s.slow_consumer_closes),
+    );
+    family(
+        &mut out,
+        shared,
+        "tickwire_subscriptions",
+        "gauge",
+        "Subscriptions (connection, topic) on the shard.",
+        |s| load(&s.subscriptions),
+    );
+    family(&mut out, shared, "tickwire_topics", "gauge", "Topics with at least one subscriber on the shard.", |s| {
+        load(&s.topics)
+    });
+    per_channel(
+        &mut out,
+        shared,
+        "tickwire_deliveries_total",
+        "Update frames queued to subscribers (one per subscriber), by channel; sum without (channel) for the total.",
+        |s| &s.deliveries_by_channel,
+    );
+    per_channel(
+        &mut out,
+        shared,
+        "tickwire_delivered_bytes_total",
+        "Bytes of the update frames queued to subscribers, by channel.",
+        |s| &s.delivered_bytes_by_channel,
+    );
+    family(
+        &mut out,
+        shared,
+        "tickwire_inbound_messages_total",
+        "counter",
+        "WebSocket messages received from clients.",
+        |s| load(&s.messages_in),
+    );
+    family(
+        &mut out,
+        shared,
+        "tickwire_events_ingested_total",
+        "counter",
+        "Updates sequenced by the shard as the owner of their topic.",
+        |s| load(&s.ingested),
+    );
+    header(
+        &mut out,
+        "tickwire_events_received_total",
+        "counter",
+        "Events entering the server at the shard, by source (before routing to their topics' owners).",
+    );
+    for (i, s) in shared.stats.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "tickwire_events_received_total{{shard=\"{i}\",source=\"simulator\"}} {}",
+            load(&s.simulated)
+        );
+        let _ =
+            writeln!(out, "tickwire_events_received_total{{shard=\"{i}\",source=\"publish\"}} {}", load(&s.published));
+    }
+    family(
+        &mut out,
+        shared,
+        "tickwire_outbound_queued_bytes",
+        "gauge",
+        "Bytes waiting in the shard's connections' outbound queues (sampled every second).",
+        |s| load(&s.queued_bytes),
+    );
+    family(
+        &mut out,
+        shared,
+        "tickwire_outbound_queued_frames",
+        "gauge",
+        "Frames waiting in the shard's connections' outbound queues (sampled every second).",
+        |s| load(&s.queued_frames),
+    );
+    family(
+        &mut out,
+        shared,
+        "tickwire_outbound_queued_bytes_max",
+        "gauge",
+        "The largest outbound queue of one connection on the shard, in bytes (sampled every second).",
+        |s| load(&s.queued_bytes_max),
+    );
+    family(
+        &mut out,
+        shared,
+        "tickwire_writes_total",
+        "counter",
+        "Socket writes by connection writers (one per flush batch).",
+        |s| load(&s.writes),
+    );
+    family(
+        &mut out,
+        shared,
+        "tickwire_written_frames_total",
+        "counter",
+        "Frames handed to sockets, replies and snapshots included.",
+        |s| load(&s.written_frames),
+    );
+    family(&mut out, shared, "tickwire_written_bytes_total", "counter", "Bytes handed to sockets.", |s| {
+        load(&s.written_bytes)
+    });
+    let name = "tickwire_ingest_to_flush_seconds";
+    header(
+        &mut out,
+        name,
+        "histogram",
+        "Time from an update's sequencing on its owner shard to the writer handing it to the socket; one sample per write batch (its earliest update); conflated frames are not counted.",
+    );
+    for (i, s) in shared.stats.iter().enumerate() {
+        let (cumulative, sum_us) = s.flush_latency.snapshot();
+        for (le, n) in LATENCY_LE.iter().zip(&cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{shard=\"{i}\",le=\"{le}\"}} {n}");
+        }
+        let total = cumulative[LATENCY_BOUNDS_US.len()];
+        let _ = writeln!(out, "{name}_bucket{{shard=\"{i}\",le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum{{shard=\"{i}\"}} {}", sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{shard=\"{i}\"}} {total}");
+    }
+    out
+}
+
+/// Whether every shard ticked within the last two seconds (as `/healthz` judges).
+pub fn stale_shards(shared: &Shared) -> Vec<usize> {
+    let now_ms = shared.started.elapsed().as_millis() as u64;
+    (0..shared.shards).filter(|&s| now_ms.saturating_sub(load(&shared.stats[s].alive_ms)) > 2_000).collect()
+}
+
+/// `GET /api/admin/websocket-stats`: the admin stats of the seed's portfolio stream (`status`, `enabled`,
+/// `activeConnections`, `totalMessagesDelivered`, `performance`), then tickwire's own totals and per-shard
+/// figures.
+pub fn admin_stats_json(shared: &Shared) -> Vec<u8> {
+    let sum = |f: fn(&ShardStats) -> u64| -> u64 { shared.stats.iter().map(f).sum() };
+    let connections = sum(|s| load(&s.connections));
+    let written_frames = sum(|s| load(&s.written_frames));
+    let writes = sum(|s| load(&s.writes));
+    let closed = sum(|s| load(&s.connections_closed));
+    let uptime = shared.started.elapsed().as_secs_f64();
+    // Corking: the share of frames that did not need a write of their own.
+    let batch_efficiency = if written_frames == 0 {
+        0.0
+    } else {
+        100.0 * (written_frames - writes.min(written_frames)) as f64 / written_frames as f64
+    };
+    // Disconnects per minute since start, averaged over at least one minute.
+    let disconnect_rate = closed as f64 * 60.0 / uptime.max(60.0);
+    let status = if stale_shards(shared).is_empty() { "healthy" } else { "degraded" };
+    let mut out = String::with_capacity(512 + shared.shards * 400);
+    let _ = write!(
+        out,
+        "{{\"status\":\"{status}\",\"enabled\":true,\"activeConnections\":{connections},\"totalMessagesDelivered\":{written_frames},\"performance\":{{\"batchEfficiency\":\"{batch_efficiency:.1}%\",\"disconnectRatePerMinute\":\"{disconnect_rate:.2}\"}}"
+    );
+    let _ = write!(
+        out,
+        ",\"uptimeSeconds\":{},\"totalConnectionsOpened\":{},\"totalDisconnects\":{closed},\"slowConsumerCloses\":{},\"totalDeliveries\":{},\"totalWrites\":{writes},\"shards\":[",
+        uptime as u64,
+        sum(|s| load(&s.connections_opened)),
+        sum(|s| load(&s.slow_consumer_closes)),
+        sum(|s| s.deliveries()),
+    );
+    for (i, s) in shared.stats.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"shard\":{i},\"connections\":{},\"subscriptions\":{},\"topics\":{},\"deliveries\":{},\"bytesDelivered\":{},\"messagesDelivered\":{},\"messagesIn\":{},\"eventsIngested\":{},\"queuedBytes\":{},\"queuedFrames\":{},\"slowConsumerCloses\":{},\"disconnects\":{}}}",
+            load(&s.connections),
+            load(&s.subscriptions),
+            load(&s.topics),
+            s.deliveries(),
+            s.delivered_bytes(),
+            load(&s.written_frames),
+            load(&s.messages_in),
+            load(&s.ingested),
+            load(&s.queued_bytes),
+            load(&s.queued_frames),
+            load(&s.slow_consumer_closes),
+            load(&s.connections_closed),
+        );
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds() {
+        let h = LatencyHistogram::default();
+        for us in [0, 50, 51, 1_000, 999_999, 1_000_000, 5_000_000] {
+            h.record(us);
+        }
+        let (c, sum) = h.snapshot();
+        assert_eq!(c[0], 2, "0 and 50 are <= 50 µs");
+        assert_eq!(c[1], 3, "51 is <= 100 µs");
+        assert_eq!(c[4], 4, "1 ms");
+        assert_eq!(c[13], 6, "<= 1 s");
+        assert_eq!(c[14], 7, "+Inf counts all");
+        assert_eq!(sum, 50 + 51 + 1_000 + 999_999 + 1_000_000 + 5_000_000);
+        assert_eq!(LATENCY_LE.len(), LATENCY_BOUNDS_US.len());
+        for (le, us) in LATENCY_LE.iter().zip(LATENCY_BOUNDS_US) {
+            assert_eq!(le.parse::<f64>().unwrap(), us as f64 / 1e6);
+        }
+    }
+}
