@@ -118,6 +118,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Seconds a client has to send a whole HTTP request head.
     pub handshake_timeout_s: u64,
+    /// Microseconds a shard runs tasks before it polls io_uring again (glommio's preempt timer). While a
+    /// shard is busy, completed I/O waits up to this long.
+    pub preempt_us: u64,
 }
 
 impl Default for Config {
@@ -137,6 +140,7 @@ impl Default for Config {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1 << 20,
             handshake_timeout_s: 10,
+            preempt_us: 1000,
         }
     }
 }

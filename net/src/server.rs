@@ -25,10 +25,6 @@ use crate::util::{now_micros, now_secs};
 /// Registered I/O memory per shard. tickwire does no file I/O, so glommio's 10 MiB default would only
 /// count against the locked-memory limit (often 8 MiB in total).
 const IO_MEMORY: usize = 256 * 1024;
-/// How long tasks may run before the executor polls io_uring again. glommio's default (100 ms) lets a busy
-/// shard sit on completed reads and writes for up to that long; 1 ms keeps the added latency far below it
-/// for about a thousand extra reactor polls per second.
-const PREEMPT_TIMER: Duration = Duration::from_millis(1);
 /// Capacity of each cross-shard channel, in batches.
 const MESH_CAPACITY: usize = 1024;
 /// How long a graceful stop waits for connections to flush and close.
@@ -86,7 +82,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY)
-            .preempt_timer(PREEMPT_TIMER)
+            .preempt_timer(Duration::from_micros(shared.config.preempt_us))
             .spawn(move || shard_main(shared, mesh, fd))
             .map_err(|e| start_error(i, &e))?;
         handles.push(handle);

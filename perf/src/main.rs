@@ -179,6 +179,13 @@ where
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("tickwire-load")
         .io_memory(256 * 1024)
+        // Poll io_uring at least every millisecond even while tasks are runnable (the default is 100 ms).
+        .preempt_timer(
+            std::env::var("TICKWIRE_LOAD_PREEMPT_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(Duration::from_millis(1), Duration::from_micros),
+        )
         .spawn(f)
         .map_err(|e| anyhow::anyhow!("cannot start the executor: {e} (check ulimit -l and io_uring)"))?
         .join()
