@@ -1,20 +1,20 @@
-//! The load engine on one glommio executor: subscriber connections that track sequences and latency, and an
-//! open-loop publisher that stamps each event with its intended send time (so a stalled server cannot hide
-//! its own delay: no coordinated omission).
+//! The load engine on one thread (tokio's current-thread runtime, epoll): subscriber connections that track sequences and latency, and an
+//! open-loop publisher: it sends on a fixed schedule whatever the server does, stamps each event with the
+//! time it is written (`source_ts`), and reports how far it ever fell behind its schedule
+//! (`publisher_max_lag_us`), so a server that pushes back on its publisher cannot hide it.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::stats::{Recorder, Sequences};
 use crate::ws::{self, Kind};
@@ -63,31 +63,32 @@ pub fn now_us() -> i64 {
 #[derive(Debug, Default)]
 pub struct Signal {
     fired: Cell<bool>,
-    wakers: RefCell<Vec<Waker>>,
+    notify: Notify,
 }
 
 impl Signal {
     pub fn fire(&self) {
         self.fired.set(true);
-        for w in self.wakers.borrow_mut().drain(..) {
-            w.wake();
-        }
+        self.notify.notify_waiters();
     }
 
     pub fn fired(&self) -> bool {
         self.fired.get()
     }
 
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.fired.get() {
-                Poll::Ready(())
-            } else {
-                self.wakers.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+    /// Reads from `stream` into `chunk` unless the signal fires first (`None`).
+    pub async fn read(&self, stream: &mut TcpStream, chunk: &mut [u8]) -> Option<std::io::Result<usize>> {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Register before checking the flag, so that a fire in between is not missed.
+        notified.as_mut().enable();
+        if self.fired.get() {
+            return None;
+        }
+        tokio::select! {
+            r = stream.read(chunk) => Some(r),
+            () = notified => None,
+        }
     }
 }
 
@@ -234,11 +235,7 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
                 (Kind::Close, _) => anyhow::bail!("server closed the connection"),
             }
         }
-        let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
-            shared.stop.wait().await;
-            None
-        });
-        match read.await {
+        match shared.stop.read(&mut stream, &mut chunk).await {
             None => return Ok(()),
             Some(Ok(0)) => anyhow::bail!("server closed the connection"),
             Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
@@ -313,18 +310,19 @@ pub async fn publish(
     while sent < total {
         let due = ((rate * start.elapsed().as_secs_f64()) as u64).min(total);
         if due == sent {
-            glommio::timer::sleep(Duration::from_micros(500)).await;
+            tokio::time::sleep(Duration::from_micros(250)).await;
             continue;
         }
         out.clear();
         while sent < due {
             let i = (sent % symbols.len() as u64) as usize;
             next_seq[i] += 1;
-            // The intended send time of event n is start + n / rate.
-            let intended = start_us + (sent as f64 * 1e6 / rate) as i64;
-            published.max_lag_us = published.max_lag_us.max(now_us() - intended);
+            // The schedule: event n is due at start + n / rate.
+            let due_at = start_us + (sent as f64 * 1e6 / rate) as i64;
+            let now = now_us();
+            published.max_lag_us = published.max_lag_us.max(now - due_at);
             event.clear();
-            write_event(&mut event, &symbols[i], next_seq[i], intended);
+            write_event(&mut event, &symbols[i], next_seq[i], now);
             match target.protocol {
                 Protocol::Tickwire => ws::write_frame(&mut out, 1, &event, &mut rng),
                 Protocol::Nats => {
@@ -369,11 +367,7 @@ pub async fn idle(target: Rc<Target>, shared: Rc<Shared>) {
                     stream.write_all(&out).await?;
                 }
             }
-            let read = futures_lite::future::or(async { Some(stream.read(&mut chunk).await) }, async {
-                shared.stop.wait().await;
-                None
-            });
-            match read.await {
+            match shared.stop.read(&mut stream, &mut chunk).await {
                 None => return Ok(()),
                 Some(Ok(0)) => anyhow::bail!("server closed the connection"),
                 Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),

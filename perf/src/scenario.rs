@@ -1,4 +1,4 @@
-//! The scenarios: each runs on one glommio executor and fills a [`Report`].
+//! The scenarios: each runs on one thread (tokio current-thread runtime) and fills a [`Report`].
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -38,26 +38,26 @@ pub async fn connect_all(
     syms: &[String],
     k: usize,
     concurrency: usize,
-) -> (Vec<glommio::task::JoinHandle<()>>, Vec<u64>) {
+) -> (Vec<tokio::task::JoinHandle<()>>, Vec<u64>) {
     let pb = bar(n as u64, "connecting");
     let mut per_symbol = vec![0u64; syms.len()];
     let mut tasks = Vec::with_capacity(n);
     let done = |s: &Shared| s.subscribed.get() + s.failed.get();
     for c in 0..n {
         while c - done(shared) >= concurrency {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
             pb.set_position(done(shared) as u64);
         }
         let mine: Vec<String> = assignment(c, k, syms.len()).map(|i| syms[i].clone()).collect();
         for i in assignment(c, k, syms.len()) {
             per_symbol[i] += 1;
         }
-        let task = glommio::spawn_local(engine::subscriber(target.clone(), mine, shared.clone())).detach();
+        let task = tokio::task::spawn_local(engine::subscriber(target.clone(), mine, shared.clone()));
         tasks.push(task);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while done(shared) < n && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
         pb.set_position(done(shared) as u64);
     }
     pb.finish_and_clear();
@@ -87,10 +87,10 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     let ticking = Rc::new(std::cell::Cell::new(true));
     let ticker = {
         let (shared, ticking, pb) = (shared.clone(), ticking.clone(), pb.clone());
-        glommio::spawn_local(async move {
+        tokio::task::spawn_local(async move {
             let mut t = 0;
             while ticking.get() {
-                glommio::timer::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 t += 1;
                 let mut rec = shared.rec.borrow_mut();
                 rec.tick(t);
@@ -100,16 +100,15 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
                 pb.set_position(t.min(secs));
             }
         })
-        .detach()
     };
     let published = engine::publish(p.target, p.syms, p.rate, p.duration, next_seq).await?;
     let expected: u64 = published.per_symbol.iter().zip(p.per_symbol).map(|(e, s)| e * s).sum();
     let deadline = Instant::now() + Duration::from_secs(5);
     while shared.rec.borrow().delivered < expected && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     ticking.set(false);
-    ticker.cancel();
+    ticker.abort();
     pb.finish_and_clear();
     let mut rec = shared.rec.borrow_mut();
     rec.recording = false;
@@ -192,7 +191,7 @@ pub async fn fanout(setup: Setup, rate: f64, duration: Duration) -> anyhow::Resu
     note_failures(&shared, &mut report);
     shared.stop.fire();
     for t in tasks {
-        t.await;
+        let _ = t.await;
     }
     Ok(report)
 }
@@ -271,7 +270,7 @@ pub async fn saturate(setup: Setup, search: Search) -> anyhow::Result<Report> {
     note_failures(&shared, &mut report);
     shared.stop.fire();
     for t in tasks {
-        t.await;
+        let _ = t.await;
     }
     Ok(report)
 }
@@ -292,7 +291,7 @@ pub async fn storm(setup: Setup) -> anyhow::Result<Report> {
         report.server_rss_kib = setup.server_pid.and_then(rss_kib);
         shared.stop.fire();
         for t in tasks {
-            t.await;
+            let _ = t.await;
         }
     }
     report.storm_connect_s = Some(times[0]);
@@ -312,16 +311,16 @@ pub async fn idle(setup: Setup, settle: Duration) -> anyhow::Result<Report> {
     let mut tasks = Vec::with_capacity(setup.connections);
     for c in 0..setup.connections {
         while c - (shared.subscribed.get() + shared.failed.get()) >= setup.concurrency {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
             pb.set_position((shared.subscribed.get() + shared.failed.get()) as u64);
         }
-        tasks.push(glommio::spawn_local(engine::idle(target.clone(), shared.clone())).detach());
+        tasks.push(tokio::task::spawn_local(engine::idle(target.clone(), shared.clone())));
     }
     while shared.subscribed.get() + shared.failed.get() < setup.connections {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     pb.finish_and_clear();
-    glommio::timer::sleep(settle).await;
+    tokio::time::sleep(settle).await;
     let after = rss_kib(pid).ok_or_else(|| anyhow::anyhow!("cannot read /proc/{pid}/status"))?;
     note_failures(&shared, &mut report);
     let open = shared.subscribed.get().max(1);
@@ -330,7 +329,7 @@ pub async fn idle(setup: Setup, settle: Duration) -> anyhow::Result<Report> {
     report.rss_per_conn_kib = Some(after.saturating_sub(base) as f64 / open as f64);
     shared.stop.fire();
     for t in tasks {
-        t.await;
+        let _ = t.await;
     }
     Ok(report)
 }

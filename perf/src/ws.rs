@@ -2,8 +2,8 @@
 //! reader for the server's unmasked frames. Enough to drive tens of thousands of connections from one core.
 
 use bytes::{Buf, BytesMut};
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use rand::Rng;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A frame from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
