@@ -85,6 +85,17 @@ impl Outbound {
         self.queued_bytes
     }
 
+    /// Takes the queued frame if it is the only one, with its ingest stamp: a lone frame is written as it
+    /// is, shared, with no copy into a write buffer.
+    pub fn pop_alone(&mut self) -> Option<(Bytes, Option<Micros>)> {
+        if self.queue.len() != 1 {
+            return None;
+        }
+        let (frame, stamp) = self.queue.pop_front()?;
+        self.queued_bytes -= frame.len();
+        Some((frame, (stamp != NO_STAMP).then_some(stamp)))
+    }
+
     /// Moves queued frames into `buf` while it stays within `max` bytes (always at least one frame);
     /// returns how many frames moved.
     pub fn drain_into(&mut self, buf: &mut Vec<u8>, max: usize) -> usize {
@@ -113,6 +124,17 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_frame_is_taken_as_it_is() {
+        let mut q = Outbound::new(1 << 20, 8);
+        q.push_stamped(Bytes::from_static(b"ab"), 7);
+        assert_eq!(q.pop_alone(), Some((Bytes::from_static(b"ab"), Some(7))));
+        assert_eq!((q.queued_bytes(), q.pop_alone()), (0, None));
+        q.push(Bytes::from_static(b"a"));
+        q.push(Bytes::from_static(b"b"));
+        assert_eq!(q.pop_alone(), None, "two frames are corked into one write instead");
+    }
 
     #[test]
     fn corks_frames_into_one_buffer() {

@@ -23,7 +23,7 @@ where
 {
     let config = &shard.shared.config;
     let deadline = Duration::from_secs(config.handshake_timeout_s);
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(1024);
     loop {
         let head = glommio::timer::timeout(deadline, async {
             Ok(read_request(&mut stream, &mut buf, config.max_header_bytes, config.max_body_bytes).await)
@@ -62,29 +62,35 @@ async fn read_request<S: AsyncRead + Unpin>(
     max_head: usize,
     max_body: usize,
 ) -> Result<Option<(Request, BytesMut)>, HttpError> {
-    let mut chunk = [0u8; 4096];
+    // Reads go straight into `buf`: a buffer inside this future would stay allocated for the whole life of
+    // the connection task (a future is as large as its largest state).
     loop {
         if let Some((req, head_len)) = parse_request(buf, max_head, max_body)? {
             buf.advance(head_len);
             while buf.len() < req.content_length {
-                let n = stream.read(&mut chunk).await.map_err(|e| HttpError::new(400, e.to_string()))?;
-                if n == 0 {
+                if read_more(stream, buf).await? == 0 {
                     return Err(HttpError::new(400, "body shorter than Content-Length"));
                 }
-                buf.extend_from_slice(&chunk[..n]);
             }
             let body = buf.split_to(req.content_length);
             return Ok(Some((req, body)));
         }
-        let n = stream.read(&mut chunk).await.map_err(|e| HttpError::new(400, e.to_string()))?;
-        if n == 0 {
+        if read_more(stream, buf).await? == 0 {
             if buf.is_empty() {
                 return Ok(None);
             }
             return Err(HttpError::new(400, "truncated request"));
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Appends what one read returns to `buf`.
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<usize, HttpError> {
+    let start = buf.len();
+    buf.resize(start + 1024, 0);
+    let n = stream.read(&mut buf[start..]).await.map_err(|e| HttpError::new(400, e.to_string()));
+    buf.truncate(start + *n.as_ref().unwrap_or(&0));
+    n
 }
 
 /// The caller's identity: `Ok(None)` for no token, `Err` for a bad one.

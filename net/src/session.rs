@@ -27,6 +27,8 @@ use crate::auth::Identity;
 use crate::shard::Shard;
 use crate::util::{now_micros, LocalNotify};
 
+/// Bytes read from a client at a time.
+const READ_CHUNK: usize = 1024;
 /// Largest write the writer hands the socket at once.
 const MAX_WRITE: usize = 256 * 1024;
 /// The close of a connection whose outbound queue passed `max_queued_bytes`.
@@ -145,7 +147,7 @@ pub async fn run<S>(
         key,
         id,
         identity,
-        out: RefCell::new(Outbound::new(config.max_queued_bytes, 64)),
+        out: RefCell::new(Outbound::new(config.max_queued_bytes, 4)),
         wake: LocalNotify::default(),
         closing: LocalNotify::default(),
         close: Cell::new(None),
@@ -202,27 +204,43 @@ pub async fn run<S>(
 /// Flushes the connection: one write per batch of queued frames. Per batch (not per frame) it counts the
 /// write and records one ingest-to-flush latency sample, that of the batch's earliest update.
 async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut w: W) {
-    let mut buf = Vec::with_capacity(16 * 1024);
+    // Allocated only while several frames wait at once, and freed after, so that an idle connection
+    // holds no write buffer.
+    let mut buf = Vec::new();
     loop {
         conn.wake.wait().await;
         loop {
-            buf.clear();
-            let drained = conn.out.borrow_mut().drain(&mut buf, MAX_WRITE);
-            if drained.frames == 0 {
-                break;
-            }
-            if w.write_all(&buf).await.is_err() {
-                conn.request_close(close::NORMAL, "");
-                return;
-            }
+            let alone = conn.out.borrow_mut().pop_alone();
+            let (frames, bytes, earliest) = match alone {
+                Some((frame, stamp)) => {
+                    if w.write_all(&frame).await.is_err() {
+                        conn.request_close(close::NORMAL, "");
+                        return;
+                    }
+                    (1, frame.len(), stamp)
+                }
+                None => {
+                    buf.clear();
+                    let drained = conn.out.borrow_mut().drain(&mut buf, MAX_WRITE);
+                    if drained.frames == 0 {
+                        break;
+                    }
+                    if w.write_all(&buf).await.is_err() {
+                        conn.request_close(close::NORMAL, "");
+                        return;
+                    }
+                    (drained.frames, buf.len(), drained.earliest_ingest)
+                }
+            };
             let stats = shard.stats();
-            if let Some(ingested) = drained.earliest_ingest {
+            if let Some(ingested) = earliest {
                 stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
             }
             stats.writes.fetch_add(1, Ordering::Relaxed);
-            stats.written_frames.fetch_add(drained.frames as u64, Ordering::Relaxed);
-            stats.written_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            stats.written_frames.fetch_add(frames as u64, Ordering::Relaxed);
+            stats.written_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         }
+        buf = Vec::new();
         if let Some((code, reason)) = conn.close.get() {
             let _ = w.write_all(&ws::close_frame(code, reason)).await;
             let _ = w.close().await;
@@ -233,7 +251,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut
 
 async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, mut r: R, mut buf: BytesMut, kind: Kind) {
     let mut reader = MessageReader::new(shard.shared.config.max_message_bytes);
-    let mut chunk = vec![0u8; 16 * 1024];
     loop {
         loop {
             match reader.read(&mut buf) {
@@ -257,12 +274,16 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, mut
         if conn.close.get().is_some() {
             return;
         }
-        let read = futures_lite::future::or(async { Some(r.read(&mut chunk).await) }, async {
+        // Read straight into the message buffer, a little at a time: client messages are small, and an idle
+        // connection should hold only a few KiB.
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        let read = futures_lite::future::or(async { Some(r.read(&mut buf[start..]).await) }, async {
             conn.closing.wait().await;
             None
         });
         match read.await {
-            Some(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Some(Ok(n)) if n > 0 => buf.truncate(start + n),
             _ => return,
         }
     }
