@@ -81,6 +81,9 @@ struct ConnArgs {
     /// Write a Markdown report with SVG plots into this directory
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Exit with status 1 if anything was lost or a connection failed (for CI; no timing is checked)
+    #[arg(long)]
+    fail_on_loss: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -192,6 +195,15 @@ fn finish(report: &Report, conn: &ConnArgs) -> anyhow::Result<()> {
     if let Some(dir) = &conn.report {
         report.write_report(dir)?;
         eprintln!("wrote {}/{}-{}.md", dir.display(), report.scenario, report.target);
+    }
+    if conn.fail_on_loss {
+        anyhow::ensure!(
+            report.lost == 0 && report.duplicates == 0 && report.failed_connections == 0,
+            "lost {}, duplicates {}, failed connections {}",
+            report.lost,
+            report.duplicates,
+            report.failed_connections
+        );
     }
     Ok(())
 }
