@@ -41,6 +41,21 @@ enum Cmd {
     Idle(IdleArgs),
     /// Cores and nodes for a workload, from a fanout report and an idle report.
     Plan(PlanArgs),
+    /// One Markdown table, with ratios, from reports of the same scenario against several targets.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct CompareArgs {
+    /// JSON reports (one per target) of the same scenario
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// The target the ratios are computed for
+    #[arg(long, default_value = "tickwire")]
+    baseline: String,
+    /// Write the table to this file as well as to standard output
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -216,7 +231,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Saturate(a) => a.conn.connections,
         Cmd::Storm(a) => a.connections,
         Cmd::Idle(a) => a.conn.connections,
-        Cmd::Plan(_) => 0,
+        Cmd::Plan(_) | Cmd::Compare(_) => 0,
     };
     anyhow::ensure!(
         (conns as u64) + 64 <= nofile,
@@ -260,6 +275,19 @@ fn main() -> anyhow::Result<()> {
             };
             let p = plan::plan(&a.fanout_report, &a.idle_report, w)?;
             println!("{}", p.table(&w));
+            Ok(())
+        }
+        Cmd::Compare(a) => {
+            let reports = a
+                .reports
+                .iter()
+                .map(|p| -> anyhow::Result<Report> { Ok(serde_json::from_slice(&std::fs::read(p)?)?) })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let table = report::compare(&reports, &a.baseline)?;
+            println!("{table}");
+            if let Some(out) = a.out {
+                std::fs::write(&out, &table)?;
+            }
             Ok(())
         }
     }

@@ -85,7 +85,9 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 impl Report {
     /// A report stamped with the command line, commit, machine and date.
     pub fn new(scenario: &str) -> Report {
-        let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+        // The machine's CPUs, not this process's affinity (the tool is usually pinned to one).
+        // SAFETY: sysconf has no preconditions.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
         Report {
             scenario: scenario.to_owned(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -188,6 +190,85 @@ impl Report {
     }
 }
 
+/// The figure a report is ranked by: the highest passing rate of a saturation search, or the delivery
+/// rate of a fixed-rate run.
+fn headline(r: &Report) -> f64 {
+    match r.max_passing_rate {
+        Some(rate) => r
+            .steps
+            .iter()
+            .filter(|s| s.passed && s.offered_rate == rate)
+            .map(|s| s.delivered_per_s)
+            .next()
+            .unwrap_or(0.0),
+        None if r.steps.is_empty() => r.delivered_per_s,
+        // A search whose first step failed.
+        None => 0.0,
+    }
+}
+
+/// Generator CPU at or above which a run measured the generator rather than the server.
+pub const GENERATOR_BOUND_PCT: f64 = 95.0;
+
+fn generator_bound(r: &Report) -> bool {
+    r.client_cpu_pct.is_some_and(|c| c >= GENERATOR_BOUND_PCT)
+}
+
+/// A Markdown table of several targets' reports of one scenario, with `baseline / target` ratios.
+///
+/// A run whose generator was saturated measured the generator: then the baseline's figure is only a lower
+/// bound, its ratio to a server-bound target is written `>= x`, and to another generator-bound target it
+/// cannot be told.
+pub fn compare(reports: &[Report], baseline: &str) -> anyhow::Result<String> {
+    let base =
+        reports.iter().find(|r| r.target == baseline).ok_or_else(|| anyhow::anyhow!("no report for {baseline}"))?;
+    let b = headline(base);
+    let mut rows: Vec<&Report> = reports.iter().collect();
+    rows.sort_by(|x, y| headline(y).total_cmp(&headline(x)));
+    let mut out = format!(
+        "Scenario `{}`: {} connections, {} symbols, {} per connection; each server pinned to CPU 0, tickwire-load \
+         to CPU 1; a step passes while p99 <= 50 ms with nothing lost. Commit {}, {}, {}.\n\n",
+        base.scenario, base.connections, base.symbols, base.subs_per_conn, base.commit, base.machine, base.date
+    );
+    out.push_str("| target | max deliveries/s (p99 <= 50 ms, 0 lost) | events/s | p50 ms | p99 ms | server CPU | generator CPU | tickwire / target |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |c| format!("{c:.0}%"));
+    for r in rows {
+        let h = headline(r);
+        let ratio = if r.target == baseline {
+            "1.00x".to_owned()
+        } else if h <= 0.0 {
+            "-".to_owned()
+        } else {
+            match (generator_bound(base), generator_bound(r)) {
+                (false, false) => format!("{:.2}x", b / h),
+                (true, false) => format!(">= {:.2}x", b / h),
+                (false, true) => format!("<= {:.2}x", b / h),
+                (true, true) => "undetermined (both generator-bound)".to_owned(),
+            }
+        };
+        out.push_str(&format!(
+            "| {} | {:.0} | {} | {:.3} | {:.3} | {} | {}{} | {} |\n",
+            r.target,
+            h,
+            r.max_passing_rate.map_or("-".into(), |x| format!("{x:.0}")),
+            r.p50_us as f64 / 1e3,
+            r.p99_us as f64 / 1e3,
+            pct(r.server_cpu_pct),
+            pct(r.client_cpu_pct),
+            if generator_bound(r) { " (bound)" } else { "" },
+            ratio
+        ));
+    }
+    if reports.iter().any(generator_bound) {
+        out.push_str(&format!(
+            "\n`(bound)`: the generator used >= {GENERATOR_BOUND_PCT:.0}% of its core at that step, so the run measured \
+             the generator, not the server; that target can do at least this much.\n"
+        ));
+    }
+    Ok(out)
+}
+
 fn latency_plot(r: &Report, path: &Path) -> anyhow::Result<()> {
     let bars = [("p50", r.p50_us), ("p90", r.p90_us), ("p99", r.p99_us), ("p99.9", r.p999_us), ("max", r.max_us)];
     let top = bars.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64 / 1000.0 * 1.15;
@@ -228,11 +309,11 @@ fn throughput_plot(r: &Report, path: &Path) -> anyhow::Result<()> {
         .caption(format!("{}: deliveries/s and p99 over time", r.target), ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(30)
-        .y_label_area_size(60)
+        .y_label_area_size(80)
         .right_y_label_area_size(50)
         .build_cartesian_2d(0u64..t_max, 0.0..d_max)?
         .set_secondary_coord(0u64..t_max, 0.0..p_max);
-    chart.configure_mesh().x_desc("s").y_desc("deliveries/s").draw()?;
+    chart.configure_mesh().x_desc("s").y_desc("deliveries/s").y_label_formatter(&|y| format!("{y:.0}")).draw()?;
     chart.configure_secondary_axes().y_desc("p99 ms").draw()?;
     chart
         .draw_series(LineSeries::new(r.timeline.iter().map(|s| (s.t, s.delivered as f64)), &BLUE))?
@@ -257,7 +338,7 @@ fn steps_plot(r: &Report, path: &Path) -> anyhow::Result<()> {
         .caption(format!("{}: saturation search", r.target), ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(30)
-        .y_label_area_size(60)
+        .y_label_area_size(80)
         .right_y_label_area_size(50)
         .build_cartesian_2d(0.0..x_max, 0.0..d_max)?
         .set_secondary_coord(0.0..x_max, 0.0..p_max);
@@ -276,6 +357,45 @@ fn steps_plot(r: &Report, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_ranks_and_computes_ratios() {
+        let step = |rate: f64, d: f64, passed| Step {
+            offered_rate: rate,
+            delivered_per_s: d,
+            p50_us: 1,
+            p99_us: 2,
+            max_us: 3,
+            lost: 0,
+            server_cpu_pct: None,
+            passed,
+        };
+        let mk = |name: &str, best: Option<f64>, steps: Vec<Step>| Report {
+            target: name.into(),
+            max_passing_rate: best,
+            steps,
+            client_cpu_pct: Some(50.0),
+            ..Report::new("saturate")
+        };
+        let reports = [
+            mk("slow", Some(100.0), vec![step(100.0, 1e4, true), step(150.0, 1.5e4, false)]),
+            mk("tickwire", Some(1000.0), vec![step(1000.0, 1e5, true), step(1500.0, 1.5e5, false)]),
+            mk("broken", None, vec![step(100.0, 0.0, false)]),
+        ];
+        let t = compare(&reports, "tickwire").unwrap();
+        let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| target")).collect();
+        assert!(lines[0].starts_with("| tickwire | 100000 |") && lines[0].ends_with("| 1.00x |"), "{t}");
+        assert!(lines[1].starts_with("| slow | 10000 |") && lines[1].ends_with("| 10.00x |"), "{t}");
+        assert!(lines[2].ends_with("| - |"), "{t}");
+        assert!(compare(&reports, "nobody").is_err());
+        // A saturated generator turns the ratios into bounds.
+        let mut bound = reports.clone();
+        bound[1].client_cpu_pct = Some(99.0);
+        let t = compare(&bound, "tickwire").unwrap();
+        assert!(t.contains("| >= 10.00x |") && t.contains("99% (bound)"), "{t}");
+        bound[0].client_cpu_pct = Some(100.0);
+        assert!(compare(&bound, "tickwire").unwrap().contains("undetermined"));
+    }
 
     #[test]
     fn report_round_trips_and_renders() {

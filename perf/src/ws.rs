@@ -73,7 +73,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGlja3dpcmUtbG9hZC1rZXk=\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
     );
     stream.write_all(req.as_bytes()).await?;
     let mut chunk = [0u8; 4096];
@@ -94,6 +94,14 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_key_is_sixteen_bytes() {
+        // RFC 6455 4.1: the key is a base64-encoded 16-byte value; strict servers refuse anything else.
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        assert_eq!(key.len(), 24);
+        assert!(key.ends_with("=="), "24 base64 characters with two pad characters encode 16 bytes");
+    }
 
     #[test]
     fn parses_server_frames_in_two_phases() {

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The same saturation search against tickwire (one shard) and each peer, side by side, in one run.
+#
+#   perf/compare.sh                       # all targets, 2,000 connections
+#   CONNS=10000 perf/compare.sh tickwire bun
+#
+# Installs what the peers need (perf/peers/install.sh), builds tickwire and tickwire-load in release,
+# then for each target: starts it pinned to CPU 0, runs `tickwire-load saturate` pinned to CPU 1, stops
+# it. Writes one JSON and Markdown report per target and the table with ratios to $OUT/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNS=${CONNS:-2000}
+SYMBOLS=${SYMBOLS:-100}
+SUBS=${SUBS:-1}
+START_RATE=${START_RATE:-100}
+FACTOR=${FACTOR:-1.5}
+STEP_S=${STEP_S:-4}
+OUT=${OUT:-perf/reports/compare}
+PORT=${PORT:-9001}
+SECRET=compare-secret
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(tickwire bun socketify nats node-ws python-websockets)
+
+perf/peers/install.sh
+cargo build --release --quiet -p tickwire-net -p tickwire-perf
+mkdir -p "$OUT"
+ulimit -n "$(ulimit -Hn)" || true
+load=target/release/tickwire-load
+py=perf/peers/.venv/bin/python
+token=$(target/release/tickwire token --sub compare --role publisher --jwt-secret "$SECRET")
+
+start_target() {
+  case "$1" in
+    tickwire) taskset -c 0 target/release/tickwire --listen "127.0.0.1:$PORT" --shards 1 --no-simulator \
+                --jwt-secret "$SECRET" 2>/dev/null & ;;
+    bun) taskset -c 0 perf/peers/node_modules/.bin/bun perf/peers/bun/server.js "$PORT" >/dev/null 2>&1 & ;;
+    socketify) taskset -c 0 "$py" perf/peers/socketify/server.py "$PORT" >/dev/null 2>&1 & ;;
+    node-ws) taskset -c 0 node perf/peers/node-ws/server.js "$PORT" >/dev/null 2>&1 & ;;
+    python-websockets) taskset -c 0 "$py" perf/peers/python-websockets/server.py "$PORT" >/dev/null 2>&1 & ;;
+    nats) sed "s/port: 9001/port: $PORT/" perf/peers/nats/nats.conf > "$OUT/.nats.conf"
+          GOMAXPROCS=1 taskset -c 0 nats-server -c "$OUT/.nats.conf" >/dev/null 2>&1 & ;;
+    *) echo "unknown target $1" >&2; exit 2 ;;
+  esac
+  pid=$!
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0; sleep 0.1; done
+  echo "$1 did not start on port $PORT" >&2
+  return 1
+}
+
+for t in "${targets[@]}"; do
+  echo "== $t"
+  start_target "$t"
+  protocol=tickwire
+  [ "$t" = nats ] && protocol=nats
+  taskset -c 1 "$load" saturate --target "127.0.0.1:$PORT" --name "$t" --protocol "$protocol" \
+    --connections "$CONNS" --symbols "$SYMBOLS" --subs-per-conn "$SUBS" --start-rate "$START_RATE" \
+    --factor "$FACTOR" --step-s "$STEP_S" --publish-token "$token" --server-pid "$pid" \
+    --json "$OUT/$t.json" --report "$OUT" || echo "$t: the run failed (kept going)"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  sleep 1
+done
+rm -f "$OUT/.nats.conf"
+
+reports=()
+for t in "${targets[@]}"; do [ -f "$OUT/$t.json" ] && reports+=("$OUT/$t.json"); done
+if [ ! -f "$OUT/tickwire.json" ] || [[ " ${targets[*]} " != *" tickwire "* ]]; then
+  echo "no tickwire run in this comparison: no ratio table (ratios come from one run only)"
+  exit 0
+fi
+{
+  echo "# tickwire and its peers, side by side"
+  echo
+  echo "Command: \`CONNS=$CONNS SYMBOLS=$SYMBOLS SUBS=$SUBS START_RATE=$START_RATE FACTOR=$FACTOR STEP_S=$STEP_S perf/compare.sh ${targets[*]}\`"
+  echo
+  "$load" compare --baseline tickwire "${reports[@]}"
+  echo
+  echo "Per target: \`saturate-<target>.md\` (steps, plots) and \`<target>.json\`."
+} > "$OUT/README.md"
+cat "$OUT/README.md"
