@@ -55,20 +55,8 @@ pub fn quote_frame() -> Bytes {
 
 /// A final client frame of `opcode` carrying `payload`, masked with `mask` (RFC 6455 5.3).
 pub fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    tickwire_core::ws::write_client_frame(&mut out, true, opcode, payload, mask);
     out
 }
 

@@ -253,6 +253,26 @@ pub fn write_header(opcode: Opcode, len: usize, dst: &mut [u8; MAX_HEADER_LEN]) 
     n
 }
 
+/// Appends a masked client frame (RFC 6455 5.3): the `fin` bit, a raw 4-bit `opcode` (not checked, so tests
+/// can send illegal ones) and `payload` masked with `mask`. Servers never send these; clients, tests, benches
+/// and the load generator do.
+pub fn write_client_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(if fin { 0x80 } else { 0 } | (opcode & 0x0F));
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+}
+
 /// A whole unmasked server frame: header then `payload`, in one buffer.
 pub fn frame(opcode: Opcode, payload: &[u8]) -> Bytes {
     let mut head = [0u8; MAX_HEADER_LEN];
@@ -281,20 +301,8 @@ mod tests {
 
     /// A masked client frame, as a browser would send it.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        let mut out = Vec::new();
+        write_client_frame(&mut out, fin, opcode, payload, mask);
         out
     }
 

@@ -163,36 +163,70 @@ fn note_failures(shared: &Shared, report: &mut Report) {
     report.first_error = shared.first_error.borrow().clone();
 }
 
+/// Subscribed connections and the publisher's state, kept across the steps of a run.
+struct Session {
+    target: Rc<Target>,
+    shared: Rc<Shared>,
+    syms: Vec<String>,
+    per_symbol: Vec<u64>,
+    next_seq: Vec<u64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Session {
+    /// Connects and subscribes every connection of `setup`; fails if none could subscribe.
+    async fn open(setup: &Setup, report: &mut Report) -> anyhow::Result<Session> {
+        let target = Rc::new(setup.target.clone());
+        let shared = Rc::new(Shared::default());
+        let syms = symbols(setup.symbols);
+        let (tasks, per_symbol) =
+            connect_all(&target, &shared, setup.connections, &syms, setup.subs_per_conn, setup.concurrency).await;
+        note_failures(&shared, report);
+        anyhow::ensure!(
+            shared.subscribed.get() > 0,
+            "no connection subscribed: {}",
+            report.first_error.clone().unwrap_or_default()
+        );
+        let next_seq = vec![0u64; syms.len()];
+        Ok(Session { target, shared, syms, per_symbol, next_seq, tasks })
+    }
+
+    /// One measured step at `rate` into `report`.
+    async fn step(
+        &mut self,
+        rate: f64,
+        duration: Duration,
+        server_pid: Option<u32>,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let params = StepParams {
+            target: &self.target,
+            shared: &self.shared,
+            syms: &self.syms,
+            per_symbol: &self.per_symbol,
+            rate,
+            duration,
+            server_pid,
+        };
+        measure(params, &mut self.next_seq, report).await?;
+        note_failures(&self.shared, report);
+        Ok(())
+    }
+
+    async fn close(self) {
+        self.shared.stop.fire();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
 /// `fanout`: N connections, S symbols, K subscriptions each, an open-loop publisher at `rate`.
 pub async fn fanout(setup: Setup, rate: f64, duration: Duration) -> anyhow::Result<Report> {
     let mut report = setup.report("fanout");
-    let target = Rc::new(setup.target.clone());
-    let shared = Rc::new(Shared::default());
-    let syms = symbols(setup.symbols);
-    let (tasks, per_symbol) =
-        connect_all(&target, &shared, setup.connections, &syms, setup.subs_per_conn, setup.concurrency).await;
-    note_failures(&shared, &mut report);
-    anyhow::ensure!(
-        shared.subscribed.get() > 0,
-        "no connection subscribed: {}",
-        report.first_error.unwrap_or_default()
-    );
-    let mut next_seq = vec![0u64; syms.len()];
-    let params = StepParams {
-        target: &target,
-        shared: &shared,
-        syms: &syms,
-        per_symbol: &per_symbol,
-        rate,
-        duration,
-        server_pid: setup.server_pid,
-    };
-    measure(params, &mut next_seq, &mut report).await?;
-    note_failures(&shared, &mut report);
-    shared.stop.fire();
-    for t in tasks {
-        let _ = t.await;
-    }
+    let mut session = Session::open(&setup, &mut report).await?;
+    session.step(rate, duration, setup.server_pid, &mut report).await?;
+    session.close().await;
     Ok(report)
 }
 
@@ -209,33 +243,13 @@ pub struct Search {
 /// `saturate`: steps the rate up until p99 exceeds the limit or anything is lost.
 pub async fn saturate(setup: Setup, search: Search) -> anyhow::Result<Report> {
     let mut report = setup.report("saturate");
-    let target = Rc::new(setup.target.clone());
-    let shared = Rc::new(Shared::default());
-    let syms = symbols(setup.symbols);
-    let (tasks, per_symbol) =
-        connect_all(&target, &shared, setup.connections, &syms, setup.subs_per_conn, setup.concurrency).await;
-    note_failures(&shared, &mut report);
-    anyhow::ensure!(
-        shared.subscribed.get() > 0,
-        "no connection subscribed: {}",
-        report.first_error.unwrap_or_default()
-    );
-    let mut next_seq = vec![0u64; syms.len()];
+    let mut session = Session::open(&setup, &mut report).await?;
     let mut rate = search.start_rate;
     let mut best: Option<Report> = None;
     while rate <= search.max_rate {
         let mut step = report.clone();
-        let params = StepParams {
-            target: &target,
-            shared: &shared,
-            syms: &syms,
-            per_symbol: &per_symbol,
-            rate,
-            duration: search.step,
-            server_pid: setup.server_pid,
-        };
-        measure(params, &mut next_seq, &mut step).await?;
-        let passed = step.lost == 0 && step.p99_us <= search.p99_limit_us && shared.failed.get() == 0;
+        session.step(rate, search.step, setup.server_pid, &mut step).await?;
+        let passed = step.lost == 0 && step.p99_us <= search.p99_limit_us && step.failed_connections == 0;
         eprintln!(
             "  step {:>9.0} events/s: {:>10.0} deliveries/s, p99 {:>8.3} ms, lost {}{}",
             rate,
@@ -267,11 +281,8 @@ pub async fn saturate(setup: Setup, search: Search) -> anyhow::Result<Report> {
     }
     report.scenario = "saturate".into();
     report.steps = steps;
-    note_failures(&shared, &mut report);
-    shared.stop.fire();
-    for t in tasks {
-        let _ = t.await;
-    }
+    note_failures(&session.shared, &mut report);
+    session.close().await;
     Ok(report)
 }
 

@@ -43,23 +43,9 @@ pub fn parse_frame(buf: &[u8]) -> anyhow::Result<Option<(Kind, bool, usize, usiz
     Ok(Some((kind, buf[0] & 0x80 != 0, head, len)))
 }
 
-/// Appends a masked client frame.
+/// Appends a final client frame of `opcode`, masked with a random key.
 pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], rng: &mut impl Rng) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let mask: [u8; 4] = rng.random();
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    tickwire_core::ws::write_client_frame(out, true, opcode, payload, rng.random());
 }
 
 /// Sends the upgrade request and reads the 101; bytes read past the head are left in `buf`.
