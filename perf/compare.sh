@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The same saturation search against tickwire (one shard) and each peer, side by side, in one run.
+# The same scenario against tickwire (one shard) and each peer, side by side, in one run.
 #
-#   perf/compare.sh                       # all targets, 2,000 connections
+#   perf/compare.sh                       # saturation search, all targets, 2,000 connections
 #   CONNS=10000 perf/compare.sh tickwire bun
+#   MODE=fanout CONNS=10000 RATE=1000 DURATION_S=20 OUT=perf/reports/product perf/compare.sh
+#                                         # the product scenario: a fixed 100,000 deliveries/s
 #
 # Installs what the peers need (perf/peers/install.sh), builds tickwire and tickwire-load in release,
 # then for each target: starts it pinned to CPU 0, runs `tickwire-load saturate` pinned to CPU 1, stops
@@ -10,6 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MODE=${MODE:-saturate}
+RATE=${RATE:-1000}
+DURATION_S=${DURATION_S:-20}
 CONNS=${CONNS:-2000}
 SYMBOLS=${SYMBOLS:-100}
 SUBS=${SUBS:-1}
@@ -53,10 +58,14 @@ for t in "${targets[@]}"; do
   start_target "$t"
   protocol=tickwire
   [ "$t" = nats ] && protocol=nats
-  taskset -c 1 "$load" saturate --target "127.0.0.1:$PORT" --name "$t" --protocol "$protocol" \
-    --connections "$CONNS" --symbols "$SYMBOLS" --subs-per-conn "$SUBS" --start-rate "$START_RATE" \
-    --factor "$FACTOR" --step-s "$STEP_S" --publish-token "$token" --server-pid "$pid" \
-    --json "$OUT/$t.json" --report "$OUT" || echo "$t: the run failed (kept going)"
+  if [ "$MODE" = fanout ]; then
+    scenario=(fanout --rate "$RATE" --duration-s "$DURATION_S")
+  else
+    scenario=(saturate --start-rate "$START_RATE" --factor "$FACTOR" --step-s "$STEP_S")
+  fi
+  taskset -c 1 "$load" "${scenario[@]}" --target "127.0.0.1:$PORT" --name "$t" --protocol "$protocol" \
+    --connections "$CONNS" --symbols "$SYMBOLS" --subs-per-conn "$SUBS" --publish-token "$token" \
+    --server-pid "$pid" --json "$OUT/$t.json" --report "$OUT" || echo "$t: the run failed (kept going)"
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   sleep 1
@@ -72,10 +81,14 @@ fi
 {
   echo "# tickwire and its peers, side by side"
   echo
-  echo "Command: \`CONNS=$CONNS SYMBOLS=$SYMBOLS SUBS=$SUBS START_RATE=$START_RATE FACTOR=$FACTOR STEP_S=$STEP_S perf/compare.sh ${targets[*]}\`"
+  if [ "$MODE" = fanout ]; then
+    echo "Command: \`MODE=fanout CONNS=$CONNS SYMBOLS=$SYMBOLS SUBS=$SUBS RATE=$RATE DURATION_S=$DURATION_S OUT=$OUT perf/compare.sh ${targets[*]}\`"
+  else
+    echo "Command: \`CONNS=$CONNS SYMBOLS=$SYMBOLS SUBS=$SUBS START_RATE=$START_RATE FACTOR=$FACTOR STEP_S=$STEP_S perf/compare.sh ${targets[*]}\`"
+  fi
   echo
   "$load" compare --baseline tickwire "${reports[@]}"
   echo
-  echo "Per target: \`saturate-<target>.md\` (steps, plots) and \`<target>.json\`."
+  echo "Per target: \`$MODE-<target>.md\` (plots) and \`<target>.json\`."
 } > "$OUT/README.md"
 cat "$OUT/README.md"

@@ -222,6 +222,9 @@ fn generator_bound(r: &Report) -> bool {
 pub fn compare(reports: &[Report], baseline: &str) -> anyhow::Result<String> {
     let base =
         reports.iter().find(|r| r.target == baseline).ok_or_else(|| anyhow::anyhow!("no report for {baseline}"))?;
+    if base.scenario == "fanout" {
+        return Ok(compare_fixed(reports, base));
+    }
     let b = headline(base);
     let mut rows: Vec<&Report> = reports.iter().collect();
     rows.sort_by(|x, y| headline(y).total_cmp(&headline(x)));
@@ -267,6 +270,52 @@ pub fn compare(reports: &[Report], baseline: &str) -> anyhow::Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// The same fixed load against several targets: who kept up, at what latency and CPU. The ratio is the
+/// target's server CPU over the baseline's (how much more CPU the same work took).
+fn compare_fixed(reports: &[Report], base: &Report) -> String {
+    let mut out = format!(
+        "Scenario `fanout`: {} connections, {} symbols, {} per connection, {:.0} events/s = {:.0} deliveries/s for \
+         {:.0} s; each server pinned to CPU 0, tickwire-load to CPU 1. Commit {}, {}, {}.\n\n",
+        base.connections,
+        base.symbols,
+        base.subs_per_conn,
+        base.offered_rate,
+        base.expected_total as f64 / base.duration_s.max(1e-9),
+        base.duration_s,
+        base.commit,
+        base.machine,
+        base.date
+    );
+    out.push_str("| target | delivered | lost | p50 ms | p99 ms | p99.9 ms | server CPU | generator CPU | server RSS MiB | CPU vs tickwire |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |c| format!("{c:.0}%"));
+    let mut rows: Vec<&Report> = reports.iter().collect();
+    // Who did the same work with nothing lost, for the least CPU.
+    let cpu = |r: &Report| r.server_cpu_pct.unwrap_or(f64::MAX);
+    rows.sort_by(|x, y| x.lost.cmp(&y.lost).then(cpu(x).total_cmp(&cpu(y))));
+    for r in rows {
+        let ratio = match (r.server_cpu_pct, base.server_cpu_pct) {
+            (Some(c), Some(b)) if b > 0.0 => format!("{:.2}x", c / b),
+            _ => "-".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {} | {} of {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+            r.target,
+            r.delivered_total,
+            r.expected_total,
+            r.lost,
+            r.p50_us as f64 / 1e3,
+            r.p99_us as f64 / 1e3,
+            r.p999_us as f64 / 1e3,
+            pct(r.server_cpu_pct),
+            pct(r.client_cpu_pct),
+            r.server_rss_kib.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            ratio
+        ));
+    }
+    out
 }
 
 fn latency_plot(r: &Report, path: &Path) -> anyhow::Result<()> {
@@ -395,6 +444,22 @@ mod tests {
         assert!(t.contains("| >= 10.00x |") && t.contains("99% (bound)"), "{t}");
         bound[0].client_cpu_pct = Some(100.0);
         assert!(compare(&bound, "tickwire").unwrap().contains("undetermined"));
+        // Fixed-rate runs compare CPU for the same work.
+        let fixed = |name: &str, cpu: f64, lost: u64| Report {
+            target: name.into(),
+            server_cpu_pct: Some(cpu),
+            lost,
+            expected_total: 100,
+            delivered_total: 100 - lost,
+            duration_s: 1.0,
+            ..Report::new("fanout")
+        };
+        let t =
+            compare(&[fixed("node", 90.0, 0), fixed("tickwire", 30.0, 0), fixed("py", 99.0, 7)], "tickwire").unwrap();
+        let rows: Vec<&str> = t.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| target")).collect();
+        assert!(rows[0].starts_with("| tickwire") && rows[0].ends_with("| 1.00x |"), "{t}");
+        assert!(rows[1].starts_with("| node") && rows[1].ends_with("| 3.00x |"), "{t}");
+        assert!(rows[2].starts_with("| py | 93 of 100 | 7 |"), "{t}");
     }
 
     #[test]
