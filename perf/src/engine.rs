@@ -131,15 +131,26 @@ struct Data<'a> {
     symbol: Option<&'a str>,
 }
 
-/// Handles one JSON message from the server; `true` when it confirms the subscription.
-fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> bool {
-    let Ok(f) = sonic_rs::from_slice::<Frame<'_>>(text) else { return false };
+/// What one message from the server was, as far as the connection's state goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Subscribed,
+    Error,
+    Other,
+}
+
+/// Handles one JSON message from the server.
+fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> Seen {
+    let Ok(f) = sonic_rs::from_slice::<Frame<'_>>(text) else { return Seen::Other };
     match f.kind {
-        Some("subscribed") => return true,
-        Some("error") => shared.errors_from_server.set(shared.errors_from_server.get() + 1),
+        Some("subscribed") => return Seen::Subscribed,
+        Some("error") => {
+            shared.errors_from_server.set(shared.errors_from_server.get() + 1);
+            return Seen::Error;
+        }
         _ => {}
     }
-    let (Some(seq), Some(symbol)) = (f.sequence, f.data.as_ref().and_then(|d| d.symbol)) else { return false };
+    let (Some(seq), Some(symbol)) = (f.sequence, f.data.as_ref().and_then(|d| d.symbol)) else { return Seen::Other };
     let (gap, dup) = seqs.observe(symbol, seq);
     let mut rec = shared.rec.borrow_mut();
     if rec.recording {
@@ -151,7 +162,7 @@ fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> bool {
             rec.delivery(now_us() - ts);
         }
     }
-    false
+    Seen::Other
 }
 
 /// A subscriber: connects, subscribes to `symbols`, then reads until the run stops.
@@ -201,9 +212,15 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
             let payload = buf.split_to(len);
             match (kind, target.protocol) {
                 (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Tickwire) => {
-                    if on_json(shared, &mut seqs, &payload) && !confirmed {
-                        confirmed = true;
-                        shared.subscribed.set(shared.subscribed.get() + 1);
+                    match on_json(shared, &mut seqs, &payload) {
+                        Seen::Subscribed if !confirmed => {
+                            confirmed = true;
+                            shared.subscribed.set(shared.subscribed.get() + 1);
+                        }
+                        Seen::Error if !confirmed => {
+                            anyhow::bail!("the server refused the subscription: {}", String::from_utf8_lossy(&payload))
+                        }
+                        _ => {}
                     }
                 }
                 (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Nats) => {
@@ -411,7 +428,9 @@ mod tests {
         let f = |t: &str, seq: u64| {
             format!("{{\"type\":\"{t}\",\"sequence\":{seq},\"source_ts\":{now},\"data\":{{\"symbol\":\"A\"}}}}")
         };
-        assert!(on_json(&shared, &mut seqs, br#"{"type":"subscribed","id":"load"}"#));
+        assert_eq!(on_json(&shared, &mut seqs, br#"{"type":"subscribed","id":"load"}"#), Seen::Subscribed);
+        assert_eq!(on_json(&shared, &mut seqs, br#"{"type":"error","code":"X"}"#), Seen::Error);
+        assert_eq!(shared.errors_from_server.get(), 1);
         on_json(&shared, &mut seqs, f("snapshot", 5).as_bytes());
         on_json(&shared, &mut seqs, f("quote", 6).as_bytes());
         on_json(&shared, &mut seqs, f("quote", 9).as_bytes());

@@ -96,7 +96,8 @@ struct ConnArgs {
     /// Write a Markdown report with SVG plots into this directory
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Exit with status 1 if anything was lost or a connection failed (for CI; no timing is checked)
+    /// Exit with status 1 if anything was lost, a connection failed or the server sent an error frame (for
+    /// CI; no timing is checked)
     #[arg(long)]
     fail_on_loss: bool,
 }
@@ -213,11 +214,12 @@ fn finish(report: &Report, conn: &ConnArgs) -> anyhow::Result<()> {
     }
     if conn.fail_on_loss {
         anyhow::ensure!(
-            report.lost == 0 && report.duplicates == 0 && report.failed_connections == 0,
-            "lost {}, duplicates {}, failed connections {}",
+            report.lost == 0 && report.duplicates == 0 && report.failed_connections == 0 && report.server_errors == 0,
+            "lost {}, duplicates {}, failed connections {}, error frames from the server {}",
             report.lost,
             report.duplicates,
-            report.failed_connections
+            report.failed_connections,
+            report.server_errors
         );
     }
     Ok(())

@@ -53,6 +53,9 @@ pub struct Report {
     pub publisher_max_lag_us: i64,
     pub failed_connections: usize,
     pub first_error: Option<String>,
+    /// `error` frames the server sent to subscribers (a refused request, for example).
+    #[serde(default)]
+    pub server_errors: u64,
     #[serde(default)]
     pub timeline: Vec<Second>,
     #[serde(default)]
@@ -131,6 +134,9 @@ impl Report {
         rows.push(("server CPU / client CPU", format!("{} / {}", pct(self.server_cpu_pct), pct(self.client_cpu_pct))));
         if let Some(rss) = self.server_rss_kib {
             rows.push(("server RSS", format!("{:.1} MiB", rss as f64 / 1024.0)));
+        }
+        if self.server_errors > 0 {
+            rows.push(("error frames from server", self.server_errors.to_string()));
         }
         if self.failed_connections > 0 {
             rows.push((

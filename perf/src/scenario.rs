@@ -161,6 +161,7 @@ impl Setup {
 fn note_failures(shared: &Shared, report: &mut Report) {
     report.failed_connections = shared.failed.get();
     report.first_error = shared.first_error.borrow().clone();
+    report.server_errors = shared.errors_from_server.get();
 }
 
 /// Subscribed connections and the publisher's state, kept across the steps of a run.
