@@ -21,6 +21,8 @@ pub mod close {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// tickwire's own (RFC 6455 private range): no frame from the client for two heartbeat intervals.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4000;
 }
 
 /// Frame opcodes.

@@ -24,6 +24,21 @@ pub fn update_frame<D: Dialect + ?Sized>(dialect: &D, update: &Update<'_>) -> By
     text_frame(96 + update.data.len(), |out| dialect.encode_update(update, out))
 }
 
+/// An update frame with a `"signature"` field after its other fields: the object of [`update_frame`] with
+/// `,"signature":"<signature>"` before its closing brace. `signature` must need no JSON escaping (base64).
+pub fn signed_update_frame<D: Dialect + ?Sized>(dialect: &D, update: &Update<'_>, signature: &str) -> Bytes {
+    text_frame(112 + update.data.len() + signature.len(), |out| {
+        let start = out.len();
+        dialect.encode_update(update, out);
+        if out.len() > start && out.last() == Some(&b'}') {
+            out.pop();
+            out.extend_from_slice(b",\"signature\":\"");
+            out.extend_from_slice(signature.as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+    })
+}
+
 /// A reply frame.
 pub fn reply_frame<D: Dialect + ?Sized>(dialect: &D, reply: &Reply<'_>, now: Micros) -> Bytes {
     text_frame(160, |out| dialect.encode_reply(reply, now, out))

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tickwire_core::time::Micros;
 use tickwire_core::Topic;
 
-use crate::outbound::NO_STAMP;
+use crate::outbound::{KEEP, NO_STAMP};
 
 /// Where a subscriber's frames go (a connection's outbound queue, in the server).
 pub trait Sink {
@@ -25,6 +25,12 @@ pub trait Sink {
     fn push_stamped(&self, frame: &Bytes, ingested: Micros) {
         let _ = ingested;
         self.push(frame);
+    }
+    /// Queues a frame of a topic whose frames a slow consumer may get conflated under key `conflate`
+    /// ([`KEEP`] for topics that are never conflated; see [`crate::outbound::Outbound::push_update`]).
+    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+        let _ = conflate;
+        self.push_stamped(frame, ingested);
     }
 }
 
@@ -48,12 +54,8 @@ struct TopicSubs<S> {
     subs: Vec<Subscriber<S>>,
     pos: HashMap<u64, usize>,
     throttled: usize,
-}
-
-impl<S> Default for TopicSubs<S> {
-    fn default() -> Self {
-        TopicSubs { subs: Vec::new(), pos: HashMap::new(), throttled: 0 }
-    }
+    /// The topic's conflation key ([`KEEP`] for private topics, whose every frame matters).
+    conflate: u64,
 }
 
 /// What [`SubscriptionIndex::add`] did.
@@ -73,11 +75,13 @@ pub struct SubscriptionIndex<S> {
     /// Topics with at least one throttled subscriber, swept by [`SubscriptionIndex::flush_throttled`].
     throttled_topics: HashSet<Topic>,
     subscriptions: usize,
+    /// The last conflation key given to a topic.
+    last_key: u64,
 }
 
 impl<S> Default for SubscriptionIndex<S> {
     fn default() -> Self {
-        SubscriptionIndex { topics: HashMap::new(), throttled_topics: HashSet::new(), subscriptions: 0 }
+        SubscriptionIndex { topics: HashMap::new(), throttled_topics: HashSet::new(), subscriptions: 0, last_key: 0 }
     }
 }
 
@@ -89,7 +93,16 @@ impl<S: Sink> SubscriptionIndex<S> {
     /// Adds (or replaces) a pending subscription of `sink` to `topic`.
     pub fn add(&mut self, topic: &Topic, sink: S, throttle_ms: u32) -> Added {
         let first = !self.topics.contains_key(topic);
-        let entry = self.topics.entry(topic.clone()).or_default();
+        if first {
+            self.last_key += 1;
+        }
+        let conflate = if topic.channel.is_private() { KEEP } else { self.last_key };
+        let entry = self.topics.entry(topic.clone()).or_insert_with(|| TopicSubs {
+            subs: Vec::new(),
+            pos: HashMap::new(),
+            throttled: 0,
+            conflate,
+        });
         let throttle = (throttle_ms > 0).then(|| Throttle {
             window: i64::from(throttle_ms) * 1000,
             last_sent: None,
@@ -153,16 +166,17 @@ impl<S: Sink> SubscriptionIndex<S> {
     /// [`SubscriptionIndex::flush_throttled`], goes without it: its delay is the window the client chose.
     pub fn deliver_stamped(&mut self, topic: &Topic, frame: &Bytes, ingested: Micros, now: Micros) -> usize {
         let Some(entry) = self.topics.get_mut(topic) else { return 0 };
+        let key = entry.conflate;
         let mut n = 0;
         for sub in entry.subs.iter_mut().filter(|s| s.live) {
             match &mut sub.throttle {
                 None => {
-                    sub.sink.push_stamped(frame, ingested);
+                    sub.sink.push_update(frame, ingested, key);
                     n += 1;
                 }
                 Some(t) => {
                     if t.last_sent.is_none_or(|last| now >= last + t.window) {
-                        sub.sink.push_stamped(frame, ingested);
+                        sub.sink.push_update(frame, ingested, key);
                         t.last_sent = Some(now);
                         t.pending = None;
                         n += 1;
@@ -188,11 +202,12 @@ impl<S: Sink> SubscriptionIndex<S> {
         for topic in &self.throttled_topics {
             let Some(entry) = self.topics.get_mut(topic) else { continue };
             let (mut frames, mut bytes) = (0, 0);
+            let key = entry.conflate;
             for sub in &mut entry.subs {
                 let Some(t) = &mut sub.throttle else { continue };
                 if t.pending.is_some() && t.last_sent.is_none_or(|last| now >= last + t.window) {
                     if let Some(frame) = t.pending.take() {
-                        sub.sink.push(&frame);
+                        sub.sink.push_update(&frame, NO_STAMP, key);
                         t.last_sent = Some(now);
                         frames += 1;
                         bytes += frame.len();

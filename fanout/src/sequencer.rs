@@ -1,14 +1,37 @@
 //! The sequencer: on the topic's owner shard, each update gets the topic's next sequence, becomes the
 //! topic's latest state, and is serialized once into its frame.
+//!
+//! It also keeps, per topic, the history of ready frames (for `from_sequence` resume: replayed as they are,
+//! never re-encoded) and, for critical channels, the queue of frames the user has not acknowledged yet
+//! (at-least-once delivery). Both hold the very `Bytes` fanned out, so keeping them costs a refcount per
+//! update, not a copy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
-use tickwire_core::protocol::{Dialect, Update, UpdateKind};
+use tickwire_core::protocol::{Dialect, Reply, Update, UpdateKind};
 use tickwire_core::time::Micros;
+use tickwire_core::topic::ALL;
 use tickwire_core::Topic;
 
-use crate::frame::update_frame;
+use crate::frame::{reply_frame, signed_update_frame, update_frame};
+
+/// How much each topic keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Frames of history per public topic.
+    pub history_public: usize,
+    /// Frames of history per private topic.
+    pub history_private: usize,
+    /// Unacknowledged messages kept per critical topic (one user's orders, executions or alerts).
+    pub critical_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { history_public: 1024, history_private: 100, critical_queue: 100 }
+    }
+}
 
 /// A sequenced update, ready for fanout.
 #[derive(Debug, Clone)]
@@ -16,13 +39,44 @@ pub struct Sequenced {
     pub sequence: u64,
     /// The whole WebSocket frame.
     pub frame: Bytes,
+    /// Critical topics: unacknowledged messages dropped (oldest first) to make room for this one.
+    pub dropped: u64,
 }
 
-/// What a new subscriber starts from: the topic's sequence now and, if it has state, its snapshot frame.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
+/// Where a subscriber wants to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// From the latest state (its snapshot).
+    Latest,
+    /// After this sequence, from history.
+    After(u64),
+    /// The client's sequences cannot be resumed (another epoch): `reset`, then the latest state.
+    Reset(&'static str),
+}
+
+/// What a new subscriber gets before live updates, in order: replayed history or a snapshot (after a
+/// `reset` when history could not serve the resume), or, on critical topics, every unacknowledged message.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    /// The topic's sequence now: live updates continue after it.
     pub sequence: u64,
-    pub frame: Option<Bytes>,
+    pub frames: Vec<Bytes>,
+    /// Critical topics: messages dropped from the queue since the user was last told.
+    pub dropped: u64,
+    /// Why the resume could not be served, when `frames` starts with a `reset`.
+    pub reset: Option<&'static str>,
+    /// Frames replayed from history (a resume that was served).
+    pub replayed: usize,
+}
+
+/// Why a resume could not be served.
+pub mod reset {
+    /// The history no longer reaches back to the requested sequence.
+    pub const HISTORY_UNAVAILABLE: &str = "history_unavailable";
+    /// The requested sequence is beyond the topic's latest (sequences of an earlier server run).
+    pub const SEQUENCE_AHEAD: &str = "sequence_ahead";
+    /// The client's epoch is not the server's.
+    pub const EPOCH_CHANGED: &str = "epoch_changed";
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +85,9 @@ struct TopicState {
     latest: Option<Latest>,
     /// The snapshot frame of `latest`, built on first demand.
     snapshot: Option<Bytes>,
+    /// The last frames, oldest first; the last one is `sequence`'s.
+    history: VecDeque<Bytes>,
+    critical: Option<Critical>,
 }
 
 #[derive(Debug)]
@@ -40,16 +97,52 @@ struct Latest {
     data: Bytes,
 }
 
-/// Per-topic sequences and latest state of the topics one shard owns.
+/// Signs the `data` of updates of some topics: `None` for a topic whose frames carry no signature.
+pub type SignFn = Box<dyn Fn(&Topic, &[u8]) -> Option<String>>;
+
+/// The optional signer of a sequencer.
+#[derive(Default)]
+struct Signing(Option<SignFn>);
+
+impl std::fmt::Debug for Signing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Signing(on)" } else { "Signing(off)" })
+    }
+}
+
+/// A critical topic's unacknowledged frames.
+#[derive(Debug, Default)]
+struct Critical {
+    acked: u64,
+    /// `(sequence, frame)`, oldest first, all after `acked`.
+    unacked: VecDeque<(u64, Bytes)>,
+    /// Dropped for room since the user was last told.
+    dropped: u64,
+}
+
+/// Per-topic sequences, latest state, history and critical queues of the topics one shard owns.
 #[derive(Debug)]
 pub struct Sequencer<D> {
     dialect: D,
+    limits: Limits,
     topics: HashMap<Topic, TopicState>,
+    signing: Signing,
 }
 
 impl<D: Dialect> Sequencer<D> {
+    /// A sequencer with the default [`Limits`].
     pub fn new(dialect: D) -> Sequencer<D> {
-        Sequencer { dialect, topics: HashMap::new() }
+        Sequencer::with_limits(dialect, Limits::default())
+    }
+
+    pub fn with_limits(dialect: D, limits: Limits) -> Sequencer<D> {
+        Sequencer { dialect, limits, topics: HashMap::new(), signing: Signing::default() }
+    }
+
+    /// Signs updates: frames of the topics `sign` returns a signature for carry it as `"signature"`.
+    pub fn with_signer(mut self, sign: SignFn) -> Sequencer<D> {
+        self.signing = Signing(Some(sign));
+        self
     }
 
     /// Sequences one update of `topic` and builds its frame.
@@ -59,47 +152,134 @@ impl<D: Dialect> Sequencer<D> {
             None => self.topics.entry(topic.clone()).or_default(),
         };
         state.sequence += 1;
-        let frame = update_frame(
-            &self.dialect,
-            &Update {
-                kind: UpdateKind::Update,
-                channel: topic.channel,
-                sequence: state.sequence,
-                timestamp: now,
-                source_ts: source_ts.as_deref(),
-                data: &data,
-            },
-        );
-        if topic.channel.info().snapshot {
+        let update = Update {
+            kind: UpdateKind::Update,
+            channel: topic.channel,
+            sequence: state.sequence,
+            timestamp: now,
+            source_ts: source_ts.as_deref(),
+            data: &data,
+        };
+        let frame = match self.signing.0.as_ref().and_then(|sign| sign(topic, &data)) {
+            Some(signature) => signed_update_frame(&self.dialect, &update, &signature),
+            None => update_frame(&self.dialect, &update),
+        };
+        let info = topic.channel.info();
+        if info.snapshot {
             state.latest = Some(Latest { timestamp: now, source_ts, data });
             state.snapshot = None;
         }
-        Sequenced { sequence: state.sequence, frame }
+        let keep = if topic.channel.is_private() { self.limits.history_private } else { self.limits.history_public };
+        if keep > 0 {
+            if state.history.len() >= keep {
+                state.history.pop_front();
+            }
+            state.history.push_back(frame.clone());
+        }
+        let mut dropped = 0;
+        if info.critical && self.limits.critical_queue > 0 {
+            let q = state.critical.get_or_insert_with(Critical::default);
+            while q.unacked.len() >= self.limits.critical_queue {
+                q.unacked.pop_front();
+                dropped += 1;
+            }
+            q.dropped += dropped;
+            q.unacked.push_back((state.sequence, frame.clone()));
+        }
+        Sequenced { sequence: state.sequence, frame, dropped }
     }
 
-    /// Where a new subscriber of `topic` starts.
-    pub fn snapshot(&mut self, topic: &Topic) -> Snapshot {
-        let Some(state) = self.topics.get_mut(topic) else { return Snapshot { sequence: 0, frame: None } };
-        let frame = match (&state.snapshot, &state.latest) {
-            (Some(f), _) => Some(f.clone()),
-            (None, Some(latest)) => {
-                let f = update_frame(
-                    &self.dialect,
-                    &Update {
-                        kind: UpdateKind::Snapshot,
-                        channel: topic.channel,
-                        sequence: state.sequence,
-                        timestamp: latest.timestamp,
-                        source_ts: latest.source_ts.as_deref(),
-                        data: &latest.data,
-                    },
-                );
-                state.snapshot = Some(f.clone());
-                Some(f)
-            }
-            (None, None) => None,
+    /// Where a new subscriber of `topic` starts, resuming as asked if history allows.
+    pub fn start(&mut self, topic: &Topic, resume: Resume, now: Micros) -> Start {
+        let Some(state) = self.topics.get_mut(topic) else {
+            return match resume {
+                // Nothing was ever published here: a client ahead of us holds another run's sequences.
+                Resume::After(n) if n > 0 => Start {
+                    frames: vec![reset_frame(&self.dialect, topic, reset::SEQUENCE_AHEAD, now)],
+                    ..Start::default()
+                },
+                Resume::Reset(reason) => {
+                    Start { frames: vec![reset_frame(&self.dialect, topic, reason, now)], ..Start::default() }
+                }
+                _ => Start::default(),
+            };
         };
-        Snapshot { sequence: state.sequence, frame }
+        let sequence = state.sequence;
+        if let Some(q) = &mut state.critical {
+            // At least once: everything not acknowledged, whatever the client says it has seen.
+            let mut frames = Vec::with_capacity(q.unacked.len() + 1);
+            let mut reset = None;
+            if let Resume::Reset(reason) = resume {
+                frames.push(reset_frame(&self.dialect, topic, reason, now));
+                reset = Some(reason);
+            }
+            frames.extend(q.unacked.iter().map(|(_, f)| f.clone()));
+            let replayed = q.unacked.len();
+            return Start { sequence, frames, dropped: std::mem::take(&mut q.dropped), reset, replayed };
+        }
+        let reason = match resume {
+            Resume::Latest => None,
+            Resume::After(n) if n > sequence => Some(reset::SEQUENCE_AHEAD),
+            Resume::After(n) => {
+                let missing = (sequence - n) as usize;
+                if missing <= state.history.len() {
+                    let from = state.history.len() - missing;
+                    let frames: Vec<Bytes> = state.history.range(from..).cloned().collect();
+                    return Start { sequence, replayed: frames.len(), frames, ..Start::default() };
+                }
+                Some(reset::HISTORY_UNAVAILABLE)
+            }
+            Resume::Reset(reason) => Some(reason),
+        };
+        let mut frames = Vec::with_capacity(2);
+        if let Some(reason) = reason {
+            frames.push(reset_frame(&self.dialect, topic, reason, now));
+        }
+        if let Some(snapshot) = snapshot_of(&self.dialect, topic, state) {
+            frames.push(snapshot);
+        }
+        Start { sequence, frames, reset: reason, ..Start::default() }
+    }
+
+    /// Acknowledges a critical topic's messages up to `sequence`; returns how many were released.
+    pub fn ack(&mut self, topic: &Topic, sequence: u64) -> usize {
+        let Some(q) = self.topics.get_mut(topic).and_then(|s| s.critical.as_mut()) else { return 0 };
+        q.acked = q.acked.max(sequence);
+        let before = q.unacked.len();
+        while q.unacked.front().is_some_and(|(s, _)| *s <= q.acked) {
+            q.unacked.pop_front();
+        }
+        before - q.unacked.len()
+    }
+
+    /// Continues a topic from an earlier run (the persistence store's recovery): its last `sequence` and,
+    /// on critical channels, its unacknowledged `(sequence, frame)`s, oldest first, within the queue bound.
+    pub fn restore(&mut self, topic: &Topic, sequence: u64, unacked: Vec<(u64, Bytes)>) {
+        let state = self.topics.entry(topic.clone()).or_default();
+        state.sequence = state.sequence.max(sequence);
+        if topic.channel.info().critical && self.limits.critical_queue > 0 {
+            let q = state.critical.get_or_insert_with(Critical::default);
+            for (seq, frame) in unacked {
+                if seq > q.acked && q.unacked.back().is_none_or(|(last, _)| *last < seq) {
+                    q.unacked.push_back((seq, frame));
+                }
+            }
+            while q.unacked.len() > self.limits.critical_queue {
+                q.unacked.pop_front();
+            }
+        }
+    }
+
+    /// Unacknowledged messages of a critical topic.
+    pub fn unacked(&self, topic: &Topic) -> usize {
+        self.topics.get(topic).and_then(|s| s.critical.as_ref()).map_or(0, |q| q.unacked.len())
+    }
+
+    /// Marks a critical topic's dropped messages as told to its user (who was online to hear it).
+    pub fn dropped_told(&mut self, topic: &Topic) {
+        if let Some(q) = self.topics.get_mut(topic).and_then(|s| s.critical.as_mut()) {
+            q.dropped = 0;
+        }
     }
 
     /// The current sequence of `topic` (0 before its first update).
@@ -115,6 +295,31 @@ impl<D: Dialect> Sequencer<D> {
     pub fn is_empty(&self) -> bool {
         self.topics.is_empty()
     }
+}
+
+/// The topic's snapshot frame (built once per state), if it has state.
+fn snapshot_of<D: Dialect>(dialect: &D, topic: &Topic, state: &mut TopicState) -> Option<Bytes> {
+    if state.snapshot.is_none() {
+        let latest = state.latest.as_ref()?;
+        state.snapshot = Some(update_frame(
+            dialect,
+            &Update {
+                kind: UpdateKind::Snapshot,
+                channel: topic.channel,
+                sequence: state.sequence,
+                timestamp: latest.timestamp,
+                source_ts: latest.source_ts.as_deref(),
+                data: &latest.data,
+            },
+        ));
+    }
+    state.snapshot.clone()
+}
+
+/// `{"type":"reset",...}` for one topic; private and keyless topics name no symbol.
+pub fn reset_frame<D: Dialect>(dialect: &D, topic: &Topic, reason: &str, now: Micros) -> Bytes {
+    let symbol = (!topic.channel.is_private() && &*topic.key != ALL).then_some(&*topic.key);
+    reply_frame(dialect, &Reply::Reset { channel: topic.channel, symbol, reason }, now)
 }
 
 #[cfg(test)]
@@ -144,12 +349,12 @@ mod tests {
     fn snapshot_is_the_latest_state_with_its_sequence() {
         let mut s = Sequencer::new(Canonical);
         let a = Topic::new(Channel::Quotes, "AAPL");
-        assert!(s.snapshot(&a).frame.is_none());
+        assert!(s.start(&a, Resume::Latest, 0).frames.is_empty());
         s.ingest(&a, Bytes::from_static(br#"{"bid":1}"#), None, 10);
         s.ingest(&a, Bytes::from_static(br#"{"bid":2}"#), Some(Bytes::from_static(b"\"t\"")), 20);
-        let snap = s.snapshot(&a);
-        assert_eq!(snap.sequence, 2);
-        let v = json(&snap.frame.unwrap());
+        let snap = s.start(&a, Resume::Latest, 0);
+        assert_eq!((snap.sequence, snap.frames.len()), (2, 1));
+        let v = json(&snap.frames[0]);
         assert_eq!(v["type"], "snapshot");
         assert_eq!(v["sequence"], 2);
         assert_eq!(v["data"]["bid"], 2);
@@ -161,7 +366,135 @@ mod tests {
         let mut s = Sequencer::new(Canonical);
         let n = Topic::new(Channel::News, "*");
         s.ingest(&n, Bytes::from_static(br#"{"headline":"h"}"#), None, 0);
-        let snap = s.snapshot(&n);
-        assert_eq!((snap.sequence, snap.frame.is_none()), (1, true));
+        let snap = s.start(&n, Resume::Latest, 0);
+        assert_eq!((snap.sequence, snap.frames.is_empty()), (1, true));
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+    use crate::frame::payload;
+    use serde_json::json;
+    use tickwire_core::protocol::canonical::Canonical;
+    use tickwire_core::Channel;
+
+    fn seqs(frames: &[Bytes]) -> Vec<serde_json::Value> {
+        frames
+            .iter()
+            .map(|f| {
+                let v: serde_json::Value = serde_json::from_slice(payload(f)).unwrap();
+                if v["type"] == "reset" || v["type"] == "snapshot" {
+                    serde_json::json!([v["type"], v["sequence"]])
+                } else {
+                    v["sequence"].clone()
+                }
+            })
+            .collect()
+    }
+
+    fn small() -> Sequencer<Canonical> {
+        Sequencer::with_limits(Canonical, Limits { history_public: 4, history_private: 2, critical_queue: 3 })
+    }
+
+    #[test]
+    fn resume_replays_the_very_frames_after_the_point() {
+        let mut s = small();
+        let a = Topic::new(Channel::Quotes, "AAPL");
+        let sent: Vec<Bytes> = (0..6).map(|_| s.ingest(&a, Bytes::from_static(b"{}"), None, 0).frame).collect();
+        let start = s.start(&a, Resume::After(3), 0);
+        assert_eq!(start.sequence, 6);
+        assert_eq!(start.frames, sent[3..], "the same frames, not re-encoded");
+        assert!(s.start(&a, Resume::After(6), 0).frames.is_empty(), "up to date: nothing to replay");
+        assert_eq!(
+            seqs(&s.start(&a, Resume::After(2), 0).frames),
+            [serde_json::json!(3), 4.into(), 5.into(), 6.into()]
+        );
+    }
+
+    #[test]
+    fn out_of_range_or_other_epoch_resets_then_snapshots() {
+        let mut s = small();
+        let a = Topic::new(Channel::Quotes, "AAPL");
+        for _ in 0..6 {
+            s.ingest(&a, Bytes::from_static(b"{}"), None, 0);
+        }
+        assert_eq!(seqs(&s.start(&a, Resume::After(1), 0).frames), [json!(["reset", null]), json!(["snapshot", 6])]);
+        assert_eq!(seqs(&s.start(&a, Resume::After(9), 0).frames), [json!(["reset", null]), json!(["snapshot", 6])]);
+        let reset = s.start(&a, Resume::Reset(reset::EPOCH_CHANGED), 0).frames;
+        let v: serde_json::Value = serde_json::from_slice(payload(&reset[0])).unwrap();
+        assert_eq!(v, json!({"type":"reset","channel":"quotes","symbol":"AAPL","reason":"epoch_changed"}));
+        let unknown = Topic::new(Channel::Quotes, "MSFT");
+        assert_eq!(seqs(&s.start(&unknown, Resume::After(5), 0).frames), [json!(["reset", null])]);
+        assert!(s.start(&unknown, Resume::After(0), 0).frames.is_empty());
+    }
+
+    #[test]
+    fn private_topics_keep_their_own_history_length() {
+        let mut s = small();
+        let p = Topic::new(Channel::Portfolio, "u-1");
+        for _ in 0..5 {
+            s.ingest(&p, Bytes::from_static(b"{}"), None, 0);
+        }
+        assert_eq!(s.start(&p, Resume::After(3), 0).frames.len(), 2);
+        let v: serde_json::Value =
+            serde_json::from_slice(payload(&s.start(&p, Resume::After(2), 0).frames[0])).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"reset","channel":"portfolio","reason":"history_unavailable"}));
+    }
+
+    #[test]
+    fn critical_topics_redeliver_unacked_until_acked_and_count_drops() {
+        let mut s = small();
+        let o = Topic::new(Channel::Orders, "u-1");
+        assert_eq!(s.ingest(&o, Bytes::from_static(b"{}"), None, 0).dropped, 0);
+        s.ingest(&o, Bytes::from_static(b"{}"), None, 0);
+        // Redelivered on every subscription, whatever the client claims to have seen.
+        assert_eq!(seqs(&s.start(&o, Resume::Latest, 0).frames), [serde_json::json!(1), 2.into()]);
+        assert_eq!(seqs(&s.start(&o, Resume::After(2), 0).frames), [serde_json::json!(1), 2.into()]);
+        assert_eq!(s.ack(&o, 1), 1);
+        assert_eq!(seqs(&s.start(&o, Resume::Latest, 0).frames), [serde_json::json!(2)]);
+        assert_eq!(s.ack(&o, 1), 0, "acks are idempotent");
+        s.ingest(&o, Bytes::from_static(b"{}"), None, 0);
+        s.ingest(&o, Bytes::from_static(b"{}"), None, 0);
+        assert_eq!(s.ingest(&o, Bytes::from_static(b"{}"), None, 0).dropped, 1, "queue of 3: the oldest goes");
+        let start = s.start(&o, Resume::Latest, 0);
+        assert_eq!((seqs(&start.frames), start.dropped), (vec![serde_json::json!(3), 4.into(), 5.into()], 1));
+        assert_eq!(s.start(&o, Resume::Latest, 0).dropped, 0, "told once");
+        assert_eq!(s.ack(&o, 5), 3);
+        assert_eq!(s.unacked(&o), 0);
+        assert!(s.start(&o, Resume::Latest, 0).frames.is_empty());
+    }
+
+    #[test]
+    fn signed_topics_carry_the_signature_of_their_data() {
+        let mut s = Sequencer::new(Canonical).with_signer(Box::new(|topic: &Topic, data: &[u8]| {
+            (topic.channel == Channel::Orders).then(|| format!("sig{}", data.len()))
+        }));
+        let frame_json = |f: &Bytes| serde_json::from_slice::<serde_json::Value>(crate::frame::payload(f)).unwrap();
+        let orders = Topic::new(Channel::Orders, "u-1");
+        let data = Bytes::from_static(br#"{"order_id":"o-1","status":"new"}"#);
+        let v = frame_json(&s.ingest(&orders, data.clone(), None, 0).frame);
+        assert_eq!(v["signature"], format!("sig{}", data.len()));
+        assert_eq!(v["data"]["order_id"], "o-1");
+        assert_eq!(v["sequence"], 1);
+        let quotes = Topic::new(Channel::Quotes, "AAPL");
+        let v = frame_json(&s.ingest(&quotes, Bytes::from_static(br#"{"symbol":"AAPL"}"#), None, 0).frame);
+        assert!(v.get("signature").is_none());
+    }
+
+    #[test]
+    fn restored_topics_continue_their_sequences_and_redeliver_unacked() {
+        let mut s = small();
+        let o = Topic::new(Channel::Orders, "u-1");
+        let frames: Vec<(u64, Bytes)> = (5..=8).map(|i| (i, Bytes::from(format!("f{i}")))).collect();
+        s.restore(&o, 8, frames.clone());
+        assert_eq!(s.unacked(&o), 3, "within the queue bound: the newest three");
+        assert_eq!(s.start(&o, Resume::Latest, 0).frames, frames[1..].iter().map(|f| f.1.clone()).collect::<Vec<_>>());
+        assert_eq!(s.ingest(&o, Bytes::from_static(b"{}"), None, 0).sequence, 9);
+        assert_eq!(s.ack(&o, 8), 2, "7 and 8 (6 made room for 9)");
+        let p = Topic::new(Channel::Portfolio, "u-1");
+        s.restore(&p, 41, Vec::new());
+        assert_eq!(s.ingest(&p, Bytes::from_static(b"{}"), None, 0).sequence, 42);
+        assert_eq!(s.unacked(&p), 0);
     }
 }

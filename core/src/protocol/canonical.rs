@@ -139,6 +139,20 @@ impl Dialect for Canonical {
                 write_key(out, "reason");
                 write_str(out, reason);
             }
+            Reply::System { level, message, retry_after_ms } => {
+                out.extend_from_slice(b"{\"type\":\"system\",\"channel\":\"system\",");
+                timestamp(out, now);
+                out.extend_from_slice(b",\"data\":{");
+                str_field(out, "level", level);
+                write_key(out, "message");
+                write_str(out, message);
+                if let Some(ms) = retry_after_ms {
+                    out.push(b',');
+                    write_key(out, "retry_after_ms");
+                    write_u64(out, *ms);
+                }
+                out.push(b'}');
+            }
         }
         out.push(b'}');
     }
@@ -247,7 +261,23 @@ impl<'v> Request<'v> {
                 from_sequence.push((key, seq));
             }
         }
-        Ok(Subscribe { id: self.id, channel, symbols, throttle_ms: throttle as u32, interval, from_sequence })
+        let epoch = self.str_field("epoch")?.map(str::to_owned);
+        let restore = match self.present("restore") {
+            None => false,
+            Some(v) => {
+                v.as_bool().ok_or_else(|| self.err(ErrorCode::InvalidField, "field 'restore' must be a boolean"))?
+            }
+        };
+        Ok(Subscribe {
+            id: self.id,
+            channel,
+            symbols,
+            throttle_ms: throttle as u32,
+            interval,
+            from_sequence,
+            epoch,
+            restore,
+        })
     }
 
     fn unsubscribe(self) -> Result<Unsubscribe, RequestError> {
@@ -344,6 +374,24 @@ mod tests {
             panic!()
         };
         assert_eq!(s.from_sequence, [("AAPL".to_owned(), 1041)]);
+        assert_eq!(s.epoch, None);
+
+        let ClientRequest::Subscribe(s) =
+            decode(r#"{"action":"subscribe","channel":"orders","from_sequence":{"*":7},"epoch":"e-9"}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((s.from_sequence, s.epoch.as_deref()), (vec![("*".to_owned(), 7)], Some("e-9")));
+        let ClientRequest::Subscribe(s) =
+            decode(r#"{"action":"subscribe","channel":"quotes","symbols":["A"],"restore":true}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(s.restore);
+        let e = decode(r#"{"action":"subscribe","channel":"quotes","symbols":["A"],"restore":"yes"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        let e = decode(r#"{"action":"subscribe","channel":"quotes","symbols":["A"],"epoch":5}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidField);
 
         let ClientRequest::Subscribe(s) =
             decode(r#"{"action":"subscribe","channel":"orders","symbols":["X"],"user_id":"u-1"}"#).unwrap()
@@ -475,6 +523,13 @@ mod tests {
         assert_eq!(reply(&Reply::Pong { id: Some("p") })["id"], "p");
         let r = reply(&Reply::Reset { channel: Channel::Quotes, symbol: Some("AAPL"), reason: "history_unavailable" });
         assert_eq!(r, json!({"type":"reset","channel":"quotes","symbol":"AAPL","reason":"history_unavailable"}));
+        let sys =
+            reply(&Reply::System { level: "warning", message: "server shutting down", retry_after_ms: Some(1500) });
+        assert_eq!(
+            sys,
+            json!({"type":"system","channel":"system","timestamp":"2026-02-07T14:30:00.123456Z",
+                   "data":{"level":"warning","message":"server shutting down","retry_after_ms":1500}})
+        );
         let u = reply(&Reply::Unsubscribed { id: None, channel: Channel::News, symbols: &[] });
         assert_eq!(u, json!({"type":"unsubscribed","channel":"news","symbols":[]}));
     }

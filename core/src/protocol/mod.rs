@@ -34,6 +34,10 @@ pub enum ErrorCode {
     SubscriptionLimit,
     /// The server cannot take the request now.
     Unavailable,
+    /// More client messages than the connection's rate allows; the excess is dropped.
+    RateLimited,
+    /// Unacknowledged critical messages were dropped, oldest first, because the user's queue was full.
+    QueueOverflow,
 }
 
 impl ErrorCode {
@@ -49,6 +53,8 @@ impl ErrorCode {
             ErrorCode::AuthRequired => "AUTH_REQUIRED",
             ErrorCode::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::QueueOverflow => "QUEUE_OVERFLOW",
         }
     }
 }
@@ -97,6 +103,12 @@ pub struct Subscribe {
     pub interval: Option<BarInterval>,
     /// Resume points: symbol (or `*` for keyless topics) to the last sequence the client has.
     pub from_sequence: Vec<(String, u64)>,
+    /// The epoch the resume points belong to (from the `welcome` the client had); another epoch means
+    /// the sequences cannot be resumed.
+    pub epoch: Option<String>,
+    /// `"restore": true`: also bring back the subscriptions this user and client id had before (with a
+    /// database store), when this is the connection's first subscribe.
+    pub restore: bool,
 }
 
 /// `unsubscribe`; no symbols means the whole channel.
@@ -165,6 +177,13 @@ pub enum Reply<'a> {
         channel: Channel,
         symbol: Option<&'a str>,
         reason: &'a str,
+    },
+    /// A notice from the server to this connection (not a topic update, so no sequence), such as the
+    /// shutdown warning with its reconnect hint.
+    System {
+        level: &'a str,
+        message: &'a str,
+        retry_after_ms: Option<u64>,
     },
 }
 
