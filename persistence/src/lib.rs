@@ -1,8 +1,13 @@
 //! # tickwire-persistence
 //!
-//! The [`Store`] boundary between the shards and whatever keeps tickwire's records, and [`MemoryStore`],
-//! the default, which needs nothing else. Shards call the store from their event loops, so every method
-//! must return at once: an implementation that talks to a database queues the work for its own thread.
+//! The [`Store`] boundary between the shards and whatever keeps tickwire's records; [`MemoryStore`], the
+//! default, which needs nothing else; and [`PgStore`], PostgreSQL through tokio-postgres on a thread of its
+//! own. Shards call the store from their event loops, so every method returns at once: [`PgStore`] queues
+//! the work on bounded channels for its writer thread, which writes in batches.
+//!
+//! Layout: this file (the trait, the records, the memory store), [`pg`] (opening the database: migrations,
+//! recovery of the critical queues, the handle), `writer` (the writer thread: batching, retries, shedding),
+//! [`report`] (`tickwire report`), `migrations/` (the schema, applied by refinery at start).
 //!
 //! ```
 //! use tickwire_persistence::{ConnectionRecord, MemoryStore, Store};
@@ -14,10 +19,21 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tickwire_core::time::Micros;
+use tickwire_core::Channel;
+
+pub mod pg;
+pub mod report;
+mod writer;
+
+pub use pg::{PgOptions, PgStore, Recovered, RecoveredTopic};
 
 /// A connection's life, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,32 +56,155 @@ pub struct StoredConnection {
     pub messages_out: u64,
 }
 
+/// One message of a critical topic (a user's orders, executions or alerts), with the frame as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CriticalRecord {
+    pub user: String,
+    pub channel: Channel,
+    pub sequence: u64,
+    pub frame: Bytes,
+    pub created_at: Micros,
+}
+
+/// One subscription of a client, as kept for `"restore": true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    /// `""` for anonymous clients.
+    pub user: String,
+    pub client_id: String,
+    pub channel: Channel,
+    /// `""` for private channels, `"*"` for a whole channel.
+    pub symbol: String,
+    /// `""` except for bars.
+    pub interval: String,
+    pub throttle_ms: u32,
+}
+
+/// One shard's figures over one interval, for the metrics history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsRecord {
+    pub at: Micros,
+    pub shard: usize,
+    pub interval_s: f64,
+    pub connections: u64,
+    pub connections_opened: u64,
+    pub subscriptions: u64,
+    pub messages_in_per_s: f64,
+    pub ingested_per_s: f64,
+    pub deliveries_per_s: f64,
+    pub bytes_per_s: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// What the store did with the work it was given, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Whether the database answered the last write (always true for the memory store).
+    pub up: bool,
+    /// Rows written.
+    pub written: u64,
+    /// Bookkeeping records (connections, subscriptions, metrics, private sequences) dropped because the
+    /// buffers toward the database were full.
+    pub shed: u64,
+    /// Critical messages refused (the publish was answered 503) or acks lost, for a full buffer.
+    pub critical_refused: u64,
+    /// Failed database writes (each retried with backoff).
+    pub write_errors: u64,
+    /// Records waiting for the writer.
+    pub backlog: u64,
+}
+
+/// Resolves once a critical message is safely in the database (`true`), or when it cannot be queued
+/// (`false`: the buffer toward the database is full, or the store stopped).
+#[derive(Debug)]
+pub struct Receipt(tokio::sync::oneshot::Receiver<bool>);
+
+impl Future for Receipt {
+    type Output = bool;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(false))
+    }
+}
+
+/// A read from the store, answered by its thread; `None` if the store could not answer.
+#[derive(Debug)]
+pub struct Pending<T>(tokio::sync::oneshot::Receiver<T>);
+
+impl<T> Future for Pending<T> {
+    type Output = Option<T>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
+}
+
 /// Where the shards record what happened. Every method returns at once and never fails the caller:
-/// bookkeeping that cannot be kept is counted by the implementation, not reported to the shard.
+/// bookkeeping that cannot be kept is counted by the implementation, not reported to the shard. Only
+/// critical messages have an answer ([`Receipt`]), for the publisher.
 pub trait Store: Send + Sync + std::fmt::Debug {
     fn connection_opened(&self, record: ConnectionRecord);
     fn connection_closed(&self, id: u64, at: Micros, close_code: u16, messages_in: u64, messages_out: u64);
+    /// Whether critical messages are kept across restarts ([`Store::critical_enqueued`] gives receipts).
+    fn durable(&self) -> bool {
+        false
+    }
+    /// Whether a critical message given now is likely to be made durable soon (false while the database is
+    /// unreachable): the publish API answers 503 rather than accept what it cannot keep.
+    fn accepts_critical(&self) -> bool {
+        true
+    }
+    /// Queues a critical message; a durable store answers with a [`Receipt`].
+    fn critical_enqueued(&self, _record: CriticalRecord) -> Option<Receipt> {
+        None
+    }
+    /// The user acknowledged `channel` up to `sequence`.
+    fn critical_acked(&self, _user: &str, _channel: Channel, _sequence: u64, _at: Micros) {}
+    /// A private, non-critical topic's update got `sequence` (kept so that sequences continue).
+    fn private_sequenced(&self, _user: &str, _channel: Channel, _sequence: u64) {}
+    fn subscription_added(&self, _record: SubscriptionRecord, _at: Micros) {}
+    /// The subscription named like `record` (its throttle aside) ended by the client's unsubscribe.
+    fn subscription_removed(&self, _record: SubscriptionRecord) {}
+    /// The subscriptions last kept for `user` (`""`: anonymous) and `client_id`; `None` if the store keeps
+    /// none.
+    fn subscriptions(&self, _user: &str, _client_id: &str) -> Option<Pending<Vec<SubscriptionRecord>>> {
+        None
+    }
+    fn metrics(&self, _record: MetricsRecord) {}
+    fn stats(&self) -> StoreStats {
+        StoreStats { up: true, ..StoreStats::default() }
+    }
+    /// Writes out whatever is buffered; called once on graceful shutdown, after the connections closed.
+    fn flush(&self) {}
 }
 
 /// The in-memory store: the most recent connections, up to a bound.
 #[derive(Debug)]
 pub struct MemoryStore {
     capacity: usize,
-    connections: Mutex<VecDeque<StoredConnection>>,
+    connections: Mutex<Kept>,
+}
+
+/// The kept connections, and where each is: `at[id]` is its position counted from the first connection
+/// ever kept, so that `at[id] - dropped` indexes `list` (a close finds its record in O(1)).
+#[derive(Debug, Default)]
+struct Kept {
+    list: VecDeque<StoredConnection>,
+    at: HashMap<u64, u64>,
+    dropped: u64,
 }
 
 impl MemoryStore {
     /// A store keeping the last `capacity` connections.
     pub fn new(capacity: usize) -> MemoryStore {
-        MemoryStore { capacity, connections: Mutex::new(VecDeque::new()) }
+        MemoryStore { capacity, connections: Mutex::new(Kept::default()) }
     }
 
     /// The connections it keeps, oldest first.
     pub fn connections(&self) -> Vec<StoredConnection> {
-        self.lock().iter().cloned().collect()
+        self.lock().list.iter().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<StoredConnection>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         // A panic while holding this lock cannot leave the deque inconsistent; keep using it.
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -73,11 +212,16 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn connection_opened(&self, record: ConnectionRecord) {
-        let mut c = self.lock();
-        if c.len() == self.capacity {
-            c.pop_front();
+        let mut k = self.lock();
+        if k.list.len() == self.capacity {
+            if let Some(old) = k.list.pop_front() {
+                k.at.remove(&old.record.id);
+            }
+            k.dropped += 1;
         }
-        c.push_back(StoredConnection {
+        let pos = k.dropped + k.list.len() as u64;
+        k.at.insert(record.id, pos);
+        k.list.push_back(StoredConnection {
             record,
             disconnected_at: None,
             close_code: None,
@@ -87,8 +231,10 @@ impl Store for MemoryStore {
     }
 
     fn connection_closed(&self, id: u64, at: Micros, close_code: u16, messages_in: u64, messages_out: u64) {
-        let mut c = self.lock();
-        if let Some(s) = c.iter_mut().rev().find(|s| s.record.id == id) {
+        let mut k = self.lock();
+        let Some(&pos) = k.at.get(&id) else { return };
+        let i = (pos - k.dropped) as usize;
+        if let Some(s) = k.list.get_mut(i).filter(|s| s.record.id == id) {
             s.disconnected_at = Some(at);
             s.close_code = Some(close_code);
             s.messages_in = messages_in;
@@ -124,5 +270,19 @@ mod tests {
         assert_eq!(c.iter().map(|c| c.record.id).collect::<Vec<_>>(), [2, 3]);
         assert_eq!((c[1].close_code, c[1].messages_out), (Some(1000), 2));
         assert_eq!(c[0].close_code, None);
+    }
+
+    #[test]
+    fn closes_find_their_record_after_many_evictions() {
+        let s = MemoryStore::new(3);
+        for id in 1..=1000 {
+            s.connection_opened(rec(id));
+            s.connection_closed(id, id as i64, 1000 + (id % 7) as u16, id, 0);
+        }
+        let c = s.connections();
+        assert_eq!(c.iter().map(|c| c.record.id).collect::<Vec<_>>(), [998, 999, 1000]);
+        assert!(c
+            .iter()
+            .all(|c| c.messages_in == c.record.id && c.close_code == Some(1000 + (c.record.id % 7) as u16)));
     }
 }
