@@ -18,6 +18,9 @@ pub struct Request {
     pub ws_version: Option<String>,
     pub content_type: Option<String>,
     pub origin: Option<String>,
+    pub host: Option<String>,
+    /// `X-API-Key`, exchanged at `GET /api/ws/token`.
+    pub api_key: Option<String>,
 }
 
 impl Request {
@@ -114,6 +117,10 @@ pub fn parse_request(buf: &[u8], max_head: usize, max_body: usize) -> Result<Opt
             out.content_type = Some(value());
         } else if name.eq_ignore_ascii_case("origin") {
             out.origin = Some(value());
+        } else if name.eq_ignore_ascii_case("host") {
+            out.host = Some(value());
+        } else if name.eq_ignore_ascii_case("x-api-key") {
+            out.api_key = Some(value());
         }
     }
     if out.content_length > max_body {

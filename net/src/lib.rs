@@ -7,7 +7,8 @@
 //!
 //! Layout: [`config`] (CLI, TOML, env), [`server`] (start, shards, stop), [`shard`] (routing, sequencing,
 //! fanout on one core), [`routes`] (HTTP), [`session`] (WebSocket connections), [`auth`], [`http`] (request
-//! parsing), [`metrics`] (`/metrics` and the admin stats), [`feed`] (the simulator).
+//! parsing), [`metrics`] (`/metrics` and the admin stats), [`feed`] (the simulator), [`store`] (persistence: the store,
+//! durable publishes, the metrics history), and security: [`limits`], [`tls`], [`signing`], [`security`] (their shared state).
 //!
 //! ```no_run
 //! let config = tickwire_net::config::Config::default();
@@ -18,9 +19,14 @@ pub mod auth;
 pub mod config;
 pub mod feed;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod signing;
+pub mod store;
+pub mod tls;
 pub mod util;

@@ -14,6 +14,8 @@ fn main() -> std::process::ExitCode {
         None => Config::load(&cli.serve).and_then(tickwire_net::server::run),
         Some(Command::Serve(args)) => Config::load(&args).and_then(tickwire_net::server::run),
         Some(Command::Token(args)) => token(&args),
+        Some(Command::DevCert(args)) => dev_cert(&args),
+        Some(Command::Report(args)) => report(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -24,10 +26,62 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn report(args: &tickwire_net::config::ReportArgs) -> anyhow::Result<()> {
+    use tickwire_persistence::report::{parse_duration, report};
+    let since = parse_duration(&args.since).ok_or_else(|| anyhow::anyhow!("--since: expected 90s, 15m, 1h or 7d"))?;
+    let bucket = match &args.bucket {
+        Some(b) => parse_duration(b).ok_or_else(|| anyhow::anyhow!("--bucket: expected 10s, 5m or 1h"))?,
+        None => (since / 30).max(std::time::Duration::from_secs(10)),
+    };
+    let url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let serve = tickwire_net::config::ServeArgs { config: args.config.clone(), ..Default::default() };
+            Config::load(&serve)?.database_url.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no database configured: pass --database-url, set DATABASE_URL or database_url in --config"
+                )
+            })?
+        }
+    };
+    print!("{}", report(&url, since, bucket)?);
+    Ok(())
+}
+
 fn token(args: &tickwire_net::config::TokenArgs) -> anyhow::Result<()> {
     let role = Role::parse(&args.role).ok_or_else(|| anyhow::anyhow!("--role must be user, publisher or admin"))?;
     let secret = token_secret(args)?;
     let now = tickwire_net::util::now_secs();
     println!("{}", Authenticator::hs256(secret.as_bytes()).issue(&args.sub, role, now, args.ttl_s));
+    Ok(())
+}
+
+fn dev_cert(args: &tickwire_net::config::DevCertArgs) -> anyhow::Result<()> {
+    let (cert, key) = tickwire_net::tls::dev_cert(&args.hosts)?;
+    std::fs::write(&args.cert, cert).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.cert.display()))?;
+    write_private(&args.key, key.as_bytes())?;
+    eprintln!(
+        "wrote a self-signed certificate for {} to {} and its key to {}; for local use only:\n  tickwire --tls-cert {} --tls-key {}",
+        args.hosts.join(", "),
+        args.cert.display(),
+        args.key.display(),
+        args.cert.display(),
+        args.key.display()
+    );
+    Ok(())
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    f.write_all(data)?;
     Ok(())
 }

@@ -80,26 +80,68 @@ fn per_channel(out: &mut String, shared: &Shared, name: &str, help: &str, values
     }
 }
 
+/// Per-shard counters rendered as they are: name, help, field.
+type Counter = (&'static str, &'static str, fn(&ShardStats) -> &AtomicU64);
+
+const COUNTERS: &[Counter] = &[
+    ("tickwire_connections_opened_total", "WebSocket connections accepted.", |s| &s.connections_opened),
+    ("tickwire_connections_closed_total", "WebSocket connections ended.", |s| &s.connections_closed),
+    (
+        "tickwire_slow_consumer_closes_total",
+        "Connections closed with 1013 \"slow consumer\" because their outbound queue passed max_queued_bytes.",
+        |s| &s.slow_consumer_closes,
+    ),
+    (
+        "tickwire_slow_consumer_conflations_total",
+        "Times an outbound queue passed max_queued_bytes and its public topics were conflated to their latest frame.",
+        |s| &s.slow_consumer_conflations,
+    ),
+    (
+        "tickwire_conflated_frames_total",
+        "Frames dropped by slow-consumer conflation (a newer frame of the same topic stayed queued).",
+        |s| &s.conflated_frames,
+    ),
+    ("tickwire_heartbeat_closes_total", "Connections closed (4000) after no frame for two heartbeat intervals.", |s| {
+        &s.heartbeat_closes
+    }),
+    (
+        "tickwire_replayed_frames_total",
+        "Frames replayed from history to resuming subscribers, and unacknowledged critical messages redelivered.",
+        |s| &s.replayed_frames,
+    ),
+    ("tickwire_resets_total", "reset frames sent where a resume could not be served.", |s| &s.resets),
+    ("tickwire_critical_acked_total", "Critical messages released by acks.", |s| &s.critical_acked),
+    (
+        "tickwire_critical_dropped_total",
+        "Unacknowledged critical messages dropped from full queues (users told with QUEUE_OVERFLOW).",
+        |s| &s.critical_dropped,
+    ),
+    (
+        "tickwire_connections_refused_total",
+        "Upgraded connections closed at once by a connection limit (1013 server or IP at capacity, 1008 per user).",
+        |s| &s.connections_refused,
+    ),
+    (
+        "tickwire_rate_limited_messages_total",
+        "Client messages dropped because their connection passed max_messages_per_s.",
+        |s| &s.rate_limited_messages,
+    ),
+    (
+        "tickwire_rate_limited_closes_total",
+        "Connections closed with 1008 for persisting over max_messages_per_s.",
+        |s| &s.rate_limited_closes,
+    ),
+];
+
 /// The whole `/metrics` page.
 pub fn render_prometheus(shared: &Shared) -> String {
     let mut out = String::with_capacity(4096 + shared.shards * 4096);
     header(&mut out, "tickwire_uptime_seconds", "gauge", "Seconds since the server started.");
     let _ = writeln!(out, "tickwire_uptime_seconds {}", shared.started.elapsed().as_secs_f64());
     family(&mut out, shared, "tickwire_connections", "gauge", "Open WebSocket connections.", |s| load(&s.connections));
-    family(&mut out, shared, "tickwire_connections_opened_total", "counter", "WebSocket connections accepted.", |s| {
-        load(&s.connections_opened)
-    });
-    family(&mut out, shared, "tickwire_connections_closed_total", "counter", "WebSocket connections ended.", |s| {
-        load(&s.connections_closed)
-    });
-    family(
-        &mut out,
-        shared,
-        "tickwire_slow_consumer_closes_total",
-        "counter",
-        "Connections closed with 1013 \"slow consumer\" because their outbound queue passed max_queued_bytes.",
-        |s| load(&s.slow_consumer_closes),
-    );
+    for (name, help, field) in COUNTERS {
+        family(&mut out, shared, name, "counter", help, |s| load(field(s)));
+    }
     family(
         &mut out,
         shared,
@@ -216,7 +258,35 @@ pub fn render_prometheus(shared: &Shared) -> String {
         let _ = writeln!(out, "{name}_sum{{shard=\"{i}\"}} {}", sum_us as f64 / 1e6);
         let _ = writeln!(out, "{name}_count{{shard=\"{i}\"}} {total}");
     }
+    store_families(&mut out, shared);
     out
+}
+
+/// The persistence store's figures (docs/persistence.md).
+fn store_families(out: &mut String, shared: &Shared) {
+    let st = shared.store.stats();
+    let families: [(&str, &str, &str, u64); 6] = [
+        ("tickwire_store_up", "gauge", "1 while the store's last database write succeeded (always 1 in memory).", st.up as u64),
+        ("tickwire_store_rows_written_total", "counter", "Rows the store wrote to the database.", st.written),
+        (
+            "tickwire_store_shed_total",
+            "counter",
+            "Bookkeeping records (connections, subscriptions, metrics, sequences) dropped because the buffer toward the database was full.",
+            st.shed,
+        ),
+        (
+            "tickwire_store_critical_refused_total",
+            "counter",
+            "Critical messages refused (their publish got 503) or acks not recorded, for a full buffer toward the database.",
+            st.critical_refused,
+        ),
+        ("tickwire_store_write_errors_total", "counter", "Failed database writes, each retried with backoff.", st.write_errors),
+        ("tickwire_store_backlog", "gauge", "Records waiting to be written to the database.", st.backlog),
+    ];
+    for (name, kind, help, value) in families {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// Whether every shard ticked within the last two seconds (as `/healthz` judges).

@@ -1,5 +1,6 @@
 //! HTTP on the shard's port: request heads with a deadline, the WebSocket upgrades, and the REST endpoints.
 
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,18 +13,43 @@ use tickwire_core::json::{write_key, write_str, write_u64};
 
 use crate::auth::{find_token, Identity, Role};
 use crate::http::{self, parse_request, HttpError, Request};
+use crate::limits::origin_allowed;
 use crate::metrics;
 use crate::session::{self, Kind};
 use crate::shard::Shard;
+use crate::store::Durability;
 
-/// Serves one accepted TCP connection: HTTP requests (kept alive) until an upgrade or the end.
-pub async fn serve<S>(shard: Rc<Shard>, mut stream: S, ip: String)
+/// How long a connection refused after its upgrade waits for the client to close.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one accepted TCP connection: through TLS when configured (the handshake within the handshake
+/// deadline), then [`serve`]. `fd` is the plain TCP socket of `stream`.
+pub async fn accept<S>(shard: Rc<Shard>, stream: S, fd: Option<RawFd>, ip: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let Some(acceptor) = shard.shared.security.tls.clone() else { return serve(shard, stream, fd, ip).await };
+    let deadline = Duration::from_secs(shard.shared.config.handshake_timeout_s);
+    let handshake = glommio::timer::timeout(deadline, async { Ok(acceptor.accept(stream).await) }).await;
+    match handshake {
+        // Sessions must not write to the socket under TLS: no `fd`.
+        Ok(Ok(tls)) => serve(shard, tls, None, ip).await,
+        Ok(Err(e)) => tracing::debug!(%ip, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%ip, "TLS handshake timed out"),
+    }
+}
+
+/// Serves one accepted connection: HTTP requests (kept alive) until an upgrade or the end. `fd` is its
+/// plain TCP socket, which WebSocket sessions may write to directly (see [`session::Conn::send_update`]);
+/// `None` for streams such as TLS.
+pub async fn serve<S>(shard: Rc<Shard>, mut stream: S, fd: Option<RawFd>, ip: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let config = &shard.shared.config;
     let deadline = Duration::from_secs(config.handshake_timeout_s);
-    let mut buf = BytesMut::with_capacity(1024);
+    // Small: the buffer (and what is left of it) stays with a WebSocket session for its life.
+    let mut buf = BytesMut::with_capacity(HTTP_READ_CHUNK);
     loop {
         let head = glommio::timer::timeout(deadline, async {
             Ok(read_request(&mut stream, &mut buf, config.max_header_bytes, config.max_body_bytes).await)
@@ -43,8 +69,8 @@ where
         };
         let keep_alive = req.keep_alive();
         match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v1/stream") => return upgrade(shard, stream, buf, req, Kind::Subscriber, ip).await,
-            ("GET", "/v1/publish") => return upgrade(shard, stream, buf, req, Kind::Publisher, ip).await,
+            ("GET", "/v1/stream") => return upgrade(shard, stream, fd, buf, req, Kind::Subscriber, ip).await,
+            ("GET", "/v1/publish") => return upgrade(shard, stream, fd, buf, req, Kind::Publisher, ip).await,
             _ => {}
         }
         let resp = route(&shard, &req, &body, keep_alive).await;
@@ -84,10 +110,13 @@ async fn read_request<S: AsyncRead + Unpin>(
     }
 }
 
+/// Bytes read at a time from an HTTP client; a WebSocket upgrade request usually fits in one read.
+const HTTP_READ_CHUNK: usize = 512;
+
 /// Appends what one read returns to `buf`.
 async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<usize, HttpError> {
     let start = buf.len();
-    buf.resize(start + 1024, 0);
+    buf.resize(start + HTTP_READ_CHUNK, 0);
     let n = stream.read(&mut buf[start..]).await.map_err(|e| HttpError::new(400, e.to_string()));
     buf.truncate(start + *n.as_ref().unwrap_or(&0));
     n
@@ -101,8 +130,16 @@ fn authenticate(shard: &Shard, req: &Request) -> Result<Option<Identity>, String
     }
 }
 
-async fn upgrade<S>(shard: Rc<Shard>, mut stream: S, buf: BytesMut, req: Request, kind: Kind, ip: String)
-where
+#[allow(clippy::too_many_arguments)]
+async fn upgrade<S>(
+    shard: Rc<Shard>,
+    mut stream: S,
+    fd: Option<RawFd>,
+    buf: BytesMut,
+    req: Request,
+    kind: Kind,
+    ip: String,
+) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let refuse = |status: u16, msg: &str| http::error(status, msg, false);
@@ -112,6 +149,9 @@ where
         }
         if req.ws_version.as_deref().map(str::trim) != Some("13") {
             return Err(refuse(426, "Sec-WebSocket-Version must be 13"));
+        }
+        if !origin_allowed(&shard.shared.config.allowed_origins, req.origin.as_deref()) {
+            return Err(refuse(403, "origin not allowed"));
         }
         let identity = authenticate(&shard, &req).map_err(|e| refuse(401, &e))?;
         match (kind, &identity) {
@@ -141,8 +181,37 @@ where
     if stream.write_all(&http::switching_protocols(&accept)).await.is_err() {
         return;
     }
+    // Connection limits, counted across shards; the slot is held for the whole session.
+    let user = identity.as_ref().filter(|_| kind == Kind::Subscriber).map(|i| &i.user);
+    let slot = match shard.shared.security.limits.admit(ip.parse().ok(), user) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let (code, reason) = refusal.close();
+            shard.stats().connections_refused.fetch_add(1, Ordering::Relaxed);
+            // Debug, not info: a client retrying in a loop must not turn into a flood of log lines.
+            tracing::debug!(%ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");
+            let _ = stream.write_all(&tickwire_core::ws::close_frame(code, reason)).await;
+            let _ = stream.close().await;
+            // Lingering close, briefly: unread input at close would reset the connection and could
+            // destroy the close frame before the client reads it.
+            let _ = glommio::timer::timeout(REFUSAL_LINGER, async {
+                let mut sink = [0u8; 512];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                Ok(())
+            })
+            .await;
+            return;
+        }
+    };
     let client_id = req.query("client_id").filter(|c| !c.is_empty() && c.len() <= 128).map(str::to_owned);
-    session::run(shard, stream, buf, kind, identity, client_id, ip).await;
+    // The session runs as a task of its own and this one ends: the HTTP side's state (the largest part of
+    // this task, several KiB) is not kept for the life of every WebSocket connection.
+    // It holds the connection-limit slot until it ends.
+    glommio::spawn_local(async move {
+        let _slot = slot;
+        session::run(shard, stream, fd, buf, kind, identity, client_id, ip).await;
+    })
+    .detach();
 }
 
 async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
@@ -155,9 +224,13 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
             http::response(200, metrics::CONTENT_TYPE, metrics::render_prometheus(&shard.shared).as_bytes(), keep_alive)
         }
         ("GET", "/api/admin/websocket-stats") => admin_stats(shard, req, keep_alive),
+        ("GET", "/api/ws/token") => token(shard, req, keep_alive),
+        ("GET", "/api/ws/signing-key") => http::json(200, &shard.shared.security.signer.key_json(), keep_alive),
         (
             _,
-            "/healthz"
+            "/api/ws/token"
+            | "/api/ws/signing-key"
+            | "/healthz"
             | "/api/ws/channels"
             | "/api/ws/status"
             | "/api/publish"
@@ -193,6 +266,46 @@ fn admin_stats(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
     }
 }
 
+/// `GET /api/ws/token`: an API key (`X-API-Key`) exchanged for a short-lived user token.
+fn token(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
+    let security = &shard.shared.security;
+    let Some(key) = req.api_key.as_deref().filter(|k| !k.is_empty()) else {
+        return http::error(401, "send an API key in the X-API-Key header", keep_alive);
+    };
+    let Some(user) = security.api_keys.user(key) else {
+        tracing::info!("token request with an unknown API key");
+        return http::error(401, "unknown API key", keep_alive);
+    };
+    let now = crate::util::now_secs();
+    let ttl = shard.shared.config.token_ttl_s;
+    let token = shard.shared.auth.issue(&user, Role::User, now, ttl);
+    // The URL names the host the client reached, when it looks like a host name.
+    let host = req
+        .host
+        .as_deref()
+        .map(str::trim)
+        .filter(|h| {
+            !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .map_or_else(|| shard.shared.config.listen.to_string(), str::to_owned);
+    let mut out = b"{\"token\":".to_vec();
+    write_str(&mut out, &token);
+    out.extend_from_slice(b",\"expires_at\":");
+    let mut at = Vec::new();
+    tickwire_core::time::write_rfc3339(((now + ttl) * 1_000_000) as i64, &mut at);
+    write_str(&mut out, std::str::from_utf8(&at).unwrap_or_default());
+    out.extend_from_slice(b",\"url\":");
+    write_str(&mut out, &format!("{}://{host}/v1/stream", security.ws_scheme()));
+    out.push(b'}');
+    http::json(200, &out, keep_alive)
+}
+
+/// A critical publish while the database is known to be down.
+const DATABASE_UNAVAILABLE: &str =
+    "the database is unavailable: critical events (orders, executions, alerts) are not accepted until it returns; retry later";
+/// A critical publish whose events were not committed in time.
+const NOT_DURABLE: &str = "critical events were not confirmed durable in time (database slow or unavailable); they may have reached online subscribers: retry (delivery is at least once, so a retry may deliver a second copy)";
+
 async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
     match authenticate(shard, req) {
         Err(e) => return http::error(401, &e, keep_alive),
@@ -207,10 +320,26 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
         Err(e) => return http::error(400, &e.to_string(), keep_alive),
     };
     let n = events.len();
+    let store = &shard.shared.store;
+    let critical = events.iter().any(|e| e.channel.is_critical());
+    if critical && store.durable() && !store.accepts_critical() {
+        return http::error(503, DATABASE_UNAVAILABLE, keep_alive);
+    }
     shard.stats().published.fetch_add(n as u64, Ordering::Relaxed);
-    let sequences = shard.ingest(events, true).await;
+    let published = shard.publish(events, true).await;
+    let timeout = Duration::from_millis(shard.shared.config.durable_timeout_ms);
+    let durability = crate::store::durability(published.receipts, timeout).await;
+    if durability == Durability::Failed {
+        return http::error(503, NOT_DURABLE, keep_alive);
+    }
+    let sequences = published.sequences;
     let mut out = b"{\"accepted\":".to_vec();
     write_u64(&mut out, n as u64);
+    match durability {
+        Durability::Committed => out.extend_from_slice(b",\"durable\":true"),
+        Durability::Memory => out.extend_from_slice(b",\"durable\":false"),
+        _ => {}
+    }
     out.extend_from_slice(b",\"sequences\":[");
     for (i, (event, topic, seq)) in sequences.iter().enumerate() {
         if i > 0 {
@@ -300,8 +429,9 @@ fn status_json(shard: &Shard) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(
         format!(
-            "{{\"enabled\":true,\"active_connections\":{},\"max_connections\":null,\"heartbeat_s\":{},\"uptime_s\":{},\"shards\":[",
+            "{{\"enabled\":true,\"active_connections\":{},\"max_connections\":{},\"heartbeat_s\":{},\"uptime_s\":{},\"shards\":[",
             conns.iter().sum::<u64>(),
+            s.config.max_connections,
             s.config.heartbeat_s,
             s.started.elapsed().as_secs()
         )

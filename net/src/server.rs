@@ -2,7 +2,7 @@
 //! CPU, joined by a full mesh of bounded channels; SIGINT/SIGTERM stop them gracefully.
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,21 +14,27 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 use tickwire_fanout::interest::InterestMap;
-use tickwire_persistence::MemoryStore;
 
 use crate::auth::{Authenticator, Role};
 use crate::config::Config;
 use crate::feed::simulator;
 use crate::shard::{Shard, ShardMsg, ShardStats, Shared};
-use crate::util::{now_micros, now_secs};
+use crate::util::{now_micros, now_secs, repoll};
 
 /// Registered I/O memory per shard. tickwire does no file I/O, so glommio's 10 MiB default would only
 /// count against the locked-memory limit (often 8 MiB in total).
 const IO_MEMORY: usize = 256 * 1024;
+/// How often a wait on another shard (joining the mesh, a channel receive or send) is polled again even
+/// without a wakeup. Cross-executor wakeups of glommio's shared channels can be lost (seen here under load:
+/// a shard asleep for minutes in `join` or `recv` with its message waiting); polling again bounds the
+/// delay that costs.
+const REPOLL: Duration = Duration::from_millis(5);
 /// Capacity of each cross-shard channel, in batches.
 const MESH_CAPACITY: usize = 1024;
-/// How long a graceful stop waits for connections to flush and close.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the shards have to start and join their mesh.
+const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The range a shutdown picks each connection's reconnect hint from (`retry_after_ms`), spreading the reconnects.
+const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 500..=5000;
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -37,12 +43,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(s) => (s.clone(), false),
         None => (random_secret(), true),
     };
-    let auth = Authenticator::hs256(secret.as_bytes());
+    let mut auth = Authenticator::hs256(secret.as_bytes());
+    if let (Some(path), Some(alg)) = (&config.jwt_public_key, &config.jwt_algorithm) {
+        let alg = crate::auth::parse_algorithm(alg).context("--jwt-algorithm must be RS256 or ES256")?;
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        auth = auth.with_public_key(alg, &pem)?;
+    }
+    let security = crate::security::Security::from_config(&config)?;
     // Pre-flight: an executor that cannot start here (io_uring off, locked memory too low) would fail every
     // shard; say so once, before listening.
     LocalExecutorBuilder::new(Placement::Unbound).io_memory(IO_MEMORY).make().map_err(|e| start_error(0, &e))?;
     let listeners = bind(config.listen, shards).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listeners.1;
+    let (store, recovered) = crate::store::open(&config)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
@@ -55,8 +68,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         shutdown,
         epoch: format!("{:x}", now_micros()),
         started: Instant::now(),
-        store: Arc::new(MemoryStore::new(10_000)),
+        store,
+        recovered: std::sync::Mutex::new(recovered),
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
+        security,
         config,
     });
     if generated {
@@ -72,9 +87,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let cpus = allowed_cpus();
     let mesh = MeshBuilder::full(shards, MESH_CAPACITY);
     let mut handles = Vec::with_capacity(shards);
+    // Each shard says it is ready (executor made, mesh joined) and drops its sender; a shard that cannot
+    // start drops it unsent. Without this, one failed shard would leave the others waiting in the mesh
+    // forever while its listening socket takes connections that nobody accepts.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<usize>();
     for (i, fd) in listeners.0.into_iter().enumerate() {
         let shared = shared.clone();
         let mesh = mesh.clone();
+        let started = started_tx.clone();
         let placement = match cpus.get(i % cpus.len().max(1)) {
             Some(&cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
@@ -83,16 +103,41 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(Duration::from_micros(shared.config.preempt_us))
-            .spawn(move || shard_main(shared, mesh, fd))
+            .spawn(move || shard_main(shared, mesh, fd, (i, started)))
             .map_err(|e| start_error(i, &e))?;
         handles.push(handle);
+    }
+    drop(started_tx);
+    let mut ready = Vec::with_capacity(shards);
+    let deadline = Instant::now() + SHARD_START_TIMEOUT;
+    while ready.len() < shards {
+        match started_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(i) => ready.push(i),
+            // Every sender is gone: a shard ended before it was ready.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let i = (0..shards).find(|i| !ready.contains(i)).unwrap_or(0);
+                // Its thread has ended, so the join returns at once.
+                return Err(match handles.swap_remove(i).join() {
+                    Err(e) => start_error(i, &e),
+                    Ok(Err(e)) => anyhow::anyhow!("shard {i} failed: {e}"),
+                    Ok(Ok(())) => anyhow::anyhow!("shard {i} stopped while starting"),
+                });
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => anyhow::bail!(
+                "shards {:?} did not start within {} s; try again",
+                (0..shards).filter(|i| !ready.contains(i)).collect::<Vec<_>>(),
+                SHARD_START_TIMEOUT.as_secs()
+            ),
+        }
     }
     let sim = if shared.config.simulator {
         format!("simulated feed at {} events/s over {} symbols", shared.config.simulator_rate, shared.symbols.len())
     } else {
         "simulated feed off".to_owned()
     };
-    eprintln!("tickwire listening on {addr} ({shards} shards, {sim}); stream at ws://{addr}/v1/stream");
+    let scheme = shared.security.ws_scheme();
+    eprintln!("tickwire listening on {addr} ({shards} shards, {sim}); stream at {scheme}://{addr}/v1/stream");
+    crate::security::log_summary(&shared.config, &shared.security, &shared.auth);
     tracing::info!(%addr, shards, "listening");
     let mut failed = None;
     for (i, h) in handles.into_iter().enumerate() {
@@ -165,17 +210,21 @@ async fn shard_main(
     shared: Arc<Shared>,
     mesh: MeshBuilder<Vec<ShardMsg>, glommio::channels::channel_mesh::Full>,
     fd: RawFd,
+    ready: (usize, std::sync::mpsc::Sender<usize>),
 ) -> anyhow::Result<()> {
     // SAFETY: `fd` is a listening TCP socket made by `bind`, handed to this shard alone, owned from here on.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let (senders, mut receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("cannot join the shard mesh"))?;
+    let (senders, mut receivers) =
+        repoll(mesh.join(), REPOLL).await.map_err(|_| anyhow::anyhow!("cannot join the shard mesh"))?;
+    let _ = ready.1.send(ready.0);
+    drop(ready);
     let id = senders.peer_id();
     let shard = Rc::new(Shard::new(id, shared.clone()));
     let senders = Rc::new(senders);
     for (peer, rx) in receivers.streams() {
         let handler = shard.clone();
         glommio::spawn_local(async move {
-            while let Some(batch) = rx.recv().await {
+            while let Some(batch) = repoll(rx.recv(), REPOLL).await {
                 for msg in batch {
                     handler.handle(msg);
                 }
@@ -185,11 +234,15 @@ async fn shard_main(
         glommio::spawn_local(pump(shard.clone(), senders.clone(), peer)).detach();
     }
     glommio::spawn_local(ticker(shard.clone())).detach();
+    if shared.store.durable() {
+        glommio::spawn_local(crate::store::record_metrics(shard.clone())).detach();
+    }
     if shared.config.simulator {
         glommio::spawn_local(simulator::run(shard.clone())).detach();
     }
-    accept_loop(&shard, &listener).await;
+    accept_loop(&shard, &listener, fd).await;
     drain(&shard).await;
+    shard.shared.store.flush();
     Ok(())
 }
 
@@ -203,7 +256,7 @@ async fn pump(shard: Rc<Shard>, senders: Rc<Senders<Vec<ShardMsg>>>, peer: usize
             if batch.is_empty() {
                 break;
             }
-            if senders.send_to(peer, batch).await.is_err() {
+            if repoll(senders.send_to(peer, batch), REPOLL).await.is_err() {
                 return;
             }
         }
@@ -214,6 +267,7 @@ async fn pump(shard: Rc<Shard>, senders: Rc<Senders<Vec<ShardMsg>>>, peer: usize
 async fn ticker(shard: Rc<Shard>) {
     let mut last_bars = 0;
     let mut last_queues = 0;
+    let mut last_second = 0;
     while !shard.stopping() {
         glommio::timer::sleep(Duration::from_millis(5)).await;
         let now = now_micros();
@@ -227,42 +281,92 @@ async fn ticker(shard: Rc<Shard>) {
             shard.sample_queues();
             last_queues = now;
         }
+        if now / 1_000_000 != last_second {
+            last_second = now / 1_000_000;
+            shard.heartbeat_tick(now);
+            shard.sweep_slow_consumers(now);
+        }
         shard.stats().alive_ms.store(shard.shared.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, raw: RawFd) {
+    // glommio's accept waits on io_uring; its completion has been seen to go missing under load, leaving
+    // connections in the backlog for good. So every ACCEPT_SWEEP the backlog is also drained with plain
+    // non-blocking accepts. The pending glommio accept is kept (never dropped while in flight), so no
+    // connection it takes can be lost.
+    let mut pending = Box::pin(listener.accept());
     loop {
-        let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            while !shard.stopping() {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
+        let next = futures_lite::future::or(async { Some((&mut pending).await) }, async {
+            glommio::timer::sleep(ACCEPT_SWEEP).await;
             None
         });
         match next.await {
-            None => return,
-            Some(Ok(stream)) => {
-                let ip = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-                let _ = stream.set_nodelay(true);
-                glommio::spawn_local(crate::routes::serve(shard.clone(), stream, ip)).detach();
+            Some(accepted) => {
+                pending = Box::pin(listener.accept());
+                match accepted {
+                    Ok(stream) => serve_accepted(shard, stream),
+                    Err(glommio::GlommioError::IoError(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
             }
-            Some(Err(e)) => {
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+            None => {
+                if shard.stopping() {
+                    return;
+                }
+                while let Some(fd) = accept_now(raw) {
+                    // SAFETY: `fd` is a connected socket just returned by accept4, owned by nobody else.
+                    let stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+                    serve_accepted(shard, stream);
+                }
             }
         }
     }
 }
 
-/// Graceful stop: close every connection with 1001 after flushing it, then wait for them to go.
+/// How often the accept loop also drains the backlog itself (see [`accept_loop`]).
+const ACCEPT_SWEEP: Duration = Duration::from_millis(20);
+
+/// One accept on the listening socket `fd` that does not wait: the socket is made non-blocking just for
+/// the call (as glommio's own first try does). The accepted socket stays blocking, as glommio's io_uring
+/// operations expect; a pending io_uring accept that sees the flag answers EAGAIN and is simply made again.
+fn accept_now(fd: RawFd) -> Option<RawFd> {
+    // SAFETY: plain fcntl/accept4 calls on this shard's listening socket; null address pointers ask for no
+    // peer address.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return None;
+        }
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        let c = libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+        libc::fcntl(fd, libc::F_SETFL, flags);
+        (c >= 0).then_some(c)
+    }
+}
+
+fn serve_accepted(shard: &Rc<Shard>, stream: glommio::net::TcpStream) {
+    let ip = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let fd = Some(stream.as_raw_fd());
+    glommio::spawn_local(crate::routes::accept(shard.clone(), stream, fd, ip)).detach();
+}
+
+/// Graceful stop: tell every connection (a `system` notice with a jittered `retry_after_ms`, so that
+/// clients do not all come back at once), close it with 1001 after flushing it, then wait for them to go.
 async fn drain(shard: &Rc<Shard>) {
+    use rand::Rng;
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     tracing::info!(shard = shard.id, connections = conns.len(), "stopping");
+    let mut rng = rand::rng();
     for c in &conns {
-        c.request_close(tickwire_core::ws::close::GOING_AWAY, "server shutting down");
+        c.shutdown(rng.random_range(RETRY_AFTER_MS));
     }
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while !shard.conns.borrow().is_empty() && Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_millis(shard.shared.config.shutdown_timeout_ms);
+    while shard.sessions() > 0 && Instant::now() < deadline {
         let _ = glommio::timer::timeout(Duration::from_millis(50), async {
             shard.drained.wait().await;
             Ok(())

@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,19 +21,24 @@ use tickwire_core::ws::{self, close, Message, MessageReader, Opcode};
 use tickwire_core::{Channel, Topic};
 use tickwire_fanout::frame::reply_frame;
 use tickwire_fanout::index::Sink;
-use tickwire_fanout::outbound::{Outbound, Pushed, NO_STAMP};
+use tickwire_fanout::outbound::{Outbound, Pushed, KEEP, NO_STAMP};
+use tickwire_fanout::sequencer::{reset, Resume};
 use tickwire_persistence::ConnectionRecord;
 
 use crate::auth::Identity;
-use crate::shard::Shard;
+use crate::shard::{Shard, Shared};
 use crate::util::{now_micros, LocalNotify};
 
 /// Bytes read from a client at a time.
-const READ_CHUNK: usize = 1024;
+const READ_CHUNK: usize = 512;
 /// Largest write the writer hands the socket at once.
 const MAX_WRITE: usize = 256 * 1024;
 /// The close of a connection whose outbound queue passed `max_queued_bytes`.
 const SLOW_CONSUMER: (u16, &str) = (close::TRY_AGAIN_LATER, "slow consumer");
+/// How long a closing connection's writer may take to flush and send its close frame.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// How long a closed connection waits for the peer's side of the close.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// What a WebSocket connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,10 @@ pub struct Conn {
     /// Shard-local key.
     pub key: u64,
     pub id: String,
+    /// The client's own id (`?client_id=`), or one the server made.
+    pub client_id: String,
+    /// Whether the client named itself (`?client_id=`): only then are its subscriptions kept for restore.
+    pub named: bool,
     pub identity: Option<Identity>,
     out: RefCell<Outbound>,
     wake: LocalNotify,
@@ -59,6 +69,21 @@ pub struct Conn {
     pub messages_in: Cell<u64>,
     /// Frames queued for the client.
     pub messages_out: Cell<u64>,
+    /// The inbound message rate limit.
+    pub rate: crate::limits::RateLimiter,
+    /// When the client's last frame arrived (heartbeats).
+    pub last_in: Cell<Micros>,
+    /// Since when the outbound queue has been conflated and not drained (slow consumers).
+    behind: Cell<Option<Micros>>,
+    /// The reconnect hint of a shutdown close.
+    retry_after_ms: Cell<Option<u64>>,
+    /// The plain TCP socket, for sending a frame at once when nothing waits ([`Conn::send_update`]);
+    /// `None` for streams that must go through their writer (TLS), and once the session ends.
+    fd: Cell<Option<RawFd>>,
+    /// The writer holds bytes it took from the queue and has not written yet.
+    writing: Cell<bool>,
+    shared: Arc<Shared>,
+    shard: usize,
 }
 
 impl Conn {
@@ -73,7 +98,50 @@ impl Conn {
 
     /// [`Conn::send`] for an update sequenced at `ingested`, so that its flush can be timed.
     pub fn send_stamped(&self, frame: Bytes, ingested: Micros) {
-        let pushed = self.out.borrow_mut().push_stamped(frame, ingested);
+        self.send_update(frame, ingested, KEEP);
+    }
+
+    /// Queues a frame of a topic that may be conflated under key `conflate` when the client falls behind.
+    ///
+    /// When nothing waits to be written (the queue is empty and the writer idle, which is nearly always the
+    /// case for a client that keeps up), the frame is sent at once with one non-blocking `send`: no queueing,
+    /// no writer wakeup. Whatever the socket does not take is queued for the writer, in order.
+    pub fn send_update(&self, frame: Bytes, ingested: Micros, conflate: u64) {
+        let frame = match self.fd.get() {
+            Some(fd) if !self.writing.get() && self.close.get().is_none() && self.out.borrow().is_empty() => {
+                match send_now(fd, &frame) {
+                    Ok(n) => {
+                        self.messages_out.set(self.messages_out.get() + 1);
+                        let stats = &self.shared.stats[self.shard];
+                        if n > 0 {
+                            stats.writes.fetch_add(1, Ordering::Relaxed);
+                            stats.written_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        if n == frame.len() {
+                            stats.written_frames.fetch_add(1, Ordering::Relaxed);
+                            if ingested != NO_STAMP {
+                                stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
+                            }
+                            return;
+                        }
+                        // The rest goes first in the (empty) queue; as a frame of its own it is never
+                        // conflated away, and it carries the stamp, so its flush is timed.
+                        let rest = frame.slice(n..);
+                        self.out.borrow_mut().push_front_partial(rest, ingested);
+                        self.wake.notify();
+                        return;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => frame,
+                    Err(_) => {
+                        // The connection is gone; the reader will see it too.
+                        self.request_close(close::NORMAL, "");
+                        return;
+                    }
+                }
+            }
+            _ => frame,
+        };
+        let pushed = self.out.borrow_mut().push_update(frame, ingested, conflate);
         match pushed {
             Pushed::Queued { was_empty } => {
                 self.messages_out.set(self.messages_out.get() + 1);
@@ -81,8 +149,45 @@ impl Conn {
                     self.wake.notify();
                 }
             }
-            Pushed::Overflow => self.request_close(SLOW_CONSUMER.0, SLOW_CONSUMER.1),
+            Pushed::Conflated { dropped } => {
+                self.messages_out.set(self.messages_out.get() + 1);
+                let stats = &self.shared.stats[self.shard];
+                stats.slow_consumer_conflations.fetch_add(1, Ordering::Relaxed);
+                stats.conflated_frames.fetch_add(dropped as u64, Ordering::Relaxed);
+                if self.behind.get().is_none() {
+                    self.behind.set(Some(now_micros()));
+                }
+            }
+            Pushed::Overflow => self.close_slow(),
         }
+    }
+
+    /// Since when the client has been behind (its queue conflated and not drained since), if it is.
+    pub fn behind_since(&self) -> Option<Micros> {
+        self.behind.get()
+    }
+
+    /// Closes the connection with 1013 "slow consumer": what is queued is dropped, the close frame follows
+    /// whatever write is under way.
+    pub fn close_slow(&self) {
+        if self.close.get().is_none() {
+            self.shared.stats[self.shard].slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            self.request_close(SLOW_CONSUMER.0, SLOW_CONSUMER.1);
+        }
+    }
+
+    /// Shutdown: a `system` notice with a reconnect hint, then close 1001 after what is queued.
+    pub fn shutdown(&self, retry_after_ms: u64) {
+        if self.close.get().is_some() {
+            return;
+        }
+        self.retry_after_ms.set(Some(retry_after_ms));
+        self.reply(&Reply::System {
+            level: "warning",
+            message: "server shutting down: reconnect after retry_after_ms",
+            retry_after_ms: Some(retry_after_ms),
+        });
+        self.request_close(close::GOING_AWAY, "server shutting down");
     }
 
     /// Bytes and frames waiting in the outbound queue.
@@ -104,7 +209,7 @@ impl Conn {
         self.send(reply_frame(&Canonical, reply, now_micros()));
     }
 
-    fn error(&self, id: Option<&str>, code: ErrorCode, message: &str) {
+    pub(crate) fn error(&self, id: Option<&str>, code: ErrorCode, message: &str) {
         self.reply(&Reply::Error { id, code, message });
     }
 }
@@ -125,12 +230,18 @@ impl Sink for ConnRef {
     fn push_stamped(&self, frame: &Bytes, ingested: Micros) {
         self.0.send_stamped(frame.clone(), ingested);
     }
+
+    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+        self.0.send_update(frame.clone(), ingested, conflate);
+    }
 }
 
 /// Runs an upgraded connection to its end. `buffered` holds bytes read past the HTTP head.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S>(
     shard: Rc<Shard>,
     stream: S,
+    fd: Option<RawFd>,
     buffered: BytesMut,
     kind: Kind,
     identity: Option<Identity>,
@@ -141,26 +252,38 @@ pub async fn run<S>(
 {
     let key = shard.next_id();
     let id = format!("c-{}-{key}", shard.id);
+    let named = client_id.is_some();
     let client_id = client_id.unwrap_or_else(|| format!("cl-{}-{key}", shard.id));
     let config = &shard.shared.config;
     let conn = Rc::new(Conn {
         key,
         id,
+        client_id,
+        named,
         identity,
-        out: RefCell::new(Outbound::new(config.max_queued_bytes, 4)),
+        // No room reserved: frames are sent at once while the client keeps up, so most queues stay empty.
+        out: RefCell::new(Outbound::new(config.max_queued_bytes, 0)),
         wake: LocalNotify::default(),
         closing: LocalNotify::default(),
         close: Cell::new(None),
         subs: RefCell::new(HashMap::new()),
         messages_in: Cell::new(0),
         messages_out: Cell::new(0),
+        rate: crate::limits::RateLimiter::new(config.max_messages_per_s),
+        last_in: Cell::new(now_micros()),
+        behind: Cell::new(None),
+        retry_after_ms: Cell::new(None),
+        fd: Cell::new(fd),
+        writing: Cell::new(false),
+        shared: shard.shared.clone(),
+        shard: shard.id,
     });
     shard.add_conn(conn.clone());
     let connected_at = now_micros();
     shard.shared.store.connection_opened(ConnectionRecord {
         id: (shard.id as u64) << 48 | key,
         user: conn.user().map(|u| u.to_string()),
-        client_id: client_id.clone(),
+        client_id: conn.client_id.clone(),
         ip,
         shard: shard.id,
         connected_at,
@@ -168,7 +291,7 @@ pub async fn run<S>(
     if kind == Kind::Subscriber {
         conn.reply(&Reply::Welcome {
             connection_id: &conn.id,
-            client_id: &client_id,
+            client_id: &conn.client_id,
             user_id: conn.user().map(|u| &**u),
             epoch: &shard.shared.epoch,
             heartbeat_s: config.heartbeat_s,
@@ -176,20 +299,41 @@ pub async fn run<S>(
     }
 
     let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = glommio::spawn_local(write_loop(shard.clone(), conn.clone(), writer));
-    read_loop(&shard, &conn, reader, buffered, kind).await;
+    let mut writer_task = glommio::spawn_local(write_loop(shard.clone(), conn.clone(), writer)).detach();
+    let mut reader = reader;
+    read_loop(&shard, &conn, &mut reader, buffered, kind).await;
     conn.request_close(close::NORMAL, "");
-    // The writer flushes and sends its close frame; a peer that does not read cannot hold us.
-    let sent = glommio::timer::timeout(Duration::from_secs(2), async {
-        writer_task.await;
-        Ok(())
-    })
-    .await;
-    let code = conn.close.get().map_or(close::NORMAL, |(c, _)| c);
-    if conn.close.get() == Some(SLOW_CONSUMER) {
-        shard.stats().slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-    }
+    // Its subscriptions go at once; only the socket waits for the writer to flush and send the close
+    // frame, and a peer that does not read cannot hold even that for long.
     shard.remove_conn(&conn);
+    let sent = futures_lite::future::or(
+        async {
+            (&mut writer_task).await;
+            true
+        },
+        async {
+            glommio::timer::sleep(CLOSE_FLUSH).await;
+            false
+        },
+    )
+    .await;
+    if !sent {
+        writer_task.cancel();
+    } else {
+        // Lingering close: our close frame is out and our side shut; read (and discard) what the peer still
+        // sends, its close reply included, until it closes too. Closing a socket with unread input would
+        // reset the connection and could destroy what the peer has yet to read, the close frame included.
+        let _ = glommio::timer::timeout(LINGER, async {
+            let mut sink = [0u8; 512];
+            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+            Ok(())
+        })
+        .await;
+    }
+    // The socket closes when this returns: no inline send may use its descriptor from now on.
+    conn.fd.set(None);
+    shard.session_ended();
+    let code = conn.close.get().map_or(close::NORMAL, |(c, _)| c);
     let out = conn.out.borrow().len() as u64;
     shard.shared.store.connection_closed(
         (shard.id as u64) << 48 | key,
@@ -198,7 +342,19 @@ pub async fn run<S>(
         conn.messages_in.get(),
         out,
     );
-    tracing::debug!(conn = %conn.id, code, flushed = sent.is_ok(), "connection closed");
+    tracing::debug!(conn = %conn.id, code, flushed = sent, "connection closed");
+}
+
+/// One non-blocking `send` of `data` on a connected TCP socket: the bytes the kernel took.
+fn send_now(fd: RawFd, data: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `fd` is the session's open socket (cleared before the session drops its stream), and
+    // `data` is a live buffer of `data.len()` bytes that the kernel only reads.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// Flushes the connection: one write per batch of queued frames. Per batch (not per frame) it counts the
@@ -210,10 +366,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut
     loop {
         conn.wake.wait().await;
         loop {
+            if conn.close.get() == Some(SLOW_CONSUMER) {
+                // Behind for good: what is queued is stale; only the close frame is worth sending.
+                conn.out.borrow_mut().clear();
+            }
             let alone = conn.out.borrow_mut().pop_alone();
             let (frames, bytes, earliest) = match alone {
                 Some((frame, stamp)) => {
-                    if w.write_all(&frame).await.is_err() {
+                    conn.writing.set(true);
+                    let written = w.write_all(&frame).await;
+                    conn.writing.set(false);
+                    if written.is_err() {
                         conn.request_close(close::NORMAL, "");
                         return;
                     }
@@ -223,9 +386,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut
                     buf.clear();
                     let drained = conn.out.borrow_mut().drain(&mut buf, MAX_WRITE);
                     if drained.frames == 0 {
+                        conn.behind.set(None);
                         break;
                     }
-                    if w.write_all(&buf).await.is_err() {
+                    conn.writing.set(true);
+                    let written = w.write_all(&buf).await;
+                    conn.writing.set(false);
+                    if written.is_err() {
                         conn.request_close(close::NORMAL, "");
                         return;
                     }
@@ -242,14 +409,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut
         }
         buf = Vec::new();
         if let Some((code, reason)) = conn.close.get() {
-            let _ = w.write_all(&ws::close_frame(code, reason)).await;
+            let frame = match conn.retry_after_ms.get() {
+                Some(ms) => ws::close_frame(code, &format!("{reason}; retry_after_ms={ms}")),
+                None => ws::close_frame(code, reason),
+            };
+            let _ = w.write_all(&frame).await;
             let _ = w.close().await;
             return;
         }
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, mut r: R, mut buf: BytesMut, kind: Kind) {
+async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: &mut R, mut buf: BytesMut, kind: Kind) {
     let mut reader = MessageReader::new(shard.shared.config.max_message_bytes);
     loop {
         loop {
@@ -292,7 +463,14 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, mut
 /// Acts on one message; `false` ends the session.
 async fn on_message(shard: &Rc<Shard>, conn: &Rc<Conn>, msg: Message, kind: Kind) -> bool {
     conn.messages_in.set(conn.messages_in.get() + 1);
+    conn.last_in.set(now_micros());
     shard.stats().messages_in.fetch_add(1, Ordering::Relaxed);
+    // Publishers (role publisher or admin) are trusted feeds: no message rate limit.
+    if kind == Kind::Subscriber {
+        if let Some(go_on) = crate::limits::admit_message(conn, &msg, now_micros(), shard.stats()) {
+            return go_on;
+        }
+    }
     match msg {
         Message::Text(text) => match kind {
             Kind::Subscriber => on_request(shard, conn, &text),
@@ -332,8 +510,7 @@ fn on_request(shard: &Rc<Shard>, conn: &Rc<Conn>, text: &[u8]) {
         Ok(ClientRequest::Subscribe(s)) => subscribe(shard, conn, s),
         Ok(ClientRequest::Unsubscribe(u)) => unsubscribe(shard, conn, u),
         Ok(ClientRequest::Ping { id }) => conn.reply(&Reply::Pong { id: id.as_deref() }),
-        // Acknowledgements release critical messages; the at-least-once queue keeps none yet.
-        Ok(ClientRequest::Ack { .. }) => {}
+        Ok(ClientRequest::Ack { id, channel, sequence }) => ack(shard, conn, id.as_deref(), channel, sequence),
         Ok(_) => conn.error(None, ErrorCode::UnknownAction, "unsupported action"),
         Err(e) => conn.error(e.id.as_deref(), e.code, &e.message),
     }
@@ -354,8 +531,9 @@ fn topics_of(
     }
 }
 
-fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) {
+pub(crate) fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) {
     let id = s.id.as_deref();
+    let restore = s.restore && conn.subs.borrow().is_empty();
     if s.channel.is_private() && conn.user().is_none() {
         let msg = format!("channel '{}' is private: connect with a token", s.channel);
         return conn.error(id, ErrorCode::AuthRequired, &msg);
@@ -377,10 +555,41 @@ fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, s: Subscribe) {
         throttle_ms: s.throttle_ms,
         subscription_id: &subscription_id,
     });
+    let other_epoch = s.epoch.as_deref().is_some_and(|e| e != shard.shared.epoch);
     for topic in topics {
+        let resume = match s.from_sequence.iter().find(|(k, _)| resume_key(&topic) == k.as_str()) {
+            None => Resume::Latest,
+            Some(_) if other_epoch => Resume::Reset(reset::EPOCH_CHANGED),
+            Some(&(_, n)) => Resume::After(n),
+        };
         conn.subs.borrow_mut().insert(topic.clone(), sub_id);
-        shard.subscribe(conn, topic, s.throttle_ms);
+        crate::store::subscription_changed(shard, conn, &topic, Some(s.throttle_ms));
+        shard.subscribe(conn, topic, s.throttle_ms, resume);
     }
+    if restore {
+        crate::store::restore(shard, conn, s.id);
+    }
+}
+
+/// The `from_sequence` key naming a topic: its symbol, or `*` for private and keyless topics.
+fn resume_key(topic: &Topic) -> &str {
+    if topic.channel.is_private() {
+        ALL
+    } else {
+        &topic.key
+    }
+}
+
+fn ack(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<&str>, channel: Channel, sequence: u64) {
+    if !channel.is_critical() {
+        let msg = format!("channel '{channel}' is not critical: only orders, executions and alerts are acknowledged");
+        return conn.error(id, ErrorCode::InvalidField, &msg);
+    }
+    let Some(user) = conn.user() else {
+        let msg = format!("channel '{channel}' is private: connect with a token");
+        return conn.error(id, ErrorCode::AuthRequired, &msg);
+    };
+    shard.ack(Topic::new(channel, user.clone()), sequence);
 }
 
 fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe) {
@@ -402,6 +611,7 @@ fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, u: Unsubscribe) {
     let mut symbols: Vec<String> = Vec::new();
     for t in &topics {
         conn.subs.borrow_mut().remove(t);
+        crate::store::subscription_changed(shard, conn, t, None);
         shard.unsubscribe(conn.key, t);
         if let Some(sym) = t.symbol() {
             if !symbols.iter().any(|s| s == sym) {

@@ -12,13 +12,17 @@ use std::time::Instant;
 use bytes::Bytes;
 use tickwire_core::event::{Ingest, TradePoint};
 use tickwire_core::protocol::canonical::Canonical;
+use tickwire_core::protocol::{ErrorCode, Reply};
 use tickwire_core::time::Micros;
+use tickwire_core::ws::{self, close, Opcode};
 use tickwire_core::{Channel, Topic};
 use tickwire_fanout::bars::{BarAggregator, ClosedBar};
+use tickwire_fanout::frame::reply_frame;
 use tickwire_fanout::index::SubscriptionIndex;
 use tickwire_fanout::interest::{InterestMap, ShardInterest};
-use tickwire_fanout::sequencer::Sequencer;
-use tickwire_persistence::Store;
+use tickwire_fanout::outbound::NO_STAMP;
+use tickwire_fanout::sequencer::{Limits, Resume, Sequencer};
+use tickwire_persistence::{CriticalRecord, Receipt, RecoveredTopic, Store};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -39,8 +43,12 @@ pub struct Shared {
     pub epoch: String,
     pub started: Instant,
     pub store: Arc<dyn Store>,
+    /// Private topics continued from an earlier run (the database store), taken by their owner shards.
+    pub recovered: std::sync::Mutex<Vec<RecoveredTopic>>,
     /// Symbols of the simulated feed.
     pub symbols: Vec<Arc<str>>,
+    /// Connection limits, TLS, API keys, the order-signing key.
+    pub security: crate::security::Security,
 }
 
 /// Channels in the catalog, for per-channel figures indexed by `Channel as usize`.
@@ -54,8 +62,25 @@ pub struct ShardStats {
     pub connections: AtomicU64,
     pub connections_opened: AtomicU64,
     pub connections_closed: AtomicU64,
-    /// Connections closed with 1013 "slow consumer" (counted when the connection ends).
+    /// Connections closed with 1013 "slow consumer" (counted when the server decides to close them).
     pub slow_consumer_closes: AtomicU64,
+    /// Upgraded connections closed at once by a connection limit (total, per user, per IP).
+    pub connections_refused: AtomicU64,
+    /// Client messages dropped by the message rate limit, and connections it closed with 1008.
+    pub rate_limited_messages: AtomicU64,
+    pub rate_limited_closes: AtomicU64,
+    /// Times a connection's outbound queue passed its bound and public topics were conflated.
+    pub slow_consumer_conflations: AtomicU64,
+    /// Frames dropped by those conflations.
+    pub conflated_frames: AtomicU64,
+    /// Connections closed for silence (no frame for two heartbeat intervals).
+    pub heartbeat_closes: AtomicU64,
+    /// Frames replayed from history to resuming subscribers, and `reset`s sent where history fell short.
+    pub replayed_frames: AtomicU64,
+    pub resets: AtomicU64,
+    /// Critical messages released by acks, and dropped from full queues (told as QUEUE_OVERFLOW).
+    pub critical_acked: AtomicU64,
+    pub critical_dropped: AtomicU64,
     pub subscriptions: AtomicU64,
     pub topics: AtomicU64,
     /// Update frames queued to subscribers, by channel: one add per topic update, not per subscriber.
@@ -116,14 +141,18 @@ pub struct IngestItem {
 pub enum ShardMsg {
     /// To a topic's owner: sequence these; answer `(origin shard, request)` if set.
     Ingest { items: Vec<IngestItem>, reply: Option<(usize, u64)> },
-    /// Back to the origin: the sequences given, as `(event, topic, sequence)`.
-    Ingested { request: u64, sequences: Vec<(usize, Topic, u64)> },
+    /// Back to the origin: the sequences given, as `(event, topic, sequence)`, and one entry per critical
+    /// item: its receipt from a durable store (`None` from the memory store).
+    Ingested { request: u64, sequences: Vec<(usize, Topic, u64)>, receipts: Vec<Option<Receipt>> },
     /// From a topic's owner to a shard with subscribers: one sequenced frame, sequenced at `ingested`.
     Fanout { topic: Topic, frame: Bytes, ingested: Micros },
-    /// To a topic's owner: connection `conn` of shard `from` wants the snapshot.
-    SnapshotRequest { topic: Topic, from: usize, conn: u64 },
-    /// From the owner: the snapshot (or none yet); updates after it on this channel follow it.
-    Snapshot { topic: Topic, conn: u64, frame: Option<Bytes> },
+    /// To a topic's owner: connection `conn` of shard `from` subscribes, resuming as asked.
+    SnapshotRequest { topic: Topic, from: usize, conn: u64, resume: Resume },
+    /// From the owner: what the subscriber gets first (snapshot, replayed history, a `reset`, or unacked
+    /// critical messages, see [`tickwire_fanout::sequencer::Start`]); live updates on this channel follow.
+    Snapshot { topic: Topic, conn: u64, frames: Vec<Bytes>, dropped: u64 },
+    /// To a critical topic's owner: the user acknowledged everything up to `sequence`.
+    Ack { topic: Topic, sequence: u64 },
 }
 
 /// Messages waiting to be sent to one peer, flushed by its pump task.
@@ -138,7 +167,16 @@ pub struct Outbox {
 struct PendingPublish {
     remaining: Cell<usize>,
     sequences: RefCell<Vec<(usize, Topic, u64)>>,
+    receipts: RefCell<Vec<Option<Receipt>>>,
     done: LocalNotify,
+}
+
+/// What a publish request got: its sequences, `(event, topic, sequence)` in event order, and one entry per
+/// critical item, its receipt from a durable store (`None` from the memory store).
+#[derive(Debug, Default)]
+pub struct Published {
+    pub sequences: Vec<(usize, Topic, u64)>,
+    pub receipts: Vec<Option<Receipt>>,
 }
 
 /// See the module docs.
@@ -154,25 +192,56 @@ pub struct Shard {
     pub outboxes: Vec<Outbox>,
     pending: RefCell<HashMap<u64, Rc<PendingPublish>>>,
     next_id: Cell<u64>,
-    /// Woken when the last connection leaves (graceful stop).
+    /// Woken when the last session ends (graceful stop).
     pub drained: LocalNotify,
+    /// Sessions running, including those whose connection is closing (flushing its close frame).
+    sessions: Cell<usize>,
+    /// Heartbeat wheel: one slot per second of the interval, each holding the keys of connections that
+    /// opened in that second (mod the interval); the ticker visits one slot a second.
+    wheel: RefCell<Vec<Vec<u64>>>,
+    /// The server's ping, built once.
+    ping: Bytes,
 }
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>) -> Shard {
         let interest = ShardInterest::new(shared.interest.clone(), id);
+        let mut sequencer = Sequencer::with_limits(
+            Canonical,
+            Limits {
+                history_public: shared.config.history_public,
+                history_private: shared.config.history_private,
+                critical_queue: shared.config.critical_queue,
+            },
+        )
+        .with_signer(crate::signing::order_signer(&shared));
+        {
+            // The topics this shard owns, continued from the database; the rest stay for their owners.
+            let mut recovered = shared.recovered.lock().unwrap_or_else(|e| e.into_inner());
+            recovered.retain_mut(|t| {
+                let topic = Topic::new(t.channel, t.user.as_str());
+                if topic.owner(shared.shards) != id {
+                    return true;
+                }
+                sequencer.restore(&topic, t.sequence, std::mem::take(&mut t.unacked));
+                false
+            });
+        }
         Shard {
             id,
             outboxes: (0..shared.shards).map(|_| Outbox::default()).collect(),
-            shared,
             index: RefCell::new(SubscriptionIndex::new()),
             interest: RefCell::new(interest),
-            sequencer: RefCell::new(Sequencer::new(Canonical)),
+            sequencer: RefCell::new(sequencer),
+            wheel: RefCell::new(vec![Vec::new(); shared.config.heartbeat_s.max(1) as usize]),
+            ping: ws::frame(Opcode::Ping, b""),
+            shared,
             bars: RefCell::new(BarAggregator::new()),
             conns: RefCell::new(HashMap::new()),
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             drained: LocalNotify::default(),
+            sessions: Cell::new(0),
         }
     }
 
@@ -199,44 +268,76 @@ impl Shard {
         match msg {
             ShardMsg::Ingest { items, reply } => {
                 let now = now_micros();
-                let sequences: Vec<_> = items.into_iter().map(|item| self.sequence(item, now)).collect();
+                let mut receipts = Vec::new();
+                let sequences: Vec<_> = items.into_iter().map(|item| self.sequence(item, now, &mut receipts)).collect();
                 if let Some((origin, request)) = reply {
-                    self.answer(origin, request, sequences);
+                    self.answer(origin, request, sequences, receipts);
                 }
             }
-            ShardMsg::Ingested { request, sequences } => {
+            ShardMsg::Ingested { request, sequences, receipts } => {
                 let Some(p) = self.pending.borrow().get(&request).cloned() else { return };
                 p.remaining.set(p.remaining.get().saturating_sub(sequences.len()));
                 p.sequences.borrow_mut().extend(sequences);
+                p.receipts.borrow_mut().extend(receipts);
                 if p.remaining.get() == 0 {
                     p.done.notify();
                 }
             }
             ShardMsg::Fanout { topic, frame, ingested } => self.deliver(&topic, &frame, ingested),
-            ShardMsg::SnapshotRequest { topic, from, conn } => {
-                let frame = self.sequencer.borrow_mut().snapshot(&topic).frame;
+            ShardMsg::SnapshotRequest { topic, from, conn, resume } => {
+                let start = self.sequencer.borrow_mut().start(&topic, resume, now_micros());
+                self.stats().replayed_frames.fetch_add(start.replayed as u64, Ordering::Relaxed);
+                if start.reset.is_some() {
+                    self.stats().resets.fetch_add(1, Ordering::Relaxed);
+                }
+                let (frames, dropped) = (start.frames, start.dropped);
                 if from == self.id {
-                    self.snapshot_arrived(&topic, conn, frame);
+                    self.snapshot_arrived(&topic, conn, frames, dropped);
                 } else {
-                    self.send(from, ShardMsg::Snapshot { topic, conn, frame });
+                    self.send(from, ShardMsg::Snapshot { topic, conn, frames, dropped });
                 }
             }
-            ShardMsg::Snapshot { topic, conn, frame } => self.snapshot_arrived(&topic, conn, frame),
+            ShardMsg::Snapshot { topic, conn, frames, dropped } => self.snapshot_arrived(&topic, conn, frames, dropped),
+            ShardMsg::Ack { topic, sequence } => {
+                let released = self.sequencer.borrow_mut().ack(&topic, sequence);
+                self.stats().critical_acked.fetch_add(released as u64, Ordering::Relaxed);
+                self.shared.store.critical_acked(&topic.key, topic.channel, sequence, now_micros());
+            }
         }
     }
 
-    fn answer(&self, origin: usize, request: u64, sequences: Vec<(usize, Topic, u64)>) {
+    fn answer(&self, origin: usize, request: u64, sequences: Vec<(usize, Topic, u64)>, receipts: Vec<Option<Receipt>>) {
+        let msg = ShardMsg::Ingested { request, sequences, receipts };
         if origin == self.id {
-            self.handle(ShardMsg::Ingested { request, sequences });
+            self.handle(msg);
         } else {
-            self.send(origin, ShardMsg::Ingested { request, sequences });
+            self.send(origin, msg);
         }
     }
 
-    /// Owner side: sequences one item, fans it out, and aggregates bars from trades.
-    fn sequence(&self, item: IngestItem, now: Micros) -> (usize, Topic, u64) {
+    /// Owner side: sequences one item, fans it out, and aggregates bars from trades. A private topic's
+    /// update goes to the store too: a critical one whole (its receipt joins `receipts`), another as its
+    /// sequence.
+    fn sequence(&self, item: IngestItem, now: Micros, receipts: &mut Vec<Option<Receipt>>) -> (usize, Topic, u64) {
         let out = self.sequencer.borrow_mut().ingest(&item.topic, item.data, item.source_ts, now);
         self.stats().ingested.fetch_add(1, Ordering::Relaxed);
+        if item.topic.channel.is_private() {
+            let (store, topic) = (&self.shared.store, &item.topic);
+            if topic.channel.is_critical() {
+                receipts.push(store.critical_enqueued(CriticalRecord {
+                    user: topic.key.to_string(),
+                    channel: topic.channel,
+                    sequence: out.sequence,
+                    frame: out.frame.clone(),
+                    created_at: now,
+                }));
+            } else {
+                store.private_sequenced(&topic.key, topic.channel, out.sequence);
+            }
+        }
+        if out.dropped > 0 {
+            self.queue_overflowed(&item.topic, out.dropped, now);
+        }
         self.fan_out(&item.topic, out.frame, now);
         if let Some(t) = item.trade {
             let mut closed = Vec::new();
@@ -259,6 +360,17 @@ impl Shard {
         let mut closed = Vec::new();
         self.bars.borrow_mut().close_due(now, &mut closed);
         self.publish_bars(closed, now);
+    }
+
+    /// Owner side: a critical topic's queue dropped its oldest messages. A user online is told now; one
+    /// offline is told when they next subscribe (the sequencer keeps the count until then).
+    fn queue_overflowed(&self, topic: &Topic, dropped: u64, now: Micros) {
+        self.stats().critical_dropped.fetch_add(dropped, Ordering::Relaxed);
+        if self.shared.interest.shards(topic) == 0 {
+            return;
+        }
+        self.sequencer.borrow_mut().dropped_told(topic);
+        self.fan_out(topic, queue_overflow_frame(topic, dropped, self.shared.config.critical_queue, now), NO_STAMP);
     }
 
     /// Owner side: sends a frame, sequenced at `ingested`, to every shard with subscribers of `topic`.
@@ -302,23 +414,38 @@ impl Shard {
         stats.queued_bytes_max.store(max as u64, Ordering::Relaxed);
     }
 
-    fn snapshot_arrived(&self, topic: &Topic, conn: u64, frame: Option<Bytes>) {
+    fn snapshot_arrived(&self, topic: &Topic, conn: u64, frames: Vec<Bytes>, dropped: u64) {
         let mut index = self.index.borrow_mut();
         if let Some(sink) = index.activate(topic, conn) {
-            if let Some(f) = frame {
+            if dropped > 0 {
+                sink.0.send(queue_overflow_frame(topic, dropped, self.shared.config.critical_queue, now_micros()));
+            }
+            for f in frames {
                 sink.0.send(f);
             }
         }
     }
 
-    /// Subscribes a connection to a topic: pending until the owner's snapshot arrives.
-    pub fn subscribe(&self, conn: &Rc<Conn>, topic: Topic, throttle_ms: u32) {
+    /// Acknowledges a critical topic up to `sequence`, at its owner.
+    pub fn ack(&self, topic: Topic, sequence: u64) {
+        let owner = topic.owner(self.shared.shards);
+        let msg = ShardMsg::Ack { topic, sequence };
+        if owner == self.id {
+            self.handle(msg);
+        } else {
+            self.send(owner, msg);
+        }
+    }
+
+    /// Subscribes a connection to a topic: pending until the owner's answer (snapshot, replay, unacked
+    /// critical messages) arrives.
+    pub fn subscribe(&self, conn: &Rc<Conn>, topic: Topic, throttle_ms: u32, resume: Resume) {
         let added = self.index.borrow_mut().add(&topic, ConnRef(conn.clone()), throttle_ms);
         if added == tickwire_fanout::index::Added::FirstOnShard {
             self.interest.borrow_mut().add(&topic);
         }
         let owner = topic.owner(self.shared.shards);
-        let request = ShardMsg::SnapshotRequest { topic, from: self.id, conn: conn.key };
+        let request = ShardMsg::SnapshotRequest { topic, from: self.id, conn: conn.key, resume };
         if owner == self.id {
             self.handle(request);
         } else {
@@ -344,6 +471,11 @@ impl Shard {
     /// Routes events to their topics' owners. With `wait`, returns the sequences given once every owner
     /// answered: `(event, topic, sequence)`, in event order.
     pub async fn ingest(&self, events: Vec<Ingest>, wait: bool) -> Vec<(usize, Topic, u64)> {
+        self.publish(events, wait).await.sequences
+    }
+
+    /// [`Shard::ingest`], with the receipts of the critical items (see [`Published`]).
+    pub async fn publish(&self, events: Vec<Ingest>, wait: bool) -> Published {
         let shards = self.shared.shards;
         let mut per_owner: Vec<Vec<IngestItem>> = (0..shards).map(|_| Vec::new()).collect();
         let mut total = 0;
@@ -380,7 +512,7 @@ impl Shard {
             }
         }
         if !wait {
-            return Vec::new();
+            return Published::default();
         }
         if pending.remaining.get() > 0 {
             pending.done.wait().await;
@@ -388,11 +520,18 @@ impl Shard {
         self.pending.borrow_mut().remove(&request);
         let mut sequences = pending.sequences.take();
         sequences.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        sequences
+        Published { sequences, receipts: pending.receipts.take() }
     }
 
-    /// Registers a new connection.
+    /// Registers a new connection, and puts it on the heartbeat wheel.
     pub fn add_conn(&self, conn: Rc<Conn>) {
+        let mut wheel = self.wheel.borrow_mut();
+        // The slot of the second before this one was visited already: the first ping comes a whole
+        // interval later (less at most a second), never right after the welcome.
+        let slot = ((now_micros() / 1_000_000) as usize + wheel.len() - 1) % wheel.len();
+        wheel[slot].push(conn.key);
+        drop(wheel);
+        self.sessions.set(self.sessions.get() + 1);
         self.conns.borrow_mut().insert(conn.key, conn);
         self.stats().connections.fetch_add(1, Ordering::Relaxed);
         self.stats().connections_opened.fetch_add(1, Ordering::Relaxed);
@@ -408,8 +547,48 @@ impl Shard {
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
             self.stats().connections_closed.fetch_add(1, Ordering::Relaxed);
         }
-        if self.conns.borrow().is_empty() {
+    }
+
+    /// A session ended: its connection is closed and its close frame sent (or given up on).
+    pub fn session_ended(&self) {
+        self.sessions.set(self.sessions.get().saturating_sub(1));
+        if self.sessions.get() == 0 {
             self.drained.notify();
+        }
+    }
+
+    /// Sessions still running.
+    pub fn sessions(&self) -> usize {
+        self.sessions.get()
+    }
+
+    /// Visits this second's slot of the heartbeat wheel: pings each connection there, and closes those
+    /// silent for two intervals. Each connection is visited once per interval, whatever their number.
+    pub fn heartbeat_tick(&self, now: Micros) {
+        let hb = self.shared.config.heartbeat_s.max(1) as usize;
+        let slot = (now / 1_000_000) as usize % hb;
+        let silent_after = 2 * hb as i64 * 1_000_000;
+        let conns = self.conns.borrow();
+        let mut wheel = self.wheel.borrow_mut();
+        wheel[slot].retain(|key| {
+            let Some(conn) = conns.get(key) else { return false };
+            if now - conn.last_in.get() >= silent_after {
+                self.stats().heartbeat_closes.fetch_add(1, Ordering::Relaxed);
+                conn.request_close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+            } else {
+                conn.send(self.ping.clone());
+            }
+            true
+        });
+    }
+
+    /// Closes connections that have stayed behind (conflated and not drained since) past the grace time.
+    pub fn sweep_slow_consumers(&self, now: Micros) {
+        let grace = self.shared.config.slow_consumer_grace_ms as i64 * 1000;
+        for conn in self.conns.borrow().values() {
+            if conn.behind_since().is_some_and(|since| now - since >= grace) {
+                conn.close_slow();
+            }
         }
     }
 
@@ -417,4 +596,13 @@ impl Shard {
     pub fn stopping(&self) -> bool {
         self.shared.shutdown.load(Ordering::Relaxed)
     }
+}
+
+/// `{"type":"error","code":"QUEUE_OVERFLOW",...}` for a critical topic whose queue dropped messages.
+fn queue_overflow_frame(topic: &Topic, dropped: u64, cap: usize, now: Micros) -> Bytes {
+    let message = format!(
+        "{dropped} unacknowledged '{}' message(s) were dropped, oldest first: at most {cap} are kept; ack sooner",
+        topic.channel
+    );
+    reply_frame(&Canonical, &Reply::Error { id: None, code: ErrorCode::QueueOverflow, message: &message }, now)
 }

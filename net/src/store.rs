@@ -1,0 +1,259 @@
+//! The server's side of persistence: opening the store the configuration names, waiting for critical
+//! publishes to be durable, and each shard's metrics history. See docs/persistence.md.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::collections::BTreeMap;
+
+use tickwire_core::protocol::{ErrorCode, Subscribe};
+use tickwire_core::topic::{BarInterval, ALL};
+use tickwire_core::{Channel, Topic};
+use tickwire_persistence::{
+    MemoryStore, MetricsRecord, PgOptions, PgStore, Receipt, RecoveredTopic, Store, SubscriptionRecord,
+};
+
+use crate::config::Config;
+use crate::metrics::LATENCY_BOUNDS_US;
+use crate::session::Conn;
+use crate::shard::{Shard, ShardStats};
+use crate::util::now_micros;
+
+/// Connections the in-memory store keeps.
+const MEMORY_CONNECTIONS: usize = 10_000;
+
+/// The store to run with, and the private topics to continue. Without `database_url`, the memory store;
+/// with it, PostgreSQL, or a clear error if it cannot be reached.
+pub fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Vec<RecoveredTopic>)> {
+    // An empty URL (DATABASE_URL= in a unit file) means none.
+    let Some(url) = config.database_url.as_ref().filter(|u| !u.trim().is_empty()) else {
+        return Ok((Arc::new(MemoryStore::new(MEMORY_CONNECTIONS)), Vec::new()));
+    };
+    let mut options = PgOptions::new(url.clone());
+    options.critical_buffer = config.critical_buffer;
+    options.backlog = config.store_backlog;
+    options.recover_per_topic = config.critical_queue;
+    options.timeout = Duration::from_millis(config.store_timeout_ms.max(1));
+    options.retention =
+        (config.retention_days > 0).then(|| Duration::from_secs(u64::from(config.retention_days) * 86_400));
+    let (store, recovered) = PgStore::open(options).map_err(|e| {
+        anyhow::anyhow!("{e}; fix --database-url (or DATABASE_URL), or unset it to run with the in-memory store")
+    })?;
+    let unacked: usize = recovered.topics.iter().map(|t| t.unacked.len()).sum();
+    eprintln!(
+        "persistence: PostgreSQL at {} (migrations applied); {} private topics continue, {unacked} unacknowledged critical messages queued",
+        tickwire_persistence::pg::redact(url),
+        recovered.topics.len()
+    );
+    Ok((Arc::new(store), recovered.topics))
+}
+
+/// Records a client's subscription to `topic` (`Some(throttle_ms)`) or its unsubscribe (`None`), for
+/// `"restore": true`. Nothing to do (nor allocate) for a store that keeps no subscriptions, nor for a
+/// client that did not name itself (`?client_id=`): it could not ask for them back.
+pub fn subscription_changed(shard: &Shard, conn: &Conn, topic: &Topic, throttle_ms: Option<u32>) {
+    let store = &shard.shared.store;
+    if !store.durable() || !conn.named {
+        return;
+    }
+    let record = SubscriptionRecord {
+        user: conn.identity.as_ref().map_or_else(String::new, |i| i.user.to_string()),
+        client_id: conn.client_id.clone(),
+        channel: topic.channel,
+        symbol: if topic.channel.is_private() { String::new() } else { topic.key.to_string() },
+        interval: topic.interval.map_or("", |i| i.as_str()).to_owned(),
+        throttle_ms: throttle_ms.unwrap_or(0),
+    };
+    match throttle_ms {
+        Some(_) => store.subscription_added(record, now_micros()),
+        None => store.subscription_removed(record),
+    }
+}
+
+/// How long `"restore": true` waits for the database.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `"restore": true` on a connection's first subscribe: loads the subscriptions this user and client id
+/// had (in the background: the shard does not wait) and subscribes them again, one `subscribed` per
+/// channel, interval and throttle. Those the connection already has are left as they are.
+pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
+    let user = conn.identity.as_ref().map_or_else(String::new, |i| i.user.to_string());
+    let Some(pending) = shard.shared.store.subscriptions(&user, &conn.client_id) else {
+        let msg = "restore needs the server to keep subscriptions in a database (--database-url)";
+        return conn.error(id.as_deref(), ErrorCode::Unavailable, msg);
+    };
+    let (shard, conn) = (shard.clone(), conn.clone());
+    glommio::spawn_local(async move {
+        let found = glommio::timer::timeout(RESTORE_TIMEOUT, async { Ok(pending.await) }).await.ok().flatten();
+        if !shard.conns.borrow().contains_key(&conn.key) {
+            return; // gone meanwhile
+        }
+        let Some(records) = found else {
+            let msg = "previous subscriptions could not be loaded (database unavailable): subscribe again";
+            return conn.error(id.as_deref(), ErrorCode::Unavailable, msg);
+        };
+        let mut groups: BTreeMap<(Channel, String, u32), Vec<String>> = BTreeMap::new();
+        for r in records {
+            let interval = BarInterval::parse(&r.interval);
+            let topic = match r.channel.is_private() {
+                true => Topic::new(r.channel, user.as_str()),
+                false => Topic { channel: r.channel, key: r.symbol.as_str().into(), interval },
+            };
+            if !conn.subs.borrow().contains_key(&topic) {
+                let symbols = groups.entry((r.channel, r.interval, r.throttle_ms)).or_default();
+                if !r.symbol.is_empty() && r.symbol != ALL {
+                    symbols.push(r.symbol);
+                }
+            }
+        }
+        for ((channel, interval, throttle_ms), symbols) in groups {
+            let sub = Subscribe {
+                id: None,
+                channel,
+                symbols,
+                throttle_ms,
+                interval: BarInterval::parse(&interval),
+                from_sequence: Vec::new(),
+                epoch: None,
+                restore: false,
+            };
+            crate::session::subscribe(&shard, &conn, sub);
+        }
+    })
+    .detach();
+}
+
+/// What became of a publish request's critical events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The request had none.
+    NoCritical,
+    /// Kept in memory only (no database configured).
+    Memory,
+    /// Committed to the database.
+    Committed,
+    /// Not confirmed within the timeout, or refused (buffer full, database lost).
+    Failed,
+}
+
+/// Waits, at most `timeout`, for the receipts of a publish request's critical items.
+pub async fn durability(receipts: Vec<Option<Receipt>>, timeout: Duration) -> Durability {
+    if receipts.is_empty() {
+        return Durability::NoCritical;
+    }
+    if receipts.iter().all(Option::is_none) {
+        return Durability::Memory;
+    }
+    let all = glommio::timer::timeout(timeout, async move {
+        for r in receipts.into_iter().flatten() {
+            if !r.await {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    match all {
+        Ok(true) => Durability::Committed,
+        _ => Durability::Failed,
+    }
+}
+
+/// The counters a metrics row is computed from, at one moment.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: tickwire_core::time::Micros,
+    opened: u64,
+    messages_in: u64,
+    ingested: u64,
+    deliveries: u64,
+    bytes: u64,
+    latency: [u64; LATENCY_BOUNDS_US.len() + 1],
+}
+
+impl Sample {
+    fn take(s: &ShardStats) -> Sample {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Sample {
+            at: now_micros(),
+            opened: load(&s.connections_opened),
+            messages_in: load(&s.messages_in),
+            ingested: load(&s.ingested),
+            deliveries: s.deliveries(),
+            bytes: s.delivered_bytes(),
+            latency: s.flush_latency.snapshot().0,
+        }
+    }
+}
+
+/// Writes the shard's figures to the store every `metrics_interval_s`, until the server stops.
+pub async fn record_metrics(shard: Rc<Shard>) {
+    let interval = Duration::from_secs(shard.shared.config.metrics_interval_s.max(1));
+    let mut last = Sample::take(shard.stats());
+    while !shard.stopping() {
+        glommio::timer::sleep(interval).await;
+        let stats = shard.stats();
+        let now = Sample::take(stats);
+        shard.shared.store.metrics(metrics_row(shard.id, stats, &last, &now));
+        last = now;
+    }
+}
+
+fn metrics_row(shard: usize, stats: &ShardStats, last: &Sample, now: &Sample) -> MetricsRecord {
+    let secs = ((now.at - last.at) as f64 / 1e6).max(1e-3);
+    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
+    let mut latency = [0; LATENCY_BOUNDS_US.len() + 1];
+    for (d, (a, b)) in latency.iter_mut().zip(last.latency.iter().zip(&now.latency)) {
+        *d = b.saturating_sub(*a);
+    }
+    MetricsRecord {
+        at: now.at,
+        shard,
+        interval_s: secs,
+        connections: stats.connections.load(Ordering::Relaxed),
+        connections_opened: now.opened.saturating_sub(last.opened),
+        subscriptions: stats.subscriptions.load(Ordering::Relaxed),
+        messages_in_per_s: rate(last.messages_in, now.messages_in),
+        ingested_per_s: rate(last.ingested, now.ingested),
+        deliveries_per_s: rate(last.deliveries, now.deliveries),
+        bytes_per_s: rate(last.bytes, now.bytes),
+        latency_p50_ms: quantile_ms(&latency, 0.5),
+        latency_p99_ms: quantile_ms(&latency, 0.99),
+    }
+}
+
+/// The upper bound (ms) of the bucket holding quantile `q` of cumulative bucket counts; `None` without
+/// samples. Above the largest bound it answers that bound.
+fn quantile_ms(cumulative: &[u64; LATENCY_BOUNDS_US.len() + 1], q: f64) -> Option<f64> {
+    let total = cumulative[LATENCY_BOUNDS_US.len()];
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let i = cumulative.iter().position(|&c| c >= rank).unwrap_or(LATENCY_BOUNDS_US.len());
+    Some(LATENCY_BOUNDS_US[i.min(LATENCY_BOUNDS_US.len() - 1)] as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_name_their_bucket_bound() {
+        let mut c = [0u64; LATENCY_BOUNDS_US.len() + 1];
+        assert_eq!(quantile_ms(&c, 0.5), None);
+        // 10 samples: 6 at <= 50 us, 3 at <= 1 ms, 1 above 1 s.
+        for (i, v) in c.iter_mut().enumerate() {
+            *v = match i {
+                0..=3 => 6,
+                4..=13 => 9,
+                _ => 10,
+            };
+        }
+        assert_eq!(quantile_ms(&c, 0.5), Some(0.05));
+        assert_eq!(quantile_ms(&c, 0.9), Some(1.0));
+        assert_eq!(quantile_ms(&c, 0.99), Some(1000.0));
+    }
+}
