@@ -21,8 +21,11 @@ fn help_explains_every_flag() {
         "--no-simulator",
         "--allow-anonymous",
         "--config",
+        "--database-url",
+        "--metrics-interval-s",
         "serve",
         "token",
+        "report",
     ] {
         let line = help
             .lines()

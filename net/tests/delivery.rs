@@ -1,0 +1,495 @@
+//! Delivery guarantees against the real binary: resume from history, at-least-once critical messages,
+//! slow consumers, heartbeats, graceful shutdown, and faults (reset, vanished peers, a chaotic proxy) with
+//! the reference client recipe of docs/protocol.md.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::recipe::RecipeClient;
+use common::{metric, publish, quotes, token, wait_for, Client, Server};
+use serde_json::{json, Value};
+
+const SECS: Duration = Duration::from_secs(5);
+
+fn quiet() -> Server {
+    Server::start(&["--no-simulator"])
+}
+
+/// Update sequences (and the types of other frames, as strings) received within `window`.
+fn frames_for(c: &mut Client, window: Duration) -> Vec<Value> {
+    let until = Instant::now() + window;
+    let mut out = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let Some(t) = c.recv_text(left) else { break };
+        out.push(serde_json::from_str(&t).unwrap());
+    }
+    out
+}
+
+/// The frames of `c` until `n` updates of `kind` arrived (failing after 5 s), with everything before them.
+fn until_updates(c: &mut Client, kind: &str, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut got = 0;
+    while got < n {
+        let v = c.recv().unwrap_or_else(|| panic!("only {got} of {n} '{kind}' updates: {out:?}"));
+        got += usize::from(v["type"] == kind);
+        out.push(v);
+    }
+    out
+}
+
+fn sequences(frames: &[Value], kind: &str) -> Vec<u64> {
+    frames.iter().filter(|v| v["type"] == kind).map(|v| v["sequence"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn resume_after_a_second_offline_replays_every_missed_sequence_once() {
+    let server = quiet();
+    let mut a = server.connect(None);
+    let epoch = a.welcome["epoch"].as_str().unwrap().to_owned();
+    a.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
+    a.recv_until(SECS, |v| v["id"] == "s").unwrap();
+    common::settle();
+    publish(server.addr, &quotes("AAPL", 5));
+    assert_eq!(sequences(&until_updates(&mut a, "quote", 5), "quote"), [1, 2, 3, 4, 5]);
+    drop(a);
+
+    std::thread::sleep(Duration::from_secs(1));
+    publish(server.addr, &quotes("AAPL", 10));
+
+    let mut b = server.connect(None);
+    b.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"from_sequence":{"AAPL":5},"epoch":epoch,"id":"r"}));
+    assert_eq!(b.recv().unwrap()["type"], "subscribed");
+    let mut frames = until_updates(&mut b, "quote", 10);
+    publish(server.addr, &quotes("AAPL", 3));
+    frames.extend(until_updates(&mut b, "quote", 3));
+    frames.extend(frames_for(&mut b, Duration::from_millis(300)));
+    assert!(frames.iter().all(|v| v["type"] == "quote"), "replay only, no snapshot or reset: {frames:?}");
+    assert_eq!(sequences(&frames, "quote"), (6..=18).collect::<Vec<_>>(), "every missed sequence, once, then live");
+    assert_eq!(metric(server.addr, "tickwire_replayed_frames_total"), 10.0);
+}
+
+#[test]
+fn resume_beyond_history_or_from_another_epoch_resets_then_snapshots() {
+    let server = Server::start_env(&["--no-simulator"], &[("TICKWIRE_HISTORY_PUBLIC", "4")]);
+    publish(server.addr, &quotes("AAPL", 10));
+    let mut c = server.connect(None);
+    let epoch = c.welcome["epoch"].as_str().unwrap().to_owned();
+    c.send(
+        json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"from_sequence":{"AAPL":2},"epoch":epoch}),
+    );
+    c.recv_until(SECS, |v| v["type"] == "subscribed").unwrap();
+    let reset = c.recv().unwrap();
+    assert_eq!(reset, json!({"type":"reset","channel":"quotes","symbol":"AAPL","reason":"history_unavailable"}));
+    let snap = c.recv().unwrap();
+    assert_eq!((snap["type"].as_str(), snap["sequence"].as_u64()), (Some("snapshot"), Some(10)));
+    // Within the history of 4 it is served.
+    let mut d = server.connect(None);
+    d.send(
+        json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"from_sequence":{"AAPL":6},"epoch":epoch}),
+    );
+    d.recv_until(SECS, |v| v["type"] == "subscribed").unwrap();
+    assert_eq!(sequences(&until_updates(&mut d, "quote", 4), "quote"), [7, 8, 9, 10]);
+    // Another epoch's sequences cannot be resumed, even in range.
+    let mut e = server.connect(None);
+    e.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"from_sequence":{"AAPL":8},"epoch":"another-run"}));
+    e.recv_until(SECS, |v| v["type"] == "subscribed").unwrap();
+    assert_eq!(e.recv().unwrap()["reason"], "epoch_changed");
+    assert_eq!(e.recv().unwrap()["sequence"], 10);
+    assert!(e.recv_text(Duration::from_millis(300)).is_none(), "nothing replayed after a reset");
+}
+
+fn order(user: &str, id: &str) -> Value {
+    json!({"channel":"orders","user_id":user,"data":{"order_id":id,"symbol":"AAPL","side":"buy","status":"new","qty":10}})
+}
+
+#[test]
+fn order_published_offline_arrives_on_reconnect_and_not_again_after_ack() {
+    let server = quiet();
+    let alice = token("alice", "user");
+    publish(server.addr, &order("alice", "o-1"));
+    let sub = json!({"action":"subscribe","channel":"orders"});
+
+    let mut first = server.connect(Some(&alice));
+    first.send(sub.clone());
+    let o = first.recv_until(SECS, |v| v["type"] == "order").expect("the order kept while offline");
+    assert_eq!((o["sequence"].as_u64(), o["data"]["order_id"].as_str()), (Some(1), Some("o-1")));
+    drop(first);
+    // Not acknowledged: delivered again.
+    let mut second = server.connect(Some(&alice));
+    second.send(sub.clone());
+    assert_eq!(second.recv_until(SECS, |v| v["type"] == "order").unwrap()["sequence"], 1);
+    second.send(json!({"action":"ack","channel":"orders","sequence":1}));
+    wait_for(SECS, "the ack", || metric(server.addr, "tickwire_critical_acked_total") == 1.0);
+    drop(second);
+    let mut third = server.connect(Some(&alice));
+    third.send(sub);
+    third.recv_until(SECS, |v| v["type"] == "subscribed").unwrap();
+    assert!(third.recv_text(Duration::from_millis(500)).is_none(), "acknowledged: not delivered again");
+    publish(server.addr, &order("alice", "o-2"));
+    assert_eq!(third.recv().unwrap()["sequence"], 2);
+    // Acks of channels that keep no queue are refused clearly.
+    third.send(json!({"action":"ack","channel":"quotes","sequence":1,"id":"q"}));
+    assert_eq!(third.recv_until(SECS, |v| v["id"] == "q").unwrap()["code"], "INVALID_FIELD");
+}
+
+#[test]
+fn a_full_critical_queue_drops_the_oldest_and_tells_the_user() {
+    let server = Server::start_env(&["--no-simulator"], &[("TICKWIRE_CRITICAL_QUEUE", "3")]);
+    let alert = |i: u64| json!({"channel":"alerts","user_id":"alice","data":{"alert_id":format!("a-{i}"),"type":"risk","level":"warning","message":"m"}});
+    publish(server.addr, &Value::Array((1..=5).map(alert).collect()));
+    let mut c = server.connect(Some(&token("alice", "user")));
+    c.send(json!({"action":"subscribe","channel":"alerts"}));
+    c.recv_until(SECS, |v| v["type"] == "subscribed").unwrap();
+    let overflow = c.recv().unwrap();
+    assert_eq!(overflow["code"], "QUEUE_OVERFLOW", "{overflow}");
+    assert!(overflow["message"].as_str().unwrap().starts_with("2 unacknowledged 'alerts'"), "{overflow}");
+    assert_eq!(sequences(&until_updates(&mut c, "alert", 3), "alert"), [3, 4, 5]);
+    // Online, unacknowledged: the next alert pushes out #3, and the user hears of it at once.
+    publish(server.addr, &alert(6));
+    let frames = until_updates(&mut c, "alert", 1);
+    assert_eq!(frames.iter().filter(|v| v["code"] == "QUEUE_OVERFLOW").count(), 1, "{frames:?}");
+    assert_eq!(sequences(&frames, "alert"), [6]);
+    assert_eq!(metric(server.addr, "tickwire_critical_dropped_total"), 3.0);
+}
+
+#[test]
+fn a_stalled_client_is_closed_1013_while_a_thousand_others_miss_nothing() {
+    const READERS: usize = 1000;
+    const QUOTES: usize = 200;
+    let server = Server::start_env(
+        &["--no-simulator"],
+        &[("TICKWIRE_MAX_QUEUED_BYTES", "65536"), ("TICKWIRE_SLOW_CONSUMER_GRACE_MS", "500")],
+    );
+    // The stalled client: a small receive buffer, subscribed to 40 symbols of big frames (so that conflating
+    // to the latest frame per symbol cannot bring its queue back under the bound), then never reads.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(SECS)).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{}/v1/stream", server.addr), stream).unwrap();
+    let mut stalled = Client { ws, welcome: Value::Null };
+    stalled.recv().unwrap();
+    let bulk: Vec<String> = (0..40).map(|i| format!("BULK{i}")).collect();
+    stalled.send(json!({"action":"subscribe","channel":"quotes","symbols":bulk,"id":"s"}));
+    stalled.recv_until(SECS, |v| v["id"] == "s").unwrap();
+
+    let ready = Arc::new(Barrier::new(READERS + 1));
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let mut c = server.connect(None);
+            let ready = ready.clone();
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
+                    c.recv_until(SECS, |v| v["id"] == "s").unwrap();
+                    ready.wait();
+                    let mut seqs = Vec::with_capacity(QUOTES);
+                    while seqs.len() < QUOTES {
+                        let Some(v) = c.recv_until(Duration::from_secs(30), |v| v["type"] == "quote") else { break };
+                        seqs.push(v["sequence"].as_u64().unwrap());
+                    }
+                    seqs
+                })
+                .unwrap()
+        })
+        .collect();
+    ready.wait();
+    common::settle();
+    // 10 rounds of 40 frames of 32 KB: 12.8 MB, more than the kernel buffers (4 MB at most each way) hide.
+    let pad = "x".repeat(32_000);
+    for round in 0..10 {
+        publish(server.addr, &quotes("AAPL", QUOTES / 10));
+        for half in bulk.chunks(20) {
+            let frames: Vec<Value> =
+                half.iter().map(|s| json!({"channel":"quotes","data":{"symbol":s,"bid":round,"note":pad}})).collect();
+            publish(server.addr, &Value::Array(frames));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expected: Vec<u64> = (1..=QUOTES as u64).collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), expected, "a reading client lost or repeated something");
+    }
+    wait_for(SECS, "the slow-consumer close", || metric(server.addr, "tickwire_slow_consumer_closes_total") == 1.0);
+    // Reading again, it finds the close after what the kernel buffered.
+    assert_eq!(stalled.close_code(SECS), Some(1013));
+}
+
+#[test]
+fn a_client_behind_gets_each_topics_latest_then_1013_if_it_stays_behind() {
+    let server = Server::start_env(
+        &["--no-simulator"],
+        &[("TICKWIRE_MAX_QUEUED_BYTES", "262144"), ("TICKWIRE_SLOW_CONSUMER_GRACE_MS", "1000")],
+    );
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.addr.into()).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{}/v1/stream", server.addr), TcpStream::from(sock)).unwrap();
+    let mut slow = Client { ws, welcome: Value::Null };
+    slow.recv().unwrap();
+    slow.send(json!({"action":"subscribe","channel":"quotes","symbols":["BULK"],"id":"s"}));
+    slow.recv_until(SECS, |v| v["id"] == "s").unwrap();
+    // One topic of 32 KB frames, published until the server gives up on the client: conflation keeps its
+    // queue small (one frame of the topic), but the client stays behind past the grace time.
+    let pad = "x".repeat(32_000);
+    let started = Instant::now();
+    let mut published = 0;
+    while metric(server.addr, "tickwire_slow_consumer_closes_total") == 0.0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never closed");
+        let frames: Vec<Value> =
+            (0..20).map(|i| json!({"channel":"quotes","data":{"symbol":"BULK","bid":i,"note":pad}})).collect();
+        publish(server.addr, &Value::Array(frames));
+        published += 20;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(metric(server.addr, "tickwire_slow_consumer_conflations_total") >= 1.0);
+    assert!(metric(server.addr, "tickwire_conflated_frames_total") >= 1.0);
+    // What reached the client skips conflated updates (jumps), in order, and ends with 1013.
+    slow.ws.get_mut().set_read_timeout(Some(SECS)).unwrap();
+    let mut seqs = Vec::new();
+    let code = loop {
+        match slow.ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                seqs.push(serde_json::from_str::<Value>(&t).unwrap()["sequence"].as_u64().unwrap());
+            }
+            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame after {} frames, {:?}: {e}", seqs.len(), started.elapsed()),
+        }
+    };
+    assert_eq!(code, Some(1013));
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(seqs.windows(2).any(|w| w[1] > w[0] + 1), "conflation skipped updates");
+    assert!((seqs.len() as u64) < published);
+}
+
+/// A raw WebSocket upgrade; returns the socket after the 101 head.
+fn raw_upgrade(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(common::UPGRADE_REQUEST).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// Reads server frames `(opcode, payload)` until EOF or `timeout`.
+fn raw_frames(s: &mut TcpStream, timeout: Duration) -> Vec<(u8, Vec<u8>)> {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut data = Vec::new();
+    let _ = s.read_to_end(&mut data);
+    let mut frames = Vec::new();
+    let mut i = 0;
+    while i + 2 <= data.len() {
+        let op = data[i] & 0x0F;
+        let (len, skip) = match data[i + 1] & 0x7F {
+            126 => (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4),
+            127 => (u64::from_be_bytes(data[i + 2..i + 10].try_into().unwrap()) as usize, 10),
+            n => (n as usize, 2),
+        };
+        frames.push((op, data[i + skip..(i + skip + len).min(data.len())].to_vec()));
+        i += skip + len;
+    }
+    frames
+}
+
+#[test]
+fn a_silent_client_is_pinged_then_closed_and_freed_while_a_live_one_stays() {
+    let server = Server::start(&["--no-simulator", "--heartbeat-s", "1"]);
+    let mut live = server.connect(None);
+    assert_eq!(live.welcome["heartbeat_s"], 1);
+    let mut silent = raw_upgrade(server.addr);
+    let started = Instant::now();
+    // The live client reads (tungstenite answers pings with pongs as it reads) for the same time.
+    let live_thread = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_millis(4500);
+        while Instant::now() < until {
+            live.recv_text(Duration::from_millis(100));
+        }
+        live
+    });
+    let frames = raw_frames(&mut silent, Duration::from_secs(6));
+    let waited = started.elapsed();
+    assert!(frames.iter().any(|(op, _)| *op == 0x9), "pinged: {frames:?}");
+    let (op, payload) = frames.last().unwrap();
+    assert_eq!(*op, 0x8, "ends with a close frame");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4000);
+    assert_eq!(&payload[2..], b"heartbeat timeout");
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_millis(4500), "closed after {waited:?}");
+    let mut live = live_thread.join().unwrap();
+    live.send(json!({"action":"ping","id":"p"}));
+    assert_eq!(live.recv_until(SECS, |v| v["id"] == "p").unwrap()["type"], "pong", "the live client stays");
+    assert_eq!(metric(server.addr, "tickwire_heartbeat_closes_total"), 1.0);
+    wait_for(SECS, "the silent connection freed", || metric(server.addr, "tickwire_connections") == 1.0);
+}
+
+#[test]
+fn sigterm_warns_flushes_and_closes_1001_with_a_retry_hint() {
+    let mut server = quiet();
+    let mut clients: Vec<Client> = (0..4).map(|_| server.connect(None)).collect();
+    for c in &mut clients {
+        c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
+        c.recv_until(SECS, |v| v["id"] == "s").unwrap();
+    }
+    common::settle();
+    publish(server.addr, &quotes("AAPL", 200));
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let mut hints = Vec::new();
+    for c in &mut clients {
+        let mut quotes = 0;
+        let mut notice = None;
+        c.ws.get_mut().set_read_timeout(Some(SECS)).unwrap();
+        let close = loop {
+            match c.ws.read().expect("the close frame") {
+                tungstenite::Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    match v["type"].as_str().unwrap() {
+                        "quote" => quotes += 1,
+                        "system" => notice = Some(v),
+                        other => panic!("unexpected {other}"),
+                    }
+                }
+                tungstenite::Message::Close(f) => break f.expect("a close code"),
+                _ => {}
+            }
+        };
+        assert_eq!(quotes, 200, "everything queued is flushed before the close");
+        let notice = notice.expect("a system notice before the close");
+        assert_eq!(notice["data"]["level"], "warning");
+        let hint = notice["data"]["retry_after_ms"].as_u64().unwrap();
+        assert!((500..=5000).contains(&hint), "{hint}");
+        assert_eq!(u16::from(close.code), 1001);
+        assert_eq!(close.reason.as_str(), format!("server shutting down; retry_after_ms={hint}"));
+        hints.push(hint);
+    }
+    hints.dedup();
+    assert!(hints.len() > 1, "hints are jittered: {hints:?}");
+}
+
+#[test]
+fn reset_and_vanished_peers_are_cleaned_up_and_the_shard_keeps_serving() {
+    let server = Server::start_env(&["--no-simulator", "--shards", "1"], &[("TICKWIRE_HEARTBEAT_S", "1")]);
+    let proxy = Proxy::start(server.addr);
+    let mut direct = server.connect(None);
+    direct.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
+    direct.recv_until(SECS, |v| v["id"] == "s").unwrap();
+    // The well-behaved client reads all along (and so answers the server's pings).
+    let direct = std::thread::spawn(move || {
+        let mut seqs = Vec::new();
+        while seqs.len() < 15 {
+            let Some(v) = direct.recv_until(Duration::from_secs(15), |v| v["type"] == "quote") else { break };
+            seqs.push(v["sequence"].as_u64().unwrap());
+        }
+        seqs
+    });
+    let mut proxied = Client::connect(proxy.addr, "/v1/stream", None).unwrap();
+    proxied.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
+    proxied.recv_until(SECS, |v| v["id"] == "s").unwrap();
+    common::settle();
+    assert_eq!(metric(server.addr, "tickwire_connections"), 2.0);
+    publish(server.addr, &quotes("AAPL", 5));
+    // Killed mid-stream: RST.
+    proxy.reset();
+    publish(server.addr, &quotes("AAPL", 5));
+    wait_for(SECS, "the reset connection removed", || metric(server.addr, "tickwire_connections") == 1.0);
+    // Vanished: no FIN, no data, both sockets open. Only the heartbeat can tell.
+    let _vanished = Client::connect(proxy.addr, "/v1/stream", None).unwrap();
+    assert_eq!(metric(server.addr, "tickwire_connections"), 2.0);
+    proxy.set_blackhole(true);
+    wait_for(Duration::from_secs(6), "the vanished connection removed", || {
+        metric(server.addr, "tickwire_connections") == 1.0
+    });
+    assert!(metric(server.addr, "tickwire_heartbeat_closes_total") >= 1.0);
+    publish(server.addr, &quotes("AAPL", 5));
+    assert_eq!(direct.join().unwrap(), (1..=15).collect::<Vec<_>>(), "the shard served on, gapless");
+    assert_eq!(metric(server.addr, "tickwire_heartbeat_closes_total"), 1.0, "only the vanished one was silent");
+}
+
+#[test]
+fn recipe_clients_through_a_chaotic_proxy_end_with_every_sequence_once() {
+    let server = Server::start_env(&["--no-simulator"], &[("TICKWIRE_HEARTBEAT_S", "1")]);
+    let proxy = Arc::new(Proxy::start(server.addr));
+    let subs = vec![
+        json!({"action":"subscribe","channel":"quotes","symbols":["AAPL","MSFT"]}),
+        json!({"action":"subscribe","channel":"orders"}),
+    ];
+    let client = RecipeClient::start(proxy.addr, Some(token("alice", "user")), subs);
+    wait_for(SECS, "the client's subscriptions", || metric(server.addr, "tickwire_subscriptions") == 3.0);
+    common::settle();
+
+    let publishing = Arc::new(AtomicBool::new(true));
+    let (addr, flag) = (server.addr, publishing.clone());
+    let publisher = std::thread::spawn(move || {
+        let mut n = 0;
+        while flag.load(Ordering::Relaxed) {
+            n += 1;
+            let mut batch = vec![
+                json!({"channel":"quotes","data":{"symbol":"AAPL","bid":n}}),
+                json!({"channel":"quotes","data":{"symbol":"MSFT","bid":n}}),
+            ];
+            if n % 5 == 0 {
+                batch.push(order("alice", &format!("o-{n}")));
+            }
+            publish(addr, &Value::Array(batch));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        n
+    });
+    let chaos = [
+        ("delay", Duration::from_millis(600)),
+        ("cut", Duration::from_millis(700)),
+        ("reset", Duration::from_millis(700)),
+        ("blackhole", Duration::from_millis(2600)),
+        ("cut", Duration::from_millis(700)),
+    ];
+    for (what, then) in chaos {
+        match what {
+            "delay" => proxy.set_delay(Duration::from_millis(40)),
+            "cut" => proxy.cut(),
+            "reset" => proxy.reset(),
+            "blackhole" => proxy.set_blackhole(true),
+            _ => unreachable!(),
+        }
+        std::thread::sleep(then);
+        proxy.set_delay(Duration::ZERO);
+        proxy.set_blackhole(false);
+    }
+    publishing.store(false, Ordering::Relaxed);
+    let rounds = publisher.join().unwrap() as u64;
+    let want: HashMap<&str, Vec<u64>> = HashMap::from([
+        ("AAPL", (1..=rounds).collect()),
+        ("MSFT", (1..=rounds).collect()),
+        ("*", (1..=rounds / 5).collect()),
+    ]);
+    wait_for(Duration::from_secs(15), "the client to catch up", || {
+        client.sequences("quotes", "AAPL").len() as u64 >= rounds
+            && client.sequences("quotes", "MSFT").len() as u64 >= rounds
+            && client.sequences("orders", "*").len() as u64 >= rounds / 5
+    });
+    let seen = client.stop();
+    // At least the cut and the reset forced reconnects (a later fault may land while the client is still
+    // backing off from the blackhole, with no connection to break).
+    assert!(seen.connections >= 3, "the chaos forced reconnects: {}", seen.connections);
+    assert!(proxy.accepted() >= 3);
+    assert!(seen.gaps.is_empty(), "gaps: {:?}", seen.gaps);
+    assert_eq!(seen.resets, 0, "every outage was within the history");
+    for ((channel, key), seqs) in &seen.sequences {
+        assert_eq!(seqs, &want[key.as_str()], "{channel} {key}: every sequence, none twice");
+    }
+    assert_eq!(seen.sequences.len(), 3);
+}
