@@ -103,6 +103,21 @@ pub struct Shared {
     pub first_error: RefCell<Option<String>>,
     pub errors_from_server: Cell<u64>,
     pub stop: Signal,
+    /// The server's epoch, from the first `welcome`.
+    pub epoch: RefCell<Option<String>>,
+    /// Where subscribers resume (tickwire only): every symbol from one sequence.
+    pub resume: RefCell<Option<ResumePoint>>,
+    /// Subscribers that got their whole replay.
+    pub resumed: Cell<usize>,
+}
+
+/// A resume point shared by every subscriber of a run: each of its symbols was seen up to `from`, and the
+/// topics have reached `upto`, so each subscription expects `upto - from` replayed updates.
+#[derive(Debug, Clone)]
+pub struct ResumePoint {
+    pub epoch: String,
+    pub from: u64,
+    pub upto: u64,
 }
 
 impl Shared {
@@ -123,6 +138,8 @@ struct Frame<'a> {
     source_ts: Option<i64>,
     #[serde(default, borrow)]
     data: Option<Data<'a>>,
+    #[serde(default, borrow)]
+    epoch: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +153,8 @@ struct Data<'a> {
 enum Seen {
     Subscribed,
     Error,
+    /// An update (or snapshot) with its sequence.
+    Update(u64),
     Other,
 }
 
@@ -144,6 +163,13 @@ fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> Seen {
     let Ok(f) = sonic_rs::from_slice::<Frame<'_>>(text) else { return Seen::Other };
     match f.kind {
         Some("subscribed") => return Seen::Subscribed,
+        Some("welcome") => {
+            let mut epoch = shared.epoch.borrow_mut();
+            if let (Some(e), None) = (f.epoch, epoch.as_ref()) {
+                *epoch = Some(e.to_owned());
+            }
+            return Seen::Other;
+        }
         Some("error") => {
             shared.errors_from_server.set(shared.errors_from_server.get() + 1);
             return Seen::Error;
@@ -162,7 +188,7 @@ fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> Seen {
             rec.delivery(now_us() - ts);
         }
     }
-    Seen::Other
+    Seen::Update(seq)
 }
 
 /// A subscriber: connects, subscribes to `symbols`, then reads until the run stops.
@@ -189,7 +215,13 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
     let mut out = Vec::with_capacity(256);
     match target.protocol {
         Protocol::Tickwire => {
-            let req = serde_json::json!({"action":"subscribe","channel":"quotes","symbols":symbols,"id":"load"});
+            let mut req = serde_json::json!({"action":"subscribe","channel":"quotes","symbols":symbols,"id":"load"});
+            if let Some(r) = &*shared.resume.borrow() {
+                let from: serde_json::Map<String, serde_json::Value> =
+                    symbols.iter().map(|s| (s.clone(), r.from.into())).collect();
+                req["from_sequence"] = from.into();
+                req["epoch"] = r.epoch.clone().into();
+            }
             ws::write_frame(&mut out, 1, req.to_string().as_bytes(), &mut rng);
         }
         Protocol::Nats => {
@@ -204,6 +236,8 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
     stream.write_all(&out).await?;
     let mut seqs = Sequences::default();
     let mut confirmed = false;
+    let resume = shared.resume.borrow().clone();
+    let mut replay_left = resume.as_ref().map_or(0, |r| symbols.len() as u64 * r.upto.saturating_sub(r.from));
     let mut nats = BytesMut::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -219,6 +253,12 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
                         }
                         Seen::Error if !confirmed => {
                             anyhow::bail!("the server refused the subscription: {}", String::from_utf8_lossy(&payload))
+                        }
+                        Seen::Update(seq) if replay_left > 0 && resume.as_ref().is_some_and(|r| seq <= r.upto) => {
+                            replay_left -= 1;
+                            if replay_left == 0 {
+                                shared.resumed.set(shared.resumed.get() + 1);
+                            }
                         }
                         _ => {}
                     }

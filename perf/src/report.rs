@@ -65,6 +65,9 @@ pub struct Report {
     /// storm: seconds until every client was subscribed, first connect and after the forced reconnect.
     pub storm_connect_s: Option<f64>,
     pub storm_reconnect_s: Option<f64>,
+    /// storm against tickwire: clients back with every missed update replayed (resume).
+    #[serde(default)]
+    pub storm_resumed: Option<usize>,
     pub upgrades_per_s: Option<f64>,
     /// idle: server RSS with no connections and per idle connection.
     pub server_rss_base_kib: Option<u64>,
@@ -127,6 +130,9 @@ impl Report {
         if let (Some(a), Some(b)) = (self.storm_connect_s, self.storm_reconnect_s) {
             rows.push(("all subscribed after", format!("{a:.3} s (reconnect: {b:.3} s)")));
             rows.push(("upgrades/s", format!("{:.0}", self.upgrades_per_s.unwrap_or(0.0))));
+            if let Some(r) = self.storm_resumed {
+                rows.push(("resumed (replay complete)", format!("{r} of {}", self.connections)));
+            }
         }
         if let Some(per) = self.rss_per_conn_kib {
             rows.push(("server RSS per connection", format!("{per:.2} KiB")));

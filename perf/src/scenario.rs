@@ -287,29 +287,67 @@ pub async fn saturate(setup: Setup, search: Search) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// `storm`: every client connects and subscribes at once; then all drop and come back at once.
+/// Updates per symbol published in a storm: before the drop (seen) and while the clients are away (missed).
+const STORM_SEEN: u64 = 5;
+const STORM_MISSED: u64 = 5;
+
+/// `storm`: every client connects and subscribes at once; then all drop and come back at once. Against
+/// tickwire the second round resumes: each symbol had [`STORM_SEEN`] updates before the drop and
+/// [`STORM_MISSED`] more while the clients were away, and a client counts as back once it is subscribed with
+/// `from_sequence` and has every missed update replayed.
 pub async fn storm(setup: Setup) -> anyhow::Result<Report> {
     let mut report = setup.report("storm");
     let target = Rc::new(setup.target.clone());
     let syms = symbols(setup.symbols);
+    let resume = setup.target.protocol == engine::Protocol::Tickwire;
+    let mut next_seq = vec![0u64; syms.len()];
+    let n = setup.connections;
     let mut times = Vec::new();
-    for _round in 0..2 {
+    let mut epoch = None;
+    for round in 0..2 {
         let shared = Rc::new(Shared::default());
+        if round == 1 && resume {
+            let epoch = epoch.clone().ok_or_else(|| anyhow::anyhow!("no welcome named the server's epoch"))?;
+            *shared.resume.borrow_mut() =
+                Some(engine::ResumePoint { epoch, from: STORM_SEEN, upto: STORM_SEEN + STORM_MISSED });
+        }
         let start = Instant::now();
-        let (tasks, _) =
-            connect_all(&target, &shared, setup.connections, &syms, setup.subs_per_conn, setup.connections).await;
+        let (tasks, _) = connect_all(&target, &shared, n, &syms, setup.subs_per_conn, n).await;
+        if round == 1 && resume {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while shared.resumed.get() + shared.failed.get() < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            report.storm_resumed = Some(shared.resumed.get());
+        }
         times.push(start.elapsed().as_secs_f64());
         note_failures(&shared, &mut report);
         report.server_rss_kib = setup.server_pid.and_then(rss_kib);
+        if round == 0 && resume {
+            epoch = shared.epoch.borrow().clone();
+            publish_each(&target, &syms, STORM_SEEN, &mut next_seq).await?;
+            // Let the clients see them before they go.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         shared.stop.fire();
         for t in tasks {
             let _ = t.await;
         }
+        if round == 0 && resume {
+            publish_each(&target, &syms, STORM_MISSED, &mut next_seq).await?;
+        }
     }
     report.storm_connect_s = Some(times[0]);
     report.storm_reconnect_s = Some(times[1]);
-    report.upgrades_per_s = Some(setup.connections as f64 / times[0].max(1e-9));
+    report.upgrades_per_s = Some(n as f64 / times[0].max(1e-9));
     Ok(report)
+}
+
+/// Publishes `k` updates of every symbol (round robin), in half a second.
+async fn publish_each(target: &Target, syms: &[String], k: u64, next_seq: &mut [u64]) -> anyhow::Result<()> {
+    let total = k as f64 * syms.len() as f64;
+    engine::publish(target, syms, total * 2.0, Duration::from_millis(500), next_seq).await?;
+    Ok(())
 }
 
 /// `idle`: N idle connections; the server's RSS per connection.
