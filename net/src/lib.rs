@@ -30,3 +30,4 @@ pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod util;
+pub mod watchdog;

@@ -142,6 +142,15 @@ pub fn render_prometheus(shared: &Shared) -> String {
     for (name, help, field) in COUNTERS {
         family(&mut out, shared, name, "counter", help, |s| load(field(s)));
     }
+    header(
+        &mut out,
+        "tickwire_shard_wakeups_total",
+        "counter",
+        "Signals the watchdog sent to a shard thread that had not run its timers for 50 ms (a parked wait that missed its wakeup, or one task running that long); by shard thread in start order.",
+    );
+    for (i, w) in shared.watchdog.watches().iter().enumerate() {
+        let _ = writeln!(out, "tickwire_shard_wakeups_total{{thread=\"{i}\"}} {}", load(&w.wakeups));
+    }
     family(
         &mut out,
         shared,

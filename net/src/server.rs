@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::feed::simulator;
 use crate::shard::{Shard, ShardMsg, ShardStats, Shared};
 use crate::util::{now_micros, now_secs, repoll};
+use crate::watchdog::Watchdog;
 
 /// Registered I/O memory per shard. tickwire does no file I/O, so glommio's 10 MiB default would only
 /// count against the locked-memory limit (often 8 MiB in total).
@@ -72,8 +73,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         recovered: std::sync::Mutex::new(recovered),
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
         security,
+        watchdog: Watchdog::new(shards),
         config,
     });
+    let watchdog = shared.watchdog.spawn().context("cannot start the shard watchdog")?;
     if generated {
         let now = now_secs();
         eprintln!("no --jwt-secret given: using a random secret for this run. Tokens valid for 24 h:");
@@ -147,6 +150,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(e) => failed = Some(start_error(i, &e)),
         }
     }
+    shared.watchdog.stop();
+    let _ = watchdog.join();
     match failed {
         Some(e) => Err(e),
         None => {
@@ -212,6 +217,9 @@ async fn shard_main(
     fd: RawFd,
     ready: (usize, std::sync::mpsc::Sender<usize>),
 ) -> anyhow::Result<()> {
+    // Watched from the start: the mesh join below waits on wakeups too.
+    let watched = Watched::enter(&shared, ready.0);
+    glommio::spawn_local(shared.watchdog.clone().tick(ready.0)).detach();
     // SAFETY: `fd` is a listening TCP socket made by `bind`, handed to this shard alone, owned from here on.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let (senders, mut receivers) =
@@ -243,7 +251,24 @@ async fn shard_main(
     accept_loop(&shard, &listener, fd).await;
     drain(&shard).await;
     shard.shared.store.flush();
+    drop(watched);
     Ok(())
+}
+
+/// A shard thread under the watchdog, until this is dropped (on every way out of `shard_main`).
+struct Watched(Arc<Shared>, usize);
+
+impl Watched {
+    fn enter(shared: &Arc<Shared>, shard: usize) -> Watched {
+        shared.watchdog.enter(shard);
+        Watched(shared.clone(), shard)
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.0.watchdog.leave(self.1);
+    }
 }
 
 /// Sends a peer's queued messages, one batch per send.

@@ -49,6 +49,8 @@ pub struct Shared {
     pub symbols: Vec<Arc<str>>,
     /// Connection limits, TLS, API keys, the order-signing key.
     pub security: crate::security::Security,
+    /// Wakes shards whose parked wait outlived their timers (see `watchdog`); indexed by start order.
+    pub watchdog: Arc<crate::watchdog::Watchdog>,
 }
 
 /// Channels in the catalog, for per-channel figures indexed by `Channel as usize`.
