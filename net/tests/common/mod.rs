@@ -203,7 +203,10 @@ impl Client {
                 Ok(Message::Close(Some(f))) => return Some(u16::from(f.code)),
                 Ok(Message::Close(None)) => return Some(u16::from(CloseCode::Status)),
                 Ok(_) => continue,
-                Err(_) => return None,
+                Err(e) => {
+                    eprintln!("close_code: no close frame: {e}");
+                    return None;
+                }
             }
         }
     }
