@@ -56,7 +56,7 @@ fn resume_after_a_second_offline_replays_every_missed_sequence_once() {
     let epoch = a.welcome["epoch"].as_str().unwrap().to_owned();
     a.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
     a.recv_until(SECS, |v| v["id"] == "s").unwrap();
-    common::settle();
+    common::settle(&mut a, &["AAPL"]);
     publish(server.addr, &quotes("AAPL", 5));
     assert_eq!(sequences(&until_updates(&mut a, "quote", 5), "quote"), [1, 2, 3, 4, 5]);
     drop(a);
@@ -181,6 +181,8 @@ fn a_stalled_client_is_closed_1013_while_a_thousand_others_miss_nothing() {
     let bulk: Vec<String> = (0..40).map(|i| format!("BULK{i}")).collect();
     stalled.send(json!({"action":"subscribe","channel":"quotes","symbols":bulk,"id":"s"}));
     stalled.recv_until(SECS, |v| v["id"] == "s").unwrap();
+    let bulk_refs: Vec<&str> = bulk.iter().map(String::as_str).collect();
+    common::settle(&mut stalled, &bulk_refs);
 
     let ready = Arc::new(Barrier::new(READERS + 1));
     let readers: Vec<_> = (0..READERS)
@@ -192,6 +194,7 @@ fn a_stalled_client_is_closed_1013_while_a_thousand_others_miss_nothing() {
                 .spawn(move || {
                     c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
                     c.recv_until(SECS, |v| v["id"] == "s").unwrap();
+                    common::settle(&mut c, &["AAPL"]);
                     ready.wait();
                     let mut seqs = Vec::with_capacity(QUOTES);
                     while seqs.len() < QUOTES {
@@ -204,7 +207,6 @@ fn a_stalled_client_is_closed_1013_while_a_thousand_others_miss_nothing() {
         })
         .collect();
     ready.wait();
-    common::settle();
     // Once the server gives up on the stalled client, it waits a few seconds (CLOSE_FLUSH) for the write under
     // way to finish before it sends the close frame; a peer that reads nothing by then gets only a FIN. So the
     // stalled client starts reading as soon as the close is counted, not after the readers are done.
@@ -357,9 +359,12 @@ fn sigterm_warns_flushes_and_closes_1001_with_a_retry_hint() {
     for c in &mut clients {
         c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
         c.recv_until(SECS, |v| v["id"] == "s").unwrap();
+        common::settle(c, &["AAPL"]);
     }
-    common::settle();
     publish(server.addr, &quotes("AAPL", 200));
+    // The 202 comes once the owner sequenced the quotes; its fan-out to a subscriber on another shard may
+    // still be on its way. Stop once every frame is queued on its connection: what is queued is flushed.
+    wait_for(SECS, "the quotes queued for the 4 clients", || metric(server.addr, "tickwire_deliveries_total") >= 800.0);
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
     let mut hints = Vec::new();
@@ -401,6 +406,7 @@ fn reset_and_vanished_peers_are_cleaned_up_and_the_shard_keeps_serving() {
     let mut direct = server.connect(None);
     direct.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
     direct.recv_until(SECS, |v| v["id"] == "s").unwrap();
+    common::settle(&mut direct, &["AAPL"]);
     // The well-behaved client reads all along (and so answers the server's pings).
     let direct = std::thread::spawn(move || {
         let mut seqs = Vec::new();
@@ -413,7 +419,7 @@ fn reset_and_vanished_peers_are_cleaned_up_and_the_shard_keeps_serving() {
     let mut proxied = Client::connect(proxy.addr, "/v1/stream", None).unwrap();
     proxied.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));
     proxied.recv_until(SECS, |v| v["id"] == "s").unwrap();
-    common::settle();
+    common::settle(&mut proxied, &["AAPL"]);
     assert_eq!(metric(server.addr, "tickwire_connections"), 2.0);
     publish(server.addr, &quotes("AAPL", 5));
     // Killed mid-stream: RST.
@@ -441,9 +447,18 @@ fn recipe_clients_through_a_chaotic_proxy_end_with_every_sequence_once() {
         json!({"action":"subscribe","channel":"quotes","symbols":["AAPL","MSFT"]}),
         json!({"action":"subscribe","channel":"orders"}),
     ];
+    // State first, so that the client starts from snapshots: a snapshot comes once its subscription is in
+    // place at the topic's owner, so no update published after it can be folded into it (the orders wait in
+    // alice's critical queue until their subscription is placed).
+    publish(
+        server.addr,
+        &json!([{"channel":"quotes","data":{"symbol":"AAPL","bid":0}}, {"channel":"quotes","data":{"symbol":"MSFT","bid":0}}]),
+    );
     let client = RecipeClient::start(proxy.addr, Some(token("alice", "user")), subs);
     wait_for(SECS, "the client's subscriptions", || metric(server.addr, "tickwire_subscriptions") == 3.0);
-    common::settle();
+    wait_for(SECS, "the client's snapshots", || {
+        client.snapshots("quotes", "AAPL") == [1] && client.snapshots("quotes", "MSFT") == [1]
+    });
 
     let publishing = Arc::new(AtomicBool::new(true));
     let (addr, flag) = (server.addr, publishing.clone());
@@ -484,9 +499,10 @@ fn recipe_clients_through_a_chaotic_proxy_end_with_every_sequence_once() {
     }
     publishing.store(false, Ordering::Relaxed);
     let rounds = publisher.join().unwrap() as u64;
+    // The quotes' sequence 1 is the state the client started from.
     let want: HashMap<&str, Vec<u64>> = HashMap::from([
-        ("AAPL", (1..=rounds).collect()),
-        ("MSFT", (1..=rounds).collect()),
+        ("AAPL", (2..=rounds + 1).collect()),
+        ("MSFT", (2..=rounds + 1).collect()),
         ("*", (1..=rounds / 5).collect()),
     ]);
     wait_for(Duration::from_secs(15), "the client to catch up", || {
@@ -501,6 +517,11 @@ fn recipe_clients_through_a_chaotic_proxy_end_with_every_sequence_once() {
     assert!(proxy.accepted() >= 3);
     assert!(seen.gaps.is_empty(), "gaps: {:?}", seen.gaps);
     assert_eq!(seen.resets, 0, "every outage was within the history");
+    let snapshots = HashMap::from([
+        (("quotes".to_owned(), "AAPL".to_owned()), vec![1]),
+        (("quotes".to_owned(), "MSFT".to_owned()), vec![1]),
+    ]);
+    assert_eq!(seen.snapshots, snapshots, "one snapshot per topic, on the first connection; resumes replay");
     for ((channel, key), seqs) in &seen.sequences {
         assert_eq!(seqs, &want[key.as_str()], "{channel} {key}: every sequence, none twice");
     }

@@ -89,7 +89,16 @@ fn metrics_are_prometheus_text_per_shard_and_count_deliveries() {
         c.recv_until(SECS, |v| v["type"] == "quote").expect("the feed quotes");
     }
 
-    let first = scrape(server.addr);
+    // A flush is timed just after its write returned, which may be after the client read it: wait for one.
+    let deadline = Instant::now() + SECS;
+    let first = loop {
+        let s = scrape(server.addr);
+        if total(&s, "tickwire_ingest_to_flush_seconds_count", None) >= 1.0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the quotes' flushes were not timed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     for &(name, kind) in FAMILIES {
         let found = samples(&first, name);
         assert!(first.docs.contains_key(name), "{name} has no HELP");

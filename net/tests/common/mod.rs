@@ -292,12 +292,42 @@ pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Waits for a subscription just confirmed to be in place at its topic's owner. `subscribed` is sent
-/// before the owner (often another shard) has answered, so an update published at once can be sequenced
-/// first and then reach the client as the snapshot it starts from, not as an update: tests that count
-/// updates from the first one on settle first.
-pub fn settle() {
-    std::thread::sleep(Duration::from_millis(100));
+/// Waits until the subscriptions `c` has just made to public topics of `symbols` are in place at their
+/// owners. `subscribed` is sent before the owner (often another shard) has placed a subscription, so an
+/// update published at once can be sequenced first and then reach the client folded into the snapshot it
+/// starts from, not as an update (docs/protocol.md, "Sequences"): tests that count updates from the first
+/// one settle first.
+///
+/// Deterministic, not a sleep: `c` subscribes to a barrier topic with the same owner as each symbol's topics
+/// (its `news`: a topic's owner follows its symbol), resuming from another epoch, so that the owner answers
+/// with a `reset`. The connection's shard forwards its requests to an owner in order and gets the answers
+/// back in order, so each `reset` arrives after the earlier subscriptions are in place. The barrier is then
+/// unsubscribed. For topics on which nothing is published meanwhile: any other frame fails the test (it
+/// would be lost). Subscriptions to private critical channels need no settling (their messages wait in
+/// the user's queue until the subscription is placed).
+pub fn settle(c: &mut Client, symbols: &[&str]) {
+    let mut symbols: Vec<String> = symbols.iter().map(|s| s.to_ascii_uppercase()).collect();
+    symbols.sort();
+    symbols.dedup();
+    let from: serde_json::Map<String, Value> = symbols.iter().map(|s| (s.clone(), Value::from(0))).collect();
+    c.send(serde_json::json!({"action":"subscribe","channel":"news","symbols":symbols,"from_sequence":from,
+        "epoch":"settle","id":"settle"}));
+    let (mut subscribed, mut resets) = (false, Vec::new());
+    while !subscribed || resets.len() < symbols.len() {
+        let v = c.recv().unwrap_or_else(|| panic!("settle: no barrier reset; got {resets:?}"));
+        match v["type"].as_str() {
+            Some("subscribed") if v["id"] == "settle" => subscribed = true,
+            Some("reset") if v["channel"] == "news" && v["reason"] == "epoch_changed" => {
+                resets.push(v["symbol"].as_str().unwrap_or_default().to_owned())
+            }
+            _ => panic!("settle: a frame arrived while settling (publish nothing before settling): {v}"),
+        }
+    }
+    resets.sort();
+    assert_eq!(resets, symbols, "settle: one barrier reset per symbol");
+    c.send(serde_json::json!({"action":"unsubscribe","channel":"news","symbols":symbols,"id":"settled"}));
+    let v = c.recv().expect("settle: the barrier's unsubscribed");
+    assert!(v["type"] == "unsubscribed" && v["id"] == "settled", "settle: a frame arrived while settling: {v}");
 }
 
 /// A WebSocket upgrade request for `/v1/stream`, for tests that speak the protocol over a raw socket.

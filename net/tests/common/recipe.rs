@@ -33,6 +33,8 @@ pub struct Seen {
     /// Sequence jumps seen (never expected without throttle or conflation).
     pub gaps: Vec<((String, String), u64, u64)>,
     pub duplicates_skipped: usize,
+    /// Snapshot sequences per topic, in arrival order.
+    pub snapshots: HashMap<(String, String), Vec<u64>>,
     pub resets: usize,
     pub connections: usize,
     pub queue_overflows: usize,
@@ -60,6 +62,11 @@ impl RecipeClient {
     /// Processed sequences of one topic.
     pub fn sequences(&self, channel: &str, key: &str) -> Vec<u64> {
         self.seen.lock().unwrap().sequences.get(&(channel.to_owned(), key.to_owned())).cloned().unwrap_or_default()
+    }
+
+    /// Snapshot sequences of one topic.
+    pub fn snapshots(&self, channel: &str, key: &str) -> Vec<u64> {
+        self.seen.lock().unwrap().snapshots.get(&(channel.to_owned(), key.to_owned())).cloned().unwrap_or_default()
     }
 
     /// Stops the client and returns what it saw.
@@ -227,7 +234,9 @@ fn session(
             }
             "snapshot" => {
                 let key = topic_of(&v);
-                resume.last.insert(key, v["sequence"].as_u64().unwrap_or(0));
+                let seq = v["sequence"].as_u64().unwrap_or(0);
+                seen.snapshots.entry(key.clone()).or_default().push(seq);
+                resume.last.insert(key, seq);
             }
             _ if v.get("sequence").is_some() => {
                 let key = topic_of(&v);
