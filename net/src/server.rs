@@ -35,6 +35,8 @@ const MESH_CAPACITY: usize = 1024;
 /// How long the shards have to start and join their mesh.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The range a shutdown picks each connection's reconnect hint from (`retry_after_ms`), spreading the reconnects.
+/// How long a stopping shard waits for its peers' in-flight messages.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 500..=5000;
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -384,6 +386,19 @@ fn serve_accepted(shard: &Rc<Shard>, stream: glommio::net::TcpStream) {
 /// clients do not all come back at once), close it with 1001 after flushing it, then wait for them to go.
 async fn drain(shard: &Rc<Shard>) {
     use rand::Rng;
+    // First let what peers sent arrive: an update acknowledged to its publisher may still be on its way
+    // from its owner to this shard's subscribers. Each peer's `Quiesce` comes after all it sent before
+    // stopping (bounded, in case a peer is gone).
+    shard.send_quiesce();
+    let peers = shard.shared.shards - 1;
+    let quiet_by = Instant::now() + QUIESCE_TIMEOUT;
+    while shard.quiesced.get() < peers && Instant::now() < quiet_by {
+        let _ = glommio::timer::timeout(Duration::from_millis(10), async {
+            shard.quiesce.wait().await;
+            Ok(())
+        })
+        .await;
+    }
     let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
     tracing::info!(shard = shard.id, connections = conns.len(), "stopping");
     let mut rng = rand::rng();

@@ -155,6 +155,10 @@ pub enum ShardMsg {
     Snapshot { topic: Topic, conn: u64, frames: Vec<Bytes>, dropped: u64 },
     /// To a critical topic's owner: the user acknowledged everything up to `sequence`.
     Ack { topic: Topic, sequence: u64 },
+    /// At shutdown, to every peer: everything this shard sent before (fan-out of updates already
+    /// acknowledged to their publishers, among others) has arrived. Messages between two shards keep
+    /// their order.
+    Quiesce,
 }
 
 /// Messages waiting to be sent to one peer, flushed by its pump task.
@@ -196,6 +200,9 @@ pub struct Shard {
     next_id: Cell<u64>,
     /// Woken when the last session ends (graceful stop).
     pub drained: LocalNotify,
+    /// Peers whose `Quiesce` arrived, and its notification.
+    pub quiesced: Cell<usize>,
+    pub quiesce: LocalNotify,
     /// Sessions running, including those whose connection is closing (flushing its close frame).
     sessions: Cell<usize>,
     /// Heartbeat wheel: one slot per second of the interval, each holding the keys of connections that
@@ -243,6 +250,8 @@ impl Shard {
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             drained: LocalNotify::default(),
+            quiesced: Cell::new(0),
+            quiesce: LocalNotify::default(),
             sessions: Cell::new(0),
         }
     }
@@ -305,6 +314,17 @@ impl Shard {
                 self.stats().critical_acked.fetch_add(released as u64, Ordering::Relaxed);
                 self.shared.store.critical_acked(&topic.key, topic.channel, sequence, now_micros());
             }
+            ShardMsg::Quiesce => {
+                self.quiesced.set(self.quiesced.get() + 1);
+                self.quiesce.notify();
+            }
+        }
+    }
+
+    /// Sends `Quiesce` to every peer. Public for the shutdown in `server`.
+    pub fn send_quiesce(&self) {
+        for peer in (0..self.shared.shards).filter(|&p| p != self.id) {
+            self.send(peer, ShardMsg::Quiesce);
         }
     }
 
@@ -574,6 +594,10 @@ impl Shard {
         let mut wheel = self.wheel.borrow_mut();
         wheel[slot].retain(|key| {
             let Some(conn) = conns.get(key) else { return false };
+            if conn.is_closing() {
+                // Closed already (by this wheel a turn ago, or otherwise): neither pinged nor counted again.
+                return true;
+            }
             if now - conn.last_in.get() >= silent_after {
                 self.stats().heartbeat_closes.fetch_add(1, Ordering::Relaxed);
                 conn.request_close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");

@@ -361,10 +361,9 @@ fn sigterm_warns_flushes_and_closes_1001_with_a_retry_hint() {
         c.recv_until(SECS, |v| v["id"] == "s").unwrap();
         common::settle(c, &["AAPL"]);
     }
+    // SIGTERM right after the 202: the fan-out to subscribers on another shard may still be on its way
+    // between shards; the shutdown lets it arrive, and flushes what is queued, before the close.
     publish(server.addr, &quotes("AAPL", 200));
-    // The 202 comes once the owner sequenced the quotes; its fan-out to a subscriber on another shard may
-    // still be on its way. Stop once every frame is queued on its connection: what is queued is flushed.
-    wait_for(SECS, "the quotes queued for the 4 clients", || metric(server.addr, "tickwire_deliveries_total") >= 800.0);
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
     let mut hints = Vec::new();
