@@ -34,9 +34,9 @@ const REPOLL: Duration = Duration::from_millis(5);
 const MESH_CAPACITY: usize = 1024;
 /// How long the shards have to start and join their mesh.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
-/// The range a shutdown picks each connection's reconnect hint from (`retry_after_ms`), spreading the reconnects.
 /// How long a stopping shard waits for its peers' in-flight messages.
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The range a shutdown picks each connection's reconnect hint from (`retry_after_ms`), spreading the reconnects.
 const RETRY_AFTER_MS: std::ops::RangeInclusive<u64> = 500..=5000;
 
 /// Runs the server until SIGINT or SIGTERM.

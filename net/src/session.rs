@@ -196,12 +196,12 @@ impl Conn {
         (out.queued_bytes(), out.len())
     }
 
-    /// Asks the writer to flush what is queued, send a close frame and stop. The first request wins.
     /// Whether a close has been requested (the session is on its way out).
     pub fn is_closing(&self) -> bool {
         self.close.get().is_some()
     }
 
+    /// Asks the writer to flush what is queued, send a close frame and stop. The first request wins.
     pub fn request_close(&self, code: u16, reason: &'static str) {
         if self.close.get().is_none() {
             self.close.set(Some((code, reason)));

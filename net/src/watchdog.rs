@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often a shard bumps its tick.
-pub const TICK: Duration = Duration::from_millis(10);
+const TICK: Duration = Duration::from_millis(10);
 /// How often the watchdog looks.
 const CHECK: Duration = Duration::from_millis(10);
 /// A tick older than this is late: the shard is asleep past its timers (or busy in one task that long).
@@ -152,6 +152,11 @@ mod tests {
             let n = unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
             let err = std::io::Error::last_os_error();
             d.leave(0);
+            // SAFETY: both descriptors were opened above and are not used after.
+            unsafe {
+                libc::close(fds[0]);
+                libc::close(fds[1]);
+            }
             tx.send((n, err.raw_os_error())).unwrap();
         });
         let (n, errno) = rx.recv_timeout(Duration::from_secs(5)).expect("the blocked read was interrupted");
