@@ -7,8 +7,12 @@ fn main() {
         .canonicalize()
         .unwrap();
 
+    // tickwire's patch: the published crate carries liburing's sources, so they are used as they are,
+    // offline; a git checkout without them still fetches its submodule as upstream does.
+    let bundled = project.join("liburing");
     let liburing = match env::var("GLOMMIO_LIBURING_DIR") {
         Ok(path) => PathBuf::from(path).canonicalize().unwrap(),
+        Err(_) if bundled.join("src").join("setup.c").exists() => bundled,
         Err(_) => {
             Command::new("git")
                 .arg("submodule")

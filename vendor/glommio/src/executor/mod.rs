@@ -1320,20 +1320,33 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// Runs task queues until none is runnable or the preempt timer fires.
+    ///
+    /// Returns `true` when it stopped because of preemption, so runnable work
+    /// may remain: the caller must then poll for I/O (which consumes the
+    /// preemption) and call again, and must not park. Returns `false` only
+    /// when no task queue is runnable.
+    ///
+    /// (tickwire's patch: 0.9.0 checked for preemption before running
+    /// anything and then reported "nothing ran" although the queues held
+    /// runnable tasks, and the executor parked with no timeout; see
+    /// vendor/README.md. At least one task queue now runs per call, so each
+    /// pass makes progress however short the preempt timer.)
     fn run_task_queues(&self) -> bool {
-        let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
-            if self.need_preempt() {
-                break;
-            }
             if !self.run_one_task_queue() {
                 return false;
-            } else {
-                ran = true;
+            }
+            if self.need_preempt() {
+                return true;
             }
         }
-        ran
+    }
+
+    /// Whether some task queue has tasks to run.
+    fn has_runnable_task_queue(&self) -> bool {
+        !self.queues.borrow().active_executors.is_empty()
     }
 
     fn run_one_task_queue(&self) -> bool {
@@ -1373,7 +1386,10 @@ impl LocalExecutor {
             let mut tasks_executed_this_loop = 0;
             loop {
                 let mut queue_ref = queue.borrow_mut();
-                if self.need_preempt() || queue_ref.yielded() {
+                // At least one task runs, even when the preempt timer has
+                // already fired (tickwire's patch): preemption ends a turn,
+                // it must not prevent one.
+                if tasks_executed_this_loop > 0 && (self.need_preempt() || queue_ref.yielded()) {
                     break;
                 }
 
@@ -1494,7 +1510,13 @@ impl LocalExecutor {
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
                     } else {
-                        while !this.reactor.spin_poll_io().unwrap() {
+                        // Never park while a task queue is runnable (tickwire's
+                        // patch): parking decides from the rings alone, and a
+                        // task woken without a completion would wait for an
+                        // unrelated one.
+                        while !this.has_runnable_task_queue()
+                            && !this.reactor.spin_poll_io().unwrap()
+                        {
                             if pre_time.elapsed() > spin_before_park {
                                 this.parker
                                     .park()
