@@ -293,6 +293,9 @@ pub struct Config {
     /// Milliseconds the database may take to accept a connection or answer a write before it counts as
     /// lost (and the store reconnects).
     pub store_timeout_ms: u64,
+    /// A test aid, never for production: `POST /api/admin/debug/stall?ms=N` (admin role) blocks the other
+    /// shards' threads for N ms, so that the stall detector and `/healthz` can be seen at work.
+    pub debug_endpoints: bool,
 }
 
 impl Default for Config {
@@ -338,6 +341,7 @@ impl Default for Config {
             store_backlog: 100_000,
             retention_days: 30,
             store_timeout_ms: 10_000,
+            debug_endpoints: false,
         }
     }
 }

@@ -6,7 +6,7 @@
 //! `tickwire-core` and fanout data structures in `tickwire-fanout`.
 //!
 //! Layout: [`config`] (CLI, TOML, env), [`server`] (start, shards, stop), [`shard`] (routing, sequencing,
-//! fanout on one core), [`routes`] (HTTP), [`session`] (WebSocket connections), [`auth`], [`http`] (request
+//! fanout on one core), [`lag`] (the stall detector), [`routes`] (HTTP), [`session`] (WebSocket connections), [`auth`], [`http`] (request
 //! parsing), [`metrics`] (`/metrics` and the admin stats), [`feed`] (the simulator), [`store`] (persistence: the store,
 //! durable publishes, the metrics history), and security: [`limits`], [`tls`], [`signing`], [`security`] (their shared state).
 //!
@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod feed;
 pub mod http;
+pub mod lag;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
@@ -30,4 +31,3 @@ pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod util;
-pub mod watchdog;

@@ -142,14 +142,24 @@ pub fn render_prometheus(shared: &Shared) -> String {
     for (name, help, field) in COUNTERS {
         family(&mut out, shared, name, "counter", help, |s| load(field(s)));
     }
+    histogram(
+        &mut out,
+        shared,
+        "tickwire_shard_loop_lag_seconds",
+        "How much later than due each shard ran its 5 ms ticker: one sample per tick. A stall of the shard (a long task, a parked wait, the host's scheduler) shows here.",
+        |s| &s.loop_lag,
+    );
     header(
         &mut out,
-        "tickwire_shard_wakeups_total",
+        "tickwire_shard_stalls_total",
         "counter",
-        "Signals the watchdog sent to a shard thread that had not run its timers for 50 ms (a parked wait that missed its wakeup, or one task running that long); by shard thread in start order.",
+        "Ticks later than 20 ms, by cause from the shard thread's scheduler statistics: on_cpu (a task ran that long), waiting_for_cpu (runnable, the host ran something else), off_cpu (asleep in the kernel: a parked wait or a blocking call), unknown (no statistics).",
     );
-    for (i, w) in shared.watchdog.watches().iter().enumerate() {
-        let _ = writeln!(out, "tickwire_shard_wakeups_total{{thread=\"{i}\"}} {}", load(&w.wakeups));
+    for (i, s) in shared.stats.iter().enumerate() {
+        let causes = crate::lag::Cause::ALL.iter().map(|c| c.name()).chain(["unknown"]);
+        for (cause, n) in causes.zip(&s.stalls) {
+            let _ = writeln!(out, "tickwire_shard_stalls_total{{shard=\"{i}\",cause=\"{cause}\"}} {}", load(n));
+        }
     }
     family(
         &mut out,
@@ -250,15 +260,22 @@ pub fn render_prometheus(shared: &Shared) -> String {
     family(&mut out, shared, "tickwire_written_bytes_total", "counter", "Bytes handed to sockets.", |s| {
         load(&s.written_bytes)
     });
-    let name = "tickwire_ingest_to_flush_seconds";
-    header(
+    histogram(
         &mut out,
-        name,
-        "histogram",
+        shared,
+        "tickwire_ingest_to_flush_seconds",
         "Time from an update's sequencing on its owner shard to the writer handing it to the socket; one sample per write batch (its earliest update); conflated frames are not counted.",
+        |s| &s.flush_latency,
     );
+    store_families(&mut out, shared);
+    out
+}
+
+/// A per-shard histogram family from one [`LatencyHistogram`] of each shard.
+fn histogram(out: &mut String, shared: &Shared, name: &str, help: &str, field: fn(&ShardStats) -> &LatencyHistogram) {
+    header(out, name, "histogram", help);
     for (i, s) in shared.stats.iter().enumerate() {
-        let (cumulative, sum_us) = s.flush_latency.snapshot();
+        let (cumulative, sum_us) = field(s).snapshot();
         for (le, n) in LATENCY_LE.iter().zip(&cumulative) {
             let _ = writeln!(out, "{name}_bucket{{shard=\"{i}\",le=\"{le}\"}} {n}");
         }
@@ -267,8 +284,6 @@ pub fn render_prometheus(shared: &Shared) -> String {
         let _ = writeln!(out, "{name}_sum{{shard=\"{i}\"}} {}", sum_us as f64 / 1e6);
         let _ = writeln!(out, "{name}_count{{shard=\"{i}\"}} {total}");
     }
-    store_families(&mut out, shared);
-    out
 }
 
 /// The persistence store's figures (docs/persistence.md).
@@ -298,10 +313,15 @@ fn store_families(out: &mut String, shared: &Shared) {
     }
 }
 
-/// Whether every shard ticked within the last two seconds (as `/healthz` judges).
-pub fn stale_shards(shared: &Shared) -> Vec<usize> {
+/// Shards whose last tick is older than [`crate::lag::UNHEALTHY`] (a loop lag over a second, as `/healthz`
+/// judges), with that age in milliseconds.
+pub fn stalled_shards(shared: &Shared) -> Vec<(usize, u64)> {
     let now_ms = shared.started.elapsed().as_millis() as u64;
-    (0..shared.shards).filter(|&s| now_ms.saturating_sub(load(&shared.stats[s].alive_ms)) > 2_000).collect()
+    let limit = crate::lag::UNHEALTHY.as_millis() as u64;
+    (0..shared.shards)
+        .map(|s| (s, now_ms.saturating_sub(load(&shared.stats[s].alive_ms))))
+        .filter(|&(_, age)| age > limit)
+        .collect()
 }
 
 /// `GET /api/admin/websocket-stats`: the admin stats of the seed's portfolio stream (`status`, `enabled`,
@@ -322,7 +342,7 @@ pub fn admin_stats_json(shared: &Shared) -> Vec<u8> {
     };
     // Disconnects per minute since start, averaged over at least one minute.
     let disconnect_rate = closed as f64 * 60.0 / uptime.max(60.0);
-    let status = if stale_shards(shared).is_empty() { "healthy" } else { "degraded" };
+    let status = if stalled_shards(shared).is_empty() { "healthy" } else { "degraded" };
     let mut out = String::with_capacity(512 + shared.shards * 400);
     let _ = write!(
         out,

@@ -226,6 +226,9 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
         ("GET", "/api/admin/websocket-stats") => admin_stats(shard, req, keep_alive),
         ("GET", "/api/ws/token") => token(shard, req, keep_alive),
         ("GET", "/api/ws/signing-key") => http::json(200, &shard.shared.security.signer.key_json(), keep_alive),
+        ("POST", "/api/admin/debug/stall") if shard.shared.config.debug_endpoints => {
+            debug_stall(shard, req, keep_alive)
+        }
         (
             _,
             "/api/ws/token"
@@ -247,13 +250,19 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
     }
 }
 
+/// 200 while every shard runs its timers; 503 while one's last tick is over a second old (it recovers by
+/// itself when the shard ticks again).
 fn healthz(shard: &Shard, keep_alive: bool) -> Vec<u8> {
-    let stale = metrics::stale_shards(&shard.shared);
-    if stale.is_empty() {
-        http::json(200, b"{\"status\":\"ok\"}", keep_alive)
-    } else {
-        http::json(503, format!("{{\"status\":\"unavailable\",\"stale_shards\":{stale:?}}}").as_bytes(), keep_alive)
+    let stalled = metrics::stalled_shards(&shard.shared);
+    if stalled.is_empty() {
+        return http::json(200, b"{\"status\":\"ok\"}", keep_alive);
     }
+    let list: Vec<String> = stalled.iter().map(|(s, ms)| format!("{{\"shard\":{s},\"lag_ms\":{ms}}}")).collect();
+    http::json(
+        503,
+        format!("{{\"status\":\"unavailable\",\"stalled_shards\":[{}]}}", list.join(",")).as_bytes(),
+        keep_alive,
+    )
 }
 
 /// The admin stats: 401 without a (valid) token, 403 unless its role is admin.
@@ -264,6 +273,24 @@ fn admin_stats(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
         Ok(Some(i)) if i.role != Role::Admin => http::error(403, "the admin stats need role admin", keep_alive),
         Ok(Some(_)) => http::json(200, &metrics::admin_stats_json(&shard.shared), keep_alive),
     }
+}
+
+/// `POST /api/admin/debug/stall?ms=N` (only with `debug_endpoints`, admin role): blocks every other shard's
+/// thread for N ms (at most 10 s), answering at once with the shards it stalls.
+fn debug_stall(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
+    match authenticate(shard, req) {
+        Err(e) => return http::error(401, &e, keep_alive),
+        Ok(None) => return http::error(401, "the debug endpoints need a token with role admin", keep_alive),
+        Ok(Some(i)) if i.role != Role::Admin => {
+            return http::error(403, "the debug endpoints need role admin", keep_alive)
+        }
+        Ok(Some(_)) => {}
+    }
+    let Some(ms) = req.query("ms").and_then(|v| v.parse::<u64>().ok()).filter(|&ms| ms <= 10_000) else {
+        return http::error(400, "ms must be a number of milliseconds up to 10000", keep_alive);
+    };
+    let stalled = shard.stall_peers(ms);
+    http::json(200, format!("{{\"stalled_shards\":{stalled:?},\"ms\":{ms}}}").as_bytes(), keep_alive)
 }
 
 /// `GET /api/ws/token`: an API key (`X-API-Key`) exchanged for a short-lived user token.

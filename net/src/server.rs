@@ -18,18 +18,13 @@ use tickwire_fanout::interest::InterestMap;
 use crate::auth::{Authenticator, Role};
 use crate::config::Config;
 use crate::feed::simulator;
+use crate::lag::{self, LagProbe};
 use crate::shard::{Shard, ShardMsg, ShardStats, Shared};
-use crate::util::{now_micros, now_secs, repoll};
-use crate::watchdog::Watchdog;
+use crate::util::{now_micros, now_secs};
 
 /// Registered I/O memory per shard. tickwire does no file I/O, so glommio's 10 MiB default would only
 /// count against the locked-memory limit (often 8 MiB in total).
 const IO_MEMORY: usize = 256 * 1024;
-/// How often a wait on another shard (joining the mesh, a channel receive or send) is polled again even
-/// without a wakeup. Cross-executor wakeups of glommio's shared channels can be lost (seen here under load:
-/// a shard asleep for minutes in `join` or `recv` with its message waiting); polling again bounds the
-/// delay that costs.
-const REPOLL: Duration = Duration::from_millis(5);
 /// Capacity of each cross-shard channel, in batches.
 const MESH_CAPACITY: usize = 1024;
 /// How long the shards have to start and join their mesh.
@@ -75,10 +70,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         recovered: std::sync::Mutex::new(recovered),
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
         security,
-        watchdog: Watchdog::new(shards),
         config,
     });
-    let watchdog = shared.watchdog.spawn().context("cannot start the shard watchdog")?;
     if generated {
         let now = now_secs();
         eprintln!("no --jwt-secret given: using a random secret for this run. Tokens valid for 24 h:");
@@ -152,8 +145,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(e) => failed = Some(start_error(i, &e)),
         }
     }
-    shared.watchdog.stop();
-    let _ = watchdog.join();
     match failed {
         Some(e) => Err(e),
         None => {
@@ -219,13 +210,9 @@ async fn shard_main(
     fd: RawFd,
     ready: (usize, std::sync::mpsc::Sender<usize>),
 ) -> anyhow::Result<()> {
-    // Watched from the start: the mesh join below waits on wakeups too.
-    let watched = Watched::enter(&shared, ready.0);
-    glommio::spawn_local(shared.watchdog.clone().tick(ready.0)).detach();
     // SAFETY: `fd` is a listening TCP socket made by `bind`, handed to this shard alone, owned from here on.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
-    let (senders, mut receivers) =
-        repoll(mesh.join(), REPOLL).await.map_err(|_| anyhow::anyhow!("cannot join the shard mesh"))?;
+    let (senders, mut receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("cannot join the shard mesh"))?;
     let _ = ready.1.send(ready.0);
     drop(ready);
     let id = senders.peer_id();
@@ -234,7 +221,7 @@ async fn shard_main(
     for (peer, rx) in receivers.streams() {
         let handler = shard.clone();
         glommio::spawn_local(async move {
-            while let Some(batch) = repoll(rx.recv(), REPOLL).await {
+            while let Some(batch) = rx.recv().await {
                 for msg in batch {
                     handler.handle(msg);
                 }
@@ -250,27 +237,10 @@ async fn shard_main(
     if shared.config.simulator {
         glommio::spawn_local(simulator::run(shard.clone())).detach();
     }
-    accept_loop(&shard, &listener, fd).await;
+    accept_loop(&shard, &listener).await;
     drain(&shard).await;
     shard.shared.store.flush();
-    drop(watched);
     Ok(())
-}
-
-/// A shard thread under the watchdog, until this is dropped (on every way out of `shard_main`).
-struct Watched(Arc<Shared>, usize);
-
-impl Watched {
-    fn enter(shared: &Arc<Shared>, shard: usize) -> Watched {
-        shared.watchdog.enter(shard);
-        Watched(shared.clone(), shard)
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        self.0.watchdog.leave(self.1);
-    }
 }
 
 /// Sends a peer's queued messages, one batch per send.
@@ -283,20 +253,28 @@ async fn pump(shard: Rc<Shard>, senders: Rc<Senders<Vec<ShardMsg>>>, peer: usize
             if batch.is_empty() {
                 break;
             }
-            if repoll(senders.send_to(peer, batch), REPOLL).await.is_err() {
+            if senders.send_to(peer, batch).await.is_err() {
                 return;
             }
         }
     }
 }
 
-/// Periodic work: throttled flushes, bar closes, liveness for /healthz, queue gauges for /metrics.
+/// Periodic work: the loop-lag measurement ([`lag`]), throttled flushes, bar closes, liveness for
+/// /healthz, queue gauges for /metrics. When the server stops, it wakes the accept loop and ends.
 async fn ticker(shard: Rc<Shard>) {
     let mut last_bars = 0;
     let mut last_queues = 0;
     let mut last_second = 0;
+    let mut probe = LagProbe::new();
     while !shard.stopping() {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        probe.start(Instant::now());
+        glommio::timer::sleep(lag::TICK).await;
+        let (late, stall) = probe.woke(Instant::now());
+        shard.stats().loop_lag.record(late.as_micros() as u64);
+        if let Some(stall) = stall {
+            shard.stalled(&mut probe, &stall);
+        }
         let now = now_micros();
         shard.flush_throttled(now);
         if now - last_bars >= 100_000 {
@@ -315,65 +293,30 @@ async fn ticker(shard: Rc<Shard>) {
         }
         shard.stats().alive_ms.store(shard.shared.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
+    shard.stop.notify();
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, raw: RawFd) {
-    // glommio's accept waits on io_uring; its completion has been seen to go missing under load, leaving
-    // connections in the backlog for good. So every ACCEPT_SWEEP the backlog is also drained with plain
-    // non-blocking accepts. The pending glommio accept is kept (never dropped while in flight), so no
-    // connection it takes can be lost.
-    let mut pending = Box::pin(listener.accept());
+/// Accepts connections until the server stops (the ticker wakes [`Shard::stop`]).
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
     loop {
-        let next = futures_lite::future::or(async { Some((&mut pending).await) }, async {
-            glommio::timer::sleep(ACCEPT_SWEEP).await;
+        let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stop.wait().await;
             None
         });
         match next.await {
-            Some(accepted) => {
-                pending = Box::pin(listener.accept());
-                match accepted {
-                    Ok(stream) => serve_accepted(shard, stream),
-                    Err(glommio::GlommioError::IoError(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
-                }
+            Some(Ok(stream)) => serve_accepted(shard, stream),
+            Some(Err(e)) => {
+                // Out of descriptors, mostly: give the connections a moment to end.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
-            None => {
-                if shard.stopping() {
-                    return;
-                }
-                while let Some(fd) = accept_now(raw) {
-                    // SAFETY: `fd` is a connected socket just returned by accept4, owned by nobody else.
-                    let stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
-                    serve_accepted(shard, stream);
-                }
-            }
+            None => return,
         }
     }
 }
 
-/// How often the accept loop also drains the backlog itself (see [`accept_loop`]).
-const ACCEPT_SWEEP: Duration = Duration::from_millis(20);
-
-/// One accept on the listening socket `fd` that does not wait: the socket is made non-blocking just for
-/// the call (as glommio's own first try does). The accepted socket stays blocking, as glommio's io_uring
-/// operations expect; a pending io_uring accept that sees the flag answers EAGAIN and is simply made again.
-fn accept_now(fd: RawFd) -> Option<RawFd> {
-    // SAFETY: plain fcntl/accept4 calls on this shard's listening socket; null address pointers ask for no
-    // peer address.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return None;
-        }
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        let c = libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
-        libc::fcntl(fd, libc::F_SETFL, flags);
-        (c >= 0).then_some(c)
-    }
-}
+/// The pause after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 fn serve_accepted(shard: &Rc<Shard>, stream: glommio::net::TcpStream) {
     let ip = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();

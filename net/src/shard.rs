@@ -49,8 +49,6 @@ pub struct Shared {
     pub symbols: Vec<Arc<str>>,
     /// Connection limits, TLS, API keys, the order-signing key.
     pub security: crate::security::Security,
-    /// Wakes shards whose parked wait outlived their timers (see `watchdog`); indexed by start order.
-    pub watchdog: Arc<crate::watchdog::Watchdog>,
 }
 
 /// Channels in the catalog, for per-channel figures indexed by `Channel as usize`.
@@ -105,6 +103,10 @@ pub struct ShardStats {
     pub flush_latency: LatencyHistogram,
     /// Milliseconds since start at the shard's last tick, for /healthz.
     pub alive_ms: AtomicU64,
+    /// How late the shard's ticker woke, one sample per tick ([`crate::lag`]).
+    pub loop_lag: LatencyHistogram,
+    /// Ticks later than [`crate::lag::WARN`], by cause: [`crate::lag::Cause::ALL`] in order, then unknown.
+    pub stalls: [AtomicU64; 4],
 }
 
 impl ShardStats {
@@ -159,6 +161,8 @@ pub enum ShardMsg {
     /// acknowledged to their publishers, among others) has arrived. Messages between two shards keep
     /// their order.
     Quiesce,
+    /// A test aid (`debug_endpoints`): block this shard's thread for this long.
+    Stall { ms: u64 },
 }
 
 /// Messages waiting to be sent to one peer, flushed by its pump task.
@@ -200,6 +204,8 @@ pub struct Shard {
     next_id: Cell<u64>,
     /// Woken when the last session ends (graceful stop).
     pub drained: LocalNotify,
+    /// Woken by the ticker once it sees the server stopping: the accept loop ends.
+    pub stop: LocalNotify,
     /// Peers whose `Quiesce` arrived, and its notification.
     pub quiesced: Cell<usize>,
     pub quiesce: LocalNotify,
@@ -250,6 +256,7 @@ impl Shard {
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             drained: LocalNotify::default(),
+            stop: LocalNotify::default(),
             quiesced: Cell::new(0),
             quiesce: LocalNotify::default(),
             sessions: Cell::new(0),
@@ -318,7 +325,20 @@ impl Shard {
                 self.quiesced.set(self.quiesced.get() + 1);
                 self.quiesce.notify();
             }
+            ShardMsg::Stall { ms } => {
+                tracing::warn!(shard = self.id, ms, "debug stall: blocking this shard's thread as asked");
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
         }
+    }
+
+    /// A test aid (`debug_endpoints`): blocks every other shard's thread for `ms`; returns their ids.
+    pub fn stall_peers(&self, ms: u64) -> Vec<usize> {
+        let peers: Vec<usize> = (0..self.shared.shards).filter(|&p| p != self.id).collect();
+        for &peer in &peers {
+            self.send(peer, ShardMsg::Stall { ms });
+        }
+        peers
     }
 
     /// Sends `Quiesce` to every peer. Public for the shutdown in `server`.
@@ -582,6 +602,18 @@ impl Shard {
     /// Sessions still running.
     pub fn sessions(&self) -> usize {
         self.sessions.get()
+    }
+
+    /// The ticker woke late: counts the stall by cause and logs it with the shard's state (rate-limited).
+    pub fn stalled(&self, probe: &mut crate::lag::LagProbe, stall: &crate::lag::Stall) {
+        let stats = self.stats();
+        let i = stall.cause.map_or(crate::lag::Cause::ALL.len(), |c| c as usize);
+        stats.stalls[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(unlogged) = probe.should_log(Instant::now()) {
+            let connections = stats.connections.load(Ordering::Relaxed);
+            let queued: u64 = self.conns.borrow().values().map(|c| c.queued().0 as u64).sum();
+            crate::lag::log_stall(self.id, stall, unlogged, connections, queued, self.sessions());
+        }
     }
 
     /// Visits this second's slot of the heartbeat wheel: pings each connection there, and closes those

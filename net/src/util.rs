@@ -1,9 +1,8 @@
 //! Small shard-local helpers: a wakeup flag for one waiting task, and the clock.
 
 use std::cell::Cell;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::task::{Poll, Waker};
-use std::time::Duration;
 
 use tickwire_core::time::Micros;
 
@@ -39,22 +38,6 @@ impl LocalNotify {
             }
         })
         .await
-    }
-}
-
-/// Awaits `fut`, polling it again at least every `every` even if nothing wakes it: for waits whose wakeup
-/// comes from another thread and may be lost. `fut` itself is kept across the extra polls (never dropped
-/// and remade), so a send that owns its message cannot lose it.
-pub async fn repoll<F: Future>(fut: F, every: Duration) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        let polled = futures_lite::future::or(async { Some((&mut fut).await) }, async {
-            glommio::timer::sleep(every).await;
-            None
-        });
-        if let Some(out) = polled.await {
-            return out;
-        }
     }
 }
 

@@ -78,6 +78,8 @@ const FAMILIES: &[(&str, Kind)] = &[
     ("tickwire_written_frames_total", Kind::Counter),
     ("tickwire_written_bytes_total", Kind::Counter),
     ("tickwire_ingest_to_flush_seconds", Kind::Histogram),
+    ("tickwire_shard_loop_lag_seconds", Kind::Histogram),
+    ("tickwire_shard_stalls_total", Kind::Counter),
 ];
 
 #[test]
@@ -143,6 +145,16 @@ fn metrics_are_prometheus_text_per_shard_and_count_deliveries() {
         flushes += count;
     }
     assert!(flushes >= 1.0, "the quotes' flushes were timed");
+    // Every shard samples its loop lag every 5 ms from the start.
+    for shard in ["0", "1"] {
+        assert!(total(&first, "tickwire_shard_loop_lag_seconds_count", Some(("shard", shard))) >= 1.0);
+        let causes: Vec<_> = samples(&first, "tickwire_shard_stalls_total")
+            .iter()
+            .filter(|s| s.labels.get("shard") == Some(shard))
+            .filter_map(|s| s.labels.get("cause"))
+            .collect();
+        assert_eq!(causes, ["on_cpu", "waiting_for_cpu", "off_cpu", "unknown"]);
+    }
 
     for _ in 0..20 {
         c.recv_until(SECS, |v| v["type"] == "quote").expect("the feed quotes");
@@ -239,4 +251,124 @@ fn admin_stats_need_an_admin_token() {
     assert_eq!(status, 200, "{body}");
     let v: HashMap<String, serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert!(v.contains_key("activeConnections"));
+}
+
+/// One HTTP/1.1 connection kept open across requests, so that every request reaches the same shard.
+struct KeepAlive(TcpStream);
+
+impl KeepAlive {
+    fn open(addr: SocketAddr) -> KeepAlive {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        KeepAlive(s)
+    }
+
+    /// Sends a request and reads its whole response (by Content-Length): status and body.
+    fn request(&mut self, method: &str, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n");
+        self.0.write_all(req.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.0.read_exact(&mut byte).expect("a response head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a Content-Length");
+        let mut body = vec![0; len];
+        self.0.read_exact(&mut body).unwrap();
+        (status, serde_json::from_slice(&body).expect("a JSON body"))
+    }
+}
+
+#[test]
+fn a_stalled_shard_is_counted_logged_and_unhealthy_until_it_recovers() {
+    let server = Server::start_env(&["--no-simulator"], &[("TICKWIRE_DEBUG_ENDPOINTS", "true")]);
+    let admin = token("root", "admin");
+    // Every request on this connection is served by the one shard that accepted it; the other is stalled.
+    let mut conn = KeepAlive::open(server.addr);
+    assert_eq!(conn.request("GET", "/healthz", None), (200, json!({"status":"ok"})));
+    assert_eq!(conn.request("POST", "/api/admin/debug/stall?ms=2500", Some(&token("u", "user"))).0, 403);
+    assert_eq!(conn.request("POST", "/api/admin/debug/stall?ms=99999", Some(&admin)).0, 400);
+    let (status, v) = conn.request("POST", "/api/admin/debug/stall?ms=2500", Some(&admin));
+    assert_eq!(status, 200, "{v}");
+    let stalled = v["stalled_shards"].as_array().expect("the stalled shards").clone();
+    assert_eq!(stalled.len(), 1, "{v}");
+    let shard = stalled[0].as_u64().unwrap();
+
+    // Unhealthy once the stalled shard's last tick is over a second old, naming it...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let unhealthy = loop {
+        let (status, v) = conn.request("GET", "/healthz", None);
+        if status == 503 {
+            break v;
+        }
+        assert_eq!(status, 200, "{v}");
+        assert!(Instant::now() < deadline, "/healthz stayed 200 while shard {shard} was stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(unhealthy["status"], "unavailable");
+    assert_eq!(unhealthy["stalled_shards"][0]["shard"].as_u64(), Some(shard), "{unhealthy}");
+    assert!(unhealthy["stalled_shards"][0]["lag_ms"].as_u64() > Some(1000), "{unhealthy}");
+    // ... and healthy again by itself once the shard runs again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v) = conn.request("GET", "/healthz", None);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{v}");
+        assert!(Instant::now() < deadline, "/healthz did not recover after the stall");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The stall is counted (the thread slept in the kernel: off_cpu), in the lag histogram above 1 s, and
+    // logged with the shard's state.
+    let label = shard.to_string();
+    let shard_label = Some(("shard", label.as_str()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = scrape(server.addr);
+        if total(&s, "tickwire_shard_stalls_total", shard_label) >= 1.0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the stall was not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let off_cpu: f64 = samples(&s, "tickwire_shard_stalls_total")
+        .iter()
+        .filter(|x| x.labels.get("shard") == Some(&label) && x.labels.get("cause") == Some("off_cpu"))
+        .map(|x| match x.value {
+            Value::Counter(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert!(off_cpu >= 1.0, "a blocked thread is off CPU");
+    let lag = samples(&s, "tickwire_shard_loop_lag_seconds")
+        .into_iter()
+        .find(|x| x.labels.get("shard") == Some(&label))
+        .expect("the stalled shard's lag histogram");
+    let Value::Histogram(buckets) = &lag.value else { panic!("a histogram") };
+    let under_1s = buckets.iter().find(|b| b.less_than == 1.0).unwrap().count;
+    let all = buckets.last().unwrap().count;
+    assert!(all - under_1s >= 1.0, "one tick was over a second late: {buckets:?}");
+    let log = server.log.lock().unwrap().clone();
+    let line = log
+        .iter()
+        .find(|l| l.contains("shard loop lag over 20 ms") && l.contains(&format!("shard={shard}")))
+        .unwrap_or_else(|| panic!("no stall warning for shard {shard} in {log:#?}"));
+    assert!(line.contains("WARN") && line.contains("off_cpu") && line.contains("connections="), "{line}");
+}
+
+#[test]
+fn the_debug_endpoints_are_off_by_default() {
+    let server = Server::start(&["--no-simulator"]);
+    let mut conn = KeepAlive::open(server.addr);
+    assert_eq!(conn.request("POST", "/api/admin/debug/stall?ms=10", Some(&token("root", "admin"))).0, 404);
 }

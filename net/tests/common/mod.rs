@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,6 +20,8 @@ pub const SECRET: &str = "test-secret";
 pub struct Server {
     pub addr: SocketAddr,
     pub child: Child,
+    /// Every line the server wrote to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -35,17 +37,9 @@ impl Server {
         Server::start_env(&args, &[])
     }
 
-    /// [`Server::start`] with `TICKWIRE_*` settings in the environment (settings that have no flag). A start
-    /// that fails (glommio's shard mesh, rarely, never completes its join on a loaded machine; the server
-    /// then exits after 10 s) is tried again, up to 3 times.
+    /// [`Server::start`] with `TICKWIRE_*` settings in the environment (settings that have no flag).
     pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        for _ in 0..3 {
-            if let Some(server) = Server::try_start(extra, env) {
-                return server;
-            }
-            eprintln!("[server] did not start; trying again");
-        }
-        panic!("server did not start 3 times");
+        Server::try_start(extra, env).expect("the server did not start within 20 s")
     }
 
     fn try_start(extra: &[&str], env: &[(&str, &str)]) -> Option<Server> {
@@ -64,6 +58,8 @@ impl Server {
             .expect("start tickwire");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
@@ -71,10 +67,11 @@ impl Server {
                     let _ = tx.send(addr);
                 }
                 eprintln!("[server] {line}");
+                lines.lock().unwrap().push(line);
             }
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Some(Server { addr: addr.parse().unwrap(), child }),
+            Ok(addr) => Some(Server { addr: addr.parse().unwrap(), child, log }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();

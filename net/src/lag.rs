@@ -1,0 +1,281 @@
+//! The stall detector: how late each shard runs a timer that is due (its loop lag), and why.
+//!
+//! Every shard's ticker sleeps [`TICK`] and measures how much later than that it woke. The lag goes into
+//! the shard's histogram (`tickwire_shard_loop_lag_seconds`). A lag over [`WARN`] is a stall: it is counted
+//! by cause (`tickwire_shard_stalls_total`) and logged as a warning with the shard's state, at most once a
+//! second per shard (the lines in between are counted in the next one). A shard whose last tick is more
+//! than [`UNHEALTHY`] old makes `/healthz` answer 503 until it ticks again.
+//!
+//! The cause comes from the thread's scheduler statistics (`/proc/thread-self/schedstat`: time on a CPU,
+//! time runnable but waiting for one) over the late tick:
+//! - [`Cause::WaitingForCpu`]: the thread was runnable but not running for most of the lag; the host's
+//!   scheduler gave the CPU to something else. Not the server's doing.
+//! - [`Cause::OnCpu`]: the thread ran for most of the lag; a task (or many) ran that long without yielding.
+//! - [`Cause::OffCpu`]: the thread slept in the kernel for most of the lag: parked in `io_uring_enter` past
+//!   a due timer (the runtime bug that vendor/README.md describes), or a task blocked in a system call.
+//!
+//! Nothing here hides a stall; the detector only watches (the runtime itself is fixed in vendor/glommio).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+/// The ticker's period: how often a shard's lag is sampled.
+pub const TICK: Duration = Duration::from_millis(5);
+/// A lag above this is a stall: counted by cause and logged.
+pub const WARN: Duration = Duration::from_millis(20);
+/// A shard whose last tick is older than this is unhealthy (`/healthz` 503).
+pub const UNHEALTHY: Duration = Duration::from_secs(1);
+/// At most one warning line per shard per this long.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a shard was late, from its thread's scheduler statistics (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    OnCpu,
+    WaitingForCpu,
+    OffCpu,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 3] = [Cause::OnCpu, Cause::WaitingForCpu, Cause::OffCpu];
+
+    /// The `cause` label of `tickwire_shard_stalls_total` and of the warning line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::OnCpu => "on_cpu",
+            Cause::WaitingForCpu => "waiting_for_cpu",
+            Cause::OffCpu => "off_cpu",
+        }
+    }
+
+    /// What the cause means, for the warning line.
+    fn meaning(self) -> &'static str {
+        match self {
+            Cause::OnCpu => "a task ran this long without yielding",
+            Cause::WaitingForCpu => "the thread was runnable but the host's scheduler ran something else",
+            Cause::OffCpu => {
+                "the thread slept in the kernel: parked past a due timer, or a task blocked in a system call"
+            }
+        }
+    }
+
+    /// The cause of a late tick that spent `on_cpu` running and `waiting` runnable, out of `elapsed`
+    /// (the whole time from the tick's start to its late wakeup). Whichever share is largest wins; what is
+    /// neither running nor waiting was spent asleep.
+    pub fn of(elapsed: Duration, on_cpu: Duration, waiting: Duration) -> Cause {
+        let off_cpu = elapsed.saturating_sub(on_cpu + waiting);
+        if waiting >= on_cpu && waiting >= off_cpu {
+            Cause::WaitingForCpu
+        } else if on_cpu >= off_cpu {
+            Cause::OnCpu
+        } else {
+            Cause::OffCpu
+        }
+    }
+}
+
+/// A thread's cumulative scheduler statistics: time on a CPU and time runnable but waiting for one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    pub on_cpu: Duration,
+    pub waiting: Duration,
+}
+
+impl SchedStat {
+    /// Parses `/proc/<pid>/task/<tid>/schedstat`: "on-CPU ns, waiting ns, timeslices".
+    pub fn parse(text: &str) -> Option<SchedStat> {
+        let mut fields = text.split_ascii_whitespace().map(|f| f.parse::<u64>().ok());
+        let on_cpu = fields.next()??;
+        let waiting = fields.next()??;
+        Some(SchedStat { on_cpu: Duration::from_nanos(on_cpu), waiting: Duration::from_nanos(waiting) })
+    }
+
+    fn since(self, earlier: SchedStat) -> SchedStat {
+        SchedStat {
+            on_cpu: self.on_cpu.saturating_sub(earlier.on_cpu),
+            waiting: self.waiting.saturating_sub(earlier.waiting),
+        }
+    }
+}
+
+/// The calling thread's scheduler statistics, read again and again through one open file (one `pread` a
+/// read). `None` where the kernel keeps none (schedstats off): stalls are then still measured and logged,
+/// with the cause unknown.
+#[derive(Debug)]
+struct ThreadSchedStat(Option<File>);
+
+impl ThreadSchedStat {
+    fn open() -> ThreadSchedStat {
+        // /proc/thread-self resolves to this thread when opened; the file stays this thread's.
+        ThreadSchedStat(File::open("/proc/thread-self/schedstat").ok())
+    }
+
+    fn read(&self) -> Option<SchedStat> {
+        let mut buf = [0u8; 128];
+        let n = self.0.as_ref()?.read_at(&mut buf, 0).ok()?;
+        SchedStat::parse(std::str::from_utf8(&buf[..n]).ok()?)
+    }
+}
+
+/// One late tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    pub lag: Duration,
+    /// `None` where the thread's scheduler statistics cannot be read.
+    pub cause: Option<Cause>,
+    pub on_cpu: Duration,
+    pub waiting: Duration,
+}
+
+/// A shard's lag measurement, owned by its ticker (on the shard's thread).
+#[derive(Debug)]
+pub struct LagProbe {
+    sched: ThreadSchedStat,
+    /// When the current tick's sleep began, and the thread's statistics then.
+    started: Instant,
+    before: Option<SchedStat>,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl LagProbe {
+    /// Must be made on the thread it measures.
+    pub fn new() -> LagProbe {
+        let sched = ThreadSchedStat::open();
+        let before = sched.read();
+        LagProbe { sched, started: Instant::now(), before, last_log: None, unlogged: 0 }
+    }
+
+    /// Marks the start of a tick's sleep.
+    pub fn start(&mut self, now: Instant) {
+        self.started = now;
+        self.before = self.sched.read();
+    }
+
+    /// The tick woke at `now`: its lag, and the stall if the lag passes [`WARN`].
+    pub fn woke(&mut self, now: Instant) -> (Duration, Option<Stall>) {
+        let elapsed = now.saturating_duration_since(self.started);
+        let lag = elapsed.saturating_sub(TICK);
+        if lag <= WARN {
+            return (lag, None);
+        }
+        let delta = match (self.sched.read(), self.before) {
+            (Some(after), Some(before)) => Some(after.since(before)),
+            _ => None,
+        };
+        let stall = Stall {
+            lag,
+            cause: delta.map(|d| Cause::of(elapsed, d.on_cpu, d.waiting)),
+            on_cpu: delta.map_or(Duration::ZERO, |d| d.on_cpu),
+            waiting: delta.map_or(Duration::ZERO, |d| d.waiting),
+        };
+        (lag, Some(stall))
+    }
+
+    /// Whether a stall seen at `now` is logged (at most one line per [`LOG_EVERY`]), and how many stalls
+    /// went unlogged since the last line.
+    pub fn should_log(&mut self, now: Instant) -> Option<u64> {
+        if self.last_log.is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY) {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last_log = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+impl Default for LagProbe {
+    fn default() -> Self {
+        LagProbe::new()
+    }
+}
+
+/// The warning line of a stall, with the shard's state.
+pub fn log_stall(shard: usize, stall: &Stall, unlogged: u64, connections: u64, queued_bytes: u64, sessions: usize) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::warn!(
+        shard,
+        lag_ms = format_args!("{:.1}", ms(stall.lag)),
+        cause = stall.cause.map_or("unknown", Cause::name),
+        on_cpu_ms = format_args!("{:.1}", ms(stall.on_cpu)),
+        waiting_for_cpu_ms = format_args!("{:.1}", ms(stall.waiting)),
+        connections,
+        sessions,
+        queued_bytes,
+        stalls_not_logged = unlogged,
+        "shard loop lag over {} ms: {}",
+        WARN.as_millis(),
+        stall.cause.map_or("cause unknown (no scheduler statistics)", Cause::meaning)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_largest_share_of_a_late_tick_names_its_cause() {
+        // 40 ms from the tick's start to its wakeup.
+        assert_eq!(Cause::of(40 * MS, 35 * MS, 2 * MS), Cause::OnCpu);
+        assert_eq!(Cause::of(40 * MS, 3 * MS, 30 * MS), Cause::WaitingForCpu);
+        assert_eq!(Cause::of(40 * MS, MS, 2 * MS), Cause::OffCpu);
+        // Statistics that overshoot the elapsed time (read a little after the wakeup) still classify.
+        assert_eq!(Cause::of(40 * MS, 45 * MS, Duration::ZERO), Cause::OnCpu);
+    }
+
+    #[test]
+    fn schedstat_lines_parse_and_junk_does_not() {
+        let s = SchedStat::parse("123456789 5000000 42\n").unwrap();
+        assert_eq!(s, SchedStat { on_cpu: Duration::from_nanos(123_456_789), waiting: 5 * MS });
+        assert_eq!(SchedStat::parse(""), None);
+        assert_eq!(SchedStat::parse("12 x 3"), None);
+    }
+
+    #[test]
+    fn this_threads_schedstat_counts_its_cpu_time() {
+        let sched = ThreadSchedStat::open();
+        let Some(before) = sched.read() else {
+            eprintln!("notice: this kernel keeps no per-thread schedstat; the cause of stalls is logged as unknown");
+            return;
+        };
+        let spin_until = Instant::now() + 20 * MS;
+        let mut x = 0u64;
+        while Instant::now() < spin_until {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = sched.read().expect("read once, read again");
+        assert!(after.since(before).on_cpu >= 10 * MS, "{before:?} -> {after:?}");
+    }
+
+    #[test]
+    fn a_blocked_tick_is_a_stall_off_cpu_and_a_punctual_one_is_not() {
+        let mut probe = LagProbe::new();
+        let start = Instant::now();
+        probe.start(start);
+        let (lag, stall) = probe.woke(start + TICK + MS);
+        assert_eq!((lag, stall), (MS, None));
+
+        probe.start(Instant::now());
+        std::thread::sleep(TICK + 3 * WARN);
+        let (lag, stall) = probe.woke(Instant::now());
+        assert!(lag > WARN);
+        let stall = stall.expect("a lag over WARN is a stall");
+        if stall.cause.is_some() {
+            assert_eq!(stall.cause, Some(Cause::OffCpu), "{stall:?}");
+        }
+    }
+
+    #[test]
+    fn warnings_are_limited_to_one_a_second_and_count_the_rest() {
+        let mut probe = LagProbe::new();
+        let t0 = Instant::now();
+        assert_eq!(probe.should_log(t0), Some(0));
+        assert_eq!(probe.should_log(t0 + 100 * MS), None);
+        assert_eq!(probe.should_log(t0 + 900 * MS), None);
+        assert_eq!(probe.should_log(t0 + 1000 * MS), Some(2));
+        assert_eq!(probe.should_log(t0 + 1500 * MS), None);
+    }
+}
