@@ -12,14 +12,17 @@ use tickwire_core::channel::CATALOG;
 
 use crate::shard::{ShardStats, Shared};
 
-/// Upper bounds of the ingest-to-flush latency buckets, in microseconds (50 µs to 1 s).
-pub const LATENCY_BOUNDS_US: [u64; 14] =
-    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
-/// The same bounds as Prometheus `le` labels, in seconds.
-const LATENCY_LE: [&str; 14] = [
-    "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
-    "0.5", "1",
+/// Upper bounds of the latency buckets (ingest to flush, loop lag), in microseconds: 50 µs to 2.5 s, with
+/// each millisecond up to 5 ms so that a tail around the 5 ms goal can be read.
+pub const LATENCY_BOUNDS_US: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_000, 3_000, 4_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000,
 ];
+
+/// A bound as a Prometheus `le` label, in seconds (`50` µs is `0.00005`).
+fn le(bound_us: u64) -> String {
+    (bound_us as f64 / 1e6).to_string()
+}
 
 /// The Content-Type of `/metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -276,8 +279,8 @@ fn histogram(out: &mut String, shared: &Shared, name: &str, help: &str, field: f
     header(out, name, "histogram", help);
     for (i, s) in shared.stats.iter().enumerate() {
         let (cumulative, sum_us) = field(s).snapshot();
-        for (le, n) in LATENCY_LE.iter().zip(&cumulative) {
-            let _ = writeln!(out, "{name}_bucket{{shard=\"{i}\",le=\"{le}\"}} {n}");
+        for (bound, n) in LATENCY_BOUNDS_US.iter().zip(&cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{shard=\"{i}\",le=\"{}\"}} {n}", le(*bound));
         }
         let total = cumulative[LATENCY_BOUNDS_US.len()];
         let _ = writeln!(out, "{name}_bucket{{shard=\"{i}\",le=\"+Inf\"}} {total}");
@@ -395,12 +398,13 @@ mod tests {
         assert_eq!(c[0], 2, "0 and 50 are <= 50 µs");
         assert_eq!(c[1], 3, "51 is <= 100 µs");
         assert_eq!(c[4], 4, "1 ms");
-        assert_eq!(c[13], 6, "<= 1 s");
-        assert_eq!(c[14], 7, "+Inf counts all");
+        assert_eq!(c[15], 6, "<= 1 s");
+        assert_eq!(c[16], 6, "<= 2.5 s");
+        assert_eq!(c[17], 7, "+Inf counts all");
         assert_eq!(sum, 50 + 51 + 1_000 + 999_999 + 1_000_000 + 5_000_000);
-        assert_eq!(LATENCY_LE.len(), LATENCY_BOUNDS_US.len());
-        for (le, us) in LATENCY_LE.iter().zip(LATENCY_BOUNDS_US) {
-            assert_eq!(le.parse::<f64>().unwrap(), us as f64 / 1e6);
-        }
+        assert_eq!(le(50), "0.00005");
+        assert_eq!(le(4_000), "0.004");
+        assert_eq!(le(1_000_000), "1");
+        assert!(LATENCY_BOUNDS_US.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -5,6 +5,7 @@ mod plan;
 mod procfs;
 mod report;
 mod scenario;
+mod server_metrics;
 mod stats;
 mod ws;
 

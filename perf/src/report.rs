@@ -69,6 +69,10 @@ pub struct Report {
     #[serde(default)]
     pub storm_resumed: Option<usize>,
     pub upgrades_per_s: Option<f64>,
+    /// fanout and saturate against tickwire: the shards' loop lag and stalls over the measured step, from
+    /// the server's `/metrics`.
+    #[serde(default)]
+    pub loop_lag: Option<crate::server_metrics::LoopLag>,
     /// idle: server RSS with no connections and per idle connection.
     pub server_rss_base_kib: Option<u64>,
     pub rss_per_conn_kib: Option<f64>,
@@ -138,6 +142,21 @@ impl Report {
             rows.push(("server RSS per connection", format!("{per:.2} KiB")));
         }
         rows.push(("server CPU / client CPU", format!("{} / {}", pct(self.server_cpu_pct), pct(self.client_cpu_pct))));
+        if let Some(lag) = &self.loop_lag {
+            use crate::server_metrics::bound;
+            rows.push((
+                "server loop lag p99 / p99.9 / max",
+                format!(
+                    "{} / {} / {} ({} ticks)",
+                    bound(lag.p99_us),
+                    bound(lag.p999_us),
+                    bound(lag.max_us),
+                    lag.samples
+                ),
+            ));
+            let stalls: Vec<String> = lag.stalls.iter().map(|(cause, n)| format!("{cause} {n}")).collect();
+            rows.push(("server stalls > 20 ms", stalls.join(", ")));
+        }
         if let Some(rss) = self.server_rss_kib {
             rows.push(("server RSS", format!("{:.1} MiB", rss as f64 / 1024.0)));
         }

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::engine::{self, Shared, Target};
 use crate::procfs::{rss_kib, CpuMeter};
 use crate::report::{Report, Step};
+use crate::server_metrics;
 
 /// The symbols of a run: `S0000`, `S0001`, ...
 pub fn symbols(n: usize) -> Vec<String> {
@@ -82,6 +83,10 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     shared.rec.borrow_mut().recording = true;
     let server = p.server_pid.and_then(CpuMeter::start);
     let client = CpuMeter::start(std::process::id());
+    let lag_before = match p.target.protocol {
+        engine::Protocol::Tickwire => server_metrics::read(p.target.addr),
+        engine::Protocol::Nats => None,
+    };
     let secs = p.duration.as_secs().max(1);
     let pb = bar(secs, "publishing");
     let ticking = Rc::new(std::cell::Cell::new(true));
@@ -114,6 +119,9 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     rec.recording = false;
     report.server_cpu_pct = server.and_then(|m| m.percent());
     report.client_cpu_pct = client.and_then(|m| m.percent());
+    if let Some(before) = lag_before {
+        report.loop_lag = server_metrics::read(p.target.addr).map(|after| server_metrics::between(&before, &after));
+    }
     report.server_rss_kib = p.server_pid.and_then(rss_kib);
     report.offered_rate = p.rate;
     report.duration_s = p.duration.as_secs_f64();

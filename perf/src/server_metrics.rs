@@ -1,0 +1,144 @@
+//! The server's own view of a measured step, from tickwire's `GET /metrics`: how late its shards ran their
+//! timers (`tickwire_shard_loop_lag_seconds`) and the stalls it counted (`tickwire_shard_stalls_total`).
+//! Read once before and once after the step; the report holds the difference. Peers have no such page, and
+//! an older tickwire has no such families: their reports simply lack these figures.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+const LAG: &str = "tickwire_shard_loop_lag_seconds_bucket";
+const STALLS: &str = "tickwire_shard_stalls_total";
+
+/// One reading of the families, summed over shards.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    /// Cumulative lag buckets: (upper bound in µs, `u64::MAX` for `+Inf`; count).
+    lag: BTreeMap<u64, u64>,
+    stalls: BTreeMap<String, u64>,
+}
+
+/// The loop lag and stalls over a step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopLag {
+    /// Ticks measured (every shard ticks every 5 ms).
+    pub samples: u64,
+    /// Upper bounds (µs) of the buckets holding p99, p99.9 and the largest sample; `u64::MAX`: above the
+    /// largest bound.
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// Ticks over 20 ms late, by cause.
+    pub stalls: BTreeMap<String, u64>,
+}
+
+/// Reads `/metrics` of the server at `addr`; `None` when it cannot be read or has no loop-lag family.
+pub fn read(addr: SocketAddr) -> Option<Reading> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tickwire-load\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let reading = parse(&body);
+    (!reading.lag.is_empty()).then_some(reading)
+}
+
+/// Sums the two families over shards from Prometheus text.
+pub fn parse(text: &str) -> Reading {
+    let mut r = Reading::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let label =
+            |key: &str| labels.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\"")?.split('"').next());
+        if name == LAG {
+            let bound = match label("le") {
+                Some("+Inf") => u64::MAX,
+                Some(le) => match le.parse::<f64>() {
+                    Ok(secs) => (secs * 1e6).round() as u64,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            *r.lag.entry(bound).or_default() += value as u64;
+        } else if name == STALLS {
+            if let Some(cause) = label("cause") {
+                *r.stalls.entry(cause.to_owned()).or_default() += value as u64;
+            }
+        }
+    }
+    r
+}
+
+/// What happened between two readings.
+pub fn between(before: &Reading, after: &Reading) -> LoopLag {
+    let cumulative: Vec<(u64, u64)> = after
+        .lag
+        .iter()
+        .map(|(&bound, &n)| (bound, n.saturating_sub(before.lag.get(&bound).copied().unwrap_or(0))))
+        .collect();
+    let samples = cumulative.last().map_or(0, |&(_, n)| n);
+    let quantile = |q: f64| {
+        let rank = ((q * samples as f64).ceil() as u64).max(1);
+        cumulative.iter().find(|&&(_, n)| n >= rank).map_or(0, |&(bound, _)| bound)
+    };
+    let stalls = after
+        .stalls
+        .iter()
+        .map(|(cause, &n)| (cause.clone(), n.saturating_sub(before.stalls.get(cause).copied().unwrap_or(0))))
+        .collect();
+    if samples == 0 {
+        return LoopLag { stalls, ..LoopLag::default() };
+    }
+    LoopLag { samples, p99_us: quantile(0.99), p999_us: quantile(0.999), max_us: quantile(1.0), stalls }
+}
+
+/// "≤ 2 ms" for a bucket bound.
+pub fn bound(us: u64) -> String {
+    match us {
+        u64::MAX => "> 2.5 s".to_owned(),
+        us if us < 1_000 => format!("≤ {us} µs"),
+        us => format!("≤ {} ms", us as f64 / 1e3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(lag: &[(&str, u64)], stalls: u64) -> String {
+        let mut out = String::from("# HELP tickwire_shard_loop_lag_seconds x\n");
+        for shard in 0..2 {
+            for (le, n) in lag {
+                out.push_str(&format!("{LAG}{{shard=\"{shard}\",le=\"{le}\"}} {n}\n"));
+            }
+            out.push_str(&format!("{STALLS}{{shard=\"{shard}\",cause=\"off_cpu\"}} {stalls}\n"));
+            out.push_str(&format!("{STALLS}{{shard=\"{shard}\",cause=\"on_cpu\"}} 0\n"));
+        }
+        out.push_str("tickwire_shard_loop_lag_seconds_count{shard=\"0\"} 5\n");
+        out
+    }
+
+    #[test]
+    fn quantiles_and_stalls_come_from_the_difference_of_two_readings() {
+        let before = parse(&page(&[("0.0001", 10), ("0.002", 10), ("0.005", 10), ("+Inf", 10)], 1));
+        // Per shard, 1,000 more ticks: 990 under 100 µs, 9 more by 2 ms, 1 by 5 ms.
+        let after = parse(&page(&[("0.0001", 1000), ("0.002", 1009), ("0.005", 1010), ("+Inf", 1010)], 3));
+        let lag = between(&before, &after);
+        assert_eq!(lag.samples, 2000);
+        assert_eq!((lag.p99_us, lag.p999_us, lag.max_us), (100, 2_000, 5_000));
+        assert_eq!(lag.stalls, BTreeMap::from([("off_cpu".to_owned(), 4), ("on_cpu".to_owned(), 0)]));
+        assert_eq!(bound(lag.p999_us), "≤ 2 ms");
+        assert_eq!(bound(100), "≤ 100 µs");
+        assert_eq!(bound(u64::MAX), "> 2.5 s");
+    }
+
+    #[test]
+    fn a_page_without_the_families_reads_empty() {
+        assert_eq!(parse("tickwire_connections{shard=\"0\"} 3\nnot a metric line\n"), Reading::default());
+    }
+}
