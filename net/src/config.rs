@@ -241,6 +241,9 @@ pub struct Config {
     pub critical_queue: usize,
     /// Milliseconds after which a shutting-down server closes connections whose queues did not drain.
     pub shutdown_timeout_ms: u64,
+    /// How long a closing connection's writer may take to flush its queue and send the close frame before
+    /// the connection is dropped with a FIN only (a peer that does not read cannot hold it longer).
+    pub close_flush_ms: u64,
     /// Largest HTTP request head, in bytes (431 above it).
     pub max_header_bytes: usize,
     /// Largest HTTP request body, in bytes (413 above it).
@@ -294,7 +297,8 @@ pub struct Config {
     /// lost (and the store reconnects).
     pub store_timeout_ms: u64,
     /// A test aid, never for production: `POST /api/admin/debug/stall?ms=N` (admin role) blocks the other
-    /// shards' threads for N ms, so that the stall detector and `/healthz` can be seen at work.
+    /// shards' threads for N ms or until `POST /api/admin/debug/release`, so that the stall detector and
+    /// `/healthz` can be seen at work.
     pub debug_endpoints: bool,
 }
 
@@ -317,6 +321,7 @@ impl Default for Config {
             history_private: 100,
             critical_queue: 100,
             shutdown_timeout_ms: 5000,
+            close_flush_ms: 5000,
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1 << 20,
             handshake_timeout_s: 10,

@@ -142,6 +142,14 @@ pub fn render_prometheus(shared: &Shared) -> String {
     header(&mut out, "tickwire_uptime_seconds", "gauge", "Seconds since the server started.");
     let _ = writeln!(out, "tickwire_uptime_seconds {}", shared.started.elapsed().as_secs_f64());
     family(&mut out, shared, "tickwire_connections", "gauge", "Open WebSocket connections.", |s| load(&s.connections));
+    family(
+        &mut out,
+        shared,
+        "tickwire_sessions",
+        "gauge",
+        "WebSocket sessions running: open connections and closed ones still flushing their close frame (each holds its place under the connection limits).",
+        |s| load(&s.sessions),
+    );
     for (name, help, field) in COUNTERS {
         family(&mut out, shared, name, "counter", help, |s| load(field(s)));
     }

@@ -207,11 +207,7 @@ async fn upgrade<S>(
     // The session runs as a task of its own and this one ends: the HTTP side's state (the largest part of
     // this task, several KiB) is not kept for the life of every WebSocket connection.
     // It holds the connection-limit slot until it ends.
-    glommio::spawn_local(async move {
-        let _slot = slot;
-        session::run(shard, stream, fd, buf, kind, identity, client_id, ip).await;
-    })
-    .detach();
+    glommio::spawn_local(session::run(shard, slot, stream, fd, buf, kind, identity, client_id, ip)).detach();
 }
 
 async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
@@ -226,7 +222,7 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
         ("GET", "/api/admin/websocket-stats") => admin_stats(shard, req, keep_alive),
         ("GET", "/api/ws/token") => token(shard, req, keep_alive),
         ("GET", "/api/ws/signing-key") => http::json(200, &shard.shared.security.signer.key_json(), keep_alive),
-        ("POST", "/api/admin/debug/stall") if shard.shared.config.debug_endpoints => {
+        ("POST", "/api/admin/debug/stall" | "/api/admin/debug/release") if shard.shared.config.debug_endpoints => {
             debug_stall(shard, req, keep_alive)
         }
         (
@@ -275,8 +271,9 @@ fn admin_stats(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
     }
 }
 
-/// `POST /api/admin/debug/stall?ms=N` (only with `debug_endpoints`, admin role): blocks every other shard's
-/// thread for N ms (at most 10 s), answering at once with the shards it stalls.
+/// The debug endpoints (only with `debug_endpoints`, admin role): `POST /api/admin/debug/stall?ms=N` blocks
+/// every other shard's thread for N ms (at most 10 s) or until `POST /api/admin/debug/release`, answering
+/// at once with the shards it stalls.
 fn debug_stall(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
     match authenticate(shard, req) {
         Err(e) => return http::error(401, &e, keep_alive),
@@ -285,6 +282,10 @@ fn debug_stall(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
             return http::error(403, "the debug endpoints need role admin", keep_alive)
         }
         Ok(Some(_)) => {}
+    }
+    if req.path == "/api/admin/debug/release" {
+        crate::shard::debug_stall::release();
+        return http::json(200, b"{\"released\":true}", keep_alive);
     }
     let Some(ms) = req.query("ms").and_then(|v| v.parse::<u64>().ok()).filter(|&ms| ms <= 10_000) else {
         return http::error(400, "ms must be a number of milliseconds up to 10000", keep_alive);

@@ -225,6 +225,8 @@ async fn shard_main(
                 for msg in batch {
                     handler.handle(msg);
                 }
+                // A busy peer keeps the channel full: take turns with the shard's other tasks.
+                glommio::yield_if_needed().await;
             }
         })
         .detach();
@@ -304,7 +306,12 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
             None
         });
         match next.await {
-            Some(Ok(stream)) => serve_accepted(shard, stream),
+            Some(Ok(stream)) => {
+                serve_accepted(shard, stream);
+                // A full backlog accepts at once, again and again (and each new connection's task runs
+                // at once too): take turns with the shard's other tasks, as the preempt timer says.
+                glommio::yield_if_needed().await;
+            }
             Some(Err(e)) => {
                 // Out of descriptors, mostly: give the connections a moment to end.
                 tracing::warn!(shard = shard.id, error = %e, "accept failed");

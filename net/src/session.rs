@@ -35,8 +35,6 @@ const READ_CHUNK: usize = 512;
 const MAX_WRITE: usize = 256 * 1024;
 /// The close of a connection whose outbound queue passed `max_queued_bytes`.
 const SLOW_CONSUMER: (u16, &str) = (close::TRY_AGAIN_LATER, "slow consumer");
-/// How long a closing connection's writer may take to flush and send its close frame.
-const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// How long a closed connection waits for the peer's side of the close.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -241,10 +239,12 @@ impl Sink for ConnRef {
     }
 }
 
-/// Runs an upgraded connection to its end. `buffered` holds bytes read past the HTTP head.
+/// Runs an upgraded connection to its end. `buffered` holds bytes read past the HTTP head; `slot` is the
+/// connection's place under the connection limits, freed just before the session counts as ended.
 #[allow(clippy::too_many_arguments)]
 pub async fn run<S>(
     shard: Rc<Shard>,
+    slot: crate::limits::ConnSlot,
     stream: S,
     fd: Option<RawFd>,
     buffered: BytesMut,
@@ -317,7 +317,7 @@ pub async fn run<S>(
             true
         },
         async {
-            glommio::timer::sleep(CLOSE_FLUSH).await;
+            glommio::timer::sleep(Duration::from_millis(shard.shared.config.close_flush_ms)).await;
             false
         },
     )
@@ -337,6 +337,8 @@ pub async fn run<S>(
     }
     // The socket closes when this returns: no inline send may use its descriptor from now on.
     conn.fd.set(None);
+    // Its place first: once `tickwire_sessions` no longer counts it, a new connection may take the place.
+    drop(slot);
     shard.session_ended();
     let code = conn.close.get().map_or(close::NORMAL, |(c, _)| c);
     let out = conn.out.borrow().len() as u64;
@@ -450,6 +452,9 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: 
         if conn.close.get().is_some() {
             return;
         }
+        // A read of a busy connection (a publisher's) completes at once, again and again: give the other
+        // tasks their turn when the preempt timer says so, or they wait for this connection to go quiet.
+        glommio::yield_if_needed().await;
         // Read straight into the message buffer, a little at a time: client messages are small, and an idle
         // connection should hold only a few KiB.
         let start = buf.len();

@@ -60,6 +60,9 @@ pub const CHANNELS: usize = tickwire_core::channel::CATALOG.len();
 #[repr(align(128))]
 pub struct ShardStats {
     pub connections: AtomicU64,
+    /// Sessions running: open connections and those still flushing their close (which hold their place
+    /// under the connection limits until they end).
+    pub sessions: AtomicU64,
     pub connections_opened: AtomicU64,
     pub connections_closed: AtomicU64,
     /// Connections closed with 1013 "slow consumer" (counted when the server decides to close them).
@@ -327,7 +330,7 @@ impl Shard {
             }
             ShardMsg::Stall { ms } => {
                 tracing::warn!(shard = self.id, ms, "debug stall: blocking this shard's thread as asked");
-                std::thread::sleep(std::time::Duration::from_millis(ms));
+                debug_stall::block(std::time::Duration::from_millis(ms));
             }
         }
     }
@@ -574,6 +577,7 @@ impl Shard {
         wheel[slot].push(conn.key);
         drop(wheel);
         self.sessions.set(self.sessions.get() + 1);
+        self.stats().sessions.fetch_add(1, Ordering::Relaxed);
         self.conns.borrow_mut().insert(conn.key, conn);
         self.stats().connections.fetch_add(1, Ordering::Relaxed);
         self.stats().connections_opened.fetch_add(1, Ordering::Relaxed);
@@ -594,6 +598,7 @@ impl Shard {
     /// A session ended: its connection is closed and its close frame sent (or given up on).
     pub fn session_ended(&self) {
         self.sessions.set(self.sessions.get().saturating_sub(1));
+        self.stats().sessions.fetch_sub(1, Ordering::Relaxed);
         if self.sessions.get() == 0 {
             self.drained.notify();
         }
@@ -609,7 +614,7 @@ impl Shard {
         let stats = self.stats();
         let i = stall.cause.map_or(crate::lag::Cause::ALL.len(), |c| c as usize);
         stats.stalls[i].fetch_add(1, Ordering::Relaxed);
-        if let Some(unlogged) = probe.should_log(Instant::now()) {
+        if let Some(unlogged) = probe.should_log(Instant::now(), stall.lag) {
             let connections = stats.connections.load(Ordering::Relaxed);
             let queued: u64 = self.conns.borrow().values().map(|c| c.queued().0 as u64).sum();
             crate::lag::log_stall(self.id, stall, unlogged, connections, queued, self.sessions());
@@ -653,6 +658,30 @@ impl Shard {
     /// Whether the server is stopping.
     pub fn stopping(&self) -> bool {
         self.shared.shutdown.load(Ordering::Relaxed)
+    }
+}
+
+/// The debug stall (`debug_endpoints`): shard threads blocked until a time limit or a release, whichever
+/// comes first.
+pub mod debug_stall {
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    /// Release generation: a blocked thread waits for it to change.
+    static RELEASES: Mutex<u64> = Mutex::new(0);
+    static RELEASED: Condvar = Condvar::new();
+
+    /// Blocks the calling thread for at most `limit`, or until [`release`].
+    pub fn block(limit: Duration) {
+        let generation = RELEASES.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = *generation;
+        let _ = RELEASED.wait_timeout_while(generation, limit, |g| *g == seen);
+    }
+
+    /// Ends every block under way.
+    pub fn release() {
+        *RELEASES.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        RELEASED.notify_all();
     }
 }
 
