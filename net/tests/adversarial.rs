@@ -418,7 +418,8 @@ fn slowloris() {
         let line = b"GET /v1/stream HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         let mut i = 0;
         while open > 0 {
-            assert!(started.elapsed() < Duration::from_secs(4), "{open} slow clients still connected");
+            // A guard against a hang, not a timing check: the deadline is 1 s, a loaded machine runs it late.
+            assert!(started.elapsed() < Duration::from_secs(10), "{open} slow clients still connected");
             for (k, s) in socks.iter_mut().enumerate() {
                 if closed[k] {
                     continue;

@@ -50,7 +50,7 @@ fn sequences(frames: &[Value], kind: &str) -> Vec<u64> {
 }
 
 #[test]
-fn resume_after_a_second_offline_replays_every_missed_sequence_once() {
+fn resume_after_going_offline_replays_every_missed_sequence_once() {
     let server = quiet();
     let mut a = server.connect(None);
     let epoch = a.welcome["epoch"].as_str().unwrap().to_owned();
@@ -61,7 +61,6 @@ fn resume_after_a_second_offline_replays_every_missed_sequence_once() {
     assert_eq!(sequences(&until_updates(&mut a, "quote", 5), "quote"), [1, 2, 3, 4, 5]);
     drop(a);
 
-    std::thread::sleep(Duration::from_secs(1));
     publish(server.addr, &quotes("AAPL", 10));
 
     let mut b = server.connect(None);
@@ -166,7 +165,12 @@ fn a_stalled_client_is_closed_1013_while_a_thousand_others_miss_nothing() {
     const QUOTES: usize = 200;
     let server = Server::start_env(
         &["--no-simulator"],
-        &[("TICKWIRE_MAX_QUEUED_BYTES", "65536"), ("TICKWIRE_SLOW_CONSUMER_GRACE_MS", "500")],
+        // The stalled client starts reading only once its close is counted: the close frame waits for it.
+        &[
+            ("TICKWIRE_MAX_QUEUED_BYTES", "65536"),
+            ("TICKWIRE_SLOW_CONSUMER_GRACE_MS", "500"),
+            ("TICKWIRE_CLOSE_FLUSH_MS", "60000"),
+        ],
     );
     // The stalled client: a small receive buffer, subscribed to 40 symbols of big frames (so that conflating
     // to the latest frame per symbol cannot bring its queue back under the bound), then never reads.
@@ -207,7 +211,7 @@ fn a_stalled_client_is_closed_1013_while_a_thousand_others_miss_nothing() {
         })
         .collect();
     ready.wait();
-    // Once the server gives up on the stalled client, it waits a few seconds (CLOSE_FLUSH) for the write under
+    // Once the server gives up on the stalled client, it waits `close_flush_ms` (here 60 s) for the write under
     // way to finish before it sends the close frame; a peer that reads nothing by then gets only a FIN. So the
     // stalled client starts reading as soon as the close is counted, not after the readers are done.
     let addr = server.addr;
@@ -241,7 +245,12 @@ fn a_stalled_client_is_closed_1013_while_a_thousand_others_miss_nothing() {
 fn a_client_behind_gets_each_topics_latest_then_1013_if_it_stays_behind() {
     let server = Server::start_env(
         &["--no-simulator"],
-        &[("TICKWIRE_MAX_QUEUED_BYTES", "262144"), ("TICKWIRE_SLOW_CONSUMER_GRACE_MS", "1000")],
+        &[
+            ("TICKWIRE_MAX_QUEUED_BYTES", "262144"),
+            ("TICKWIRE_SLOW_CONSUMER_GRACE_MS", "1000"),
+            // The client reads only after the close is counted: its close frame waits for it.
+            ("TICKWIRE_CLOSE_FLUSH_MS", "60000"),
+        ],
     );
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
@@ -343,8 +352,8 @@ fn a_silent_client_is_pinged_then_closed_and_freed_while_a_live_one_stays() {
     assert_eq!(*op, 0x8, "ends with a close frame");
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4000);
     assert_eq!(&payload[2..], b"heartbeat timeout");
-    // Two silent intervals, then the wheel's next visit; the upper bound leaves room for a loaded machine.
-    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(8), "closed after {waited:?}");
+    // Two silent intervals at least (the wheel's next visit closes it; the 10 s read above bounds how late).
+    assert!(waited >= Duration::from_secs(2), "closed after {waited:?}");
     let mut live = live_thread.join().unwrap();
     live.send(json!({"action":"ping","id":"p"}));
     assert_eq!(live.recv_until(SECS, |v| v["id"] == "p").unwrap()["type"], "pong", "the live client stays");
@@ -484,7 +493,14 @@ fn recipe_clients_through_a_chaotic_proxy_end_with_every_sequence_once() {
         ("blackhole", Duration::from_millis(2600)),
         ("cut", Duration::from_millis(700)),
     ];
+    // The accepted-connection count when a fault last broke the client's connection.
+    let mut broken_at = 0;
     for (what, then) in chaos {
+        if matches!(what, "cut" | "reset") {
+            // A fault that breaks a connection must find one: wait until the client is back from the last.
+            wait_for(Duration::from_secs(15), "the client to reconnect", || proxy.accepted() > broken_at);
+            broken_at = proxy.accepted();
+        }
         match what {
             "delay" => proxy.set_delay(Duration::from_millis(40)),
             "cut" => proxy.cut(),
@@ -510,10 +526,10 @@ fn recipe_clients_through_a_chaotic_proxy_end_with_every_sequence_once() {
             && client.sequences("orders", "*").len() as u64 >= rounds / 5
     });
     let seen = client.stop();
-    // At least the cut and the reset forced reconnects (a later fault may land while the client is still
-    // backing off from the blackhole, with no connection to break).
-    assert!(seen.connections >= 3, "the chaos forced reconnects: {}", seen.connections);
-    assert!(proxy.accepted() >= 3);
+    // The first connection, then one after each of the cut, the reset and the last cut (each of which found
+    // a live connection to break).
+    assert!(seen.connections >= 4, "the chaos forced reconnects: {}", seen.connections);
+    assert!(proxy.accepted() >= 4);
     assert!(seen.gaps.is_empty(), "gaps: {:?}", seen.gaps);
     assert_eq!(seen.resets, 0, "every outage was within the history");
     let snapshots = HashMap::from([

@@ -314,19 +314,16 @@ fn connection_limits_per_user_per_ip_and_total_close_with_their_codes() {
     assert_eq!(first_frame(&mut sixth), Err((1008, "connection limit exceeded".into())));
     // Another user is unaffected; a closed connection frees its place.
     assert!(Client::connect(server.addr, "/v1/stream", Some(&token("u-2", "user"))).is_ok());
-    held.pop().unwrap().ws.close(None).unwrap();
-    let deadline = Instant::now() + SECS;
-    loop {
-        let mut ws = open(server.addr, "/v1/stream", &[("Authorization", &bearer)]).unwrap();
-        match first_frame(&mut ws) {
-            Ok(w) => {
-                assert_eq!(w["type"], "welcome");
-                break;
-            }
-            Err(e) => assert!(Instant::now() < deadline, "the place was not freed: {e:?}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // A whole close: ours, the server's reply, then our socket closed, so that the server's session ends.
+    let mut leaving = held.pop().unwrap();
+    leaving.ws.close(None).unwrap();
+    while leaving.ws.read().is_ok() {}
+    drop(leaving);
+    // A session frees its place before it stops counting, so with 4 sessions of u-1 left (and u-2's gone)
+    // the place is free.
+    common::wait_for(SECS, "the closed session to end", || metric(server.addr, "tickwire_sessions") == 4.0);
+    let mut ws = open(server.addr, "/v1/stream", &[("Authorization", &bearer)]).unwrap();
+    assert_eq!(first_frame(&mut ws).expect("the freed place")["type"], "welcome");
     drop(server);
 
     // Per IP and in total: 1013 "try again later".
@@ -429,7 +426,8 @@ fn a_client_that_never_finishes_its_request_is_dropped_at_the_deadline() {
     let _ = s.read_to_end(&mut out);
     let took = started.elapsed();
     writer.join().unwrap();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "dropped after {took:?}");
+    // Not before the deadline; how late is bounded by the read timeout (a loaded machine runs timers late).
+    assert!(took >= Duration::from_millis(900) && took < SECS, "dropped after {took:?}");
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&out));
 }
 
@@ -627,7 +625,8 @@ fn wss_with_tls_1_3_and_tls_1_2_refused() {
     let mut sink = Vec::new();
     let _ = idle.read_to_end(&mut sink);
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(3000), "dropped after {took:?}");
+    // Not before the deadline; how late is bounded by the read timeout (a loaded machine runs timers late).
+    assert!(took >= Duration::from_millis(900) && took < SECS, "dropped after {took:?}");
     std::fs::remove_dir_all(dir).ok();
 }
 

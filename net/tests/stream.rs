@@ -292,29 +292,26 @@ fn trades_bars_and_news_flow_from_the_simulator() {
 
 #[test]
 fn throttled_subscription_gets_at_most_one_update_per_window() {
-    let server = Server::start(&["--simulator-rate", "5000", "--simulator-symbols", "2"]);
+    let server = quiet();
     let mut c = server.connect(None);
-    c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"throttle_ms":250}));
-    let sub = c.recv_until(SECS, |v| v["type"] == "subscribed").unwrap();
+    c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"throttle_ms":250,"id":"t"}));
+    let sub = c.recv_until(SECS, |v| v["id"] == "t").unwrap();
     assert_eq!(sub["throttle_ms"], 250);
-    let start = Instant::now();
-    let mut arrivals = Vec::new();
-    let mut seqs = Vec::new();
-    while start.elapsed() < Duration::from_secs(3) {
-        if let Some(t) = c.recv_text(Duration::from_millis(100)) {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] == "quote" {
-                arrivals.push(Instant::now());
-                seqs.push(v["sequence"].as_u64().unwrap());
-            }
-        }
-    }
-    // ~2,000 AAPL quotes were produced in 3 s; a 250 ms window lets through at most 13.
-    assert!(arrivals.len() >= 6 && arrivals.len() <= 13, "{} updates", arrivals.len());
-    for w in arrivals.windows(2) {
-        assert!(w[1] - w[0] >= Duration::from_millis(150), "two updates {:?} apart", w[1] - w[0]);
-    }
-    assert!(seqs.windows(2).all(|w| w[1] > w[0] + 1), "conflation skips sequences and always sends the latest");
+    common::settle(&mut c, &["AAPL"]);
+    // 100 quotes in one publish, sequenced and fanned out together: the first opens a window and goes at
+    // once; the other 99 fall in that window and are conflated to the latest, sent when it ends.
+    let published = Instant::now();
+    common::publish(server.addr, &common::quotes("AAPL", 100));
+    let first = c.recv_until(SECS, |v| v["type"] == "quote").expect("the first update");
+    assert_eq!(first["sequence"], 1);
+    let second = c.recv_until(SECS, |v| v["type"] == "quote").expect("the window's latest");
+    // Sent no sooner than 250 ms after the first, which was sent after the publish began.
+    let waited = published.elapsed();
+    assert_eq!(second["sequence"], 100, "the window's updates are conflated to the latest");
+    assert!(waited >= Duration::from_millis(250), "the second update came {waited:?} after the publish");
+    // Nothing else: the next update is the next one published.
+    common::publish(server.addr, &common::quotes("AAPL", 1));
+    assert_eq!(c.recv_until(SECS, |v| v["type"] == "quote").expect("a later update")["sequence"], 101);
 }
 
 #[test]
