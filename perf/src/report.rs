@@ -142,20 +142,15 @@ impl Report {
             rows.push(("server RSS per connection", format!("{per:.2} KiB")));
         }
         rows.push(("server CPU / client CPU", format!("{} / {}", pct(self.server_cpu_pct), pct(self.client_cpu_pct))));
-        if let Some(lag) = &self.loop_lag {
+        if let Some(lag) = self.loop_lag.as_ref().filter(|l| l.samples > 0) {
             use crate::server_metrics::bound;
-            rows.push((
-                "server loop lag p99 / p99.9 / max",
-                format!(
-                    "{} / {} / {} ({} ticks)",
-                    bound(lag.p99_us),
-                    bound(lag.p999_us),
-                    bound(lag.max_us),
-                    lag.samples
-                ),
-            ));
+            let (p99, p999, max) = (bound(lag.p99_us), bound(lag.p999_us), bound(lag.max_us));
+            rows.push(("server loop lag p99 / p99.9 / max", format!("{p99} / {p999} / {max} ({} ticks)", lag.samples)));
             let stalls: Vec<String> = lag.stalls.iter().map(|(cause, n)| format!("{cause} {n}")).collect();
             rows.push(("server stalls > 20 ms", stalls.join(", ")));
+        }
+        if let Some(n) = self.loop_lag.as_ref().and_then(|l| l.watchdog_wakeups) {
+            rows.push(("server watchdog signals (> 50 ms late)", n.to_string()));
         }
         if let Some(rss) = self.server_rss_kib {
             rows.push(("server RSS", format!("{:.1} MiB", rss as f64 / 1024.0)));

@@ -1,7 +1,9 @@
 //! The server's own view of a measured step, from tickwire's `GET /metrics`: how late its shards ran their
 //! timers (`tickwire_shard_loop_lag_seconds`) and the stalls it counted (`tickwire_shard_stalls_total`).
-//! Read once before and once after the step; the report holds the difference. Peers have no such page, and
-//! an older tickwire has no such families: their reports simply lack these figures.
+//! Builds before the stall detector had a watchdog that signalled a shard whose timers were over 50 ms
+//! late (`tickwire_shard_wakeups_total`); its count is read too, so that an A/B against such a build
+//! compares stalls on both sides. Read once before and once after the step; the report holds the
+//! difference. Peers have no such page: their reports simply lack these figures.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 const LAG: &str = "tickwire_shard_loop_lag_seconds_bucket";
 const STALLS: &str = "tickwire_shard_stalls_total";
+const WAKEUPS: &str = "tickwire_shard_wakeups_total";
 
 /// One reading of the families, summed over shards.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,6 +22,7 @@ pub struct Reading {
     /// Cumulative lag buckets: (upper bound in µs, `u64::MAX` for `+Inf`; count).
     lag: BTreeMap<u64, u64>,
     stalls: BTreeMap<String, u64>,
+    wakeups: Option<u64>,
 }
 
 /// The loop lag and stalls over a step.
@@ -33,9 +37,12 @@ pub struct LoopLag {
     pub max_us: u64,
     /// Ticks over 20 ms late, by cause.
     pub stalls: BTreeMap<String, u64>,
+    /// Builds with the old watchdog: its signals to shards over 50 ms late.
+    #[serde(default)]
+    pub watchdog_wakeups: Option<u64>,
 }
 
-/// Reads `/metrics` of the server at `addr`; `None` when it cannot be read or has no loop-lag family.
+/// Reads `/metrics` of the server at `addr`; `None` when it cannot be read or has none of the families.
 pub fn read(addr: SocketAddr) -> Option<Reading> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -43,7 +50,7 @@ pub fn read(addr: SocketAddr) -> Option<Reading> {
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     let reading = parse(&body);
-    (!reading.lag.is_empty()).then_some(reading)
+    (!reading.lag.is_empty() || reading.wakeups.is_some()).then_some(reading)
 }
 
 /// Sums the two families over shards from Prometheus text.
@@ -65,6 +72,8 @@ pub fn parse(text: &str) -> Reading {
                 None => continue,
             };
             *r.lag.entry(bound).or_default() += value as u64;
+        } else if name == WAKEUPS {
+            *r.wakeups.get_or_insert(0) += value as u64;
         } else if name == STALLS {
             if let Some(cause) = label("cause") {
                 *r.stalls.entry(cause.to_owned()).or_default() += value as u64;
@@ -91,10 +100,18 @@ pub fn between(before: &Reading, after: &Reading) -> LoopLag {
         .iter()
         .map(|(cause, &n)| (cause.clone(), n.saturating_sub(before.stalls.get(cause).copied().unwrap_or(0))))
         .collect();
+    let watchdog_wakeups = after.wakeups.map(|n| n.saturating_sub(before.wakeups.unwrap_or(0)));
     if samples == 0 {
-        return LoopLag { stalls, ..LoopLag::default() };
+        return LoopLag { stalls, watchdog_wakeups, ..LoopLag::default() };
     }
-    LoopLag { samples, p99_us: quantile(0.99), p999_us: quantile(0.999), max_us: quantile(1.0), stalls }
+    LoopLag {
+        samples,
+        p99_us: quantile(0.99),
+        p999_us: quantile(0.999),
+        max_us: quantile(1.0),
+        stalls,
+        watchdog_wakeups,
+    }
 }
 
 /// "≤ 2 ms" for a bucket bound.
@@ -135,6 +152,14 @@ mod tests {
         assert_eq!(bound(lag.p999_us), "≤ 2 ms");
         assert_eq!(bound(100), "≤ 100 µs");
         assert_eq!(bound(u64::MAX), "> 2.5 s");
+    }
+
+    #[test]
+    fn an_old_build_reports_its_watchdog_signals() {
+        let page = |n: u64| format!("{WAKEUPS}{{thread=\"0\"}} {n}\n{WAKEUPS}{{thread=\"1\"}} 1\n");
+        let lag = between(&parse(&page(2)), &parse(&page(9)));
+        assert_eq!((lag.samples, lag.watchdog_wakeups), (0, Some(7)));
+        assert!(lag.stalls.is_empty());
     }
 
     #[test]
