@@ -23,13 +23,15 @@ use crate::util::now_micros;
 
 /// Connections the in-memory store keeps.
 const MEMORY_CONNECTIONS: usize = 10_000;
+/// Its stripes: enough that shards recording connections at the same moment seldom share a lock.
+const MEMORY_STRIPES: usize = 64;
 
 /// The store to run with, and the private topics to continue. Without `database_url`, the memory store;
 /// with it, PostgreSQL, or a clear error if it cannot be reached.
 pub fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Vec<RecoveredTopic>)> {
     // An empty URL (DATABASE_URL= in a unit file) means none.
     let Some(url) = config.database_url.as_ref().filter(|u| !u.trim().is_empty()) else {
-        return Ok((Arc::new(MemoryStore::new(MEMORY_CONNECTIONS)), Vec::new()));
+        return Ok((Arc::new(MemoryStore::striped(MEMORY_CONNECTIONS, MEMORY_STRIPES)), Vec::new()));
     };
     let mut options = PgOptions::new(url.clone());
     options.critical_buffer = config.critical_buffer;

@@ -178,10 +178,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 /// The in-memory store: the most recent connections, up to a bound.
+///
+/// Every shard records its connections here at once, so the records are split into stripes by connection
+/// id, each behind its own lock: shards seldom wait for one another (one lock for all made a shard sleep on
+/// the other's hold during connection storms). Each stripe keeps its share of the bound.
 #[derive(Debug)]
 pub struct MemoryStore {
+    /// Connections kept per stripe.
     capacity: usize,
-    connections: Mutex<Kept>,
+    stripes: Box<[Mutex<Kept>]>,
 }
 
 /// The kept connections, and where each is: `at[id]` is its position counted from the first connection
@@ -194,25 +199,43 @@ struct Kept {
 }
 
 impl MemoryStore {
-    /// A store keeping the last `capacity` connections.
+    /// A store keeping the last `capacity` connections, behind one lock.
     pub fn new(capacity: usize) -> MemoryStore {
-        MemoryStore { capacity, connections: Mutex::new(Kept::default()) }
+        MemoryStore::striped(capacity, 1)
     }
 
-    /// The connections it keeps, oldest first.
+    /// A store keeping about the last `capacity` connections in `stripes` parts (at least one), each
+    /// keeping `capacity / stripes` (at least one) of the connections whose ids fall in it.
+    pub fn striped(capacity: usize, stripes: usize) -> MemoryStore {
+        let stripes = stripes.max(1);
+        MemoryStore {
+            capacity: capacity.div_ceil(stripes).max(1),
+            stripes: (0..stripes).map(|_| Mutex::new(Kept::default())).collect(),
+        }
+    }
+
+    /// The connections it keeps, oldest first (by connection time, then id).
     pub fn connections(&self) -> Vec<StoredConnection> {
-        self.lock().list.iter().cloned().collect()
+        let mut all: Vec<StoredConnection> =
+            (0..self.stripes.len()).flat_map(|i| self.lock(i).list.iter().cloned().collect::<Vec<_>>()).collect();
+        all.sort_by_key(|c| (c.record.connected_at, c.record.id));
+        all
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+    /// The stripe of connection `id`: ids are spread by a multiplicative hash, whatever their layout.
+    fn stripe(&self, id: u64) -> usize {
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % self.stripes.len()
+    }
+
+    fn lock(&self, stripe: usize) -> std::sync::MutexGuard<'_, Kept> {
         // A panic while holding this lock cannot leave the deque inconsistent; keep using it.
-        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+        self.stripes[stripe].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Store for MemoryStore {
     fn connection_opened(&self, record: ConnectionRecord) {
-        let mut k = self.lock();
+        let mut k = self.lock(self.stripe(record.id));
         if k.list.len() == self.capacity {
             if let Some(old) = k.list.pop_front() {
                 k.at.remove(&old.record.id);
@@ -231,7 +254,7 @@ impl Store for MemoryStore {
     }
 
     fn connection_closed(&self, id: u64, at: Micros, close_code: u16, messages_in: u64, messages_out: u64) {
-        let mut k = self.lock();
+        let mut k = self.lock(self.stripe(id));
         let Some(&pos) = k.at.get(&id) else { return };
         let i = (pos - k.dropped) as usize;
         if let Some(s) = k.list.get_mut(i).filter(|s| s.record.id == id) {
@@ -270,6 +293,29 @@ mod tests {
         assert_eq!(c.iter().map(|c| c.record.id).collect::<Vec<_>>(), [2, 3]);
         assert_eq!((c[1].close_code, c[1].messages_out), (Some(1000), 2));
         assert_eq!(c[0].close_code, None);
+    }
+
+    #[test]
+    fn a_striped_store_spreads_ids_keeps_its_share_and_lists_in_connection_order() {
+        let s = MemoryStore::striped(400, 8);
+        // Ids laid out as the server makes them (shard in the high bits), most from shard 1.
+        let ids: Vec<u64> = (1..=40).map(|k| u64::from(k % 4 == 0) << 48 | k).collect();
+        for (t, &id) in ids.iter().enumerate() {
+            s.connection_opened(ConnectionRecord { connected_at: t as Micros, ..rec(id) });
+        }
+        let used = (0..8).filter(|&i| !s.lock(i).list.is_empty()).count();
+        assert!(used >= 6, "40 ids fall in {used} of 8 stripes");
+        s.connection_closed(ids[7], 99, 1001, 4, 5);
+        let c = s.connections();
+        assert_eq!(c.len(), 40, "within each stripe's share of 50");
+        assert_eq!(c.iter().map(|c| c.record.id).collect::<Vec<_>>(), ids, "oldest first");
+        assert_eq!((c[7].close_code, c[7].messages_out), (Some(1001), 5));
+        // A stripe over its share drops its own oldest.
+        let one = MemoryStore::striped(2, 2);
+        for id in 1..=100 {
+            one.connection_opened(rec(id));
+        }
+        assert_eq!(one.connections().len(), 2);
     }
 
     #[test]
