@@ -69,10 +69,10 @@ pub struct Report {
     #[serde(default)]
     pub storm_resumed: Option<usize>,
     pub upgrades_per_s: Option<f64>,
-    /// fanout and saturate against tickwire: the shards' loop lag and stalls over the measured step, from
-    /// the server's `/metrics`.
+    /// fanout and saturate against tickwire: the shards' loop lag, stalls and ingest-to-flush latency over
+    /// the measured step, from the server's `/metrics`.
     #[serde(default)]
-    pub loop_lag: Option<crate::server_metrics::LoopLag>,
+    pub server_view: Option<crate::server_metrics::ServerView>,
     /// idle: server RSS with no connections and per idle connection.
     pub server_rss_base_kib: Option<u64>,
     pub rss_per_conn_kib: Option<f64>,
@@ -142,14 +142,19 @@ impl Report {
             rows.push(("server RSS per connection", format!("{per:.2} KiB")));
         }
         rows.push(("server CPU / client CPU", format!("{} / {}", pct(self.server_cpu_pct), pct(self.client_cpu_pct))));
-        if let Some(lag) = self.loop_lag.as_ref().filter(|l| l.samples > 0) {
+        if let Some(view) = self.server_view.as_ref().filter(|v| v.flush_samples > 0) {
+            use crate::server_metrics::bound;
+            let (p99, p999) = (bound(view.flush_p99_us), bound(view.flush_p999_us));
+            rows.push(("server ingest to flush p99 / p99.9", format!("{p99} / {p999}")));
+        }
+        if let Some(lag) = self.server_view.as_ref().filter(|l| l.samples > 0) {
             use crate::server_metrics::bound;
             let (p99, p999, max) = (bound(lag.p99_us), bound(lag.p999_us), bound(lag.max_us));
             rows.push(("server loop lag p99 / p99.9 / max", format!("{p99} / {p999} / {max} ({} ticks)", lag.samples)));
             let stalls: Vec<String> = lag.stalls.iter().map(|(cause, n)| format!("{cause} {n}")).collect();
             rows.push(("server stalls > 20 ms", stalls.join(", ")));
         }
-        if let Some(n) = self.loop_lag.as_ref().and_then(|l| l.watchdog_wakeups) {
+        if let Some(n) = self.server_view.as_ref().and_then(|l| l.watchdog_wakeups) {
             rows.push(("server watchdog signals (> 50 ms late)", n.to_string()));
         }
         if let Some(rss) = self.server_rss_kib {

@@ -120,7 +120,7 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     report.server_cpu_pct = server.and_then(|m| m.percent());
     report.client_cpu_pct = client.and_then(|m| m.percent());
     if let Some(before) = lag_before {
-        report.loop_lag = server_metrics::read(p.target.addr).map(|after| server_metrics::between(&before, &after));
+        report.server_view = server_metrics::read(p.target.addr).map(|after| server_metrics::between(&before, &after));
     }
     report.server_rss_kib = p.server_pid.and_then(rss_kib);
     report.offered_rate = p.rate;

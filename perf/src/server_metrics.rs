@@ -1,5 +1,7 @@
 //! The server's own view of a measured step, from tickwire's `GET /metrics`: how late its shards ran their
-//! timers (`tickwire_shard_loop_lag_seconds`) and the stalls it counted (`tickwire_shard_stalls_total`).
+//! timers (`tickwire_shard_loop_lag_seconds`), the stalls it counted (`tickwire_shard_stalls_total`), and
+//! how long its updates took from sequencing to the socket (`tickwire_ingest_to_flush_seconds`), which
+//! tells the server's share of the latency from the kernel's and the load generator's.
 //! Builds before the stall detector had a watchdog that signalled a shard whose timers were over 50 ms
 //! late (`tickwire_shard_wakeups_total`); its count is read too, so that an A/B against such a build
 //! compares stalls on both sides. Read once before and once after the step; the report holds the
@@ -13,21 +15,24 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 const LAG: &str = "tickwire_shard_loop_lag_seconds_bucket";
+const FLUSH: &str = "tickwire_ingest_to_flush_seconds_bucket";
 const STALLS: &str = "tickwire_shard_stalls_total";
 const WAKEUPS: &str = "tickwire_shard_wakeups_total";
 
 /// One reading of the families, summed over shards.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reading {
-    /// Cumulative lag buckets: (upper bound in µs, `u64::MAX` for `+Inf`; count).
+    /// Cumulative buckets of the lag and the ingest-to-flush histograms: (upper bound in µs, `u64::MAX` for
+    /// `+Inf`; count).
     lag: BTreeMap<u64, u64>,
+    flush: BTreeMap<u64, u64>,
     stalls: BTreeMap<String, u64>,
     wakeups: Option<u64>,
 }
 
-/// The loop lag and stalls over a step.
+/// The server's figures over a step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoopLag {
+pub struct ServerView {
     /// Ticks measured (every shard ticks every 5 ms).
     pub samples: u64,
     /// Upper bounds (µs) of the buckets holding p99, p99.9 and the largest sample; `u64::MAX`: above the
@@ -40,6 +45,13 @@ pub struct LoopLag {
     /// Builds with the old watchdog: its signals to shards over 50 ms late.
     #[serde(default)]
     pub watchdog_wakeups: Option<u64>,
+    /// Ingest to flush (one sample per write batch): bucket bounds (µs) of p99 and p99.9, and the samples.
+    #[serde(default)]
+    pub flush_p99_us: u64,
+    #[serde(default)]
+    pub flush_p999_us: u64,
+    #[serde(default)]
+    pub flush_samples: u64,
 }
 
 /// Reads `/metrics` of the server at `addr`; `None` when it cannot be read or has none of the families.
@@ -62,7 +74,7 @@ pub fn parse(text: &str) -> Reading {
         let (name, labels) = series.split_once('{').unwrap_or((series, ""));
         let label =
             |key: &str| labels.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\"")?.split('"').next());
-        if name == LAG {
+        if name == LAG || name == FLUSH {
             let bound = match label("le") {
                 Some("+Inf") => u64::MAX,
                 Some(le) => match le.parse::<f64>() {
@@ -71,7 +83,8 @@ pub fn parse(text: &str) -> Reading {
                 },
                 None => continue,
             };
-            *r.lag.entry(bound).or_default() += value as u64;
+            let buckets = if name == LAG { &mut r.lag } else { &mut r.flush };
+            *buckets.entry(bound).or_default() += value as u64;
         } else if name == WAKEUPS {
             *r.wakeups.get_or_insert(0) += value as u64;
         } else if name == STALLS {
@@ -84,34 +97,40 @@ pub fn parse(text: &str) -> Reading {
 }
 
 /// What happened between two readings.
-pub fn between(before: &Reading, after: &Reading) -> LoopLag {
-    let cumulative: Vec<(u64, u64)> = after
-        .lag
-        .iter()
-        .map(|(&bound, &n)| (bound, n.saturating_sub(before.lag.get(&bound).copied().unwrap_or(0))))
-        .collect();
-    let samples = cumulative.last().map_or(0, |&(_, n)| n);
-    let quantile = |q: f64| {
-        let rank = ((q * samples as f64).ceil() as u64).max(1);
-        cumulative.iter().find(|&&(_, n)| n >= rank).map_or(0, |&(bound, _)| bound)
-    };
+pub fn between(before: &Reading, after: &Reading) -> ServerView {
+    let (samples, lag) = quantiles(&before.lag, &after.lag);
+    let (flush_samples, flush) = quantiles(&before.flush, &after.flush);
     let stalls = after
         .stalls
         .iter()
         .map(|(cause, &n)| (cause.clone(), n.saturating_sub(before.stalls.get(cause).copied().unwrap_or(0))))
         .collect();
-    let watchdog_wakeups = after.wakeups.map(|n| n.saturating_sub(before.wakeups.unwrap_or(0)));
-    if samples == 0 {
-        return LoopLag { stalls, watchdog_wakeups, ..LoopLag::default() };
-    }
-    LoopLag {
+    ServerView {
         samples,
-        p99_us: quantile(0.99),
-        p999_us: quantile(0.999),
-        max_us: quantile(1.0),
+        p99_us: lag(0.99),
+        p999_us: lag(0.999),
+        max_us: lag(1.0),
         stalls,
-        watchdog_wakeups,
+        watchdog_wakeups: after.wakeups.map(|n| n.saturating_sub(before.wakeups.unwrap_or(0))),
+        flush_p99_us: flush(0.99),
+        flush_p999_us: flush(0.999),
+        flush_samples,
     }
+}
+
+/// The samples between two readings of a histogram, and its quantiles as bucket bounds (0 without samples).
+fn quantiles(before: &BTreeMap<u64, u64>, after: &BTreeMap<u64, u64>) -> (u64, impl Fn(f64) -> u64) {
+    let cumulative: Vec<(u64, u64)> =
+        after.iter().map(|(&bound, &n)| (bound, n.saturating_sub(before.get(&bound).copied().unwrap_or(0)))).collect();
+    let samples = cumulative.last().map_or(0, |&(_, n)| n);
+    let quantile = move |q: f64| {
+        if samples == 0 {
+            return 0;
+        }
+        let rank = ((q * samples as f64).ceil() as u64).max(1);
+        cumulative.iter().find(|&&(_, n)| n >= rank).map_or(0, |&(bound, _)| bound)
+    };
+    (samples, quantile)
 }
 
 /// "≤ 2 ms" for a bucket bound.
@@ -141,11 +160,27 @@ mod tests {
     }
 
     #[test]
+    fn the_ingest_to_flush_histogram_is_read_beside_the_lag() {
+        let page = |fast: u64, slow: u64| {
+            let mut out = String::new();
+            for (le, n) in [("0.00005", fast), ("0.005", fast + slow), ("+Inf", fast + slow)] {
+                out.push_str(&format!("{FLUSH}{{shard=\"0\",le=\"{le}\"}} {n}\n"));
+            }
+            out + &format!("{LAG}{{shard=\"0\",le=\"+Inf\"}} 0\n")
+        };
+        let view = between(&parse(&page(10, 0)), &parse(&page(1000, 20)));
+        assert_eq!((view.flush_samples, view.flush_p99_us, view.flush_p999_us), (1010, 5_000, 5_000));
+        let view = between(&parse(&page(0, 0)), &parse(&page(1000, 5)));
+        assert_eq!((view.flush_p99_us, view.flush_p999_us), (50, 5_000));
+    }
+
+    #[test]
     fn quantiles_and_stalls_come_from_the_difference_of_two_readings() {
         let before = parse(&page(&[("0.0001", 10), ("0.002", 10), ("0.005", 10), ("+Inf", 10)], 1));
         // Per shard, 1,000 more ticks: 990 under 100 µs, 9 more by 2 ms, 1 by 5 ms.
         let after = parse(&page(&[("0.0001", 1000), ("0.002", 1009), ("0.005", 1010), ("+Inf", 1010)], 3));
         let lag = between(&before, &after);
+        assert_eq!((lag.flush_samples, lag.flush_p99_us), (0, 0), "no flush histogram on this page");
         assert_eq!(lag.samples, 2000);
         assert_eq!((lag.p99_us, lag.p999_us, lag.max_us), (100, 2_000, 5_000));
         assert_eq!(lag.stalls, BTreeMap::from([("off_cpu".to_owned(), 4), ("on_cpu".to_owned(), 0)]));
