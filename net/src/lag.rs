@@ -14,11 +14,22 @@
 //! - [`Cause::OffCpu`]: the thread slept in the kernel for most of the lag: parked in `io_uring_enter` past
 //!   a due timer (the runtime bug that vendor/README.md describes), or a task blocked in a system call.
 //!
+//! While a shard is late, an observer thread ([`observe`]) looks at its thread from outside, without
+//! touching it: its state in `/proc/self/task/<tid>/stat` (R: running or runnable; S: asleep; D: asleep and
+//! not interruptible, as in a page fault that reads from disk), the system call it is in
+//! (`/proc/self/task/<tid>/syscall`) and where in the kernel it waits (`wchan`). The warning line carries
+//! what it saw (`seen=`), which tells a runtime that parked past its timers (S in `io_uring_enter`) from a
+//! blocking call (S in `futex`, `accept4`...), a page fault (D) or the host's scheduler (R).
+//!
 //! Nothing here hides a stall; the detector only watches (the runtime itself is fixed in vendor/glommio).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::shard::Shared;
 
 /// The ticker's period: how often a shard's lag is sampled.
 pub const TICK: Duration = Duration::from_millis(5);
@@ -28,6 +39,8 @@ pub const WARN: Duration = Duration::from_millis(20);
 pub const UNHEALTHY: Duration = Duration::from_secs(1);
 /// At most one warning line per shard per this long.
 const LOG_EVERY: Duration = Duration::from_secs(1);
+/// How often the observer thread checks whether a shard is late.
+const OBSERVE_EVERY: Duration = Duration::from_millis(10);
 
 /// Why a shard was late, from its thread's scheduler statistics (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,8 +206,110 @@ impl Default for LagProbe {
     }
 }
 
-/// The warning line of a stall, with the shard's state.
-pub fn log_stall(shard: usize, stall: &Stall, unlogged: u64, connections: u64, queued_bytes: u64, sessions: usize) {
+/// What the observer saw of a late shard's thread, for the tick that started at `tick_ms` (milliseconds
+/// since the server started, as `alive_ms`).
+#[derive(Debug, Default)]
+pub struct Seen(Mutex<Option<(u64, String)>>);
+
+impl Seen {
+    /// What was seen during the tick that started at `tick_ms`, if anything.
+    pub fn take(&self, tick_ms: u64) -> Option<String> {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.take() {
+            Some((t, what)) if t == tick_ms => Some(what),
+            _ => None,
+        }
+    }
+
+    fn record(&self, tick_ms: u64, what: impl FnOnce() -> String) {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // The first look at a stall is kept: it is the closest to where the stall began. The look itself
+        // (reading /proc) happens without the lock, which the shard takes when it wakes.
+        if lock().as_ref().is_some_and(|(t, _)| *t == tick_ms) {
+            return;
+        }
+        let what = what();
+        let mut seen = lock();
+        if seen.as_ref().is_none_or(|(t, _)| *t != tick_ms) {
+            *seen = Some((tick_ms, what));
+        }
+    }
+}
+
+/// The observer thread's loop, until the server stops: every [`OBSERVE_EVERY`], each shard whose last tick
+/// is more than [`TICK`] + [`WARN`] old has its thread looked at ([`describe_thread`]).
+pub fn observe(shared: &Shared) {
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(OBSERVE_EVERY);
+        let now_ms = shared.started.elapsed().as_millis() as u64;
+        for stats in shared.stats.iter() {
+            let tid = stats.tid.load(Ordering::Acquire);
+            let tick_ms = stats.alive_ms.load(Ordering::Relaxed);
+            if tid != 0 && now_ms.saturating_sub(tick_ms) > (TICK + WARN).as_millis() as u64 {
+                stats.seen.record(tick_ms, || describe_thread(tid));
+            }
+        }
+    }
+}
+
+/// A thread of this process as `/proc` shows it: "S in io_uring_enter (426), wchan io_cqring_wait".
+pub fn describe_thread(tid: u64) -> String {
+    let read = |file: &str| std::fs::read_to_string(format!("/proc/self/task/{tid}/{file}")).unwrap_or_default();
+    let stat = read("stat");
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).unwrap_or("?").to_owned();
+    let syscall = read("syscall");
+    let call = match syscall.split_whitespace().next() {
+        Some("running") => "user space".to_owned(),
+        Some("-1") => "no system call (a fault or an interrupt)".to_owned(),
+        Some(nr) => match nr.parse::<i64>().ok().and_then(syscall_name) {
+            Some(name) => format!("{name} ({nr})"),
+            None => format!("system call {nr}"),
+        },
+        None => "unknown".to_owned(),
+    };
+    let wchan = read("wchan");
+    let wchan = if wchan.is_empty() || wchan == "0" { "-" } else { wchan.trim() };
+    format!("{state} in {call}, wchan {wchan}")
+}
+
+/// Names of the system calls a shard is seen in (x86_64 numbers).
+fn syscall_name(nr: i64) -> Option<&'static str> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    Some(match nr {
+        0 => "read",
+        1 => "write",
+        7 => "poll",
+        9 => "mmap",
+        10 => "mprotect",
+        11 => "munmap",
+        20 => "writev",
+        43 => "accept",
+        44 => "sendto",
+        45 => "recvfrom",
+        202 => "futex",
+        219 => "restart_syscall",
+        230 => "clock_nanosleep",
+        232 => "epoll_wait",
+        288 => "accept4",
+        324 => "membarrier",
+        426 => "io_uring_enter",
+        _ => return None,
+    })
+}
+
+/// The warning line of a stall, with the shard's state and what the observer saw of its thread.
+pub fn log_stall(
+    shard: usize,
+    stall: &Stall,
+    seen: Option<&str>,
+    unlogged: u64,
+    connections: u64,
+    queued_bytes: u64,
+    sessions: usize,
+) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::warn!(
         shard,
@@ -202,6 +317,7 @@ pub fn log_stall(shard: usize, stall: &Stall, unlogged: u64, connections: u64, q
         cause = stall.cause.map_or("unknown", Cause::name),
         on_cpu_ms = format_args!("{:.1}", ms(stall.on_cpu)),
         waiting_for_cpu_ms = format_args!("{:.1}", ms(stall.waiting)),
+        seen = seen.unwrap_or("-"),
         connections,
         sessions,
         queued_bytes,
@@ -275,6 +391,51 @@ mod tests {
         if stall.cause.is_some() {
             assert_eq!(stall.cause, Some(Cause::OffCpu), "{stall:?}");
         }
+    }
+
+    #[test]
+    fn a_thread_blocked_on_a_pipe_is_seen_asleep_in_read() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let reader = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() } as u64).unwrap();
+            let mut byte = 0u8;
+            // SAFETY: reads at most one byte into `byte` from the pipe opened above.
+            unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) }
+        });
+        let tid = tid_rx.recv().unwrap();
+        // Until the reader is asleep in its read (the look is what is tested; this waits for its subject).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let seen = describe_thread(tid);
+            if seen.starts_with("S ") || Instant::now() > deadline {
+                break seen;
+            }
+            std::thread::yield_now();
+        };
+        // SAFETY: writes one byte to the pipe opened above, ending the read.
+        assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
+        assert_eq!(reader.join().unwrap(), 1);
+        // SAFETY: both descriptors were opened above and are not used after.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        assert!(seen.starts_with("S in read (0), wchan "), "{seen}");
+    }
+
+    #[test]
+    fn a_stall_keeps_its_first_look_and_a_later_tick_does_not_take_it() {
+        let seen = Seen::default();
+        seen.record(40, || "S in futex (202), wchan futex_do_wait".into());
+        seen.record(40, || "R in user space, wchan -".into());
+        assert_eq!(seen.take(45), None, "another tick's stall");
+        seen.record(40, || "S in futex (202), wchan futex_do_wait".into());
+        assert_eq!(seen.take(40).as_deref(), Some("S in futex (202), wchan futex_do_wait"));
+        assert_eq!(seen.take(40), None, "taken once");
     }
 
     #[test]

@@ -135,6 +135,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     } else {
         "simulated feed off".to_owned()
     };
+    let observer = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("stall-observer".into())
+            .spawn(move || crate::lag::observe(&shared))
+            .context("cannot start the stall observer")?
+    };
     let scheme = shared.security.ws_scheme();
     eprintln!("tickwire listening on {addr} ({shards} shards, {sim}); stream at {scheme}://{addr}/v1/stream");
     crate::security::log_summary(&shared.config, &shared.security, &shared.auth);
@@ -147,6 +154,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(e) => failed = Some(start_error(i, &e)),
         }
     }
+    // Every shard has ended; so does the observer (a failed shard may have ended without a signal).
+    shared.shutdown.store(true, Ordering::Relaxed);
+    let _ = observer.join();
     match failed {
         Some(e) => Err(e),
         None => {
@@ -300,6 +310,10 @@ async fn ticker(shard: Rc<Shard>) {
     let mut last_queues = 0;
     let mut last_second = 0;
     let mut probe = LagProbe::new();
+    let stats = shard.stats();
+    stats.alive_ms.store(shard.shared.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // SAFETY: gettid has no preconditions.
+    stats.tid.store(unsafe { libc::gettid() } as u64, Ordering::Release);
     while !shard.stopping() {
         probe.start(Instant::now());
         glommio::timer::sleep(lag::TICK).await;

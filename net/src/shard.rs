@@ -104,8 +104,12 @@ pub struct ShardStats {
     pub queued_bytes_max: AtomicU64,
     /// Ingest-to-flush latency, one sample per write batch.
     pub flush_latency: LatencyHistogram,
-    /// Milliseconds since start at the shard's last tick, for /healthz.
+    /// Milliseconds since start at the shard's last tick, for /healthz and the stall observer.
     pub alive_ms: AtomicU64,
+    /// The shard thread's id, for the stall observer; 0 until its ticker runs.
+    pub tid: AtomicU64,
+    /// What the observer saw of the thread during a late tick ([`crate::lag::observe`]).
+    pub seen: crate::lag::Seen,
     /// How late the shard's ticker woke, one sample per tick ([`crate::lag`]).
     pub loop_lag: LatencyHistogram,
     /// Ticks later than [`crate::lag::WARN`], by cause: [`crate::lag::Cause::ALL`] in order, then unknown.
@@ -614,10 +618,12 @@ impl Shard {
         let stats = self.stats();
         let i = stall.cause.map_or(crate::lag::Cause::ALL.len(), |c| c as usize);
         stats.stalls[i].fetch_add(1, Ordering::Relaxed);
+        // The tick that was late started at the last `alive_ms` (the ticker moves it after this call).
+        let seen = stats.seen.take(stats.alive_ms.load(Ordering::Relaxed));
         if let Some(unlogged) = probe.should_log(Instant::now(), stall.lag) {
             let connections = stats.connections.load(Ordering::Relaxed);
             let queued: u64 = self.conns.borrow().values().map(|c| c.queued().0 as u64).sum();
-            crate::lag::log_stall(self.id, stall, unlogged, connections, queued, self.sessions());
+            crate::lag::log_stall(self.id, stall, seen.as_deref(), unlogged, connections, queued, self.sessions());
         }
     }
 

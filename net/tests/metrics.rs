@@ -370,6 +370,9 @@ fn a_stalled_shard_is_counted_logged_and_unhealthy_until_it_recovers() {
         .find(|l| lag_ms(l).is_some_and(|ms| ms >= 1000.0))
         .unwrap_or_else(|| panic!("no warning of the stall of shard {shard} in {log:#?}"));
     assert!(line.contains("WARN") && line.contains("cause=\"off_cpu\"") && line.contains("connections="), "{line}");
+    // The observer looked at the blocked thread while it was late: asleep on a futex (the debug stall waits
+    // on a condition variable), not in io_uring_enter.
+    assert!(line.contains("seen=\"S in ") && line.contains("wchan futex"), "{line}");
 }
 
 #[test]
