@@ -67,6 +67,9 @@ ms = lambda us: "-" if us is None else ("> 2500" if us >= 2**63 else f"{us / 100
 def lag(r, k):
     l = r.get("server_view")
     return None if not l or not l["samples"] else l[k]
+def gen_lag(r):
+    l = r.get("client_loop_lag_us")
+    return "-" if not l else f"{ms(l[1])} / {ms(l[2])}"
 def flush(r):
     v = r.get("server_view")
     return "-" if not v or not v.get("flush_samples") else f"{ms(v['flush_p99_us'])} / {ms(v['flush_p999_us'])}"
@@ -85,16 +88,17 @@ lines = [f"# A/B: {any_run['connections']} connections, {any_run['symbols']} sym
          f"- machine: {any_run['machine']}",
          f"- date: {any_run['date']}\n",
          "Latency is from source (publish stamp) to client receive, over all deliveries. Ingest to flush is the server's",
-         "own share of it (`tickwire_ingest_to_flush_seconds`: from sequencing to the socket, per write batch). Loop lag is",
+         "own share of it (`tickwire_ingest_to_flush_seconds`: from sequencing to the socket, per write batch); the generator's",
+         "loop lag is how late a 5 ms timer of the load generator's own thread fired (a late generator receives late). Loop lag is",
          "the server's `tickwire_shard_loop_lag_seconds` over the run (all figures from the server are bucket bounds;",
          "`-` where the build has no such figure);",
          "stalls are its ticks over 20 ms late, by cause; a build with the old watchdog shows how many times it",
          "signalled a shard whose timers were over 50 ms late (`tickwire_shard_wakeups_total`).\n",
-         "| build | round | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | max ms | server CPU | client CPU | ingest to flush p99 / p99.9 ms | loop lag p99 / p99.9 / max ms | stalls |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| build | round | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | max ms | server CPU | client CPU | generator loop lag p99.9 / max ms | ingest to flush p99 / p99.9 ms | loop lag p99 / p99.9 / max ms | stalls |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for n in names:
     for rnd, r in sorted(runs[n]):
-        lines.append(f"| {n} | {rnd} | {r['delivered_per_s']:.0f} | {r['lost']} | {ms(r['p50_us'])} | {ms(r['p99_us'])} | {ms(r['p999_us'])} | {ms(r['max_us'])} | {r['server_cpu_pct'] or 0:.1f}% | {r['client_cpu_pct'] or 0:.1f}% | {flush(r)} | {ms(lag(r,'p99_us'))} / {ms(lag(r,'p999_us'))} / {ms(lag(r,'max_us'))} | {stalls(r)} |")
+        lines.append(f"| {n} | {rnd} | {r['delivered_per_s']:.0f} | {r['lost']} | {ms(r['p50_us'])} | {ms(r['p99_us'])} | {ms(r['p999_us'])} | {ms(r['max_us'])} | {r['server_cpu_pct'] or 0:.1f}% | {r['client_cpu_pct'] or 0:.1f}% | {gen_lag(r)} | {flush(r)} | {ms(lag(r,'p99_us'))} / {ms(lag(r,'p999_us'))} / {ms(lag(r,'max_us'))} | {stalls(r)} |")
 lines += ["", "Medians:", "", "| build | p50 ms | p99 ms | p99.9 ms | server CPU | lost (all runs) |", "|---|---|---|---|---|---|"]
 for n in names:
     rs = [r for _, r in runs[n]]

@@ -51,6 +51,9 @@ pub struct Report {
     pub client_cpu_pct: Option<f64>,
     pub server_rss_kib: Option<u64>,
     pub publisher_max_lag_us: i64,
+    /// The generator's own loop lag over the step (a 5 ms timer's lateness): p99, p99.9, max in µs.
+    #[serde(default)]
+    pub client_loop_lag_us: Option<[u64; 3]>,
     pub failed_connections: usize,
     pub first_error: Option<String>,
     /// `error` frames the server sent to subscribers (a refused request, for example).
@@ -142,6 +145,10 @@ impl Report {
             rows.push(("server RSS per connection", format!("{per:.2} KiB")));
         }
         rows.push(("server CPU / client CPU", format!("{} / {}", pct(self.server_cpu_pct), pct(self.client_cpu_pct))));
+        if let Some([p99, p999, max]) = self.client_loop_lag_us {
+            rows.push(("generator loop lag p99 / p99.9 / max", format!("{} / {} / {}", ms(p99), ms(p999), ms(max))));
+            rows.push(("publisher max lag behind schedule", ms(self.publisher_max_lag_us.max(0) as u64)));
+        }
         if let Some(view) = self.server_view.as_ref().filter(|v| v.flush_samples > 0) {
             use crate::server_metrics::bound;
             let (p99, p999) = (bound(view.flush_p99_us), bound(view.flush_p999_us));

@@ -65,6 +65,9 @@ pub async fn connect_all(
     (tasks, per_symbol)
 }
 
+/// The period of the generator's loop-lag probe.
+const CLIENT_TICK: Duration = Duration::from_millis(5);
+
 /// Parameters of a measured publishing step.
 pub struct StepParams<'a> {
     pub target: &'a Target,
@@ -106,6 +109,20 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
             }
         })
     };
+    // The generator's own loop lag: how late a 5 ms timer of this thread fires while it publishes and
+    // receives. A late generator receives late and publishes in bursts, and both show up as latency.
+    let lag_probe = {
+        let ticking = ticking.clone();
+        tokio::task::spawn_local(async move {
+            let mut lag = crate::stats::histogram();
+            while ticking.get() {
+                let started = Instant::now();
+                tokio::time::sleep(CLIENT_TICK).await;
+                lag.saturating_record(started.elapsed().saturating_sub(CLIENT_TICK).as_micros() as u64);
+            }
+            lag
+        })
+    };
     let published = engine::publish(p.target, p.syms, p.rate, p.duration, next_seq).await?;
     let expected: u64 = published.per_symbol.iter().zip(p.per_symbol).map(|(e, s)| e * s).sum();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -114,6 +131,9 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     }
     ticking.set(false);
     ticker.abort();
+    if let Ok(lag) = lag_probe.await {
+        report.client_loop_lag_us = Some([lag.value_at_quantile(0.99), lag.value_at_quantile(0.999), lag.max()]);
+    }
     pb.finish_and_clear();
     let mut rec = shared.rec.borrow_mut();
     rec.recording = false;

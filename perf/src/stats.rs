@@ -6,7 +6,7 @@ use hdrhistogram::Histogram;
 /// Highest latency recorded, in microseconds (larger values are clamped).
 const MAX_US: u64 = 60_000_000;
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     // 3 significant digits over 1 us .. 60 s is a fixed, small allocation.
     Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
 }
