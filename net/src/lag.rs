@@ -10,7 +10,8 @@
 //! time runnable but waiting for one) over the late tick:
 //! - [`Cause::WaitingForCpu`]: the thread was runnable but not running for most of the lag; the host's
 //!   scheduler gave the CPU to something else. Not the server's doing.
-//! - [`Cause::OnCpu`]: the thread ran for most of the lag; a task (or many) ran that long without yielding.
+//! - [`Cause::OnCpu`]: the thread ran for most of the lag: one task ran that long without yielding, or a
+//!   long queue of ready tasks (thousands of connections closing at once) ran before the ticker's turn.
 //! - [`Cause::OffCpu`]: the thread slept in the kernel for most of the lag: parked in `io_uring_enter` past
 //!   a due timer (the runtime bug that vendor/README.md describes), or a task blocked in a system call.
 //!
@@ -65,7 +66,7 @@ impl Cause {
     /// What the cause means, for the warning line.
     fn meaning(self) -> &'static str {
         match self {
-            Cause::OnCpu => "a task ran this long without yielding",
+            Cause::OnCpu => "the shard was busy: one long task, or a long queue of ready tasks ahead of the ticker",
             Cause::WaitingForCpu => "the thread was runnable but the host's scheduler ran something else",
             Cause::OffCpu => {
                 "the thread slept in the kernel: parked past a due timer, or a task blocked in a system call"
