@@ -317,7 +317,19 @@ fn a_stalled_shard_is_counted_logged_and_unhealthy_until_it_recovers() {
     assert_eq!(unhealthy["status"], "unavailable");
     assert_eq!(unhealthy["stalled_shards"][0]["shard"].as_u64(), Some(shard), "{unhealthy}");
     assert!(unhealthy["stalled_shards"][0]["lag_ms"].as_u64() > Some(1000), "{unhealthy}");
-    assert_eq!(conn.request("GET", "/healthz", None).0, 503, "still stalled, still unhealthy");
+    // Still unhealthy while the stall goes on. /healthz counts from the end of the shard's last tick, the
+    // lag from the start of its next sleep (a few ms later): hold the stall until /healthz says 1.2 s, so
+    // that the stalled tick's own lag is surely over a second too.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let (status, v) = conn.request("GET", "/healthz", None);
+        assert_eq!(status, 503, "still stalled, still unhealthy: {v}");
+        if v["stalled_shards"][0]["lag_ms"].as_u64() >= Some(1200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled shard's lag did not grow: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(conn.request("POST", "/api/admin/debug/release", Some(&admin)), (200, json!({"released":true})));
     // ... and healthy again by itself once the shard runs again.
     let deadline = Instant::now() + Duration::from_secs(10);
