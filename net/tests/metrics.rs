@@ -253,6 +253,20 @@ fn admin_stats_need_an_admin_token() {
     assert!(v.contains_key("activeConnections"));
 }
 
+/// Polls `/healthz` on `conn` until `done(status, body)`; returns that answer.
+fn healthz_until(
+    conn: &mut KeepAlive,
+    what: &str,
+    mut done: impl FnMut(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let mut last = (0, serde_json::Value::Null);
+    common::wait_for(Duration::from_secs(10), what, || {
+        last = conn.request("GET", "/healthz", None);
+        done(last.0, &last.1)
+    });
+    last
+}
+
 /// One HTTP/1.1 connection kept open across requests, so that every request reaches the same shard.
 struct KeepAlive(TcpStream);
 
@@ -304,58 +318,39 @@ fn a_stalled_shard_is_counted_logged_and_unhealthy_until_it_recovers() {
     let shard = stalled[0].as_u64().unwrap();
 
     // Unhealthy once the stalled shard's last tick is over a second old, naming it...
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let unhealthy = loop {
-        let (status, v) = conn.request("GET", "/healthz", None);
-        if status == 503 {
-            break v;
-        }
-        assert_eq!(status, 200, "{v}");
-        assert!(Instant::now() < deadline, "/healthz stayed 200 while shard {shard} was stalled");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (_, unhealthy) = healthz_until(&mut conn, "/healthz to turn 503", |status, v| {
+        assert!(status == 200 || status == 503, "{v}");
+        status == 503
+    });
     assert_eq!(unhealthy["status"], "unavailable");
     assert_eq!(unhealthy["stalled_shards"][0]["shard"].as_u64(), Some(shard), "{unhealthy}");
     assert!(unhealthy["stalled_shards"][0]["lag_ms"].as_u64() > Some(1000), "{unhealthy}");
     // Still unhealthy while the stall goes on. /healthz counts from the end of the shard's last tick, the
     // lag from the start of its next sleep (a few ms later): hold the stall until /healthz says 1.2 s, so
     // that the stalled tick's own lag is surely over a second too.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        let (status, v) = conn.request("GET", "/healthz", None);
+    healthz_until(&mut conn, "the stalled shard's lag to reach 1.2 s", |status, v| {
         assert_eq!(status, 503, "still stalled, still unhealthy: {v}");
-        if v["stalled_shards"][0]["lag_ms"].as_u64() >= Some(1200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the stalled shard's lag did not grow: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        v["stalled_shards"][0]["lag_ms"].as_u64() >= Some(1200)
+    });
     assert_eq!(conn.request("POST", "/api/admin/debug/release", Some(&admin)), (200, json!({"released":true})));
     // ... and healthy again by itself once the shard runs again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, v) = conn.request("GET", "/healthz", None);
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 503, "{v}");
-        assert!(Instant::now() < deadline, "/healthz did not recover after the stall");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    healthz_until(&mut conn, "/healthz to recover after the stall", |status, v| {
+        assert!(status == 200 || status == 503, "{v}");
+        status == 200
+    });
 
     // The stall is counted (the thread slept in the kernel: off_cpu), in the lag histogram above 1 s, and
     // logged with the shard's state.
     let label = shard.to_string();
     let shard_label = Some(("shard", label.as_str()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let s = loop {
+    let mut page = None;
+    common::wait_for(Duration::from_secs(10), "the stall to be counted", || {
         let s = scrape(server.addr);
-        if total(&s, "tickwire_shard_stalls_total", shard_label) >= 1.0 {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the stall was not counted");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        let counted = total(&s, "tickwire_shard_stalls_total", shard_label) >= 1.0;
+        page = Some(s);
+        counted
+    });
+    let s = page.expect("scraped");
     let off_cpu: f64 = samples(&s, "tickwire_shard_stalls_total")
         .iter()
         .filter(|x| x.labels.get("shard") == Some(&label) && x.labels.get("cause") == Some("off_cpu"))
