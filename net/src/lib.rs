@@ -7,7 +7,7 @@
 //!
 //! Layout: [`config`] (CLI, TOML, env), [`server`] (start, shards, stop), [`shard`] (routing, sequencing,
 //! fanout on one core), [`lag`] (the stall detector), [`routes`] (HTTP), [`session`] (WebSocket connections), [`auth`], [`http`] (request
-//! parsing), [`metrics`] (`/metrics` and the admin stats), [`feed`] (the simulator), [`store`] (persistence: the store,
+//! parsing), [`stats`] (a shard's counters, declared once), [`metrics`] (`/metrics` and the admin stats), [`feed`] (the simulator), [`store`] (persistence: the store,
 //! durable publishes, the metrics history), and security: [`limits`], [`tls`], [`signing`], [`security`] (their shared state).
 //!
 //! ```no_run
@@ -28,6 +28,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod signing;
+pub mod stats;
 pub mod store;
 pub mod tls;
 pub mod util;

@@ -83,76 +83,46 @@ fn per_channel(out: &mut String, shared: &Shared, name: &str, help: &str, values
     }
 }
 
-/// Per-shard counters rendered as they are: name, help, field.
-type Counter = (&'static str, &'static str, fn(&ShardStats) -> &AtomicU64);
-
-const COUNTERS: &[Counter] = &[
-    ("tickwire_connections_opened_total", "WebSocket connections accepted.", |s| &s.connections_opened),
-    ("tickwire_connections_closed_total", "WebSocket connections ended.", |s| &s.connections_closed),
-    (
-        "tickwire_slow_consumer_closes_total",
-        "Connections closed with 1013 \"slow consumer\" because their outbound queue passed max_queued_bytes.",
-        |s| &s.slow_consumer_closes,
-    ),
-    (
-        "tickwire_slow_consumer_conflations_total",
-        "Times an outbound queue passed max_queued_bytes and its public topics were conflated to their latest frame.",
-        |s| &s.slow_consumer_conflations,
-    ),
-    (
-        "tickwire_conflated_frames_total",
-        "Frames dropped by slow-consumer conflation (a newer frame of the same topic stayed queued).",
-        |s| &s.conflated_frames,
-    ),
-    ("tickwire_heartbeat_closes_total", "Connections closed (4000) after no frame for two heartbeat intervals.", |s| {
-        &s.heartbeat_closes
-    }),
-    (
-        "tickwire_replayed_frames_total",
-        "Frames replayed from history to resuming subscribers, and unacknowledged critical messages redelivered.",
-        |s| &s.replayed_frames,
-    ),
-    ("tickwire_resets_total", "reset frames sent where a resume could not be served.", |s| &s.resets),
-    ("tickwire_critical_acked_total", "Critical messages released by acks.", |s| &s.critical_acked),
-    (
-        "tickwire_critical_dropped_total",
-        "Unacknowledged critical messages dropped from full queues (users told with QUEUE_OVERFLOW).",
-        |s| &s.critical_dropped,
-    ),
-    (
-        "tickwire_connections_refused_total",
-        "Upgraded connections closed at once by a connection limit (1013 server or IP at capacity, 1008 per user).",
-        |s| &s.connections_refused,
-    ),
-    (
-        "tickwire_rate_limited_messages_total",
-        "Client messages dropped because their connection passed max_messages_per_s.",
-        |s| &s.rate_limited_messages,
-    ),
-    (
-        "tickwire_rate_limited_closes_total",
-        "Connections closed with 1008 for persisting over max_messages_per_s.",
-        |s| &s.rate_limited_closes,
-    ),
-];
-
-/// The whole `/metrics` page.
+/// The whole `/metrics` page: every row of [`crate::stats`], then the families with labels or buckets.
 pub fn render_prometheus(shared: &Shared) -> String {
     let mut out = String::with_capacity(4096 + shared.shards * 4096);
     header(&mut out, "tickwire_uptime_seconds", "gauge", "Seconds since the server started.");
     let _ = writeln!(out, "tickwire_uptime_seconds {}", shared.started.elapsed().as_secs_f64());
-    family(&mut out, shared, "tickwire_connections", "gauge", "Open WebSocket connections.", |s| load(&s.connections));
-    family(
+    for f in crate::stats::FAMILIES {
+        family(&mut out, shared, f.name, f.kind.name(), f.help, |s| load((f.get)(&s.counters)));
+    }
+    per_channel(
         &mut out,
         shared,
-        "tickwire_sessions",
-        "gauge",
-        "WebSocket sessions running: open connections and closed ones still flushing their close frame (each holds its place under the connection limits).",
-        |s| load(&s.sessions),
+        "tickwire_deliveries_total",
+        "Update frames queued to subscribers (one per subscriber), by channel; sum without (channel) for the total.",
+        |s| &s.deliveries_by_channel,
     );
-    for (name, help, field) in COUNTERS {
-        family(&mut out, shared, name, "counter", help, |s| load(field(s)));
+    per_channel(
+        &mut out,
+        shared,
+        "tickwire_delivered_bytes_total",
+        "Bytes of the update frames queued to subscribers, by channel.",
+        |s| &s.delivered_bytes_by_channel,
+    );
+    header(
+        &mut out,
+        "tickwire_events_received_total",
+        "counter",
+        "Events entering the server at the shard, by source (before routing to their topics' owners).",
+    );
+    for (i, s) in shared.stats.iter().enumerate() {
+        for (source, n) in [("simulator", &s.simulated), ("publish", &s.published)] {
+            let _ = writeln!(out, "tickwire_events_received_total{{shard=\"{i}\",source=\"{source}\"}} {}", load(n));
+        }
     }
+    histogram(
+        &mut out,
+        shared,
+        "tickwire_ingest_to_flush_seconds",
+        "Time from an update's sequencing on its owner shard to the writer handing it to the socket; one sample per write batch (its earliest update); conflated frames are not counted.",
+        |s| &s.flush_latency,
+    );
     histogram(
         &mut out,
         shared,
@@ -172,112 +142,6 @@ pub fn render_prometheus(shared: &Shared) -> String {
             let _ = writeln!(out, "tickwire_shard_stalls_total{{shard=\"{i}\",cause=\"{cause}\"}} {}", load(n));
         }
     }
-    family(
-        &mut out,
-        shared,
-        "tickwire_subscriptions",
-        "gauge",
-        "Subscriptions (connection, topic) on the shard.",
-        |s| load(&s.subscriptions),
-    );
-    family(&mut out, shared, "tickwire_topics", "gauge", "Topics with at least one subscriber on the shard.", |s| {
-        load(&s.topics)
-    });
-    per_channel(
-        &mut out,
-        shared,
-        "tickwire_deliveries_total",
-        "Update frames queued to subscribers (one per subscriber), by channel; sum without (channel) for the total.",
-        |s| &s.deliveries_by_channel,
-    );
-    per_channel(
-        &mut out,
-        shared,
-        "tickwire_delivered_bytes_total",
-        "Bytes of the update frames queued to subscribers, by channel.",
-        |s| &s.delivered_bytes_by_channel,
-    );
-    family(
-        &mut out,
-        shared,
-        "tickwire_inbound_messages_total",
-        "counter",
-        "WebSocket messages received from clients.",
-        |s| load(&s.messages_in),
-    );
-    family(
-        &mut out,
-        shared,
-        "tickwire_events_ingested_total",
-        "counter",
-        "Updates sequenced by the shard as the owner of their topic.",
-        |s| load(&s.ingested),
-    );
-    header(
-        &mut out,
-        "tickwire_events_received_total",
-        "counter",
-        "Events entering the server at the shard, by source (before routing to their topics' owners).",
-    );
-    for (i, s) in shared.stats.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "tickwire_events_received_total{{shard=\"{i}\",source=\"simulator\"}} {}",
-            load(&s.simulated)
-        );
-        let _ =
-            writeln!(out, "tickwire_events_received_total{{shard=\"{i}\",source=\"publish\"}} {}", load(&s.published));
-    }
-    family(
-        &mut out,
-        shared,
-        "tickwire_outbound_queued_bytes",
-        "gauge",
-        "Bytes waiting in the shard's connections' outbound queues (sampled every second).",
-        |s| load(&s.queued_bytes),
-    );
-    family(
-        &mut out,
-        shared,
-        "tickwire_outbound_queued_frames",
-        "gauge",
-        "Frames waiting in the shard's connections' outbound queues (sampled every second).",
-        |s| load(&s.queued_frames),
-    );
-    family(
-        &mut out,
-        shared,
-        "tickwire_outbound_queued_bytes_max",
-        "gauge",
-        "The largest outbound queue of one connection on the shard, in bytes (sampled every second).",
-        |s| load(&s.queued_bytes_max),
-    );
-    family(
-        &mut out,
-        shared,
-        "tickwire_writes_total",
-        "counter",
-        "Socket writes by connection writers (one per flush batch).",
-        |s| load(&s.writes),
-    );
-    family(
-        &mut out,
-        shared,
-        "tickwire_written_frames_total",
-        "counter",
-        "Frames handed to sockets, replies and snapshots included.",
-        |s| load(&s.written_frames),
-    );
-    family(&mut out, shared, "tickwire_written_bytes_total", "counter", "Bytes handed to sockets.", |s| {
-        load(&s.written_bytes)
-    });
-    histogram(
-        &mut out,
-        shared,
-        "tickwire_ingest_to_flush_seconds",
-        "Time from an update's sequencing on its owner shard to the writer handing it to the socket; one sample per write batch (its earliest update); conflated frames are not counted.",
-        |s| &s.flush_latency,
-    );
     store_families(&mut out, shared);
     out
 }

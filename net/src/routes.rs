@@ -443,48 +443,41 @@ pub fn channels_json() -> Vec<u8> {
 
 fn status_json(shard: &Shard) -> Vec<u8> {
     let s = &shard.shared;
-    let get = |f: fn(&crate::shard::ShardStats) -> &std::sync::atomic::AtomicU64| -> Vec<u64> {
-        s.stats.iter().map(|st| f(st).load(Ordering::Relaxed)).collect()
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    // Each shard's figures named in `stats::STATUS`, by field name, and its deliveries.
+    let shards: Vec<serde_json::Value> = s
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let mut figures = serde_json::Map::new();
+            figures.insert("shard".into(), i.into());
+            for row in crate::stats::STATUS.iter().filter_map(|f| crate::stats::family(f)) {
+                figures.insert(row.field.into(), load((row.get)(&st.counters)).into());
+            }
+            figures.insert("deliveries".into(), st.deliveries().into());
+            figures.into()
+        })
+        .collect();
+    let sum = |f: fn(&crate::shard::ShardStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+        s.stats.iter().map(|st| load(f(st))).sum()
     };
-    let conns = get(|x| &x.connections);
-    let subs = get(|x| &x.subscriptions);
-    let topics = get(|x| &x.topics);
-    let deliveries: Vec<u64> = s.stats.iter().map(|st| st.deliveries()).collect();
-    let msgs_in = get(|x| &x.messages_in);
-    let ingested = get(|x| &x.ingested);
-    let simulated: u64 = get(|x| &x.simulated).iter().sum();
-    let published: u64 = get(|x| &x.published).iter().sum();
-    let mut out = Vec::with_capacity(1024);
-    out.extend_from_slice(
-        format!(
-            "{{\"enabled\":true,\"active_connections\":{},\"max_connections\":{},\"heartbeat_s\":{},\"uptime_s\":{},\"shards\":[",
-            conns.iter().sum::<u64>(),
-            s.config.max_connections,
-            s.config.heartbeat_s,
-            s.started.elapsed().as_secs()
-        )
-        .as_bytes(),
-    );
-    for i in 0..s.shards {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(
-            format!(
-                "{{\"shard\":{i},\"connections\":{},\"subscriptions\":{},\"topics\":{},\"deliveries\":{},\"messages_in\":{},\"ingested\":{}}}",
-                conns[i], subs[i], topics[i], deliveries[i], msgs_in[i], ingested[i]
-            )
-            .as_bytes(),
-        );
-    }
-    let sim_status = if s.config.simulator { "active" } else { "disabled" };
-    out.extend_from_slice(
-        format!(
-            "],\"stream_health\":{{\"simulator\":{{\"status\":\"{sim_status}\",\"events\":{simulated}}},\"publish_api\":{{\"status\":\"active\",\"events\":{published}}}}}}}"
-        )
-        .as_bytes(),
-    );
-    out
+    let status = serde_json::json!({
+        "enabled": true,
+        "active_connections": sum(|st| &st.connections),
+        "max_connections": s.config.max_connections,
+        "heartbeat_s": s.config.heartbeat_s,
+        "uptime_s": s.started.elapsed().as_secs(),
+        "shards": shards,
+        "stream_health": {
+            "simulator": {
+                "status": if s.config.simulator { "active" } else { "disabled" },
+                "events": sum(|st| &st.simulated),
+            },
+            "publish_api": {"status": "active", "events": sum(|st| &st.published)},
+        },
+    });
+    serde_json::to_vec(&status).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -55,53 +55,19 @@ pub struct Shared {
 pub const CHANNELS: usize = tickwire_core::channel::CATALOG.len();
 
 /// Per-shard figures, written by the shard, read by anyone (`/metrics`, the status endpoints). Aligned to
-/// its own cache lines so that shards never write to a line another shard writes.
+/// its own cache lines so that shards never write to a line another shard writes. The plain counters and
+/// gauges are declared once in [`crate::stats`] and reached through `Deref` (`stats.connections`).
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct ShardStats {
-    pub connections: AtomicU64,
-    /// Sessions running: open connections and those still flushing their close (which hold their place
-    /// under the connection limits until they end).
-    pub sessions: AtomicU64,
-    pub connections_opened: AtomicU64,
-    pub connections_closed: AtomicU64,
-    /// Connections closed with 1013 "slow consumer" (counted when the server decides to close them).
-    pub slow_consumer_closes: AtomicU64,
-    /// Upgraded connections closed at once by a connection limit (total, per user, per IP).
-    pub connections_refused: AtomicU64,
-    /// Client messages dropped by the message rate limit, and connections it closed with 1008.
-    pub rate_limited_messages: AtomicU64,
-    pub rate_limited_closes: AtomicU64,
-    /// Times a connection's outbound queue passed its bound and public topics were conflated.
-    pub slow_consumer_conflations: AtomicU64,
-    /// Frames dropped by those conflations.
-    pub conflated_frames: AtomicU64,
-    /// Connections closed for silence (no frame for two heartbeat intervals).
-    pub heartbeat_closes: AtomicU64,
-    /// Frames replayed from history to resuming subscribers, and `reset`s sent where history fell short.
-    pub replayed_frames: AtomicU64,
-    pub resets: AtomicU64,
-    /// Critical messages released by acks, and dropped from full queues (told as QUEUE_OVERFLOW).
-    pub critical_acked: AtomicU64,
-    pub critical_dropped: AtomicU64,
-    pub subscriptions: AtomicU64,
-    pub topics: AtomicU64,
+    pub counters: crate::stats::Counters,
     /// Update frames queued to subscribers, by channel: one add per topic update, not per subscriber.
     pub deliveries_by_channel: [AtomicU64; CHANNELS],
     /// Their bytes (frame length times subscribers), by channel.
     pub delivered_bytes_by_channel: [AtomicU64; CHANNELS],
-    pub messages_in: AtomicU64,
-    pub ingested: AtomicU64,
+    /// Events entering the server at the shard, by source.
     pub published: AtomicU64,
     pub simulated: AtomicU64,
-    /// Socket writes by the connections' writers, and the frames and bytes they carried.
-    pub writes: AtomicU64,
-    pub written_frames: AtomicU64,
-    pub written_bytes: AtomicU64,
-    /// Outbound queues summed over the shard's connections, and the largest one, sampled by the ticker.
-    pub queued_bytes: AtomicU64,
-    pub queued_frames: AtomicU64,
-    pub queued_bytes_max: AtomicU64,
     /// Ingest-to-flush latency, one sample per write batch.
     pub flush_latency: LatencyHistogram,
     /// Milliseconds since start at the shard's last tick, for /healthz and the stall observer.
@@ -114,6 +80,14 @@ pub struct ShardStats {
     pub loop_lag: LatencyHistogram,
     /// Ticks later than [`crate::lag::WARN`], by cause: [`crate::lag::Cause::ALL`] in order, then unknown.
     pub stalls: [AtomicU64; 4],
+}
+
+impl std::ops::Deref for ShardStats {
+    type Target = crate::stats::Counters;
+
+    fn deref(&self) -> &crate::stats::Counters {
+        &self.counters
+    }
 }
 
 impl ShardStats {

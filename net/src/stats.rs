@@ -1,0 +1,123 @@
+//! A shard's counters and gauges, declared once.
+//!
+//! Each row of the table below gives a figure's field, its Prometheus type, name and help. From it come the
+//! [`Counters`] every shard writes (relaxed atomics, one cache-line-aligned block per shard, inside
+//! [`crate::shard::ShardStats`]), the `/metrics` families ([`FAMILIES`]) and the per-shard figures of
+//! `/api/ws/status` ([`STATUS`], by field name). Figures with labels or buckets (per channel, per cause,
+//! histograms) are rendered by `metrics` beside these.
+
+use std::sync::atomic::AtomicU64;
+
+/// A Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One row of the table: a field of [`Counters`] and its Prometheus family.
+#[derive(Debug)]
+pub struct Family {
+    pub field: &'static str,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    pub get: fn(&Counters) -> &AtomicU64,
+}
+
+macro_rules! counters {
+    ($( $field:ident: $kind:ident $name:literal $help:literal; )*) => {
+        /// The counters and gauges of one shard, one per row of the module's table.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $( #[doc = $help] pub $field: AtomicU64, )*
+        }
+
+        /// Every row, in the order `/metrics` renders them.
+        pub const FAMILIES: &[Family] = &[
+            $( Family { field: stringify!($field), name: $name, kind: Kind::$kind, help: $help, get: |c| &c.$field }, )*
+        ];
+    };
+}
+
+counters! {
+    connections: Gauge "tickwire_connections" "Open WebSocket connections.";
+    sessions: Gauge "tickwire_sessions"
+        "WebSocket sessions running: open connections and closed ones still flushing their close frame (each holds its place under the connection limits).";
+    connections_opened: Counter "tickwire_connections_opened_total" "WebSocket connections accepted.";
+    connections_closed: Counter "tickwire_connections_closed_total" "WebSocket connections ended.";
+    slow_consumer_closes: Counter "tickwire_slow_consumer_closes_total"
+        "Connections closed with 1013 \"slow consumer\" because their outbound queue passed max_queued_bytes.";
+    slow_consumer_conflations: Counter "tickwire_slow_consumer_conflations_total"
+        "Times an outbound queue passed max_queued_bytes and its public topics were conflated to their latest frame.";
+    conflated_frames: Counter "tickwire_conflated_frames_total"
+        "Frames dropped by slow-consumer conflation (a newer frame of the same topic stayed queued).";
+    heartbeat_closes: Counter "tickwire_heartbeat_closes_total"
+        "Connections closed (4000) after no frame for two heartbeat intervals.";
+    replayed_frames: Counter "tickwire_replayed_frames_total"
+        "Frames replayed from history to resuming subscribers, and unacknowledged critical messages redelivered.";
+    resets: Counter "tickwire_resets_total" "reset frames sent where a resume could not be served.";
+    critical_acked: Counter "tickwire_critical_acked_total" "Critical messages released by acks.";
+    critical_dropped: Counter "tickwire_critical_dropped_total"
+        "Unacknowledged critical messages dropped from full queues (users told with QUEUE_OVERFLOW).";
+    connections_refused: Counter "tickwire_connections_refused_total"
+        "Upgraded connections closed at once by a connection limit (1013 server or IP at capacity, 1008 per user).";
+    rate_limited_messages: Counter "tickwire_rate_limited_messages_total"
+        "Client messages dropped because their connection passed max_messages_per_s.";
+    rate_limited_closes: Counter "tickwire_rate_limited_closes_total"
+        "Connections closed with 1008 for persisting over max_messages_per_s.";
+    subscriptions: Gauge "tickwire_subscriptions" "Subscriptions (connection, topic) on the shard.";
+    topics: Gauge "tickwire_topics" "Topics with at least one subscriber on the shard.";
+    messages_in: Counter "tickwire_inbound_messages_total" "WebSocket messages received from clients.";
+    ingested: Counter "tickwire_events_ingested_total" "Updates sequenced by the shard as the owner of their topic.";
+    queued_bytes: Gauge "tickwire_outbound_queued_bytes"
+        "Bytes waiting in the shard's connections' outbound queues (sampled every second).";
+    queued_frames: Gauge "tickwire_outbound_queued_frames"
+        "Frames waiting in the shard's connections' outbound queues (sampled every second).";
+    queued_bytes_max: Gauge "tickwire_outbound_queued_bytes_max"
+        "The largest outbound queue of one connection on the shard, in bytes (sampled every second).";
+    writes: Counter "tickwire_writes_total" "Socket writes by connection writers (one per flush batch).";
+    written_frames: Counter "tickwire_written_frames_total" "Frames handed to sockets, replies and snapshots included.";
+    written_bytes: Counter "tickwire_written_bytes_total" "Bytes handed to sockets.";
+}
+
+/// The figures of each shard in `/api/ws/status` (under their field names), besides its deliveries.
+pub const STATUS: &[&str] = &["connections", "subscriptions", "topics", "messages_in", "ingested"];
+
+/// The row of a field.
+pub fn family(field: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.field == field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn every_row_names_its_own_field_once_and_follows_prometheus_naming() {
+        let c = Counters::default();
+        for (i, f) in FAMILIES.iter().enumerate() {
+            (f.get)(&c).store(i as u64 + 1, Ordering::Relaxed);
+        }
+        for (i, f) in FAMILIES.iter().enumerate() {
+            assert_eq!((f.get)(&c).load(Ordering::Relaxed), i as u64 + 1, "{} reads its own field", f.field);
+            assert!(f.name.starts_with("tickwire_"), "{}", f.name);
+            assert_eq!(f.kind == Kind::Counter, f.name.ends_with("_total"), "{}: counters end in _total", f.name);
+            assert!(f.help.ends_with('.'), "{}", f.name);
+            assert_eq!(FAMILIES.iter().filter(|g| g.name == f.name || g.field == f.field).count(), 1);
+        }
+        for field in STATUS {
+            assert!(family(field).is_some(), "{field} is a row");
+        }
+    }
+}
