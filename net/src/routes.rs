@@ -253,12 +253,10 @@ fn healthz(shard: &Shard, keep_alive: bool) -> Vec<u8> {
     if stalled.is_empty() {
         return http::json(200, b"{\"status\":\"ok\"}", keep_alive);
     }
-    let list: Vec<String> = stalled.iter().map(|(s, ms)| format!("{{\"shard\":{s},\"lag_ms\":{ms}}}")).collect();
-    http::json(
-        503,
-        format!("{{\"status\":\"unavailable\",\"stalled_shards\":[{}]}}", list.join(",")).as_bytes(),
-        keep_alive,
-    )
+    let stalled: Vec<serde_json::Value> =
+        stalled.iter().map(|&(shard, lag_ms)| serde_json::json!({"shard": shard, "lag_ms": lag_ms})).collect();
+    let body = serde_json::json!({"status": "unavailable", "stalled_shards": stalled});
+    http::json(503, body.to_string().as_bytes(), keep_alive)
 }
 
 /// The admin stats: 401 without a (valid) token, 403 unless its role is admin.
@@ -291,7 +289,7 @@ fn debug_stall(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
         return http::error(400, "ms must be a number of milliseconds up to 10000", keep_alive);
     };
     let stalled = shard.stall_peers(ms);
-    http::json(200, format!("{{\"stalled_shards\":{stalled:?},\"ms\":{ms}}}").as_bytes(), keep_alive)
+    http::json(200, serde_json::json!({"stalled_shards": stalled, "ms": ms}).to_string().as_bytes(), keep_alive)
 }
 
 /// `GET /api/ws/token`: an API key (`X-API-Key`) exchanged for a short-lived user token.

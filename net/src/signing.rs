@@ -58,10 +58,14 @@ impl Signer {
 
     /// `{"algorithm":"Ed25519","public_key":"…","encoding":"base64","signed":"…"}`, for `/api/ws/signing-key`.
     pub fn key_json(&self) -> Vec<u8> {
-        format!(
-            "{{\"algorithm\":\"Ed25519\",\"public_key\":\"{}\",\"encoding\":\"base64\",\"channels\":[\"orders\"],\"signed_bytes\":\"the bytes of the frame's data value as sent\"}}",
-            self.public_b64
-        )
+        serde_json::json!({
+            "algorithm": "Ed25519",
+            "public_key": self.public_b64,
+            "encoding": "base64",
+            "channels": ["orders"],
+            "signed_bytes": "the bytes of the frame's data value as sent",
+        })
+        .to_string()
         .into_bytes()
     }
 }
