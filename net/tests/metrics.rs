@@ -91,14 +91,17 @@ fn metrics_are_prometheus_text_per_shard_and_count_deliveries() {
         c.recv_until(SECS, |v| v["type"] == "quote").expect("the feed quotes");
     }
 
-    // A flush is timed just after its write returned, which may be after the client read it: wait for one.
+    // A flush is timed just after its write returned, and a delivery counted just after the sends of its
+    // update, either of which may be after the client read it: wait until both have caught up.
     let deadline = Instant::now() + SECS;
     let first = loop {
         let s = scrape(server.addr);
-        if total(&s, "tickwire_ingest_to_flush_seconds_count", None) >= 1.0 {
+        if total(&s, "tickwire_ingest_to_flush_seconds_count", None) >= 1.0
+            && total(&s, "tickwire_deliveries_total", Some(("channel", "quotes"))) >= 20.0
+        {
             break s;
         }
-        assert!(Instant::now() < deadline, "the quotes' flushes were not timed");
+        assert!(Instant::now() < deadline, "the quotes' flushes were not timed or their deliveries not counted");
         std::thread::sleep(Duration::from_millis(20));
     };
     for &(name, kind) in FAMILIES {
@@ -159,17 +162,18 @@ fn metrics_are_prometheus_text_per_shard_and_count_deliveries() {
     for _ in 0..20 {
         c.recv_until(SECS, |v| v["type"] == "quote").expect("the feed quotes");
     }
-    // Deliveries are counted as they are queued; a flush once its write returned, so allow it a moment.
+    // Deliveries are counted just after their sends, a flush once its write returned, and the 20 quotes just
+    // read may have been sent before the first scrape: wait until both counts have grown (never shrunk).
     let deadline = Instant::now() + SECS;
     loop {
         let second = scrape(server.addr);
         let later = total(&second, "tickwire_deliveries_total", Some(("channel", "quotes")));
-        assert!(later >= delivered + 20.0, "deliveries grew: {delivered} then {later}");
+        assert!(later >= delivered, "deliveries never go back: {delivered} then {later}");
         let later_flushes = total(&second, "tickwire_ingest_to_flush_seconds_count", None);
-        if later_flushes > flushes {
+        if later >= delivered + 20.0 && later_flushes > flushes {
             break;
         }
-        assert!(Instant::now() < deadline, "flushes did not grow from {flushes}");
+        assert!(Instant::now() < deadline, "deliveries ({delivered} then {later}) or flushes ({flushes}) did not grow");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
