@@ -15,8 +15,8 @@ fn subscribe(c: &mut Criterion) {
     let newcomer = Conn::new(SUBSCRIBERS);
     c.bench_function("subscribe_unsubscribe_10k", |b| {
         b.iter(|| {
-            black_box(index.add(&topic, newcomer.clone(), 0));
-            black_box(index.activate(&topic, newcomer.key).is_some());
+            black_box(index.add(&topic, newcomer.clone(), 0, 0));
+            black_box(index.activate(&topic, newcomer.key, 0).is_some());
             black_box(index.remove(&topic, newcomer.key))
         })
     });

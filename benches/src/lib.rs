@@ -89,8 +89,8 @@ pub fn subscribed(topic: &Topic, n: u64, throttle_ms: u32) -> (SubscriptionIndex
     let mut index = SubscriptionIndex::new();
     let conns: Vec<Conn> = (0..n).map(Conn::new).collect();
     for c in &conns {
-        index.add(topic, c.clone(), throttle_ms);
-        index.activate(topic, c.key);
+        index.add(topic, c.clone(), throttle_ms, 0);
+        index.activate(topic, c.key, 0);
     }
     (index, conns)
 }

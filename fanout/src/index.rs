@@ -45,6 +45,8 @@ struct Throttle {
 #[derive(Debug)]
 struct Subscriber<S> {
     sink: S,
+    /// Which subscribe of this connection to this topic it is: only that subscribe's snapshot activates it.
+    generation: u64,
     live: bool,
     throttle: Option<Throttle>,
 }
@@ -90,8 +92,9 @@ impl<S: Sink> SubscriptionIndex<S> {
         SubscriptionIndex::default()
     }
 
-    /// Adds (or replaces) a pending subscription of `sink` to `topic`.
-    pub fn add(&mut self, topic: &Topic, sink: S, throttle_ms: u32) -> Added {
+    /// Adds (or replaces) a pending subscription of `sink` to `topic`, made by the subscribe `generation`
+    /// (unique per connection and topic, e.g. a shard-wide counter).
+    pub fn add(&mut self, topic: &Topic, sink: S, throttle_ms: u32, generation: u64) -> Added {
         let first = !self.topics.contains_key(topic);
         if first {
             self.last_key += 1;
@@ -113,13 +116,14 @@ impl<S: Sink> SubscriptionIndex<S> {
             let sub = &mut entry.subs[i];
             entry.throttled = entry.throttled + usize::from(throttle.is_some()) - usize::from(sub.throttle.is_some());
             sub.live = false;
+            sub.generation = generation;
             sub.throttle = throttle;
             self.note_throttled(topic);
             return Added::Replaced;
         }
         entry.throttled += usize::from(throttle.is_some());
         entry.pos.insert(key, entry.subs.len());
-        entry.subs.push(Subscriber { sink, live: false, throttle });
+        entry.subs.push(Subscriber { sink, generation, live: false, throttle });
         self.subscriptions += 1;
         self.note_throttled(topic);
         if first {
@@ -129,11 +133,15 @@ impl<S: Sink> SubscriptionIndex<S> {
         }
     }
 
-    /// The snapshot of `topic` reached the connection `key`: from now on it receives updates.
-    /// Returns its sink, to send the snapshot to, if it is still subscribed.
-    pub fn activate(&mut self, topic: &Topic, key: u64) -> Option<&S> {
+    /// The snapshot of `topic` asked for by subscribe `generation` reached the connection `key`: from now on
+    /// it receives updates. Returns its sink, to send the snapshot to, if that subscribe still stands (not
+    /// when the connection unsubscribed, or subscribed again and waits for a newer snapshot).
+    pub fn activate(&mut self, topic: &Topic, key: u64, generation: u64) -> Option<&S> {
         let entry = self.topics.get_mut(topic)?;
         let sub = &mut entry.subs[*entry.pos.get(&key)?];
+        if sub.generation != generation {
+            return None;
+        }
         sub.live = true;
         Some(&sub.sink)
     }
@@ -220,6 +228,17 @@ impl<S: Sink> SubscriptionIndex<S> {
         }
     }
 
+    /// When the earliest throttled frame waiting may go ([`SubscriptionIndex::flush_throttled`]), if any waits.
+    pub fn next_throttle_due(&self) -> Option<Micros> {
+        self.throttled_topics
+            .iter()
+            .filter_map(|topic| self.topics.get(topic))
+            .flat_map(|entry| &entry.subs)
+            .filter_map(|sub| sub.throttle.as_ref().filter(|t| t.pending.is_some()))
+            .map(|t| t.last_sent.map_or(0, |last| last + t.window))
+            .min()
+    }
+
     /// Whether this shard has subscribers of `topic`.
     pub fn has(&self, topic: &Topic) -> bool {
         self.topics.contains_key(topic)
@@ -284,10 +303,10 @@ mod tests {
         let mut idx = SubscriptionIndex::new();
         let t = Topic::new(Channel::Quotes, "AAPL");
         let a = rec(1);
-        assert_eq!(idx.add(&t, a.clone(), 0), Added::FirstOnShard);
+        assert_eq!(idx.add(&t, a.clone(), 0, 0), Added::FirstOnShard);
         idx.deliver(&t, &Bytes::from_static(b"u1"), 0);
         assert!(got(&a).is_empty(), "pending subscribers skip updates older than their snapshot");
-        idx.activate(&t, 1).unwrap().push(&Bytes::from_static(b"snap"));
+        idx.activate(&t, 1, 0).unwrap().push(&Bytes::from_static(b"snap"));
         idx.deliver(&t, &Bytes::from_static(b"u2"), 0);
         assert_eq!(got(&a), ["snap", "u2"]);
     }
@@ -298,8 +317,8 @@ mod tests {
         let t = Topic::new(Channel::Quotes, "AAPL");
         let subs: Vec<_> = (0..5).map(rec).collect();
         for s in &subs {
-            idx.add(&t, s.clone(), 0);
-            idx.activate(&t, s.0);
+            idx.add(&t, s.clone(), 0, 0);
+            idx.activate(&t, s.0, 0);
         }
         assert_eq!(idx.remove(&t, 1), Some(false));
         assert_eq!(idx.remove(&t, 1), None);
@@ -332,10 +351,10 @@ mod tests {
         let mut idx = SubscriptionIndex::new();
         let t = Topic::new(Channel::Quotes, "AAPL");
         let (plain, throttled) = (Stamps(1, Rc::default()), Stamps(2, Rc::default()));
-        idx.add(&t, plain.clone(), 0);
-        idx.add(&t, throttled.clone(), 100);
-        idx.activate(&t, 1);
-        idx.activate(&t, 2);
+        idx.add(&t, plain.clone(), 0, 0);
+        idx.add(&t, throttled.clone(), 100, 0);
+        idx.activate(&t, 1, 0);
+        idx.activate(&t, 2, 0);
         let frame = Bytes::from_static(b"12345");
         assert_eq!(idx.deliver_stamped(&t, &frame, 7, 0), 2);
         assert_eq!(idx.deliver_stamped(&t, &frame, 8, 1000), 1, "the throttled one waits");
@@ -353,10 +372,10 @@ mod tests {
         let t = Topic::new(Channel::Quotes, "AAPL");
         let slow = rec(1);
         let fast = rec(2);
-        idx.add(&t, slow.clone(), 100);
-        idx.add(&t, fast.clone(), 0);
-        idx.activate(&t, 1);
-        idx.activate(&t, 2);
+        idx.add(&t, slow.clone(), 100, 0);
+        idx.add(&t, fast.clone(), 0, 0);
+        idx.activate(&t, 1, 0);
+        idx.activate(&t, 2, 0);
         let ms = 1000;
         for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
             idx.deliver(&t, &Bytes::from_static(name.as_bytes()), i as i64 * 30 * ms);

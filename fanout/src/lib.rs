@@ -9,6 +9,7 @@
 //! - [`interest`]: which shards have subscribers of a topic, read and written without locks.
 //! - [`index`]: a shard's subscription index, topic to subscribers, with `throttle_ms` conflation.
 //! - [`outbound`]: a connection's outbound queue, corked into one write per flush.
+//! - [`engine`]: the protocol rules of a shard as a state machine driven by events and time passed in.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bars;
+pub mod engine;
 pub mod frame;
 pub mod index;
 pub mod interest;

@@ -58,8 +58,8 @@ fn fanout_to_10k_subscribers_allocates_nothing_per_subscriber() {
     let mut index = SubscriptionIndex::new();
     let conns: Vec<Conn> = (0..N).map(|k| Conn(k, Rc::new(RefCell::new(Outbound::new(1 << 20, 64))))).collect();
     for c in &conns {
-        index.add(&topic, c.clone(), 0);
-        index.activate(&topic, c.0);
+        index.add(&topic, c.clone(), 0, 0);
+        index.activate(&topic, c.0, 0);
     }
     let frame = Bytes::from(vec![b'x'; 120]);
     let mut write_buf = Vec::with_capacity(64 * 1024);

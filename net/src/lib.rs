@@ -28,7 +28,7 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod signing;
-pub mod stats;
+pub use tickwire_fanout::engine::stats;
 pub mod store;
 pub mod tls;
 pub mod util;

@@ -306,7 +306,6 @@ async fn pump(shard: Rc<Shard>, senders: Rc<Senders<Vec<ShardMsg>>>, peer: usize
 /// Periodic work: the loop-lag measurement ([`lag`]), throttled flushes, bar closes, liveness for
 /// /healthz, queue gauges for /metrics. When the server stops, it wakes the accept loop and ends.
 async fn ticker(shard: Rc<Shard>) {
-    let mut last_bars = 0;
     let mut last_queues = 0;
     let mut last_second = 0;
     let mut probe = LagProbe::new();
@@ -323,11 +322,7 @@ async fn ticker(shard: Rc<Shard>) {
             shard.stalled(&mut probe, &stall);
         }
         let now = now_micros();
-        shard.flush_throttled(now);
-        if now - last_bars >= 100_000 {
-            shard.close_due_bars(now);
-            last_bars = now;
-        }
+        shard.tick(now);
         // A walk over the shard's connections, so once a second rather than per push.
         if now - last_queues >= 1_000_000 {
             shard.sample_queues();
@@ -387,7 +382,7 @@ async fn drain(shard: &Rc<Shard>) {
     shard.send_quiesce();
     let peers = shard.shared.shards - 1;
     let quiet_by = Instant::now() + QUIESCE_TIMEOUT;
-    while shard.quiesced.get() < peers && Instant::now() < quiet_by {
+    while shard.quiesced() < peers && Instant::now() < quiet_by {
         let _ = glommio::timer::timeout(Duration::from_millis(10), async {
             shard.quiesce.wait().await;
             Ok(())

@@ -1,12 +1,18 @@
 //! A shard's counters and gauges, declared once.
 //!
 //! Each row of the table below gives a figure's field, its Prometheus type, name and help. From it come the
-//! [`Counters`] every shard writes (relaxed atomics, one cache-line-aligned block per shard, inside
-//! [`crate::shard::ShardStats`]), the `/metrics` families ([`FAMILIES`]) and the per-shard figures of
-//! `/api/ws/status` ([`STATUS`], by field name). Figures with labels or buckets (per channel, per cause,
-//! histograms) are rendered by `metrics` beside these.
+//! [`Counters`] every shard writes (relaxed atomics, one cache-line-aligned block per shard, in [`Stats`]),
+//! the `/metrics` families ([`FAMILIES`]) and the per-shard figures of `/api/ws/status` ([`STATUS`], by
+//! field name). Figures with labels or buckets (per channel, per cause, histograms) are rendered by the
+//! server's `metrics` beside these.
+//!
+//! The engine writes the figures of the protocol (subscriptions, sequencing, deliveries); the driver those
+//! of sockets and time (connections, writes, queues). Both write into the same [`Stats`], which anyone may
+//! read from any thread.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tickwire_core::Channel;
 
 /// A Prometheus metric type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +44,7 @@ macro_rules! counters {
     ($( $field:ident: $kind:ident $name:literal $help:literal; )*) => {
         /// The counters and gauges of one shard, one per row of the module's table.
         #[derive(Debug, Default)]
+        #[repr(align(128))]
         pub struct Counters {
             $( #[doc = $help] pub $field: AtomicU64, )*
         }
@@ -93,6 +100,50 @@ counters! {
 /// The figures of each shard in `/api/ws/status` (under their field names), besides its deliveries.
 pub const STATUS: &[&str] = &["connections", "subscriptions", "topics", "messages_in", "ingested"];
 
+/// Channels in the catalog, for per-channel figures indexed by `Channel as usize`.
+pub const CHANNELS: usize = tickwire_core::channel::CATALOG.len();
+
+/// One shard's figures: the table's counters (reached through `Deref`: `stats.connections`) and the
+/// deliveries by channel. Aligned to its own cache lines so that shards never write to a line another shard
+/// writes.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Stats {
+    pub counters: Counters,
+    /// Update frames queued to subscribers, by channel: one add per topic update, not per subscriber.
+    pub deliveries_by_channel: [AtomicU64; CHANNELS],
+    /// Their bytes (frame length times subscribers), by channel.
+    pub delivered_bytes_by_channel: [AtomicU64; CHANNELS],
+}
+
+impl std::ops::Deref for Stats {
+    type Target = Counters;
+
+    fn deref(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+impl Stats {
+    /// Update frames queued to subscribers, all channels.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries_by_channel.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Their bytes, all channels.
+    pub fn delivered_bytes(&self) -> u64 {
+        self.delivered_bytes_by_channel.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Counts `n` deliveries of `bytes` in all of `channel`: two adds, whatever `n`.
+    pub fn delivered(&self, channel: Channel, n: usize, bytes: usize) {
+        if n > 0 {
+            self.deliveries_by_channel[channel as usize].fetch_add(n as u64, Ordering::Relaxed);
+            self.delivered_bytes_by_channel[channel as usize].fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The row of a field.
 pub fn family(field: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.field == field)
@@ -101,7 +152,6 @@ pub fn family(field: &str) -> Option<&'static Family> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     #[test]
     fn every_row_names_its_own_field_once_and_follows_prometheus_naming() {
