@@ -218,42 +218,42 @@ pub fn admin_stats_json(shared: &Shared) -> Vec<u8> {
     // Disconnects per minute since start, averaged over at least one minute.
     let disconnect_rate = closed as f64 * 60.0 / uptime.max(60.0);
     let status = if stalled_shards(shared).is_empty() { "healthy" } else { "degraded" };
-    let mut out = String::with_capacity(512 + shared.shards * 400);
-    let _ = write!(
-        out,
-        "{{\"status\":\"{status}\",\"enabled\":true,\"activeConnections\":{connections},\"totalMessagesDelivered\":{written_frames},\"performance\":{{\"batchEfficiency\":\"{batch_efficiency:.1}%\",\"disconnectRatePerMinute\":\"{disconnect_rate:.2}\"}}"
-    );
-    let _ = write!(
-        out,
-        ",\"uptimeSeconds\":{},\"totalConnectionsOpened\":{},\"totalDisconnects\":{closed},\"slowConsumerCloses\":{},\"totalDeliveries\":{},\"totalWrites\":{writes},\"shards\":[",
-        uptime as u64,
-        sum(|s| load(&s.connections_opened)),
-        sum(|s| load(&s.slow_consumer_closes)),
-        sum(|s| s.deliveries()),
-    );
-    for (i, s) in shared.stats.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(
-            out,
-            "{{\"shard\":{i},\"connections\":{},\"subscriptions\":{},\"topics\":{},\"deliveries\":{},\"bytesDelivered\":{},\"messagesDelivered\":{},\"messagesIn\":{},\"eventsIngested\":{},\"queuedBytes\":{},\"queuedFrames\":{},\"slowConsumerCloses\":{},\"disconnects\":{}}}",
-            load(&s.connections),
-            load(&s.subscriptions),
-            load(&s.topics),
-            s.deliveries(),
-            s.delivered_bytes(),
-            load(&s.written_frames),
-            load(&s.messages_in),
-            load(&s.ingested),
-            load(&s.queued_bytes),
-            load(&s.queued_frames),
-            load(&s.slow_consumer_closes),
-            load(&s.connections_closed),
-        );
-    }
-    out.push_str("]}");
-    out.into_bytes()
+    // Each shard's figures: the table's rows with an admin name, and its deliveries.
+    let shards: Vec<serde_json::Value> = shared
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut figures = serde_json::Map::new();
+            figures.insert("shard".into(), i.into());
+            for f in crate::stats::FAMILIES {
+                if let Some(name) = f.admin {
+                    figures.insert(name.into(), load((f.get)(&s.counters)).into());
+                }
+            }
+            figures.insert("deliveries".into(), s.deliveries().into());
+            figures.insert("bytesDelivered".into(), s.delivered_bytes().into());
+            figures.into()
+        })
+        .collect();
+    let body = serde_json::json!({
+        "status": status,
+        "enabled": true,
+        "activeConnections": connections,
+        "totalMessagesDelivered": written_frames,
+        "performance": {
+            "batchEfficiency": format!("{batch_efficiency:.1}%"),
+            "disconnectRatePerMinute": format!("{disconnect_rate:.2}"),
+        },
+        "uptimeSeconds": uptime as u64,
+        "totalConnectionsOpened": sum(|s| load(&s.connections_opened)),
+        "totalDisconnects": closed,
+        "slowConsumerCloses": sum(|s| load(&s.slow_consumer_closes)),
+        "totalDeliveries": sum(|s| s.deliveries()),
+        "totalWrites": writes,
+        "shards": shards,
+    });
+    body.to_string().into_bytes()
 }
 
 #[cfg(test)]

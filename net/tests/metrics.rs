@@ -246,6 +246,24 @@ fn admin_stats_need_an_admin_token() {
     let per_shard: u64 = shards.iter().map(|s| s["connections"].as_u64().unwrap()).sum();
     assert_eq!(Some(per_shard), v["activeConnections"].as_u64());
     assert!(shards.iter().map(|s| s["deliveries"].as_u64().unwrap()).sum::<u64>() >= 1);
+    let mut keys: Vec<&str> = shards[0].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    let expected = [
+        "bytesDelivered",
+        "connections",
+        "deliveries",
+        "disconnects",
+        "eventsIngested",
+        "messagesDelivered",
+        "messagesIn",
+        "queuedBytes",
+        "queuedFrames",
+        "shard",
+        "slowConsumerCloses",
+        "subscriptions",
+        "topics",
+    ];
+    assert_eq!(keys, expected, "each shard's figures");
 
     // The same token by query parameter and by session cookie.
     assert_eq!(http(server.addr, "GET", &format!("{path}?token={admin}"), None, "").0, 200);

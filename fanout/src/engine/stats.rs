@@ -35,13 +35,24 @@ impl Kind {
 pub struct Family {
     pub field: &'static str,
     pub name: &'static str,
+    /// Its key among each shard's figures of `/api/admin/websocket-stats` (the seed's camelCase), if it is one.
+    pub admin: Option<&'static str>,
     pub kind: Kind,
     pub help: &'static str,
     pub get: fn(&Counters) -> &AtomicU64,
 }
 
+macro_rules! admin_name {
+    () => {
+        None
+    };
+    ($admin:literal) => {
+        Some($admin)
+    };
+}
+
 macro_rules! counters {
-    ($( $field:ident: $kind:ident $name:literal $help:literal; )*) => {
+    ($( $field:ident: $kind:ident $name:literal $(admin $admin:literal)? $help:literal; )*) => {
         /// The counters and gauges of one shard, one per row of the module's table.
         #[derive(Debug, Default)]
         #[repr(align(128))]
@@ -51,18 +62,25 @@ macro_rules! counters {
 
         /// Every row, in the order `/metrics` renders them.
         pub const FAMILIES: &[Family] = &[
-            $( Family { field: stringify!($field), name: $name, kind: Kind::$kind, help: $help, get: |c| &c.$field }, )*
+            $( Family {
+                field: stringify!($field),
+                name: $name,
+                admin: admin_name!($($admin)?),
+                kind: Kind::$kind,
+                help: $help,
+                get: |c| &c.$field,
+            }, )*
         ];
     };
 }
 
 counters! {
-    connections: Gauge "tickwire_connections" "Open WebSocket connections.";
+    connections: Gauge "tickwire_connections" admin "connections" "Open WebSocket connections.";
     sessions: Gauge "tickwire_sessions"
         "WebSocket sessions running: open connections and closed ones still flushing their close frame (each holds its place under the connection limits).";
     connections_opened: Counter "tickwire_connections_opened_total" "WebSocket connections accepted.";
-    connections_closed: Counter "tickwire_connections_closed_total" "WebSocket connections ended.";
-    slow_consumer_closes: Counter "tickwire_slow_consumer_closes_total"
+    connections_closed: Counter "tickwire_connections_closed_total" admin "disconnects" "WebSocket connections ended.";
+    slow_consumer_closes: Counter "tickwire_slow_consumer_closes_total" admin "slowConsumerCloses"
         "Connections closed with 1013 \"slow consumer\" because their outbound queue passed max_queued_bytes.";
     slow_consumer_conflations: Counter "tickwire_slow_consumer_conflations_total"
         "Times an outbound queue passed max_queued_bytes and its public topics were conflated to their latest frame.";
@@ -82,18 +100,18 @@ counters! {
         "Client messages dropped because their connection passed max_messages_per_s.";
     rate_limited_closes: Counter "tickwire_rate_limited_closes_total"
         "Connections closed with 1008 for persisting over max_messages_per_s.";
-    subscriptions: Gauge "tickwire_subscriptions" "Subscriptions (connection, topic) on the shard.";
-    topics: Gauge "tickwire_topics" "Topics with at least one subscriber on the shard.";
-    messages_in: Counter "tickwire_inbound_messages_total" "WebSocket messages received from clients.";
-    ingested: Counter "tickwire_events_ingested_total" "Updates sequenced by the shard as the owner of their topic.";
-    queued_bytes: Gauge "tickwire_outbound_queued_bytes"
+    subscriptions: Gauge "tickwire_subscriptions" admin "subscriptions" "Subscriptions (connection, topic) on the shard.";
+    topics: Gauge "tickwire_topics" admin "topics" "Topics with at least one subscriber on the shard.";
+    messages_in: Counter "tickwire_inbound_messages_total" admin "messagesIn" "WebSocket messages received from clients.";
+    ingested: Counter "tickwire_events_ingested_total" admin "eventsIngested" "Updates sequenced by the shard as the owner of their topic.";
+    queued_bytes: Gauge "tickwire_outbound_queued_bytes" admin "queuedBytes"
         "Bytes waiting in the shard's connections' outbound queues (sampled every second).";
-    queued_frames: Gauge "tickwire_outbound_queued_frames"
+    queued_frames: Gauge "tickwire_outbound_queued_frames" admin "queuedFrames"
         "Frames waiting in the shard's connections' outbound queues (sampled every second).";
     queued_bytes_max: Gauge "tickwire_outbound_queued_bytes_max"
         "The largest outbound queue of one connection on the shard, in bytes (sampled every second).";
     writes: Counter "tickwire_writes_total" "Socket writes by connection writers (one per flush batch).";
-    written_frames: Counter "tickwire_written_frames_total" "Frames handed to sockets, replies and snapshots included.";
+    written_frames: Counter "tickwire_written_frames_total" admin "messagesDelivered" "Frames handed to sockets, replies and snapshots included.";
     written_bytes: Counter "tickwire_written_bytes_total" "Bytes handed to sockets.";
 }
 
@@ -169,5 +187,11 @@ mod tests {
         for field in STATUS {
             assert!(family(field).is_some(), "{field} is a row");
         }
+        let admin: Vec<&str> = FAMILIES.iter().filter_map(|f| f.admin).collect();
+        for name in &admin {
+            assert_eq!(admin.iter().filter(|a| *a == name).count(), 1, "{name} once");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric()), "{name}: camelCase");
+        }
+        assert_eq!(admin.len(), 10);
     }
 }
