@@ -1,5 +1,6 @@
-//! Connection and message limits: connections on the server, per user and per IP (counted across shards),
-//! the inbound message rate of one connection, and the browser Origin allow-list.
+//! Connection limits: connections on the server, per user and per IP (counted across shards), and the
+//! browser Origin allow-list. (The inbound message rate of one connection is an engine rule:
+//! `tickwire_fanout::engine::conn::RateLimiter`.)
 //!
 //! Connection counts are shared by every shard: a total in one atomic and per-key counts in a map split
 //! into [`STRIPES`] mutexes, touched once when a connection opens and once when it closes (never on the
@@ -11,8 +12,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use std::cell::Cell;
-use tickwire_core::time::Micros;
 use tickwire_core::ws::close;
 
 /// Stripes of each per-key map: enough that shards rarely meet on one lock.
@@ -168,87 +167,6 @@ impl Drop for ConnSlot {
     }
 }
 
-/// What to do with one inbound message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Within the rate: act on it.
-    Accept,
-    /// Over the rate: drop it, and tell the client with a `RATE_LIMITED` error (once per window).
-    Limit { notify: bool },
-    /// Over the rate for too long, or far over it: close 1008.
-    Close,
-}
-
-/// Windows in a row over the rate after which the connection is closed.
-pub const STRIKES: u32 = 3;
-
-/// The inbound message rate of one connection, in fixed one-second windows. A window over the rate drops
-/// the excess and sends one `RATE_LIMITED` error; a client that goes on ([`STRIKES`] windows in a row over
-/// the rate, or twice the rate in one window) is closed with 1008. Sans clock: `now` is a parameter.
-#[derive(Debug)]
-pub struct RateLimiter {
-    pub(crate) per_s: u32,
-    window_start: Cell<Micros>,
-    count: Cell<u32>,
-    strikes: Cell<u32>,
-}
-
-impl RateLimiter {
-    pub fn new(per_s: u32) -> RateLimiter {
-        RateLimiter { per_s: per_s.max(1), window_start: Cell::new(0), count: Cell::new(0), strikes: Cell::new(0) }
-    }
-
-    /// Counts one message at `now` (microseconds).
-    pub fn check(&self, now: Micros) -> Verdict {
-        if now - self.window_start.get() >= 1_000_000 || now < self.window_start.get() {
-            let was_over = self.count.get() > self.per_s;
-            let consecutive = now - self.window_start.get() < 2_000_000;
-            self.strikes.set(if was_over && consecutive { self.strikes.get() + 1 } else { 0 });
-            self.window_start.set(now);
-            self.count.set(0);
-        }
-        let n = self.count.get().saturating_add(1);
-        self.count.set(n);
-        if n <= self.per_s {
-            return Verdict::Accept;
-        }
-        if self.strikes.get() + 1 >= STRIKES || n > self.per_s.saturating_mul(2) {
-            return Verdict::Close;
-        }
-        Verdict::Limit { notify: n == self.per_s + 1 }
-    }
-}
-
-/// Applies the connection's rate limit to one inbound message: `None` to act on it, `Some(go_on)` when it is
-/// dropped (`go_on` false: the connection is closing with 1008). Close frames always pass.
-pub fn admit_message(
-    conn: &crate::session::Conn,
-    msg: &tickwire_core::ws::Message,
-    now: Micros,
-    stats: &crate::shard::ShardStats,
-) -> Option<bool> {
-    if matches!(msg, tickwire_core::ws::Message::Close(_)) {
-        return None;
-    }
-    match conn.rate.check(now) {
-        Verdict::Accept => None,
-        Verdict::Limit { notify } => {
-            stats.rate_limited_messages.fetch_add(1, Ordering::Relaxed);
-            if notify {
-                let message = format!("more than {} messages per second: messages dropped", conn.rate.per_s);
-                conn.error(None, tickwire_core::protocol::ErrorCode::RateLimited, &message);
-            }
-            Some(true)
-        }
-        Verdict::Close => {
-            stats.rate_limited_closes.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(conn = %conn.id, "rate limit exceeded: closing");
-            conn.request_close(close::POLICY_VIOLATION, "rate limit exceeded");
-            Some(false)
-        }
-    }
-}
-
 /// Whether a request's `Origin` may upgrade: requests without one (not from a browser) may; with an
 /// allow-list, a browser's origin must be on it exactly (ASCII case-insensitive, no trailing slash).
 pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
@@ -299,44 +217,6 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_warns_once_then_closes_when_persisting() {
-        let r = RateLimiter::new(10);
-        let mut t = 5_000_000;
-        for _ in 0..10 {
-            assert_eq!(r.check(t), Verdict::Accept);
-        }
-        assert_eq!(r.check(t), Verdict::Limit { notify: true });
-        assert_eq!(r.check(t), Verdict::Limit { notify: false });
-        // The next window starts afresh but remembers the strike.
-        t += 1_000_000;
-        for _ in 0..10 {
-            assert_eq!(r.check(t), Verdict::Accept);
-        }
-        assert_eq!(r.check(t), Verdict::Limit { notify: true });
-        t += 1_000_000;
-        for _ in 0..10 {
-            assert_eq!(r.check(t), Verdict::Accept);
-        }
-        assert_eq!(r.check(t), Verdict::Close, "third window in a row over the rate");
-    }
-
-    #[test]
-    fn calm_windows_reset_strikes_and_bursts_close() {
-        let r = RateLimiter::new(5);
-        let mut t = 1_000_000;
-        for _ in 0..6 {
-            r.check(t);
-        }
-        t += 3_000_000; // a quiet gap
-        for _ in 0..5 {
-            assert_eq!(r.check(t), Verdict::Accept);
-        }
-        assert_eq!(r.check(t), Verdict::Limit { notify: true });
-        let burst: Vec<_> = (0..5).map(|_| r.check(t)).collect();
-        assert_eq!(burst.last(), Some(&Verdict::Close), "twice the rate in one window");
-    }
-
-    #[test]
     fn origins() {
         let allowed = vec!["https://app.example.com".to_owned()];
         assert!(origin_allowed(&allowed, None));
@@ -344,33 +224,5 @@ mod tests {
         assert!(!origin_allowed(&allowed, Some("https://evil.example.com")));
         assert!(!origin_allowed(&allowed, Some("null")));
         assert!(origin_allowed(&[], Some("https://anything")));
-    }
-
-    proptest::proptest! {
-        /// Whatever the arrival times, no window accepts more than the rate, and once closed stays closed
-        /// for the caller (the session stops reading).
-        #[test]
-        fn never_more_than_the_rate_per_window(
-            per_s in 1u32..50,
-            gaps in proptest::collection::vec(0i64..400_000, 1..500),
-        ) {
-            let r = RateLimiter::new(per_s);
-            let mut now = 10_000_000;
-            let mut window = (0, 0u32);
-            for gap in gaps {
-                now += gap;
-                let v = r.check(now);
-                if r.window_start.get() != window.0 {
-                    window = (r.window_start.get(), 0);
-                }
-                if v == Verdict::Accept {
-                    window.1 += 1;
-                }
-                proptest::prop_assert!(window.1 <= per_s);
-                if v == Verdict::Close {
-                    break;
-                }
-            }
-        }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tickwire_core::event::Ingest;
 use tickwire_core::time::Micros;
-use tickwire_core::ws::{self, close, Opcode};
+use tickwire_core::ws::{self, Opcode};
 use tickwire_core::Topic;
 use tickwire_fanout::engine::{self, Journal};
 use tickwire_fanout::sequencer::{Limits, Resume};
@@ -145,6 +145,8 @@ pub struct Shard {
     wheel: RefCell<Vec<Vec<u64>>>,
     /// The server's ping, built once.
     ping: Bytes,
+    /// The connection rules' settings, shared by the shard's connections.
+    pub conn_settings: Arc<engine::Settings>,
 }
 
 impl Shard {
@@ -170,8 +172,19 @@ impl Shard {
                 false
             });
         }
+        let config = &shared.config;
+        let conn_settings = Arc::new(engine::Settings {
+            epoch: shared.epoch.as_str().into(),
+            max_message_bytes: config.max_message_bytes,
+            max_messages_per_s: config.max_messages_per_s,
+            max_queued_bytes: config.max_queued_bytes,
+            max_subscriptions: config.max_subscriptions,
+            heartbeat_s: config.heartbeat_s,
+            slow_consumer_grace_ms: config.slow_consumer_grace_ms,
+        });
         Shard {
             id,
+            conn_settings,
             outboxes: (0..shared.shards).map(|_| Outbox::default()).collect(),
             engine: RefCell::new(engine),
             wheel: RefCell::new(vec![Vec::new(); shared.config.heartbeat_s.max(1) as usize]),
@@ -318,7 +331,7 @@ impl Shard {
 
     /// Forgets a connection and all its subscriptions.
     pub fn remove_conn(&self, conn: &Conn) {
-        let topics: Vec<Topic> = conn.subs.borrow_mut().drain().map(|(t, _)| t).collect();
+        let topics = conn.take_subscriptions();
         for t in &topics {
             self.unsubscribe(conn.key, t);
         }
@@ -356,37 +369,25 @@ impl Shard {
         }
     }
 
-    /// Visits this second's slot of the heartbeat wheel: pings each connection there, and closes those
-    /// silent for two intervals. Each connection is visited once per interval, whatever their number.
+    /// Visits this second's slot of the heartbeat wheel: each connection there gets its heartbeat (a ping,
+    /// or a close after two silent intervals). Each connection is visited once per interval, whatever
+    /// their number.
     pub fn heartbeat_tick(&self, now: Micros) {
         let hb = self.shared.config.heartbeat_s.max(1) as usize;
         let slot = (now / 1_000_000) as usize % hb;
-        let silent_after = 2 * hb as i64 * 1_000_000;
         let conns = self.conns.borrow();
         let mut wheel = self.wheel.borrow_mut();
         wheel[slot].retain(|key| {
             let Some(conn) = conns.get(key) else { return false };
-            if conn.is_closing() {
-                // Closed already (by this wheel a turn ago, or otherwise): neither pinged nor counted again.
-                return true;
-            }
-            if now - conn.last_in.get() >= silent_after {
-                self.stats().heartbeat_closes.fetch_add(1, Ordering::Relaxed);
-                conn.request_close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
-            } else {
-                conn.send(self.ping.clone());
-            }
+            conn.heartbeat(now, &self.ping);
             true
         });
     }
 
     /// Closes connections that have stayed behind (conflated and not drained since) past the grace time.
     pub fn sweep_slow_consumers(&self, now: Micros) {
-        let grace = self.shared.config.slow_consumer_grace_ms as i64 * 1000;
         for conn in self.conns.borrow().values() {
-            if conn.behind_since().is_some_and(|since| now - since >= grace) {
-                conn.close_slow();
-            }
+            conn.check_slow(now);
         }
     }
 

@@ -103,7 +103,7 @@ pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
                 true => Topic::new(r.channel, user.as_str()),
                 false => Topic { channel: r.channel, key: r.symbol.as_str().into(), interval },
             };
-            if !conn.subs.borrow().contains_key(&topic) {
+            if !conn.subscribes(&topic) {
                 let symbols = groups.entry((r.channel, r.interval, r.throttle_ms)).or_default();
                 if !r.symbol.is_empty() && r.symbol != ALL {
                     symbols.push(r.symbol);
@@ -121,7 +121,7 @@ pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
                 epoch: None,
                 restore: false,
             };
-            crate::session::subscribe(&shard, &conn, sub);
+            crate::session::subscribe(&shard, &conn, sub).await;
         }
     })
     .detach();

@@ -6,11 +6,15 @@
 //! timers; the simulation in `tests/simulation.rs` drives many shards and clients in memory with a virtual
 //! clock and a seeded schedule, and checks the delivery guarantees after every step.
 //!
+//! - [`conn`]: one connection's rules: client frames and requests, replies, the rate limit, heartbeats,
+//!   the slow-consumer policy of its outbound queue, the close handshake.
 //! - [`shard`]: one shard's topics (sequencer, snapshots, history, critical queues, bars), its share of
 //!   the subscription index and the messages shards exchange.
 //! - [`stats`]: a shard's figures, declared once (fields, `/metrics` names, types and help).
 
+pub mod conn;
 pub mod shard;
 pub mod stats;
 
+pub use conn::{Connection, Kind, Queued, Request, Settings};
 pub use shard::{Fault, IngestItem, Journal, NoJournal, Published, Shard, ShardMsg};
