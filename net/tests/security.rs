@@ -246,63 +246,6 @@ fn api_keys_are_exchanged_for_short_lived_tokens() {
 }
 
 #[test]
-fn a_user_reads_only_their_own_private_topics() {
-    let server = Server::start(&["--no-simulator"]);
-    let addr = server.addr;
-    let mut alice = server.connect(Some(&token("alice", "user")));
-    let mut mallory = server.connect(Some(&token("mallory", "user")));
-    // Every way Mallory can name Alice's orders; each is either refused or scoped to Mallory.
-    let attempts = [
-        json!({"action":"subscribe","channel":"orders","user_id":"alice","id":"m1"}),
-        json!({"action":"subscribe","channel":"orders","symbols":["alice","ALICE","Alice"],"id":"m2"}),
-        json!({"action":"subscribe","channel":"ORDERS","user_id":"alice","id":"m3"}),
-        json!({"action":"subscribe","channel":"executions","symbols":["alice"],"user":"alice","sub":"alice","id":"m4"}),
-        json!({"action":"subscribe","channel":"orders","key":"alice","topic":"orders:alice","id":"m5"}),
-        json!({"action":"subscribe","channel":"alerts","from_sequence":{"alice":0},"id":"m6"}),
-        json!({"action":"subscribe","channel":"portfolio","symbols":["../alice"],"id":"m7"}),
-    ];
-    for a in &attempts {
-        mallory.send(a.clone());
-        let id = a["id"].as_str().unwrap();
-        let reply = mallory.recv_until(SECS, |v| v["id"] == id).unwrap_or_else(|| panic!("no reply to {a}"));
-        assert!(reply["type"] == "subscribed" || reply["type"] == "error", "{reply}");
-    }
-    alice.send(json!({"action":"subscribe","channel":"orders","id":"a"}));
-    alice.send(json!({"action":"subscribe","channel":"executions","id":"a2"}));
-    alice.recv_until(SECS, |v| v["id"] == "a2").unwrap();
-    let publisher = token("oms", "publisher");
-    for (channel, data) in [
-        ("orders", json!({"order_id":"secret-1","symbol":"AAPL","status":"new"})),
-        ("executions", json!({"trade_id":"t-1","order_id":"secret-1","symbol":"AAPL"})),
-        ("alerts", json!({"alert_id":"al-1","type":"risk","message":"m"})),
-        ("portfolio", json!({"total_value":1})),
-    ] {
-        for user in ["alice", "Alice", "ALICE"] {
-            let event = json!({"channel":channel,"user_id":user,"data":data});
-            let (status, body) = http(addr, "POST", "/api/publish", Some(&publisher), &event.to_string());
-            assert_eq!(status, 202, "{body}");
-        }
-    }
-    let got = alice.recv_until(SECS, |v| v["type"] == "order").expect("alice gets her own order");
-    assert_eq!(got["data"]["order_id"], "secret-1");
-    // Mallory sees none of it: no frame at all carries Alice's data.
-    let deadline = Instant::now() + Duration::from_millis(700);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match mallory.recv_text(left) {
-            Some(text) => assert!(!text.contains("secret-1") && !text.contains("al-1"), "leak to mallory: {text}"),
-            None => break,
-        }
-    }
-    // Mallory's own order does reach Mallory (the subscriptions were real, only scoped).
-    let event = json!({"channel":"orders","user_id":"mallory","data":{"order_id":"m-own"}});
-    assert_eq!(http(addr, "POST", "/api/publish", Some(&publisher), &event.to_string()).0, 202);
-    let own = mallory.recv_until(SECS, |v| v["type"] == "order").expect("mallory's own order");
-    assert_eq!(own["data"]["order_id"], "m-own");
-    // Alice never sees Mallory's.
-    assert!(alice.recv_until(Duration::from_millis(300), |v| v["data"]["order_id"] == "m-own").is_none());
-}
-
-#[test]
 fn connection_limits_per_user_per_ip_and_total_close_with_their_codes() {
     // Per user: default 5 stream connections; the 6th gets 1008.
     let server = Server::start(&["--no-simulator"]);
@@ -342,43 +285,6 @@ fn connection_limits_per_user_per_ip_and_total_close_with_their_codes() {
     assert_eq!(status["max_connections"], 2);
     assert_eq!(status["active_connections"], 2);
     assert!(metric(server.addr, "tickwire_connections_refused_total") >= 1.0);
-}
-
-#[test]
-fn message_rate_limit_warns_then_closes_with_1008() {
-    let server = Server::start(&["--no-simulator", "--max-messages-per-s", "20"]);
-    let mut c = server.connect(None);
-    // 25 pings in one burst, so that all fall into the one-second window the first one opens (a test that
-    // waited for answers in between could see a new window begin on a loaded machine): the 20 within the
-    // rate are answered, in order; then one RATE_LIMITED error, the excess dropped.
-    for i in 0..25 {
-        c.send(json!({"action":"ping","id":format!("p{i}")}));
-    }
-    let mut pongs = Vec::new();
-    let err = loop {
-        let v = c.recv().expect("a reply");
-        match v["type"].as_str().unwrap() {
-            "pong" => pongs.push(v["id"].as_str().unwrap().to_owned()),
-            "error" => break v,
-            other => panic!("unexpected {other}"),
-        }
-    };
-    assert_eq!(err["code"], "RATE_LIMITED");
-    assert_eq!(pongs, (0..20).map(|i| format!("p{i}")).collect::<Vec<_>>(), "the pings within the rate are answered");
-    // Persisting: close 1008. More than twice the rate at once, so that it is closed whether these land in
-    // the same window (25 + 16 > 40) or a new one began meanwhile (over 40 in it).
-    for _ in 0..100 {
-        if c.ws.send(Message::text(r#"{"action":"ping"}"#)).is_err() {
-            break;
-        }
-    }
-    assert_eq!(c.close_code(SECS), Some(1008));
-    let deadline = Instant::now() + SECS;
-    while metric(server.addr, "tickwire_rate_limited_closes_total") < 1.0 {
-        assert!(Instant::now() < deadline, "the close is counted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(metric(server.addr, "tickwire_rate_limited_messages_total") >= 5.0);
 }
 
 /// The sum over shards of a metric of `/metrics`.
@@ -669,24 +575,6 @@ fn help_explains_every_security_flag() {
     let dev = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire")).args(["dev-cert", "--help"]).output().unwrap();
     let dev = String::from_utf8(dev.stdout).unwrap();
     assert!(dev.contains("--cert") && dev.contains("--key") && dev.contains("--host"));
-}
-
-#[test]
-fn streaming_publishers_are_not_rate_limited() {
-    let server = Server::start(&["--no-simulator", "--max-messages-per-s", "10"]);
-    let mut sub = server.connect(None);
-    sub.send(json!({"action":"subscribe","channel":"trades","symbols":["QQQ"],"id":"s"}));
-    sub.recv_until(SECS, |v| v["id"] == "s").unwrap();
-    // Placed before the first trade, so that trade 1 comes as an update, not as a starting snapshot.
-    common::settle(&mut sub, &["QQQ"]);
-    let mut publisher = Client::connect(server.addr, "/v1/publish", Some(&token("feed", "publisher"))).unwrap();
-    for i in 0..200 {
-        publisher.send(json!({"channel":"trades","data":{"symbol":"QQQ","price":1.0 + i as f64,"size":1}}));
-    }
-    for seq in 1..=200u64 {
-        let t = sub.recv_until(SECS, |v| v["type"] == "trade").unwrap_or_else(|| panic!("trade {seq} missing"));
-        assert_eq!(t["sequence"], seq);
-    }
 }
 
 #[test]

@@ -282,8 +282,7 @@ impl Connection {
                 Verdict::Limit { notify } => {
                     self.stats.rate_limited_messages.fetch_add(1, Ordering::Relaxed);
                     if notify {
-                        let message =
-                            format!("more than {} messages per second: messages dropped", self.rate.per_s);
+                        let message = format!("more than {} messages per second: messages dropped", self.rate.per_s);
                         self.error(now, None, ErrorCode::RateLimited, &message);
                     }
                     return true;
@@ -424,7 +423,8 @@ impl Connection {
 
     fn ack(&mut self, now: Micros, id: Option<&str>, channel: Channel, sequence: u64) {
         if !channel.is_critical() {
-            let msg = format!("channel '{channel}' is not critical: only orders, executions and alerts are acknowledged");
+            let msg =
+                format!("channel '{channel}' is not critical: only orders, executions and alerts are acknowledged");
             return self.error(now, id, ErrorCode::InvalidField, &msg);
         }
         let Some(user) = self.user.clone() else {
