@@ -1,12 +1,13 @@
 //! The engine's delivery guarantees, checked by simulation: N shards and M clients driven in memory with a
 //! virtual clock and a schedule drawn from a seeded random generator, the invariants checked after every
-//! step. Each seed is reproducible: a failure names its seed, and `SIM_SEED=<seed> cargo test -p
+//! step. Clients speak the protocol: their requests are WebSocket frames fed to engine [`Connection`]s, and
+//! what they receive is what each connection would write to its socket. Each seed is reproducible: a failure names its seed, and `SIM_SEED=<seed> cargo test -p
 //! tickwire-fanout --test simulation -- one_seed` replays it alone (`SIM_TRACE=1` prints every step).
 //!
 //! What the schedule varies: which shard-to-shard message is delivered next (messages between two shards
-//! keep their order, as the server's channels do), when frames cross the wire to clients (and their loss
-//! when a connection drops), publishes on any shard, subscribes with and without resume, unsubscribes,
-//! acks, disconnects and reconnects to another shard, and time passing.
+//! keep their order, as the server's channels do), when a connection's writer flushes and how much (what is
+//! queued is lost when a connection drops), publishes on any shard, subscribes with and without resume,
+//! unsubscribes, acks, disconnects and reconnects to another shard, and time passing.
 //!
 //! The invariants:
 //! 1. per topic and subscriber, sequences are contiguous: after the first frame of a subscription (a
@@ -27,42 +28,48 @@ use std::hash::BuildHasherDefault;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tickwire_core::event::Ingest;
 use tickwire_core::time::Micros;
+use tickwire_core::ws::write_client_frame;
 use tickwire_core::{Channel, Topic};
 use tickwire_fanout::engine::stats::Stats;
-use tickwire_fanout::engine::{Fault, NoJournal, Shard, ShardMsg};
-use tickwire_fanout::frame::payload;
+use tickwire_fanout::engine::{Connection, Fault, Kind, NoJournal, Request, Settings, Shard, ShardMsg};
 use tickwire_fanout::index::Sink;
 use tickwire_fanout::interest::InterestMap;
-use tickwire_fanout::sequencer::{Limits, Resume};
+use tickwire_fanout::sequencer::Limits;
 
-/// Frames on their way to a client: `(topic, frame, virtual time sent)`, lost if the connection drops.
-type Wire = Rc<RefCell<VecDeque<(Topic, Bytes, Micros)>>>;
+/// The virtual times at which the shard pushed frames to a connection, in order (for throttle windows).
+type Pushes = Rc<RefCell<VecDeque<Micros>>>;
 
-/// One subscription of a connection, as the shard's index holds it.
-#[derive(Debug)]
-struct SimSink {
+/// The shard's handle on a connection: frames pushed go into the engine connection's outbound queue.
+#[derive(Debug, Clone)]
+struct Link {
     key: u64,
-    topic: Topic,
-    wire: Wire,
+    conn: Rc<RefCell<Connection>>,
     clock: Rc<Cell<Micros>>,
+    pushes: Pushes,
 }
 
-impl Sink for SimSink {
+impl Sink for Link {
     fn key(&self) -> u64 {
         self.key
     }
 
     fn push(&self, frame: &Bytes) {
-        self.wire.borrow_mut().push_back((self.topic.clone(), frame.clone(), self.clock.get()));
+        self.pushes.borrow_mut().push_back(self.clock.get());
+        self.conn.borrow_mut().send(self.clock.get(), frame.clone());
+    }
+
+    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+        self.pushes.borrow_mut().push_back(self.clock.get());
+        self.conn.borrow_mut().push(self.clock.get(), frame.clone(), ingested, conflate);
     }
 }
 
-type SimShard = Shard<SimSink, NoJournal>;
+type SimShard = Shard<Link, NoJournal>;
 
 /// Maps iterated in the same order on every run, so that a seed replays exactly.
 type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
@@ -80,13 +87,15 @@ struct SubState {
     throttle: Option<(Micros, Option<Micros>)>,
     /// Whether the reset of a failed resume came, and a snapshot may follow.
     reset: bool,
+    /// The id of the subscribe whose `subscribed` reply has not come yet: frames of the topic before it
+    /// belong to an earlier subscription.
+    awaiting: Option<String>,
 }
 
 #[derive(Debug)]
 struct Conn {
     shard: usize,
-    key: u64,
-    wire: Wire,
+    link: Link,
 }
 
 #[derive(Debug)]
@@ -95,8 +104,10 @@ struct Client {
     conn: Option<Conn>,
     /// Topics the client wants, with their throttle (ms), and how each stands.
     subs: HashMap<Topic, (u32, SubState)>,
-    /// Critical topics: the highest sequence received, and the last acknowledged.
+    /// Critical topics: the last sequence acknowledged.
     acked: HashMap<Topic, u64>,
+    /// Requests sent, to name each.
+    requests: u64,
 }
 
 /// The parameters of one run, drawn from its seed.
@@ -115,6 +126,8 @@ struct Sim {
     /// The virtual clock as sinks read it.
     clock: Rc<Cell<Micros>>,
     shards: Vec<SimShard>,
+    /// The connection rules' settings.
+    settings: Arc<Settings>,
     /// Messages between shards: `mesh[from][to]`, each in order.
     mesh: Vec<Vec<VecDeque<ShardMsg<()>>>>,
     clients: Vec<Client>,
@@ -146,6 +159,15 @@ impl Sim {
         };
         let map = InterestMap::new(64);
         let limits = Limits { history_public: setup.history, history_private: setup.history, critical_queue: 10_000 };
+        let settings = Arc::new(Settings {
+            epoch: "sim".into(),
+            max_message_bytes: 64 * 1024,
+            max_messages_per_s: 1_000_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_subscriptions: 1024,
+            heartbeat_s: 30,
+            slow_consumer_grace_ms: 60_000,
+        });
         let mut shards: Vec<SimShard> = (0..setup.shards)
             .map(|id| {
                 let stats = Arc::new(Stats::default());
@@ -170,6 +192,7 @@ impl Sim {
                 conn: None,
                 subs: HashMap::default(),
                 acked: HashMap::default(),
+                requests: 0,
             })
             .collect();
         let sim = Sim {
@@ -179,6 +202,7 @@ impl Sim {
             clock: Rc::new(Cell::new(1_700_000_000_000_000)),
             mesh: (0..setup.shards).map(|_| (0..setup.shards).map(|_| VecDeque::new()).collect()).collect(),
             shards,
+            settings,
             clients,
             topics,
             frames: HashMap::default(),
@@ -266,39 +290,74 @@ impl Sim {
         Ok(true)
     }
 
-    /// Lets a few frames of one random connection's wire reach its client.
+    /// One random connection's writer flushes part of what is queued, and its client reads it.
     fn deliver_wire(&mut self) -> Result<bool, String> {
         let busy: Vec<usize> = (0..self.clients.len())
-            .filter(|&c| self.clients[c].conn.as_ref().is_some_and(|k| !k.wire.borrow().is_empty()))
+            .filter(|&c| self.clients[c].conn.as_ref().is_some_and(|k| k.link.conn.borrow().queued().1 > 0))
             .collect();
         if busy.is_empty() {
             return Ok(false);
         }
         let c = busy[self.rng.random_range(0..busy.len())];
-        let n = self.rng.random_range(1..=4);
-        for _ in 0..n {
-            let Some((topic, frame, sent)) =
-                self.clients[c].conn.as_ref().and_then(|k| k.wire.borrow_mut().pop_front())
-            else {
-                break;
-            };
-            self.receive(c, &topic, frame, sent)?;
+        // One write of at most this many bytes (always at least one frame).
+        let max = self.rng.random_range(1..4096);
+        let mut buf = Vec::new();
+        let wire = {
+            let Some(conn) = &self.clients[c].conn else { return Ok(false) };
+            let mut engine = conn.link.conn.borrow_mut();
+            let Some((alone, drained)) = engine.take_for_write(&mut buf, max) else { return Ok(false) };
+            let wire = alone.map_or(buf, |f| f.to_vec());
+            engine.written(drained.frames, wire.len());
+            wire
+        };
+        for payload in text_frames(&wire) {
+            self.receive(c, payload)?;
         }
         Ok(true)
     }
 
-    /// A client receives one frame of `topic`: the invariants of a subscription's stream.
-    fn receive(&mut self, c: usize, topic: &Topic, frame: Bytes, sent: Micros) -> Result<(), String> {
+    /// A client reads one text frame: replies start subscriptions; updates must keep the invariants.
+    fn receive(&mut self, c: usize, payload: Bytes) -> Result<(), String> {
         let (seed, step) = (self.seed, self.step);
         let fail = |what: String| format!("seed {seed} step {step}: {what}");
-        let json: serde_json::Value = serde_json::from_slice(payload(&frame))
-            .map_err(|e| fail(format!("client {c}: a frame that is not JSON: {e}")))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&payload).map_err(|e| fail(format!("client {c}: a frame that is not JSON: {e}")))?;
         let kind = json["type"].as_str().unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "welcome" | "unsubscribed" => return Ok(()),
+            "subscribed" => {
+                let id = json["id"].as_str().unwrap_or_default();
+                for (_, state) in self.clients[c].subs.values_mut() {
+                    if state.awaiting.as_deref() == Some(id) {
+                        state.awaiting = None;
+                    }
+                }
+                return Ok(());
+            }
+            "error" => return Err(fail(format!("client {c}: an error frame: {json}"))),
+            _ => {}
+        }
+        // Every other frame was pushed by the shard: the time it was pushed.
+        let Some(sent) = self.clients[c].conn.as_ref().and_then(|k| k.link.pushes.borrow_mut().pop_front()) else {
+            return Err(fail(format!("client {c}: a {kind} frame the shard never pushed")));
+        };
+        let Some(channel) = json["channel"].as_str().and_then(Channel::from_name) else {
+            return Err(fail(format!("client {c}: a frame without a channel: {json}")));
+        };
+        let key = match (json["data"]["k"].as_str(), json["symbol"].as_str()) {
+            (Some(k), _) | (None, Some(k)) => k.to_owned(),
+            (None, None) => self.clients[c].user.clone(),
+        };
+        let topic = Topic::new(channel, key);
         let seq = json["sequence"].as_u64();
         self.log(|| format!("client {c} gets {topic:?} {kind} {seq:?}"));
-        let Some((_, state)) = self.clients[c].subs.get_mut(topic) else {
-            return Err(fail(format!("client {c}: a frame of {topic:?}, which it does not subscribe")));
-        };
+        match self.clients[c].subs.get(&topic) {
+            // An earlier subscription's frame, queued before its unsubscribe: the client drops it.
+            None => return Ok(()),
+            Some((_, state)) if state.awaiting.is_some() => return Ok(()),
+            Some(_) => {}
+        }
+        let Some((_, state)) = self.clients[c].subs.get_mut(&topic) else { unreachable!() };
         let critical = topic.channel.is_critical();
         match kind.as_str() {
             "reset" => {
@@ -332,24 +391,23 @@ impl Sim {
                 state.last = Some(seq);
                 return Ok(());
             }
-            "error" => return Err(fail(format!("client {c}: an error frame: {json}"))),
             _ => {}
         }
         let Some(seq) = seq else { return Err(fail(format!("client {c}: an update without a sequence: {json}"))) };
         // Invariant 2: one serialization per update.
         match self.frames.get(&(topic.clone(), seq)) {
-            Some(seen) if *seen != frame => {
+            Some(seen) if *seen != payload => {
                 return Err(fail(format!("{topic:?} {seq}: subscribers got different bytes")));
             }
             Some(_) => {}
             None => {
-                self.frames.insert((topic.clone(), seq), frame.clone());
+                self.frames.insert((topic.clone(), seq), payload.clone());
             }
         }
         if critical {
             self.user_received.entry(topic.clone()).or_default().insert(seq);
         }
-        let Some((_, state)) = self.clients[c].subs.get_mut(topic) else { unreachable!() };
+        let Some((_, state)) = self.clients[c].subs.get_mut(&topic) else { unreachable!() };
         if let Some((window, at)) = &mut state.throttle {
             // Invariant 6: one frame per window at most (by the virtual time it was sent), and sequences
             // only move forward.
@@ -406,7 +464,13 @@ impl Sim {
         let s = self.rng.random_range(0..self.shards.len());
         let key = self.shards[s].next_id();
         self.log(|| format!("client {c} connects to shard {s} as {key}"));
-        self.clients[c].conn = Some(Conn { shard: s, key, wire: Wire::default() });
+        let user = Arc::<str>::from(self.clients[c].user.as_str());
+        let stats = Arc::new(Stats::default());
+        let mut engine = Connection::new(s, key, Kind::Subscriber, Some(user), self.settings.clone(), stats, self.now);
+        engine.welcome(self.now, "client");
+        let conn = Rc::new(RefCell::new(engine));
+        let link = Link { key, conn, clock: self.clock.clone(), pushes: Pushes::default() };
+        self.clients[c].conn = Some(Conn { shard: s, link });
         let topics: Vec<Topic> = self.clients[c].subs.keys().cloned().collect();
         for t in topics {
             self.subscribe(c, t)?;
@@ -414,39 +478,81 @@ impl Sim {
         Ok(())
     }
 
+    /// The client sends a request: its connection acts on it, and the shard carries out what it asks.
+    fn request(&mut self, c: usize, request: serde_json::Value) -> Result<(), String> {
+        let Some(conn) = &self.clients[c].conn else { return Ok(()) };
+        let (s, link) = (conn.shard, conn.link.clone());
+        let mut frame = Vec::new();
+        write_client_frame(&mut frame, true, 1, request.to_string().as_bytes(), [7, 7, 7, 7]);
+        let mut buf = BytesMut::from(&frame[..]);
+        if !link.conn.borrow_mut().handle_bytes(self.now, &mut buf) {
+            return Err(self.fail(format!("client {c}: the connection stopped reading after {request}")));
+        }
+        loop {
+            let next = link.conn.borrow_mut().poll_request();
+            match next {
+                None => break,
+                Some(Request::Subscribe { topics, throttle_ms, .. }) => {
+                    for (topic, resume) in topics {
+                        self.log(|| format!("shard {s} subscribes {}: {topic:?} {resume:?}", link.key));
+                        self.shards[s].subscribe(self.now, link.clone(), topic, throttle_ms, resume);
+                    }
+                }
+                Some(Request::Unsubscribe { topics }) => {
+                    for t in &topics {
+                        self.shards[s].unsubscribe(link.key, t);
+                    }
+                }
+                Some(Request::Ack { topic, sequence }) => self.shards[s].ack(self.now, topic, sequence),
+                Some(Request::Publish(_)) => return Err(self.fail("a subscriber published".into())),
+            }
+            self.collect(s)?;
+        }
+        Ok(())
+    }
+
     /// (Re)subscribes client `c` to `topic` on its connection, resuming after what it has.
     fn subscribe(&mut self, c: usize, topic: Topic) -> Result<(), String> {
-        let Some(conn) = &self.clients[c].conn else { return Ok(()) };
-        let (s, key, wire) = (conn.shard, conn.key, conn.wire.clone());
+        if self.clients[c].conn.is_none() {
+            return Ok(());
+        }
+        self.clients[c].requests += 1;
+        let id = format!("{c}-{}", self.clients[c].requests);
         let (throttle_ms, state) = self.clients[c].subs.entry(topic.clone()).or_default();
-        let resume = match state.last {
-            Some(n) if state.throttle.is_none() => Resume::After(n),
-            _ => Resume::Latest,
-        };
+        let from = state.last.filter(|_| state.throttle.is_none());
         state.starting = true;
         state.reset = false;
-        state.resumed_from = match resume {
-            Resume::After(n) => Some(n),
-            _ => None,
-        };
+        state.resumed_from = from;
+        state.awaiting = Some(id.clone());
         if let Some((_, at)) = &mut state.throttle {
             // A throttled stream restarts from its snapshot (contiguity does not apply), its window afresh.
             state.last = None;
             *at = None;
         }
         let throttle_ms = *throttle_ms;
-        self.log(|| format!("client {c} subscribes {topic:?} on {s}/{key} ({resume:?}, throttle {throttle_ms})"));
-        let sink = SimSink { key, topic: topic.clone(), wire, clock: self.clock.clone() };
-        self.shards[s].subscribe(self.now, sink, topic, throttle_ms, resume);
-        self.collect(s)
+        let mut req = serde_json::json!({"action":"subscribe","channel":topic.channel.name(),"id":id});
+        let resume_key = if topic.channel.is_private() { "*" } else { &*topic.key };
+        if !topic.channel.is_private() {
+            req["symbols"] = serde_json::json!([&*topic.key]);
+        }
+        if throttle_ms > 0 {
+            req["throttle_ms"] = throttle_ms.into();
+        }
+        if let Some(n) = from {
+            req["from_sequence"] = serde_json::json!({ resume_key: n });
+            req["epoch"] = "sim".into();
+        }
+        self.log(|| format!("client {c} sends {req}"));
+        self.request(c, req)
     }
 
     fn disconnect(&mut self, c: usize) -> Result<(), String> {
         let Some(conn) = self.clients[c].conn.take() else { return Ok(()) };
-        self.log(|| format!("client {c} drops its connection ({} frames lost)", conn.wire.borrow().len()));
-        let topics: Vec<Topic> = self.clients[c].subs.keys().cloned().collect();
+        let lost = conn.link.conn.borrow().queued().1;
+        self.log(|| format!("client {c} drops its connection ({lost} frames lost)"));
+        let topics = conn.link.conn.borrow_mut().take_subscriptions();
         for t in &topics {
-            self.shards[conn.shard].unsubscribe(conn.key, t);
+            self.shards[conn.shard].unsubscribe(conn.link.key, t);
         }
         self.collect(conn.shard)
     }
@@ -474,22 +580,21 @@ impl Sim {
                 self.subscribe(c, topic)
             }
             55..=64 => {
-                // Unsubscribe a topic: its frames still on the wire are dropped with it.
+                // Unsubscribe a topic: frames of it still queued are dropped by the client as they come.
                 let Some(topic) = self.clients[c].subs.keys().next().cloned() else { return Ok(()) };
                 self.clients[c].subs.remove(&topic);
-                if let Some(conn) = &self.clients[c].conn {
-                    conn.wire.borrow_mut().retain(|(t, _, _)| *t != topic);
-                    let (s, key) = (conn.shard, conn.key);
-                    self.log(|| format!("client {c} unsubscribes {topic:?}"));
-                    self.shards[s].unsubscribe(key, &topic);
-                    self.collect(s)?;
+                let mut req = serde_json::json!({"action":"unsubscribe","channel":topic.channel.name()});
+                if !topic.channel.is_private() {
+                    req["symbols"] = serde_json::json!([&*topic.key]);
                 }
-                Ok(())
+                self.log(|| format!("client {c} sends {req}"));
+                self.request(c, req)
             }
             _ => {
                 // Acknowledge what was received of a critical topic (cumulative, as clients do).
-                let Some(conn) = &self.clients[c].conn else { return Ok(()) };
-                let s = conn.shard;
+                if self.clients[c].conn.is_none() {
+                    return Ok(());
+                }
                 let acks: Vec<(Topic, u64)> = self.clients[c]
                     .subs
                     .iter()
@@ -501,9 +606,9 @@ impl Sim {
                         continue;
                     }
                     self.clients[c].acked.insert(topic.clone(), seq);
-                    self.log(|| format!("client {c} acks {topic:?} {seq}"));
-                    self.shards[s].ack(self.now, topic, seq);
-                    self.collect(s)?;
+                    let req = serde_json::json!({"action":"ack","channel":topic.channel.name(),"sequence":seq});
+                    self.log(|| format!("client {c} sends {req}"));
+                    self.request(c, req)?;
                 }
                 Ok(())
             }
@@ -603,6 +708,24 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// The payloads of the text frames in what a connection wrote (server frames are never masked).
+fn text_frames(wire: &[u8]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 <= wire.len() {
+        let (len, skip) = match wire[i + 1] & 0x7F {
+            126 => (u16::from_be_bytes([wire[i + 2], wire[i + 3]]) as usize, 4),
+            127 => (u64::from_be_bytes(wire[i + 2..i + 10].try_into().unwrap()) as usize, 10),
+            n => (n as usize, 2),
+        };
+        if wire[i] & 0x0F == 1 {
+            out.push(Bytes::copy_from_slice(&wire[i + skip..i + skip + len]));
+        }
+        i += skip + len;
+    }
+    out
 }
 
 fn msg_name(msg: &ShardMsg<()>) -> String {
