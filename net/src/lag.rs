@@ -27,10 +27,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::shard::Shared;
+use crate::state::Shared;
 
 /// The ticker's period: how often a shard's lag is sampled.
 pub const TICK: Duration = Duration::from_millis(5);
@@ -207,36 +206,6 @@ impl Default for LagProbe {
     }
 }
 
-/// What the observer saw of a late shard's thread, for the tick that started at `tick_ms` (milliseconds
-/// since the server started, as `alive_ms`).
-#[derive(Debug, Default)]
-pub struct Seen(Mutex<Option<(u64, String)>>);
-
-impl Seen {
-    /// What was seen during the tick that started at `tick_ms`, if anything.
-    pub fn take(&self, tick_ms: u64) -> Option<String> {
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.take() {
-            Some((t, what)) if t == tick_ms => Some(what),
-            _ => None,
-        }
-    }
-
-    fn record(&self, tick_ms: u64, what: impl FnOnce() -> String) {
-        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // The first look at a stall is kept: it is the closest to where the stall began. The look itself
-        // (reading /proc) happens without the lock, which the shard takes when it wakes.
-        if lock().as_ref().is_some_and(|(t, _)| *t == tick_ms) {
-            return;
-        }
-        let what = what();
-        let mut seen = lock();
-        if seen.as_ref().is_none_or(|(t, _)| *t != tick_ms) {
-            *seen = Some((tick_ms, what));
-        }
-    }
-}
-
 /// The observer thread's loop, until the server stops: every [`OBSERVE_EVERY`], each shard whose last tick
 /// is more than [`TICK`] + [`WARN`] old has its thread looked at ([`describe_thread`]).
 pub fn observe(shared: &Shared) {
@@ -332,6 +301,7 @@ pub fn log_stall(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Seen;
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -1,14 +1,19 @@
 //! # tickwire-net
 //!
-//! The server: glommio shards (one per core, each with its own SO_REUSEPORT listener), HTTP/1.1 with the
-//! WebSocket upgrade and the REST endpoints on the same port, sessions, JWT auth, the simulated feed and the
-//! publish API, the CLI and configuration. Everything platform-specific lives here; protocol logic is in
-//! `tickwire-core` and fanout data structures in `tickwire-fanout`.
+//! The server, the driver of the engine (`tickwire_fanout::engine`): glommio shards (one per core, each with
+//! its own SO_REUSEPORT listener), sockets and io_uring, TLS, HTTP/1.1 with the WebSocket upgrade and the
+//! REST endpoints on the same port, timers, JWT auth, the simulated feed and the publish API, persistence
+//! threads, the CLI and configuration. The protocol's rules are the engine's; docs/architecture.md shows how
+//! an update travels through both.
 //!
-//! Layout: [`config`] (CLI, TOML, env), [`server`] (start, shards, stop), [`shard`] (routing, sequencing,
-//! fanout on one core), [`lag`] (the stall detector), [`routes`] (HTTP), [`session`] (WebSocket connections), [`auth`], [`http`] (request
-//! parsing), [`stats`] (a shard's counters, declared once), [`metrics`] (`/metrics` and the admin stats), [`feed`] (the simulator), [`store`] (persistence: the store,
-//! durable publishes, the metrics history), and security: [`limits`], [`tls`], [`signing`], [`security`] (their shared state).
+//! Layout, in the order modules may use each other (each only those before it; a test holds it):
+//! [`stats`] (a shard's counters, declared once, from the engine), [`util`], [`http`] (request parsing),
+//! [`tls`], [`auth`], [`histogram`], [`config`] (CLI, TOML, env), [`limits`] (connection limits),
+//! [`signing`], [`security`] (their shared state), [`state`] (what shards share, their figures), [`lag`]
+//! (the stall detector), [`metrics`] (`/metrics` and the admin stats), [`conn`] (a connection as its shard
+//! holds it), [`shard`] (the engine's driver on one core), [`store`] (opening the store, durable publishes,
+//! the metrics history), [`session`] (a connection's reader and writer tasks, restore), [`feed`] (the
+//! simulator), [`routes`] (HTTP), [`server`] (start, shards, stop).
 //!
 //! ```no_run
 //! let config = tickwire_net::config::Config::default();
@@ -17,7 +22,9 @@
 
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod feed;
+pub mod histogram;
 pub mod http;
 pub mod lag;
 pub mod limits;
@@ -28,7 +35,52 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod signing;
+pub mod state;
 pub use tickwire_fanout::engine::stats;
 pub mod store;
 pub mod tls;
 pub mod util;
+
+/// The order of the modules: each may use only those before it (the crate's imports run one way).
+#[cfg(test)]
+#[rustfmt::skip]
+const LAYERS: &[&str] = &[
+    "stats", "util", "http", "tls", "auth", "histogram", "config", "limits", "signing", "security", "state",
+    "lag", "metrics", "conn", "shard", "store", "session", "feed", "routes", "server",
+];
+
+#[cfg(test)]
+mod tests {
+    /// Every `crate::<module>` a module's code names (comments aside) comes before it in [`super::LAYERS`].
+    #[test]
+    fn modules_import_one_way() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            if path.is_dir() {
+                for f in std::fs::read_dir(&path).unwrap() {
+                    files.push((name.clone(), f.unwrap().path()));
+                }
+            } else if name != "lib" && name != "main" {
+                files.push((name, path));
+            }
+        }
+        let rank = |m: &str| super::LAYERS.iter().position(|l| *l == m);
+        for (module, path) in files {
+            let Some(mine) = rank(&module) else { panic!("{module} is not in LAYERS") };
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for used in line.split("crate::").skip(1) {
+                    let name: String = used.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if name.is_empty() || name == module {
+                        continue;
+                    }
+                    let theirs = rank(&name).unwrap_or_else(|| panic!("{module} uses crate::{name}, not in LAYERS"));
+                    assert!(theirs < mine, "{module} uses crate::{name}, which comes after it: {line}");
+                }
+            }
+        }
+    }
+}

@@ -1,6 +1,10 @@
 //! Server metrics: `GET /metrics` in the Prometheus text format (0.0.4) and the admin stats JSON, both
 //! rendered on request from the shards' own atomics ([`ShardStats`]).
 //!
+//! Imports run one way in `net`: leaves (`util`, `http`, `tls`, `auth`, `histogram`, `config`, `limits`,
+//! `signing`), then `security`, `state`, `lag`, `metrics`, `conn`, `shard`, `store`, `session`, `routes`,
+//! `server`; no module imports one after it.
+//!
 //! Nothing here runs per subscriber. The fanout path adds one count and one byte total per topic update
 //! and channel ([`crate::shard::Shard`]); writers add their figures and one latency sample per write batch;
 //! the outbound queue gauges are sampled by each shard's ticker once a second.
@@ -10,14 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tickwire_core::channel::CATALOG;
 
-use crate::shard::{ShardStats, Shared};
-
-/// Upper bounds of the latency buckets (ingest to flush, loop lag), in microseconds: 50 µs to 2.5 s, with
-/// each millisecond up to 5 ms so that a tail around the 5 ms goal can be read.
-pub const LATENCY_BOUNDS_US: [u64; 17] = [
-    50, 100, 250, 500, 1_000, 2_000, 3_000, 4_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000,
-];
+use crate::histogram::{LatencyHistogram, LATENCY_BOUNDS_US};
+use crate::state::{ShardStats, Shared};
 
 /// A bound as a Prometheus `le` label, in seconds (`50` µs is `0.00005`).
 fn le(bound_us: u64) -> String {
@@ -26,35 +24,6 @@ fn le(bound_us: u64) -> String {
 
 /// The Content-Type of `/metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// A fixed-bucket latency histogram written by one shard: a record is a search over 14 bounds and two
-/// relaxed atomic adds (no allocation, no clock).
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    /// Samples per bucket (not cumulative); the last one is above the largest bound.
-    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
-    sum_us: AtomicU64,
-}
-
-impl LatencyHistogram {
-    /// Records one sample of `micros` microseconds.
-    pub fn record(&self, micros: u64) {
-        let i = LATENCY_BOUNDS_US.partition_point(|&b| b < micros);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    /// Cumulative counts per bound (the last is `+Inf`, the total) and the sum in microseconds.
-    pub fn snapshot(&self) -> ([u64; LATENCY_BOUNDS_US.len() + 1], u64) {
-        let mut out = [0; LATENCY_BOUNDS_US.len() + 1];
-        let mut total = 0;
-        for (o, b) in out.iter_mut().zip(&self.buckets) {
-            total += b.load(Ordering::Relaxed);
-            *o = total;
-        }
-        (out, self.sum_us.load(Ordering::Relaxed))
-    }
-}
 
 /// Writes one metric family: HELP, TYPE, and one sample per shard from `value`.
 fn family(out: &mut String, shared: &Shared, name: &str, kind: &str, help: &str, value: impl Fn(&ShardStats) -> u64) {
@@ -261,22 +230,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_inclusive_upper_bounds() {
-        let h = LatencyHistogram::default();
-        for us in [0, 50, 51, 1_000, 999_999, 1_000_000, 5_000_000] {
-            h.record(us);
-        }
-        let (c, sum) = h.snapshot();
-        assert_eq!(c[0], 2, "0 and 50 are <= 50 µs");
-        assert_eq!(c[1], 3, "51 is <= 100 µs");
-        assert_eq!(c[4], 4, "1 ms");
-        assert_eq!(c[15], 6, "<= 1 s");
-        assert_eq!(c[16], 6, "<= 2.5 s");
-        assert_eq!(c[17], 7, "+Inf counts all");
-        assert_eq!(sum, 50 + 51 + 1_000 + 999_999 + 1_000_000 + 5_000_000);
+    fn le_labels_are_seconds() {
         assert_eq!(le(50), "0.00005");
         assert_eq!(le(4_000), "0.004");
         assert_eq!(le(1_000_000), "1");
-        assert!(LATENCY_BOUNDS_US.windows(2).all(|w| w[0] < w[1]));
     }
 }

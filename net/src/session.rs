@@ -4,26 +4,25 @@
 //! replies, rate limits, heartbeats, slow consumers, the close handshake) are the engine's.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tickwire_core::protocol::{ErrorCode, Subscribe};
-use tickwire_core::time::Micros;
+use tickwire_core::topic::{BarInterval, ALL};
 use tickwire_core::ws::close;
-use tickwire_core::Topic;
-use tickwire_fanout::engine::{Connection, Queued, Request};
-use tickwire_fanout::index::Sink;
-use tickwire_fanout::outbound::{KEEP, NO_STAMP};
-use tickwire_persistence::ConnectionRecord;
+use tickwire_core::{Channel, Topic};
+use tickwire_fanout::engine::{Connection, Request};
+use tickwire_persistence::{ConnectionRecord, SubscriptionRecord};
 
 pub use tickwire_fanout::engine::Kind;
 
 use crate::auth::Identity;
-use crate::shard::{Shard, Shared};
+use crate::conn::Conn;
+use crate::shard::Shard;
 use crate::util::{now_micros, LocalNotify};
 
 /// Bytes read from a client at a time.
@@ -32,158 +31,6 @@ const READ_CHUNK: usize = 512;
 const MAX_WRITE: usize = 256 * 1024;
 /// How long a closed connection waits for the peer's side of the close.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// A connection on its shard: the engine's [`Connection`] and what the driver needs to serve it, shared by
-/// its tasks and the subscription index.
-#[derive(Debug)]
-pub struct Conn {
-    /// Shard-local key.
-    pub key: u64,
-    /// The client's own id (`?client_id=`), or one the server made.
-    pub client_id: String,
-    /// Whether the client named itself (`?client_id=`): only then are its subscriptions kept for restore.
-    pub named: bool,
-    pub identity: Option<Identity>,
-    engine: RefCell<Connection>,
-    wake: LocalNotify,
-    closing: LocalNotify,
-    /// The plain TCP socket, for sending a frame at once when nothing waits ([`Conn::send_update`]);
-    /// `None` for streams that must go through their writer (TLS), and once the session ends.
-    fd: Cell<Option<RawFd>>,
-    shared: Arc<Shared>,
-    shard: usize,
-}
-
-impl Conn {
-    /// Runs `f` on the engine, then wakes the writer if frames wait and the reader if the connection is
-    /// closing.
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
-        let mut engine = self.engine.borrow_mut();
-        let out = f(&mut engine);
-        let (closing, queued) = (engine.is_closing(), engine.queued().1);
-        drop(engine);
-        if queued > 0 || closing {
-            self.wake.notify();
-        }
-        if closing {
-            self.closing.notify();
-        }
-        out
-    }
-
-    /// Queues a frame that is never conflated (replies, snapshots, pings).
-    pub fn send(&self, frame: Bytes) {
-        self.send_update(frame, NO_STAMP, KEEP);
-    }
-
-    /// Queues a frame of a topic that may be conflated under key `conflate` when the client falls behind,
-    /// sequenced at `ingested` (so that its flush can be timed).
-    ///
-    /// When nothing waits to be written (the queue is empty and the writer idle, which is nearly always the
-    /// case for a client that keeps up), the frame is sent at once with one non-blocking `send`: no queueing,
-    /// no writer wakeup. Whatever the socket does not take is queued for the writer, in order.
-    pub fn send_update(&self, frame: Bytes, ingested: Micros, conflate: u64) {
-        let mut engine = self.engine.borrow_mut();
-        if let Some(fd) = self.fd.get().filter(|_| engine.can_send_now()) {
-            match send_now(fd, &frame) {
-                Ok(n) => {
-                    let wake = engine.sent_at_once(&frame, n, ingested);
-                    drop(engine);
-                    if n == frame.len() && ingested != NO_STAMP {
-                        let stats = &self.shared.stats[self.shard];
-                        stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
-                    }
-                    if wake {
-                        self.wake.notify();
-                    }
-                    return;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    // The connection is gone; the reader will see it too.
-                    drop(engine);
-                    return self.request_close(close::NORMAL, "");
-                }
-            }
-        }
-        // The time the client fell behind, should this push conflate: an update's ingest time is close
-        // enough, and spares a clock read per delivery.
-        let now = if ingested != NO_STAMP { ingested } else { now_micros() };
-        match engine.push(now, frame, ingested, conflate) {
-            Queued::Behind => {}
-            Queued::Wake => {
-                drop(engine);
-                self.wake.notify();
-            }
-            Queued::Dropped => {
-                drop(engine);
-                self.wake.notify();
-                self.closing.notify();
-            }
-        }
-    }
-
-    /// Shutdown: a `system` notice with a reconnect hint, then close 1001 after what is queued.
-    pub fn shutdown(&self, retry_after_ms: u64) {
-        self.with(|c| c.shutdown(now_micros(), retry_after_ms));
-    }
-
-    /// Bytes and frames waiting in the outbound queue.
-    pub fn queued(&self) -> (usize, usize) {
-        self.engine.borrow().queued()
-    }
-
-    /// Whether the connection subscribes `topic`.
-    pub fn subscribes(&self, topic: &Topic) -> bool {
-        self.engine.borrow().subscribes(topic)
-    }
-
-    /// Asks the writer to flush what is queued, send a close frame and stop. The first request wins.
-    pub fn request_close(&self, code: u16, reason: &'static str) {
-        self.with(|c| c.request_close(code, reason));
-    }
-
-    /// The heartbeat's visit (see [`Connection::heartbeat`]).
-    pub fn heartbeat(&self, now: Micros, ping: &Bytes) {
-        self.with(|c| c.heartbeat(now, ping));
-    }
-
-    /// Closes the connection if it stayed behind past the grace (see [`Connection::check_slow`]).
-    pub fn check_slow(&self, now: Micros) {
-        self.with(|c| c.check_slow(now));
-    }
-
-    /// Every subscription, forgotten (the connection is ending).
-    pub fn take_subscriptions(&self) -> Vec<Topic> {
-        self.engine.borrow_mut().take_subscriptions()
-    }
-
-    pub(crate) fn error(&self, id: Option<&str>, code: ErrorCode, message: &str) {
-        self.with(|c| c.error(now_micros(), id, code, message));
-    }
-}
-
-/// The subscription index's handle on a connection.
-#[derive(Debug, Clone)]
-pub struct ConnRef(pub Rc<Conn>);
-
-impl Sink for ConnRef {
-    fn key(&self) -> u64 {
-        self.0.key
-    }
-
-    fn push(&self, frame: &Bytes) {
-        self.0.send(frame.clone());
-    }
-
-    fn push_stamped(&self, frame: &Bytes, ingested: Micros) {
-        self.0.send_update(frame.clone(), ingested, KEEP);
-    }
-
-    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
-        self.0.send_update(frame.clone(), ingested, conflate);
-    }
-}
 
 /// Runs an upgraded connection to its end. `buffered` holds bytes read past the HTTP head; `slot` is the
 /// connection's place under the connection limits, freed just before the session counts as ended.
@@ -276,18 +123,6 @@ pub async fn run<S>(
     tracing::debug!(conn = %engine.id(), code, flushed = sent, "connection closed");
 }
 
-/// One non-blocking `send` of `data` on a connected TCP socket: the bytes the kernel took.
-fn send_now(fd: RawFd, data: &[u8]) -> std::io::Result<usize> {
-    // SAFETY: `fd` is the session's open socket (cleared before the session drops its stream), and
-    // `data` is a live buffer of `data.len()` bytes that the kernel only reads.
-    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
 /// Flushes the connection: one write per batch of queued frames. Per batch (not per frame) it records one
 /// ingest-to-flush latency sample, that of the batch's earliest update.
 async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut w: W) {
@@ -361,18 +196,18 @@ async fn carry_out(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         let request = conn.engine.borrow_mut().poll_request();
         match request {
             None => return,
-            Some(Request::Subscribe { topics, throttle_ms, restore }) => {
+            Some(Request::Subscribe { topics, throttle_ms, restore: restore_id }) => {
                 for (topic, resume) in topics {
-                    crate::store::subscription_changed(shard, conn, &topic, Some(throttle_ms));
+                    subscription_changed(shard, conn, &topic, Some(throttle_ms));
                     shard.subscribe(conn, topic, throttle_ms, resume);
                 }
-                if let Some(id) = restore {
-                    crate::store::restore(shard, conn, id);
+                if let Some(id) = restore_id {
+                    restore(shard, conn, id);
                 }
             }
             Some(Request::Unsubscribe { topics }) => {
                 for t in &topics {
-                    crate::store::subscription_changed(shard, conn, t, None);
+                    subscription_changed(shard, conn, t, None);
                     shard.unsubscribe(conn.key, t);
                 }
             }
@@ -389,4 +224,79 @@ async fn carry_out(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 pub(crate) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: Subscribe) {
     conn.with(|c| c.subscribe(now_micros(), sub));
     carry_out(shard, conn).await;
+}
+
+/// Records a client's subscription to `topic` (`Some(throttle_ms)`) or its unsubscribe (`None`), for
+/// `"restore": true`. Nothing to do (nor allocate) for a store that keeps no subscriptions, nor for a
+/// client that did not name itself (`?client_id=`): it could not ask for them back.
+pub fn subscription_changed(shard: &Shard, conn: &Conn, topic: &Topic, throttle_ms: Option<u32>) {
+    let store = &shard.shared.store;
+    if !store.durable() || !conn.named {
+        return;
+    }
+    let record = SubscriptionRecord {
+        user: conn.identity.as_ref().map_or_else(String::new, |i| i.user.to_string()),
+        client_id: conn.client_id.clone(),
+        channel: topic.channel,
+        symbol: if topic.channel.is_private() { String::new() } else { topic.key.to_string() },
+        interval: topic.interval.map_or("", |i| i.as_str()).to_owned(),
+        throttle_ms: throttle_ms.unwrap_or(0),
+    };
+    match throttle_ms {
+        Some(_) => store.subscription_added(record, now_micros()),
+        None => store.subscription_removed(record),
+    }
+}
+
+/// How long `"restore": true` waits for the database.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `"restore": true` on a connection's first subscribe: loads the subscriptions this user and client id
+/// had (in the background: the shard does not wait) and subscribes them again, one `subscribed` per
+/// channel, interval and throttle. Those the connection already has are left as they are.
+pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
+    let user = conn.identity.as_ref().map_or_else(String::new, |i| i.user.to_string());
+    let Some(pending) = shard.shared.store.subscriptions(&user, &conn.client_id) else {
+        let msg = "restore needs the server to keep subscriptions in a database (--database-url)";
+        return conn.error(id.as_deref(), ErrorCode::Unavailable, msg);
+    };
+    let (shard, conn) = (shard.clone(), conn.clone());
+    glommio::spawn_local(async move {
+        let found = glommio::timer::timeout(RESTORE_TIMEOUT, async { Ok(pending.await) }).await.ok().flatten();
+        if !shard.conns.borrow().contains_key(&conn.key) {
+            return; // gone meanwhile
+        }
+        let Some(records) = found else {
+            let msg = "previous subscriptions could not be loaded (database unavailable): subscribe again";
+            return conn.error(id.as_deref(), ErrorCode::Unavailable, msg);
+        };
+        let mut groups: BTreeMap<(Channel, String, u32), Vec<String>> = BTreeMap::new();
+        for r in records {
+            let interval = BarInterval::parse(&r.interval);
+            let topic = match r.channel.is_private() {
+                true => Topic::new(r.channel, user.as_str()),
+                false => Topic { channel: r.channel, key: r.symbol.as_str().into(), interval },
+            };
+            if !conn.subscribes(&topic) {
+                let symbols = groups.entry((r.channel, r.interval, r.throttle_ms)).or_default();
+                if !r.symbol.is_empty() && r.symbol != ALL {
+                    symbols.push(r.symbol);
+                }
+            }
+        }
+        for ((channel, interval, throttle_ms), symbols) in groups {
+            let sub = Subscribe {
+                id: None,
+                channel,
+                symbols,
+                throttle_ms,
+                interval: BarInterval::parse(&interval),
+                from_sequence: Vec::new(),
+                epoch: None,
+                restore: false,
+            };
+            subscribe(&shard, &conn, sub).await;
+        }
+    })
+    .detach();
 }

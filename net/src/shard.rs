@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,68 +17,12 @@ use tickwire_core::ws::{self, Opcode};
 use tickwire_core::Topic;
 use tickwire_fanout::engine::{self, Journal};
 use tickwire_fanout::sequencer::{Limits, Resume};
-use tickwire_persistence::{CriticalRecord, Receipt, RecoveredTopic, Store};
+use tickwire_persistence::{CriticalRecord, Receipt, Store};
 
-use crate::auth::Authenticator;
-use crate::config::Config;
-use crate::metrics::LatencyHistogram;
-use crate::session::{Conn, ConnRef};
+use crate::conn::{Conn, ConnRef};
 use crate::util::{now_micros, LocalNotify};
 
-pub use tickwire_fanout::engine::stats::{Stats, CHANNELS};
-
-/// State shared by every shard (immutable, or atomics).
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    pub shards: usize,
-    pub auth: Authenticator,
-    pub interest: Arc<tickwire_fanout::interest::InterestMap>,
-    pub stats: Box<[ShardStats]>,
-    pub shutdown: Arc<AtomicBool>,
-    /// Names this run's sequence space.
-    pub epoch: String,
-    pub started: Instant,
-    pub store: Arc<dyn Store>,
-    /// Private topics continued from an earlier run (the database store), taken by their owner shards.
-    pub recovered: std::sync::Mutex<Vec<RecoveredTopic>>,
-    /// Symbols of the simulated feed.
-    pub symbols: Vec<Arc<str>>,
-    /// Connection limits, TLS, API keys, the order-signing key.
-    pub security: crate::security::Security,
-}
-
-/// Per-shard figures, written by the shard, read by anyone (`/metrics`, the status endpoints): the
-/// engine's [`Stats`] (the counters and gauges declared once in [`crate::stats`], reached through `Deref`:
-/// `stats.connections`) and the driver's own timings.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct ShardStats {
-    pub engine: Arc<Stats>,
-    /// Events entering the server at the shard, by source.
-    pub published: AtomicU64,
-    pub simulated: AtomicU64,
-    /// Ingest-to-flush latency, one sample per write batch.
-    pub flush_latency: LatencyHistogram,
-    /// Milliseconds since start at the shard's last tick, for /healthz and the stall observer.
-    pub alive_ms: AtomicU64,
-    /// The shard thread's id, for the stall observer; 0 until its ticker runs.
-    pub tid: AtomicU64,
-    /// What the observer saw of the thread during a late tick ([`crate::lag::observe`]).
-    pub seen: crate::lag::Seen,
-    /// How late the shard's ticker woke, one sample per tick ([`crate::lag`]).
-    pub loop_lag: LatencyHistogram,
-    /// Ticks later than [`crate::lag::WARN`], by cause: [`crate::lag::Cause::ALL`] in order, then unknown.
-    pub stalls: [AtomicU64; 4],
-}
-
-impl std::ops::Deref for ShardStats {
-    type Target = Stats;
-
-    fn deref(&self) -> &Stats {
-        &self.engine
-    }
-}
+pub use crate::state::{ShardStats, Shared};
 
 /// What the engine tells the store: critical messages, private sequences, acks.
 #[derive(Debug)]
@@ -157,7 +101,7 @@ impl Shard {
             critical_queue: shared.config.critical_queue,
         };
         let journal = StoreJournal(shared.store.clone());
-        let signer = Some(crate::signing::order_signer(&shared));
+        let signer = Some(crate::signing::order_signer(shared.security.signer.clone()));
         let stats = shared.stats[id].engine.clone();
         let mut engine = Engine::new(id, shared.shards, shared.interest.clone(), limits, signer, journal, stats);
         {

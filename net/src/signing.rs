@@ -4,6 +4,7 @@
 //! `GET /api/ws/signing-key`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
@@ -71,8 +72,7 @@ impl Signer {
 }
 
 /// The sequencer's signer: the `data` of every `orders` update, signed with the server's key.
-pub fn order_signer(shared: &crate::shard::Shared) -> tickwire_fanout::sequencer::SignFn {
-    let signer = shared.security.signer.clone();
+pub fn order_signer(signer: Arc<Signer>) -> tickwire_fanout::sequencer::SignFn {
     Box::new(move |topic, data| (topic.channel == tickwire_core::Channel::Orders).then(|| signer.sign_b64(data)))
 }
 

@@ -6,19 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
-use tickwire_core::protocol::{ErrorCode, Subscribe};
-use tickwire_core::topic::{BarInterval, ALL};
-use tickwire_core::{Channel, Topic};
-use tickwire_persistence::{
-    MemoryStore, MetricsRecord, PgOptions, PgStore, Receipt, RecoveredTopic, Store, SubscriptionRecord,
-};
+use tickwire_persistence::{MemoryStore, MetricsRecord, PgOptions, PgStore, Receipt, RecoveredTopic, Store};
 
 use crate::config::Config;
-use crate::metrics::LATENCY_BOUNDS_US;
-use crate::session::Conn;
-use crate::shard::{Shard, ShardStats};
+use crate::histogram::LATENCY_BOUNDS_US;
+use crate::shard::Shard;
+use crate::state::ShardStats;
 use crate::util::now_micros;
 
 /// Connections the in-memory store keeps.
@@ -50,81 +43,6 @@ pub fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Vec<RecoveredTop
         recovered.topics.len()
     );
     Ok((Arc::new(store), recovered.topics))
-}
-
-/// Records a client's subscription to `topic` (`Some(throttle_ms)`) or its unsubscribe (`None`), for
-/// `"restore": true`. Nothing to do (nor allocate) for a store that keeps no subscriptions, nor for a
-/// client that did not name itself (`?client_id=`): it could not ask for them back.
-pub fn subscription_changed(shard: &Shard, conn: &Conn, topic: &Topic, throttle_ms: Option<u32>) {
-    let store = &shard.shared.store;
-    if !store.durable() || !conn.named {
-        return;
-    }
-    let record = SubscriptionRecord {
-        user: conn.identity.as_ref().map_or_else(String::new, |i| i.user.to_string()),
-        client_id: conn.client_id.clone(),
-        channel: topic.channel,
-        symbol: if topic.channel.is_private() { String::new() } else { topic.key.to_string() },
-        interval: topic.interval.map_or("", |i| i.as_str()).to_owned(),
-        throttle_ms: throttle_ms.unwrap_or(0),
-    };
-    match throttle_ms {
-        Some(_) => store.subscription_added(record, now_micros()),
-        None => store.subscription_removed(record),
-    }
-}
-
-/// How long `"restore": true` waits for the database.
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// `"restore": true` on a connection's first subscribe: loads the subscriptions this user and client id
-/// had (in the background: the shard does not wait) and subscribes them again, one `subscribed` per
-/// channel, interval and throttle. Those the connection already has are left as they are.
-pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
-    let user = conn.identity.as_ref().map_or_else(String::new, |i| i.user.to_string());
-    let Some(pending) = shard.shared.store.subscriptions(&user, &conn.client_id) else {
-        let msg = "restore needs the server to keep subscriptions in a database (--database-url)";
-        return conn.error(id.as_deref(), ErrorCode::Unavailable, msg);
-    };
-    let (shard, conn) = (shard.clone(), conn.clone());
-    glommio::spawn_local(async move {
-        let found = glommio::timer::timeout(RESTORE_TIMEOUT, async { Ok(pending.await) }).await.ok().flatten();
-        if !shard.conns.borrow().contains_key(&conn.key) {
-            return; // gone meanwhile
-        }
-        let Some(records) = found else {
-            let msg = "previous subscriptions could not be loaded (database unavailable): subscribe again";
-            return conn.error(id.as_deref(), ErrorCode::Unavailable, msg);
-        };
-        let mut groups: BTreeMap<(Channel, String, u32), Vec<String>> = BTreeMap::new();
-        for r in records {
-            let interval = BarInterval::parse(&r.interval);
-            let topic = match r.channel.is_private() {
-                true => Topic::new(r.channel, user.as_str()),
-                false => Topic { channel: r.channel, key: r.symbol.as_str().into(), interval },
-            };
-            if !conn.subscribes(&topic) {
-                let symbols = groups.entry((r.channel, r.interval, r.throttle_ms)).or_default();
-                if !r.symbol.is_empty() && r.symbol != ALL {
-                    symbols.push(r.symbol);
-                }
-            }
-        }
-        for ((channel, interval, throttle_ms), symbols) in groups {
-            let sub = Subscribe {
-                id: None,
-                channel,
-                symbols,
-                throttle_ms,
-                interval: BarInterval::parse(&interval),
-                from_sequence: Vec::new(),
-                epoch: None,
-                restore: false,
-            };
-            crate::session::subscribe(&shard, &conn, sub).await;
-        }
-    })
-    .detach();
 }
 
 /// What became of a publish request's critical events.

@@ -1,0 +1,187 @@
+//! A WebSocket connection as its shard holds it: the engine's [`Connection`] (the rules) and what the
+//! driver needs to serve it (the socket for inline sends, the wakeups of its reader and writer tasks).
+//! The tasks themselves are in [`crate::session`].
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tickwire_core::protocol::ErrorCode;
+use tickwire_core::time::Micros;
+use tickwire_core::ws::close;
+use tickwire_core::Topic;
+use tickwire_fanout::engine::{Connection, Queued};
+use tickwire_fanout::index::Sink;
+use tickwire_fanout::outbound::{KEEP, NO_STAMP};
+
+use crate::auth::Identity;
+use crate::state::Shared;
+use crate::util::{now_micros, LocalNotify};
+
+/// A connection on its shard: the engine's [`Connection`] and what the driver needs to serve it, shared by
+/// its tasks and the subscription index.
+#[derive(Debug)]
+pub struct Conn {
+    /// Shard-local key.
+    pub key: u64,
+    /// The client's own id (`?client_id=`), or one the server made.
+    pub client_id: String,
+    /// Whether the client named itself (`?client_id=`): only then are its subscriptions kept for restore.
+    pub named: bool,
+    pub identity: Option<Identity>,
+    pub(crate) engine: RefCell<Connection>,
+    /// Wakes the writer.
+    pub(crate) wake: LocalNotify,
+    /// Wakes the reader: the connection is closing.
+    pub(crate) closing: LocalNotify,
+    /// The plain TCP socket, for sending a frame at once when nothing waits ([`Conn::send_update`]);
+    /// `None` for streams that must go through their writer (TLS), and once the session ends.
+    pub(crate) fd: Cell<Option<RawFd>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) shard: usize,
+}
+
+impl Conn {
+    /// Runs `f` on the engine, then wakes the writer if frames wait and the reader if the connection is
+    /// closing.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        let mut engine = self.engine.borrow_mut();
+        let out = f(&mut engine);
+        let (closing, queued) = (engine.is_closing(), engine.queued().1);
+        drop(engine);
+        if queued > 0 || closing {
+            self.wake.notify();
+        }
+        if closing {
+            self.closing.notify();
+        }
+        out
+    }
+
+    /// Queues a frame that is never conflated (replies, snapshots, pings).
+    pub fn send(&self, frame: Bytes) {
+        self.send_update(frame, NO_STAMP, KEEP);
+    }
+
+    /// Queues a frame of a topic that may be conflated under key `conflate` when the client falls behind,
+    /// sequenced at `ingested` (so that its flush can be timed).
+    ///
+    /// When nothing waits to be written (the queue is empty and the writer idle, which is nearly always the
+    /// case for a client that keeps up), the frame is sent at once with one non-blocking `send`: no queueing,
+    /// no writer wakeup. Whatever the socket does not take is queued for the writer, in order.
+    pub fn send_update(&self, frame: Bytes, ingested: Micros, conflate: u64) {
+        let mut engine = self.engine.borrow_mut();
+        if let Some(fd) = self.fd.get().filter(|_| engine.can_send_now()) {
+            match send_now(fd, &frame) {
+                Ok(n) => {
+                    let wake = engine.sent_at_once(&frame, n, ingested);
+                    drop(engine);
+                    if n == frame.len() && ingested != NO_STAMP {
+                        let stats = &self.shared.stats[self.shard];
+                        stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
+                    }
+                    if wake {
+                        self.wake.notify();
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    // The connection is gone; the reader will see it too.
+                    drop(engine);
+                    return self.request_close(close::NORMAL, "");
+                }
+            }
+        }
+        // The time the client fell behind, should this push conflate: an update's ingest time is close
+        // enough, and spares a clock read per delivery.
+        let now = if ingested != NO_STAMP { ingested } else { now_micros() };
+        match engine.push(now, frame, ingested, conflate) {
+            Queued::Behind => {}
+            Queued::Wake => {
+                drop(engine);
+                self.wake.notify();
+            }
+            Queued::Dropped => {
+                drop(engine);
+                self.wake.notify();
+                self.closing.notify();
+            }
+        }
+    }
+
+    /// Shutdown: a `system` notice with a reconnect hint, then close 1001 after what is queued.
+    pub fn shutdown(&self, retry_after_ms: u64) {
+        self.with(|c| c.shutdown(now_micros(), retry_after_ms));
+    }
+
+    /// Bytes and frames waiting in the outbound queue.
+    pub fn queued(&self) -> (usize, usize) {
+        self.engine.borrow().queued()
+    }
+
+    /// Whether the connection subscribes `topic`.
+    pub fn subscribes(&self, topic: &Topic) -> bool {
+        self.engine.borrow().subscribes(topic)
+    }
+
+    /// Asks the writer to flush what is queued, send a close frame and stop. The first request wins.
+    pub fn request_close(&self, code: u16, reason: &'static str) {
+        self.with(|c| c.request_close(code, reason));
+    }
+
+    /// The heartbeat's visit (see [`Connection::heartbeat`]).
+    pub fn heartbeat(&self, now: Micros, ping: &Bytes) {
+        self.with(|c| c.heartbeat(now, ping));
+    }
+
+    /// Closes the connection if it stayed behind past the grace (see [`Connection::check_slow`]).
+    pub fn check_slow(&self, now: Micros) {
+        self.with(|c| c.check_slow(now));
+    }
+
+    /// Every subscription, forgotten (the connection is ending).
+    pub fn take_subscriptions(&self) -> Vec<Topic> {
+        self.engine.borrow_mut().take_subscriptions()
+    }
+
+    pub(crate) fn error(&self, id: Option<&str>, code: ErrorCode, message: &str) {
+        self.with(|c| c.error(now_micros(), id, code, message));
+    }
+}
+
+/// The subscription index's handle on a connection.
+#[derive(Debug, Clone)]
+pub struct ConnRef(pub Rc<Conn>);
+
+impl Sink for ConnRef {
+    fn key(&self) -> u64 {
+        self.0.key
+    }
+
+    fn push(&self, frame: &Bytes) {
+        self.0.send(frame.clone());
+    }
+
+    fn push_stamped(&self, frame: &Bytes, ingested: Micros) {
+        self.0.send_update(frame.clone(), ingested, KEEP);
+    }
+
+    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+        self.0.send_update(frame.clone(), ingested, conflate);
+    }
+}
+
+/// One non-blocking `send` of `data` on a connected TCP socket: the bytes the kernel took.
+fn send_now(fd: RawFd, data: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `fd` is the session's open socket (cleared before the session drops its stream), and
+    // `data` is a live buffer of `data.len()` bytes that the kernel only reads.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
