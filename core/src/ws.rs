@@ -94,8 +94,9 @@ pub enum Message {
 #[derive(Debug)]
 pub struct MessageReader {
     max_message: usize,
-    /// A fragmented message in progress: its opcode and the payload so far.
-    partial: Option<(Opcode, BytesMut)>,
+    /// A fragmented message in progress: its opcode and the payload so far (boxed: rare, and every
+    /// connection holds a reader).
+    partial: Option<Box<(Opcode, BytesMut)>>,
 }
 
 impl MessageReader {
@@ -108,7 +109,7 @@ impl MessageReader {
     pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, WsError> {
         loop {
             let Some(head) = parse_header(buf, self.max_message)? else { return Ok(None) };
-            let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len());
+            let so_far = self.partial.as_ref().map_or(0, |p| p.1.len());
             if !head.opcode.is_control() && so_far + head.len > self.max_message {
                 return Err(WsError::TooBig { limit: self.max_message });
             }
@@ -129,17 +130,18 @@ impl MessageReader {
                     if head.fin {
                         return finish(head.opcode, payload).map(Some);
                     }
-                    self.partial = Some((head.opcode, payload));
+                    self.partial = Some(Box::new((head.opcode, payload)));
                 }
                 Opcode::Continuation => {
-                    let Some((op, mut acc)) = self.partial.take() else {
+                    let Some(mut partial) = self.partial.take() else {
                         return Err(WsError::Protocol("continuation frame without a message"));
                     };
-                    acc.extend_from_slice(&payload);
+                    partial.1.extend_from_slice(&payload);
                     if head.fin {
+                        let (op, acc) = *partial;
                         return finish(op, acc).map(Some);
                     }
-                    self.partial = Some((op, acc));
+                    self.partial = Some(partial);
                 }
             }
         }

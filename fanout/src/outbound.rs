@@ -143,6 +143,14 @@ impl Outbound {
         }
     }
 
+    /// Frees the queue's room once it is empty, so that a connection that is idle again (its replies
+    /// written, or its backlog drained) holds none.
+    pub fn release(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
+        }
+    }
+
     /// Whether the byte bound was crossed.
     pub fn overflowed(&self) -> bool {
         self.overflowed

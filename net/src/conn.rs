@@ -16,7 +16,6 @@ use tickwire_fanout::engine::{Connection, Queued};
 use tickwire_fanout::index::Sink;
 use tickwire_fanout::outbound::{KEEP, NO_STAMP};
 
-use crate::auth::Identity;
 use crate::state::Shared;
 use crate::util::{now_micros, LocalNotify};
 
@@ -30,7 +29,6 @@ pub struct Conn {
     pub client_id: String,
     /// Whether the client named itself (`?client_id=`): only then are its subscriptions kept for restore.
     pub named: bool,
-    pub identity: Option<Identity>,
     pub(crate) engine: RefCell<Connection>,
     /// Wakes the writer.
     pub(crate) wake: LocalNotify,
@@ -49,6 +47,9 @@ impl Conn {
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
         let mut engine = self.engine.borrow_mut();
         let out = f(&mut engine);
+        if let Some(fd) = self.fd.get() {
+            Self::send_lone_frame(fd, &mut engine);
+        }
         let (closing, queued) = (engine.is_closing(), engine.queued().1);
         drop(engine);
         if queued > 0 || closing {
@@ -58,6 +59,28 @@ impl Conn {
             self.closing.notify();
         }
         out
+    }
+
+    /// Sends a lone queued frame (a reply, a ping) at once with one non-blocking `send`, as updates are:
+    /// the writer task (and the socket stream's own buffer) is not woken for it. What the socket does not
+    /// take stays queued for the writer.
+    fn send_lone_frame(fd: RawFd, engine: &mut Connection) {
+        if engine.queued().1 != 1 || engine.is_writing() || engine.is_closing() {
+            return;
+        }
+        let mut unused = Vec::new();
+        let Some((Some(frame), drained)) = engine.take_for_write(&mut unused, usize::MAX) else { return };
+        match send_now(fd, &frame) {
+            Ok(n) if n == frame.len() => engine.written(1, n),
+            Ok(n) => engine.unwritten(frame.slice(n..), drained.earliest_ingest, n),
+            Err(e) => {
+                engine.unwritten(frame, drained.earliest_ingest, 0);
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    // The connection is gone; the reader will see it too.
+                    engine.request_close(close::NORMAL, "");
+                }
+            }
+        }
     }
 
     /// Queues a frame that is never conflated (replies, snapshots, pings).
@@ -120,6 +143,11 @@ impl Conn {
     /// Bytes and frames waiting in the outbound queue.
     pub fn queued(&self) -> (usize, usize) {
         self.engine.borrow().queued()
+    }
+
+    /// The user of the connection's token, if it had one.
+    pub fn user(&self) -> Option<std::sync::Arc<str>> {
+        self.engine.borrow().user().cloned()
     }
 
     /// Whether the connection subscribes `topic`.

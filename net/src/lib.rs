@@ -84,3 +84,15 @@ mod tests {
         }
     }
 }
+
+/// Every connection holds one `Conn` (the engine's `Connection` inside it): idle memory per connection
+/// (perf/reports/engine) grows with it.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod size {
+    #[test]
+    fn a_connection_stays_small() {
+        let conn = std::mem::size_of::<crate::conn::Conn>();
+        assert!(conn <= 416, "Conn is {conn} bytes");
+        assert!(std::mem::size_of::<tickwire_core::ws::MessageReader>() <= 16);
+    }
+}

@@ -352,7 +352,7 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
         return http::error(503, DATABASE_UNAVAILABLE, keep_alive);
     }
     shard.stats().published.fetch_add(n as u64, Ordering::Relaxed);
-    let published = shard.publish(events, true).await;
+    let published = shard.publish(events).await;
     let timeout = Duration::from_millis(shard.shared.config.durable_timeout_ms);
     let durability = crate::store::durability(published.receipts, timeout).await;
     if durability == Durability::Failed {

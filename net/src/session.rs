@@ -52,14 +52,14 @@ pub async fn run<S>(
     let named = client_id.is_some();
     let client_id = client_id.unwrap_or_else(|| format!("cl-{}-{key}", shard.id));
     let now = now_micros();
-    let user = identity.as_ref().map(|i| i.user.clone());
+    // Consumed here, so that the session's future does not keep it.
+    let user = identity.map(|i| i.user);
     let stats = shard.stats().engine.clone();
     let engine = Connection::new(shard.id, key, kind, user.clone(), shard.conn_settings.clone(), stats, now);
     let conn = Rc::new(Conn {
         key,
         client_id,
         named,
-        identity,
         engine: RefCell::new(engine),
         wake: LocalNotify::default(),
         closing: LocalNotify::default(),
@@ -162,7 +162,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut
 async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: &mut R, mut buf: BytesMut) {
     loop {
         let go_on = conn.with(|c| c.handle_bytes(now_micros(), &mut buf));
-        carry_out(shard, conn).await;
+        carry_out(shard, conn);
         if !go_on {
             let engine = conn.engine.borrow();
             // A close the server decided (a reason given), not the echo of the client's.
@@ -191,7 +191,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: 
 
 /// Carries out, in order, what the connection's engine asks of the shard. The engine is not borrowed
 /// meanwhile: a subscribe's snapshot may be pushed to the connection at once.
-async fn carry_out(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+fn carry_out(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     loop {
         let request = conn.engine.borrow_mut().poll_request();
         match request {
@@ -214,16 +214,16 @@ async fn carry_out(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             Some(Request::Ack { topic, sequence }) => shard.ack(topic, sequence),
             Some(Request::Publish(events)) => {
                 shard.stats().published.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                shard.ingest(events, false).await;
+                shard.ingest(events);
             }
         }
     }
 }
 
 /// A subscribe made by the server for the connection (a restore): as if the client had sent it.
-pub(crate) async fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: Subscribe) {
+pub(crate) fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: Subscribe) {
     conn.with(|c| c.subscribe(now_micros(), sub));
-    carry_out(shard, conn).await;
+    carry_out(shard, conn);
 }
 
 /// Records a client's subscription to `topic` (`Some(throttle_ms)`) or its unsubscribe (`None`), for
@@ -235,7 +235,7 @@ pub fn subscription_changed(shard: &Shard, conn: &Conn, topic: &Topic, throttle_
         return;
     }
     let record = SubscriptionRecord {
-        user: conn.identity.as_ref().map_or_else(String::new, |i| i.user.to_string()),
+        user: conn.user().map_or_else(String::new, |u| u.to_string()),
         client_id: conn.client_id.clone(),
         channel: topic.channel,
         symbol: if topic.channel.is_private() { String::new() } else { topic.key.to_string() },
@@ -255,7 +255,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(3);
 /// had (in the background: the shard does not wait) and subscribes them again, one `subscribed` per
 /// channel, interval and throttle. Those the connection already has are left as they are.
 pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
-    let user = conn.identity.as_ref().map_or_else(String::new, |i| i.user.to_string());
+    let user = conn.user().map_or_else(String::new, |u| u.to_string());
     let Some(pending) = shard.shared.store.subscriptions(&user, &conn.client_id) else {
         let msg = "restore needs the server to keep subscriptions in a database (--database-url)";
         return conn.error(id.as_deref(), ErrorCode::Unavailable, msg);
@@ -295,7 +295,7 @@ pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
                 epoch: None,
                 restore: false,
             };
-            subscribe(&shard, &conn, sub).await;
+            subscribe(&shard, &conn, sub);
         }
     })
     .detach();

@@ -221,15 +221,15 @@ impl Shard {
         self.engine(|e| e.unsubscribe(conn_key, topic));
     }
 
-    /// Routes events to their topics' owners. With `wait`, returns the sequences given once every owner
-    /// answered: `(event, topic, sequence)`, in event order.
-    pub async fn ingest(&self, events: Vec<Ingest>, wait: bool) -> Vec<(usize, Topic, u64)> {
-        self.publish(events, wait).await.sequences
+    /// Routes events to their topics' owners, not waiting for their sequences (feeds, streaming publishers).
+    pub fn ingest(&self, events: Vec<Ingest>) {
+        self.engine(|e| e.publish(now_micros(), events, false));
     }
 
-    /// [`Shard::ingest`], with the receipts of the critical items (see [`Published`]).
-    pub async fn publish(&self, events: Vec<Ingest>, wait: bool) -> Published {
-        let Some(request) = self.engine(|e| e.publish(now_micros(), events, wait)) else {
+    /// Routes events to their topics' owners and waits for every owner's answer: the sequences given,
+    /// `(event, topic, sequence)` in event order, and the receipts of the critical items (see [`Published`]).
+    pub async fn publish(&self, events: Vec<Ingest>) -> Published {
+        let Some(request) = self.engine(|e| e.publish(now_micros(), events, true)) else {
             return Published::default();
         };
         let waiter = Rc::new(LocalNotify::default());

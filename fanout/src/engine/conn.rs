@@ -7,7 +7,7 @@
 //! outbound queue holds (or sends a frame at once when [`Connection::can_send_now`]), and ends the session
 //! when it is closing ([`Connection::close_frame`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -135,8 +135,7 @@ impl RateLimiter {
 #[derive(Debug)]
 pub struct Connection {
     key: u64,
-    /// `c-<shard>-<key>`.
-    id: String,
+    shard: u32,
     kind: Kind,
     user: Option<Arc<str>>,
     settings: Arc<Settings>,
@@ -146,7 +145,7 @@ pub struct Connection {
     /// The close asked for; the first request wins.
     close: Option<(u16, &'static str)>,
     /// The reconnect hint of a shutdown close.
-    retry_after_ms: Option<u64>,
+    retry_after_ms: Option<u32>,
     /// The driver holds bytes it took from the queue and has not written yet.
     writing: bool,
     rate: RateLimiter,
@@ -155,9 +154,10 @@ pub struct Connection {
     /// Since when the outbound queue has been conflated and not drained (slow consumers).
     behind: Option<Micros>,
     /// Topics subscribed, each with the number of the subscribe that made it.
-    subs: HashMap<Topic, u64>,
-    next_sub: u64,
-    requests: VecDeque<Request>,
+    subs: HashMap<Topic, u32>,
+    next_sub: u32,
+    /// Few and rare: a `Vec` taken from the front.
+    requests: Vec<Request>,
     messages_in: u64,
     /// Frames queued (or sent at once) for the client.
     messages_out: u64,
@@ -176,7 +176,7 @@ impl Connection {
     ) -> Connection {
         Connection {
             key,
-            id: format!("c-{shard}-{key}"),
+            shard: shard as u32,
             kind,
             user,
             reader: MessageReader::new(settings.max_message_bytes),
@@ -190,7 +190,7 @@ impl Connection {
             behind: None,
             subs: HashMap::new(),
             next_sub: 1,
-            requests: VecDeque::new(),
+            requests: Vec::new(),
             messages_in: 0,
             messages_out: 0,
             settings,
@@ -202,8 +202,9 @@ impl Connection {
         self.key
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
+    /// The connection's id, `c-<shard>-<key>` (made when asked: connections keep no string for it).
+    pub fn id(&self) -> String {
+        format!("c-{}-{}", self.shard, self.key)
     }
 
     pub fn user(&self) -> Option<&Arc<str>> {
@@ -233,7 +234,7 @@ impl Connection {
         let frame = reply_frame(
             &Canonical,
             &Reply::Welcome {
-                connection_id: &self.id,
+                connection_id: &self.id(),
                 client_id,
                 user_id: self.user.as_deref(),
                 epoch: &self.settings.epoch,
@@ -298,7 +299,7 @@ impl Connection {
             Message::Text(text) => match self.kind {
                 Kind::Subscriber => self.handle_request(now, &text),
                 Kind::Publisher => match parse_publish(&text) {
-                    Ok(events) => self.requests.push_back(Request::Publish(events)),
+                    Ok(events) => self.requests.push(Request::Publish(events)),
                     Err(e) => self.error(now, None, ErrorCode::InvalidMessage, &e.to_string()),
                 },
             },
@@ -365,7 +366,7 @@ impl Connection {
         let restore = (s.restore && self.subs.is_empty()).then(|| s.id.clone());
         let number = self.next_sub;
         self.next_sub += 1;
-        let subscription_id = format!("s{}-{number}", &self.id[1..]);
+        let subscription_id = format!("s-{}-{}-{number}", self.shard, self.key);
         self.reply(
             now,
             &Reply::Subscribed {
@@ -390,7 +391,7 @@ impl Connection {
                 (topic, resume)
             })
             .collect();
-        self.requests.push_back(Request::Subscribe { topics, throttle_ms: s.throttle_ms, restore });
+        self.requests.push(Request::Subscribe { topics, throttle_ms: s.throttle_ms, restore });
     }
 
     fn unsubscribe(&mut self, now: Micros, u: Unsubscribe) {
@@ -418,7 +419,7 @@ impl Connection {
             }
         }
         self.reply(now, &Reply::Unsubscribed { id: u.id.as_deref(), channel: u.channel, symbols: &symbols });
-        self.requests.push_back(Request::Unsubscribe { topics });
+        self.requests.push(Request::Unsubscribe { topics });
     }
 
     fn ack(&mut self, now: Micros, id: Option<&str>, channel: Channel, sequence: u64) {
@@ -431,12 +432,17 @@ impl Connection {
             let msg = format!("channel '{channel}' is private: connect with a token");
             return self.error(now, id, ErrorCode::AuthRequired, &msg);
         };
-        self.requests.push_back(Request::Ack { topic: Topic::new(channel, user), sequence });
+        self.requests.push(Request::Ack { topic: Topic::new(channel, user), sequence });
     }
 
     /// The next thing the shard must do for this connection.
     pub fn poll_request(&mut self) -> Option<Request> {
-        self.requests.pop_front()
+        if self.requests.is_empty() {
+            // Requests are rare: an idle connection keeps no room for them.
+            self.requests = Vec::new();
+            return None;
+        }
+        Some(self.requests.remove(0))
     }
 
     // ---- outbound ----
@@ -521,6 +527,7 @@ impl Connection {
         let drained = self.out.drain(buf, max);
         if drained.frames == 0 {
             self.behind = None;
+            self.out.release();
             return None;
         }
         self.writing = true;
@@ -530,9 +537,26 @@ impl Connection {
     /// The writer wrote what it took ([`Connection::take_for_write`]): `frames` frames in `bytes` bytes.
     pub fn written(&mut self, frames: usize, bytes: usize) {
         self.writing = false;
+        self.out.release();
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         self.stats.written_frames.fetch_add(frames as u64, Ordering::Relaxed);
         self.stats.written_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The writer could write only `written` bytes of what it took: `rest` goes back to the head of the
+    /// queue, whole and first (a frame cut short must be finished before any other).
+    pub fn unwritten(&mut self, rest: Bytes, ingested: Option<Micros>, written: usize) {
+        self.writing = false;
+        if written > 0 {
+            self.stats.writes.fetch_add(1, Ordering::Relaxed);
+            self.stats.written_bytes.fetch_add(written as u64, Ordering::Relaxed);
+        }
+        self.out.push_front_partial(rest, ingested.unwrap_or(NO_STAMP));
+    }
+
+    /// Whether the writer holds bytes it took and has not written yet.
+    pub fn is_writing(&self) -> bool {
+        self.writing
     }
 
     /// Bytes and frames waiting in the outbound queue.
@@ -579,7 +603,7 @@ impl Connection {
         if self.close.is_some() {
             return;
         }
-        self.retry_after_ms = Some(retry_after_ms);
+        self.retry_after_ms = Some(retry_after_ms.min(u64::from(u32::MAX)) as u32);
         self.reply(
             now,
             &Reply::System {

@@ -94,7 +94,7 @@ pub async fn run(shard: Rc<Shard>) {
         }
         if !events.is_empty() {
             shared.stats[shard.id].simulated.fetch_add(events.len() as u64, Ordering::Relaxed);
-            shard.ingest(events, false).await;
+            shard.ingest(events);
         }
     }
 }
