@@ -288,11 +288,11 @@ async fn shard_main(
 
 /// Sends a peer's queued messages, one batch per send.
 async fn pump(shard: Rc<Shard>, senders: Rc<Senders<Vec<ShardMsg>>>, peer: usize) {
-    let outbox = &shard.outboxes[peer];
+    let outbox = shard.outbox(peer);
     loop {
-        outbox.ready.wait().await;
+        outbox.ready().await;
         loop {
-            let batch = std::mem::take(&mut *outbox.queue.borrow_mut());
+            let batch = outbox.take();
             if batch.is_empty() {
                 break;
             }
@@ -335,14 +335,14 @@ async fn ticker(shard: Rc<Shard>) {
         }
         shard.stats().alive_ms.store(shard.shared.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
-    shard.stop.notify();
+    shard.notify_stop();
 }
 
 /// Accepts connections until the server stops (the ticker wakes [`Shard::stop`]).
 async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
     loop {
         let next = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stop.wait().await;
+            shard.stopped().await;
             None
         });
         match next.await {
@@ -384,12 +384,12 @@ async fn drain(shard: &Rc<Shard>) {
     let quiet_by = Instant::now() + QUIESCE_TIMEOUT;
     while shard.quiesced() < peers && Instant::now() < quiet_by {
         let _ = glommio::timer::timeout(Duration::from_millis(10), async {
-            shard.quiesce.wait().await;
+            shard.quiesce_arrived().await;
             Ok(())
         })
         .await;
     }
-    let conns: Vec<_> = shard.conns.borrow().values().cloned().collect();
+    let conns = shard.connections();
     tracing::info!(shard = shard.id, connections = conns.len(), "stopping");
     let mut rng = rand::rng();
     for c in &conns {
@@ -398,7 +398,7 @@ async fn drain(shard: &Rc<Shard>) {
     let deadline = Instant::now() + Duration::from_millis(shard.shared.config.shutdown_timeout_ms);
     while shard.sessions() > 0 && Instant::now() < deadline {
         let _ = glommio::timer::timeout(Duration::from_millis(50), async {
-            shard.drained.wait().await;
+            shard.drained().await;
             Ok(())
         })
         .await;

@@ -55,7 +55,7 @@ pub async fn run<S>(
     // Consumed here, so that the session's future does not keep it.
     let user = identity.map(|i| i.user);
     let stats = shard.stats().engine.clone();
-    let engine = Connection::new(shard.id, key, kind, user.clone(), shard.conn_settings.clone(), stats, now);
+    let engine = Connection::new(shard.id, key, kind, user.clone(), shard.conn_settings().clone(), stats, now);
     let conn = Rc::new(Conn {
         key,
         client_id,
@@ -263,7 +263,7 @@ pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
     let (shard, conn) = (shard.clone(), conn.clone());
     glommio::spawn_local(async move {
         let found = glommio::timer::timeout(RESTORE_TIMEOUT, async { Ok(pending.await) }).await.ok().flatten();
-        if !shard.conns.borrow().contains_key(&conn.key) {
+        if !shard.has_connection(conn.key) {
             return; // gone meanwhile
         }
         let Some(records) = found else {

@@ -62,8 +62,20 @@ pub type Published = engine::Published<Receipt>;
 /// Messages waiting to be sent to one peer, flushed by its pump task.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    pub queue: RefCell<Vec<ShardMsg>>,
-    pub ready: LocalNotify,
+    queue: RefCell<Vec<ShardMsg>>,
+    ready: LocalNotify,
+}
+
+impl Outbox {
+    /// Waits until messages are queued (returns at once if some were queued since the last wait).
+    pub async fn ready(&self) {
+        self.ready.wait().await;
+    }
+
+    /// Takes every message queued, as one batch.
+    pub fn take(&self) -> Vec<ShardMsg> {
+        std::mem::take(&mut *self.queue.borrow_mut())
+    }
 }
 
 /// See the module docs.
@@ -72,16 +84,16 @@ pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
     engine: RefCell<Engine>,
-    pub conns: RefCell<HashMap<u64, Rc<Conn>>>,
-    pub outboxes: Vec<Outbox>,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    outboxes: Vec<Outbox>,
     /// Publish requests waited on, woken when the engine answers them.
     waiters: RefCell<HashMap<u64, Rc<LocalNotify>>>,
     /// Woken when the last session ends (graceful stop).
-    pub drained: LocalNotify,
+    drained: LocalNotify,
     /// Woken by the ticker once it sees the server stopping: the accept loop ends.
-    pub stop: LocalNotify,
+    stop: LocalNotify,
     /// Woken when a peer's `Quiesce` arrives.
-    pub quiesce: LocalNotify,
+    quiesce: LocalNotify,
     /// Sessions running, including those whose connection is closing (flushing its close frame).
     sessions: Cell<usize>,
     /// Heartbeat wheel: one slot per second of the interval, each holding the keys of connections that
@@ -90,7 +102,7 @@ pub struct Shard {
     /// The server's ping, built once.
     ping: Bytes,
     /// The connection rules' settings, shared by the shard's connections.
-    pub conn_settings: Arc<engine::Settings>,
+    conn_settings: Arc<engine::Settings>,
 }
 
 impl Shard {
@@ -141,6 +153,46 @@ impl Shard {
             quiesce: LocalNotify::default(),
             sessions: Cell::new(0),
         }
+    }
+
+    /// The connection rules' settings, shared by the shard's connections.
+    pub fn conn_settings(&self) -> &Arc<engine::Settings> {
+        &self.conn_settings
+    }
+
+    /// The messages waiting for `peer`.
+    pub fn outbox(&self, peer: usize) -> &Outbox {
+        &self.outboxes[peer]
+    }
+
+    /// The shard's connections now.
+    pub fn connections(&self) -> Vec<Rc<Conn>> {
+        self.conns.borrow().values().cloned().collect()
+    }
+
+    /// Whether connection `key` is still open.
+    pub fn has_connection(&self, key: u64) -> bool {
+        self.conns.borrow().contains_key(&key)
+    }
+
+    /// The server is stopping: the accept loop may end ([`Shard::stopped`]).
+    pub fn notify_stop(&self) {
+        self.stop.notify();
+    }
+
+    /// Waits for [`Shard::notify_stop`].
+    pub async fn stopped(&self) {
+        self.stop.wait().await;
+    }
+
+    /// Waits for a peer's `Quiesce` (or returns at once if one came since the last wait).
+    pub async fn quiesce_arrived(&self) {
+        self.quiesce.wait().await;
+    }
+
+    /// Waits for the last session to end (or returns at once if it did since the last wait).
+    pub async fn drained(&self) {
+        self.drained.wait().await;
     }
 
     pub fn stats(&self) -> &ShardStats {
