@@ -287,6 +287,29 @@ pub fn frame(opcode: Opcode, payload: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Splits what a server wrote (unmasked frames, as [`frame`] makes them) into `(opcode, payload)` pairs, the
+/// way a client reads them; a frame cut short at the end is left out. For clients and tests.
+pub fn server_frames(data: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut frames = Vec::new();
+    let mut i = 0;
+    while i + 2 <= data.len() {
+        let (len, skip) = match data[i + 1] & 0x7F {
+            126 if i + 4 <= data.len() => (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4),
+            127 if i + 10 <= data.len() => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&data[i + 2..i + 10]);
+                (u64::from_be_bytes(n) as usize, 10)
+            }
+            126 | 127 => break,
+            n => (usize::from(n), 2),
+        };
+        let Some(end) = (i + skip).checked_add(len).filter(|&end| end <= data.len()) else { break };
+        frames.push((data[i] & 0x0F, &data[i + skip..end]));
+        i = end;
+    }
+    frames
+}
+
 /// A close frame with `code` and a short `reason` (cut to fit the 125-byte control frame limit).
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut payload = code.to_be_bytes().to_vec();
@@ -301,6 +324,20 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_frames_split_what_frame_writes() {
+        let mut wire = frame(Opcode::Text, b"hello").to_vec();
+        wire.extend_from_slice(&frame(Opcode::Binary, &[7; 300]));
+        wire.extend_from_slice(&close_frame(1000, "bye"));
+        let cut = frame(Opcode::Text, b"cut short");
+        wire.extend_from_slice(&cut[..cut.len() - 1]);
+        let frames = server_frames(&wire);
+        assert_eq!(frames.len(), 3, "the frame cut short is left out");
+        assert_eq!(frames[0], (1, &b"hello"[..]));
+        assert_eq!((frames[1].0, frames[1].1.len()), (2, 300));
+        assert_eq!(frames[2], (8, &b"\x03\xe8bye"[..]));
+    }
     use proptest::prelude::*;
 
     /// A masked client frame, as a browser would send it.

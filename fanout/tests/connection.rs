@@ -199,31 +199,21 @@ impl World {
     }
 }
 
-/// Parses what a server wrote into frames (server frames are never masked).
+/// Parses what a server wrote into frames.
 fn parse_frames(data: &[u8]) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    let mut i = 0;
-    while i + 2 <= data.len() {
-        let op = data[i] & 0x0F;
-        let (len, skip) = match data[i + 1] & 0x7F {
-            126 => (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4),
-            127 => (u64::from_be_bytes(data[i + 2..i + 10].try_into().unwrap()) as usize, 10),
-            n => (n as usize, 2),
-        };
-        let payload = data[i + skip..i + skip + len].to_vec();
-        frames.push(match op {
-            1 => Frame::Text(serde_json::from_slice(&payload).unwrap()),
+    ws::server_frames(data)
+        .into_iter()
+        .map(|(op, payload)| match op {
+            1 => Frame::Text(serde_json::from_slice(payload).unwrap()),
             8 => Frame::Close(
                 u16::from_be_bytes([payload[0], payload[1]]),
                 String::from_utf8(payload[2..].to_vec()).unwrap(),
             ),
-            9 => Frame::Ping(payload),
-            10 => Frame::Pong(payload),
+            9 => Frame::Ping(payload.to_vec()),
+            10 => Frame::Pong(payload.to_vec()),
             other => panic!("opcode {other}"),
-        });
-        i += skip + len;
-    }
-    frames
+        })
+        .collect()
 }
 
 fn quotes(symbol: &str, n: usize) -> Value {

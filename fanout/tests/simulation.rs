@@ -33,7 +33,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tickwire_core::event::Ingest;
 use tickwire_core::time::Micros;
-use tickwire_core::ws::write_client_frame;
+use tickwire_core::ws::{server_frames, write_client_frame};
 use tickwire_core::{Channel, Topic};
 use tickwire_fanout::engine::stats::Stats;
 use tickwire_fanout::engine::{Connection, Fault, Kind, NoJournal, Request, Settings, Shard, ShardMsg};
@@ -710,22 +710,9 @@ impl Sim {
     }
 }
 
-/// The payloads of the text frames in what a connection wrote (server frames are never masked).
+/// The payloads of the text frames in what a connection wrote.
 fn text_frames(wire: &[u8]) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i + 2 <= wire.len() {
-        let (len, skip) = match wire[i + 1] & 0x7F {
-            126 => (u16::from_be_bytes([wire[i + 2], wire[i + 3]]) as usize, 4),
-            127 => (u64::from_be_bytes(wire[i + 2..i + 10].try_into().unwrap()) as usize, 10),
-            n => (n as usize, 2),
-        };
-        if wire[i] & 0x0F == 1 {
-            out.push(Bytes::copy_from_slice(&wire[i + skip..i + skip + len]));
-        }
-        i += skip + len;
-    }
-    out
+    server_frames(wire).into_iter().filter(|(op, _)| *op == 1).map(|(_, p)| Bytes::copy_from_slice(p)).collect()
 }
 
 fn msg_name(msg: &ShardMsg<()>) -> String {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tickwire_core::channel::CATALOG;
 
 use crate::histogram::{LatencyHistogram, LATENCY_BOUNDS_US};
-use crate::state::{ShardStats, Shared};
+use crate::state::{ShardStats, Shared, Stats};
 
 /// A bound as a Prometheus `le` label, in seconds (`50` µs is `0.00005`).
 fn le(bound_us: u64) -> String {
@@ -168,6 +168,35 @@ pub fn stalled_shards(shared: &Shared) -> Vec<(usize, u64)> {
         .collect()
 }
 
+/// A figure of a shard that is not a row of the counters table: its key and how to read it.
+pub type Extra = (&'static str, fn(&Stats) -> u64);
+
+/// Each shard's figures as JSON objects: `shard`, then every row of the counters table that `name` names
+/// (under that name), then the `extra` figures.
+pub fn shard_figures(
+    shared: &Shared,
+    name: impl Fn(&crate::stats::Family) -> Option<&'static str>,
+    extra: &[Extra],
+) -> Vec<serde_json::Value> {
+    let rows: Vec<_> = crate::stats::FAMILIES.iter().filter_map(|f| Some((name(f)?, f.get))).collect();
+    shared
+        .stats
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut figures = serde_json::Map::new();
+            figures.insert("shard".into(), i.into());
+            for (key, get) in &rows {
+                figures.insert((*key).into(), load(get(&s.counters)).into());
+            }
+            for (key, value) in extra {
+                figures.insert((*key).into(), value(s).into());
+            }
+            figures.into()
+        })
+        .collect()
+}
+
 /// `GET /api/admin/websocket-stats`: the admin stats of the seed's portfolio stream (`status`, `enabled`,
 /// `activeConnections`, `totalMessagesDelivered`, `performance`), then tickwire's own totals and per-shard
 /// figures.
@@ -187,24 +216,11 @@ pub fn admin_stats_json(shared: &Shared) -> Vec<u8> {
     // Disconnects per minute since start, averaged over at least one minute.
     let disconnect_rate = closed as f64 * 60.0 / uptime.max(60.0);
     let status = if stalled_shards(shared).is_empty() { "healthy" } else { "degraded" };
-    // Each shard's figures: the table's rows with an admin name, and its deliveries.
-    let shards: Vec<serde_json::Value> = shared
-        .stats
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let mut figures = serde_json::Map::new();
-            figures.insert("shard".into(), i.into());
-            for f in crate::stats::FAMILIES {
-                if let Some(name) = f.admin {
-                    figures.insert(name.into(), load((f.get)(&s.counters)).into());
-                }
-            }
-            figures.insert("deliveries".into(), s.deliveries().into());
-            figures.insert("bytesDelivered".into(), s.delivered_bytes().into());
-            figures.into()
-        })
-        .collect();
+    let shards = shard_figures(
+        shared,
+        |f| f.admin,
+        &[("deliveries", Stats::deliveries), ("bytesDelivered", Stats::delivered_bytes)],
+    );
     let body = serde_json::json!({
         "status": status,
         "enabled": true,

@@ -443,20 +443,8 @@ fn status_json(shard: &Shard) -> Vec<u8> {
     let s = &shard.shared;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     // Each shard's figures named in `stats::STATUS`, by field name, and its deliveries.
-    let shards: Vec<serde_json::Value> = s
-        .stats
-        .iter()
-        .enumerate()
-        .map(|(i, st)| {
-            let mut figures = serde_json::Map::new();
-            figures.insert("shard".into(), i.into());
-            for row in crate::stats::STATUS.iter().filter_map(|f| crate::stats::family(f)) {
-                figures.insert(row.field.into(), load((row.get)(&st.counters)).into());
-            }
-            figures.insert("deliveries".into(), st.deliveries().into());
-            figures.into()
-        })
-        .collect();
+    let in_status = |f: &crate::stats::Family| crate::stats::STATUS.contains(&f.field).then_some(f.field);
+    let shards = crate::metrics::shard_figures(s, in_status, &[("deliveries", crate::state::Stats::deliveries)]);
     let sum = |f: fn(&crate::shard::ShardStats) -> &std::sync::atomic::AtomicU64| -> u64 {
         s.stats.iter().map(|st| load(f(st))).sum()
     };

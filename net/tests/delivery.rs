@@ -127,19 +127,7 @@ fn raw_frames(s: &mut TcpStream, timeout: Duration) -> Vec<(u8, Vec<u8>)> {
     s.set_read_timeout(Some(timeout)).unwrap();
     let mut data = Vec::new();
     let _ = s.read_to_end(&mut data);
-    let mut frames = Vec::new();
-    let mut i = 0;
-    while i + 2 <= data.len() {
-        let op = data[i] & 0x0F;
-        let (len, skip) = match data[i + 1] & 0x7F {
-            126 => (u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize, 4),
-            127 => (u64::from_be_bytes(data[i + 2..i + 10].try_into().unwrap()) as usize, 10),
-            n => (n as usize, 2),
-        };
-        frames.push((op, data[i + skip..(i + skip + len).min(data.len())].to_vec()));
-        i += skip + len;
-    }
-    frames
+    tickwire_core::ws::server_frames(&data).into_iter().map(|(op, p)| (op, p.to_vec())).collect()
 }
 
 #[test]
