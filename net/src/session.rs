@@ -118,8 +118,8 @@ pub async fn run<S>(
     drop(slot);
     shard.session_ended();
     let engine = conn.engine.borrow();
-    let (code, messages_in, queued) = (engine.close_code(), engine.messages_in(), engine.queued().1 as u64);
-    shard.shared.store.connection_closed((shard.id as u64) << 48 | key, now_micros(), code, messages_in, queued);
+    let (code, messages_in, messages_out) = (engine.close_code(), engine.messages_in(), engine.messages_out());
+    shard.shared.store.connection_closed((shard.id as u64) << 48 | key, now_micros(), code, messages_in, messages_out);
     tracing::debug!(conn = %engine.id(), code, flushed = sent, "connection closed");
 }
 

@@ -93,10 +93,12 @@ fn connections_subscriptions_and_metrics_reach_their_tables() {
     c.recv_until(SECS, |v| v["type"] == "unsubscribed").expect("unsubscribed");
     c.ws.close(None).unwrap();
     let _ = c.close_code(SECS);
+    // Its frames out: welcome, subscribed, unsubscribed at least.
     common::wait_for(SECS, "the connection's row, closed", || {
         db.count(
             "websocket_connections WHERE user_id = 'u-3' AND client_id = 'desk-1' AND ip = '127.0.0.1'
-             AND close_code = 1000 AND messages_in >= 2 AND disconnected_at >= connected_at",
+             AND close_code = 1000 AND messages_in >= 2 AND disconnected_at >= connected_at
+             AND messages_out >= 3",
         ) == 1
     });
     common::wait_for(SECS, "one subscription kept", || {
