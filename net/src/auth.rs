@@ -319,8 +319,14 @@ mod tests {
         assert!(a.verify(&t).is_ok(), "within the leeway");
         let t = signed(Algorithm::HS256, &key, serde_json::json!({"sub": "u", "exp": now() - 2}));
         assert!(a.verify(&t).is_ok(), "expired within the leeway");
-        let t = signed(Algorithm::HS384, &key, serde_json::json!({"sub": "u", "exp": now() + 60}));
-        assert_eq!(a.verify(&t), Err(AuthError::Algorithm("HS384".into())));
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let t = signed(alg, &key, serde_json::json!({"sub": "u", "exp": now() + 60}));
+            assert_eq!(a.verify(&t), Err(AuthError::Algorithm(format!("{alg:?}"))));
+        }
+        let t = signed(Algorithm::HS256, &key, serde_json::json!({"sub": "u", "exp": now() + 60, "role": "root"}));
+        assert_eq!(a.verify(&t), Err(AuthError::UnknownRole("root".into())));
+        let t = signed(Algorithm::HS256, &key, serde_json::json!({"sub": "", "exp": now() + 60}));
+        assert!(matches!(a.verify(&t), Err(AuthError::Invalid(_))), "an empty sub");
         // alg "none": header {"alg":"none"}, no signature.
         assert!(a.verify("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5fQ.").is_err());
     }

@@ -244,6 +244,99 @@ pub fn admin_stats_json(shared: &Shared) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_parse::{Scrape, Value};
+
+    /// Two shards with some figures: deliveries of quotes on shard 1, two flushes timed on shard 0.
+    fn shared() -> Shared {
+        let shared = Shared::for_tests(2);
+        shared.stats[1].connections.fetch_add(3, Ordering::Relaxed);
+        shared.stats[1].deliveries_by_channel[0].fetch_add(20, Ordering::Relaxed);
+        shared.stats[1].delivered_bytes_by_channel[0].fetch_add(2000, Ordering::Relaxed);
+        shared.stats[0].flush_latency.record(70);
+        shared.stats[0].flush_latency.record(2_000_000);
+        shared.stats[1].stalls[2].fetch_add(1, Ordering::Relaxed);
+        shared
+    }
+
+    #[test]
+    fn the_metrics_page_is_prometheus_text_with_every_family_per_shard() {
+        let page = render_prometheus(&shared());
+        let scrape = Scrape::parse(page.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format");
+        let of = |name: &str| scrape.samples.iter().filter(|s| s.metric == name).collect::<Vec<_>>();
+        let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+            let s = of(name).into_iter().find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+            match s.unwrap_or_else(|| panic!("{name} {labels:?}")).value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+                _ => panic!("{name} is not a number"),
+            }
+        };
+        let histograms = ["tickwire_ingest_to_flush_seconds", "tickwire_shard_loop_lag_seconds"];
+        let names = crate::stats::FAMILIES.iter().map(|f| f.name);
+        let labelled =
+            ["tickwire_deliveries_total", "tickwire_delivered_bytes_total", "tickwire_events_received_total"];
+        for name in names.chain(labelled).chain(histograms).chain(["tickwire_shard_stalls_total"]) {
+            assert!(scrape.docs.contains_key(name), "{name} has no HELP");
+            for shard in ["0", "1"] {
+                assert!(of(name).iter().any(|s| s.labels.get("shard") == Some(shard)), "{name} has no shard {shard}");
+            }
+        }
+        for f in crate::stats::FAMILIES {
+            let typed = of(f.name).iter().all(|s| match s.value {
+                Value::Counter(_) => f.kind.name() == "counter",
+                Value::Gauge(_) => f.kind.name() == "gauge",
+                _ => false,
+            });
+            assert!(typed, "{} is not a {}", f.name, f.kind.name());
+        }
+        assert_eq!(value("tickwire_connections", &[("shard", "1")]), 3.0);
+        assert_eq!(value("tickwire_deliveries_total", &[("shard", "1"), ("channel", "quotes")]), 20.0);
+        assert_eq!(value("tickwire_delivered_bytes_total", &[("shard", "1"), ("channel", "quotes")]), 2000.0);
+        assert_eq!(value("tickwire_deliveries_total", &[("shard", "1"), ("channel", "orders")]), 0.0);
+        assert_eq!(value("tickwire_events_received_total", &[("shard", "0"), ("source", "simulator")]), 0.0);
+        assert_eq!(value("tickwire_shard_stalls_total", &[("shard", "1"), ("cause", "off_cpu")]), 1.0);
+        let causes: Vec<_> = of("tickwire_shard_stalls_total")
+            .iter()
+            .filter(|s| s.labels.get("shard") == Some("0"))
+            .filter_map(|s| s.labels.get("cause"))
+            .collect();
+        assert_eq!(causes, ["on_cpu", "waiting_for_cpu", "off_cpu", "unknown"]);
+        assert_eq!(value("tickwire_store_up", &[]), 1.0, "the memory store is always up");
+        // Cumulative buckets from 50 µs to 1 s and +Inf, +Inf equal to _count, _sum in seconds.
+        let flush = of("tickwire_ingest_to_flush_seconds");
+        let h = flush.iter().find(|s| s.labels.get("shard") == Some("0")).unwrap();
+        let Value::Histogram(buckets) = &h.value else { panic!("a histogram") };
+        let bounds: Vec<f64> = buckets.iter().map(|b| b.less_than).collect();
+        assert_eq!(bounds.first(), Some(&0.00005));
+        assert!(bounds.contains(&1.0) && bounds.last() == Some(&f64::INFINITY), "{bounds:?}");
+        assert!(buckets.windows(2).all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count));
+        let at = |le: f64| buckets.iter().find(|b| b.less_than == le).unwrap().count;
+        assert_eq!((at(0.0001), at(1.0), at(f64::INFINITY)), (1.0, 1.0, 2.0), "70 µs and 2 s");
+        assert_eq!(value("tickwire_ingest_to_flush_seconds_count", &[("shard", "0")]), 2.0);
+        assert!((value("tickwire_ingest_to_flush_seconds_sum", &[("shard", "0")]) - 2.00007).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_admin_stats_name_each_shards_figures() {
+        let v: serde_json::Value = serde_json::from_slice(&admin_stats_json(&shared())).unwrap();
+        assert_eq!(
+            (&v["status"], &v["enabled"], &v["activeConnections"]),
+            (&"healthy".into(), &true.into(), &3.into())
+        );
+        assert_eq!(v["totalDeliveries"], 20);
+        assert_eq!(v["performance"]["batchEfficiency"], "0.0%");
+        assert_eq!(v["performance"]["disconnectRatePerMinute"], "0.00");
+        let shards = v["shards"].as_array().unwrap();
+        assert_eq!(shards.len(), 2);
+        assert_eq!(
+            (&shards[1]["connections"], &shards[1]["deliveries"], &shards[1]["bytesDelivered"]),
+            (&3.into(), &20.into(), &2000.into())
+        );
+        let mut keys: Vec<&str> = shards[0].as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        let expected = "bytesDelivered connections deliveries disconnects eventsIngested messagesDelivered messagesIn \
+                        queuedBytes queuedFrames shard slowConsumerCloses subscriptions topics";
+        assert_eq!(keys, expected.split_whitespace().collect::<Vec<_>>(), "each shard's figures");
+    }
 
     #[test]
     fn le_labels_are_seconds() {

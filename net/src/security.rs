@@ -80,3 +80,45 @@ pub fn log_summary(config: &Config, security: &Security, auth: &crate::auth::Aut
     );
     tracing::info!(public_key = %security.signer.public_b64(), persistent = config.signing_key.is_some(), "order signing key");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServeArgs;
+
+    /// The error of loading `toml` as the config file and building the security state from it.
+    fn error_of(jail: &mut figment::Jail, toml: &str) -> String {
+        jail.create_file("t.toml", toml).unwrap();
+        let args = ServeArgs { config: Some("t.toml".into()), ..Default::default() };
+        match Config::load(&args).and_then(|c| Security::from_config(&c)) {
+            Ok(_) => panic!("{toml} must not load"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own Jail signature
+    fn api_keys_come_from_the_file_and_bad_security_settings_are_clear_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "api_keys = [\"from-file-key-1=filer\"]\ntoken_ttl_s = 60\n")?;
+            let args = ServeArgs { config: Some("t.toml".into()), ..Default::default() };
+            let config = Config::load(&args).unwrap();
+            let security = Security::from_config(&config).unwrap();
+            assert_eq!(security.api_keys.user("from-file-key-1").as_deref(), Some("filer"));
+            assert_eq!(config.token_ttl_s, 60);
+            for (toml, says) in [
+                ("tls_cert = \"c.pem\"", "--tls-cert and --tls-key go together"),
+                ("api_keys = [\"short=u\"]", "--api-key must be KEY=USER"),
+                ("api_keys = [\"no-equals-sign\"]", "--api-key must be KEY=USER"),
+                ("jwt_public_key = \"k.pem\"\njwt_algorithm = \"HS256\"", "--jwt-algorithm RS256 or ES256"),
+                ("jwt_public_key = \"k.pem\"", "--jwt-algorithm RS256 or ES256"),
+                ("tls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"", "cannot read TLS certificate"),
+                ("signing_key = \"/nonexistent/s.pem\"", "cannot read the signing key"),
+            ] {
+                let err = error_of(jail, toml);
+                assert!(err.contains(says), "{toml}: {err}");
+            }
+            Ok(())
+        });
+    }
+}

@@ -102,6 +102,20 @@ mod tests {
         let a = Signer::from_pem_file(&path).unwrap();
         let b = Signer::from_pem_file(&path).unwrap();
         assert_eq!(a.public_b64(), b.public_b64());
+        // What openssl writes for a given seed (RFC 8410 PKCS#8, built by hand): the public key is the one an
+        // independent implementation (ed25519-dalek) derives from the seed.
+        let seed = [7u8; 32];
+        let mut der =
+            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        der.extend_from_slice(&seed);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        std::fs::write(
+            &path,
+            format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", b64.encode(&der)),
+        )
+        .unwrap();
+        let expected = b64.encode(ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().as_bytes());
+        assert_eq!(Signer::from_pem_file(&path).unwrap().public_b64(), expected);
         std::fs::write(&path, "nothing").unwrap();
         assert!(Signer::from_pem_file(&path).is_err());
         std::fs::remove_file(path).ok();

@@ -95,3 +95,26 @@ impl Seen {
         }
     }
 }
+
+#[cfg(test)]
+impl Shared {
+    /// `shards` shards' worth of shared state with the default configuration and the memory store, for
+    /// tests of what is rendered from it.
+    pub fn for_tests(shards: usize) -> Shared {
+        let config = Config::default();
+        Shared {
+            shards,
+            auth: Authenticator::hs256(b"test"),
+            interest: tickwire_fanout::interest::InterestMap::new(64),
+            stats: (0..shards).map(|_| ShardStats::default()).collect(),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            epoch: "test".into(),
+            started: Instant::now(),
+            store: Arc::new(tickwire_persistence::MemoryStore::new(64)),
+            recovered: Mutex::new(Vec::new()),
+            symbols: Vec::new(),
+            security: crate::security::Security::from_config(&config).unwrap(),
+            config,
+        }
+    }
+}
