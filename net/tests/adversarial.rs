@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{http, http_raw, Server};
@@ -24,99 +23,49 @@ const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
 /// One shard, a simulated feed of 4 symbols, a short handshake deadline for the slow attacks.
 fn server() -> Server {
-    Server::start_shards(
-        1,
-        &[
-            "--simulator-rate",
-            "800",
-            "--simulator-symbols",
-            "4",
-            "--handshake-timeout-s",
-            "1",
-            "--max-messages-per-s",
-            "100",
-        ],
-    )
+    let flags =
+        "--shards 1 --simulator-rate 800 --simulator-symbols 4 --handshake-timeout-s 1 --max-messages-per-s 100";
+    Server::start(&flags.split(' ').collect::<Vec<_>>())
 }
 
-/// The well-behaved client: subscribed to the quotes of AAPL and MSFT, checking every sequence.
-struct Watcher {
-    stop: Arc<AtomicBool>,
-    quotes: Arc<AtomicU64>,
-    /// Longest silence between two quotes, and gaps seen.
-    worst: Arc<Mutex<(Duration, Vec<String>)>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Watcher {
-    fn start(server: &Server) -> Watcher {
-        let mut c = server.connect(None);
-        c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL","MSFT"],"id":"w"}));
-        c.recv_until(SECS, |v| v["id"] == "w").expect("subscribed");
-        let stop = Arc::new(AtomicBool::new(false));
-        let quotes = Arc::new(AtomicU64::new(0));
-        let worst = Arc::new(Mutex::new((Duration::ZERO, Vec::new())));
-        let thread = {
-            let (stop, quotes, worst) = (stop.clone(), quotes.clone(), worst.clone());
-            std::thread::spawn(move || {
-                let mut last: HashMap<String, u64> = HashMap::new();
-                let mut at = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(text) = c.recv_text(Duration::from_millis(200)) else { continue };
-                    let v: Value = serde_json::from_str(&text).unwrap();
-                    let (Some(sym), Some(seq)) = (v["data"]["symbol"].as_str(), v["sequence"].as_u64()) else {
-                        continue;
-                    };
-                    if let Some(prev) = last.insert(sym.to_owned(), seq) {
-                        if v["type"] == "quote" && seq != prev + 1 {
-                            worst.lock().unwrap().1.push(format!("{sym}: {prev} -> {seq}"));
-                        }
-                    }
-                    if v["type"] == "quote" {
-                        let gap = at.elapsed();
-                        at = Instant::now();
-                        let mut w = worst.lock().unwrap();
-                        w.0 = w.0.max(gap);
-                        quotes.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        };
-        // Warm: quotes flow before the attack starts.
-        let w = Watcher { stop, quotes, worst, thread: Some(thread) };
-        w.wait_for_quotes(5);
-        *w.worst.lock().unwrap() = (Duration::ZERO, Vec::new());
-        w
-    }
-
-    fn wait_for_quotes(&self, n: u64) {
-        let start = self.quotes.load(Ordering::Relaxed);
-        let deadline = Instant::now() + SECS;
-        while self.quotes.load(Ordering::Relaxed) < start + n {
-            assert!(Instant::now() < deadline, "the well-behaved client stopped receiving quotes");
-            std::thread::sleep(Duration::from_millis(5));
+/// Runs `attack` on a thread of its own, again and again, while a well-behaved client subscribed to the
+/// quotes of AAPL and MSFT reads them; returns once the attack has run and the client has received 10 quotes
+/// meanwhile, each the next of its symbol and none more than a second after the one before. A failed check
+/// of the attack fails the test.
+fn under_attack(server: &Server, attack: impl Fn() + Send + 'static) {
+    let mut c = server.connect(None);
+    c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL","MSFT"],"id":"w"}));
+    c.recv_until(SECS, |v| v["id"] == "w").expect("subscribed");
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut next = |c: &mut common::Client| {
+        let v = c.recv_until(SECS, |v| v["sequence"].is_u64()).expect("the well-behaved client kept receiving");
+        let (sym, seq) = (v["data"]["symbol"].as_str().unwrap().to_owned(), v["sequence"].as_u64().unwrap());
+        if let Some(prev) = last.insert(sym.clone(), seq).filter(|_| v["type"] == "quote") {
+            assert_eq!(seq, prev + 1, "a gap in {sym}");
         }
+    };
+    for _ in 0..5 {
+        next(&mut c); // quotes flow before the attack starts
     }
-
-    /// Runs `attack`, again and again until the client has received 5 quotes meanwhile, and checks that
-    /// it kept receiving, gap-free, during and after it.
-    fn during(mut self, mut attack: impl FnMut()) {
-        let before = self.quotes.load(Ordering::Relaxed);
-        let deadline = Instant::now() + SECS;
-        let mut rounds = 0;
-        while self.quotes.load(Ordering::Relaxed) < before + 5 && Instant::now() < deadline {
-            attack();
-            rounds += 1;
-        }
-        let during = self.quotes.load(Ordering::Relaxed) - before;
-        self.wait_for_quotes(5);
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().expect("watcher thread");
-        let (silence, gaps) = self.worst.lock().unwrap().clone();
-        assert!(gaps.is_empty(), "sequence gaps during the attack: {gaps:?}");
-        assert!(during >= 5, "only {during} quotes arrived during {rounds} rounds of the attack");
-        assert!(silence < Duration::from_millis(1000), "the client went {silence:?} without a quote");
+    let (stop, rounds) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let attacker = {
+        let (stop, rounds) = (stop.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                attack();
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut quotes = 0;
+    while quotes < 10 || (rounds.load(Ordering::Relaxed) == 0 && !attacker.is_finished()) {
+        let at = Instant::now();
+        next(&mut c);
+        assert!(at.elapsed() < Duration::from_secs(1), "the client went {:?} without a quote", at.elapsed());
+        quotes += 1;
     }
+    stop.store(true, Ordering::Relaxed);
+    attacker.join().expect("the attack's own checks");
 }
 
 /// A raw upgraded WebSocket: the 101 read, anything after it kept.
@@ -168,7 +117,7 @@ impl Raw {
 fn malformed_http_gets_4xx_as_json() {
     let server = server();
     let addr = server.addr;
-    Watcher::start(&server).during(|| {
+    under_attack(&server, move || {
         for bad in [
             &b"\x00\x01\x02\x03 garbage\r\n\r\n"[..],
             b"BLAH\x01 / HTTP/1.1\r\n\r\n",
@@ -210,7 +159,7 @@ fn malformed_http_gets_4xx_as_json() {
 fn unmasked_frames_are_closed_1002() {
     let server = server();
     let addr = server.addr;
-    Watcher::start(&server).during(|| {
+    under_attack(&server, move || {
         for _ in 0..20 {
             let mut raw = Raw::open(addr);
             let payload = br#"{"action":"ping"}"#;
@@ -226,7 +175,7 @@ fn unmasked_frames_are_closed_1002() {
 fn ping_and_subscribe_floods_are_answered_up_to_the_rate_then_closed_1008() {
     let server = server();
     let addr = server.addr;
-    Watcher::start(&server).during(|| {
+    under_attack(&server, move || {
         // 5,000 pings in one write: answered up to the rate, the excess dropped.
         let mut raw = Raw::open(addr);
         let mut out = Vec::new();
@@ -260,7 +209,7 @@ fn ping_and_subscribe_floods_are_answered_up_to_the_rate_then_closed_1008() {
 fn slowloris_clients_get_408_at_the_handshake_deadline() {
     let server = server();
     let addr = server.addr;
-    Watcher::start(&server).during(|| {
+    under_attack(&server, move || {
         // 50 clients each trickling a request head, a byte every 50 ms: all dropped at the 1 s deadline.
         let started = Instant::now();
         let mut socks: Vec<Option<TcpStream>> = (0..50)

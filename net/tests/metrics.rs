@@ -198,36 +198,16 @@ fn a_stalled_shard_is_counted_logged_and_unhealthy_until_it_recovers() {
         status == 200
     });
 
-    // The stall is counted (the thread slept in the kernel: off_cpu), in the lag histogram above 1 s, and
-    // logged with the shard's state.
+    // The stall is counted (the thread slept in the kernel: off_cpu) and logged with the shard's state; how
+    // causes are told apart and warnings limited is a unit test of net/src/lag.rs.
     let label = shard.to_string();
-    let shard_label = Some(("shard", label.as_str()));
-    let mut page = None;
     common::wait_for(Duration::from_secs(10), "the stall to be counted", || {
-        let s = scrape(server.addr);
-        let counted = total(&s, "tickwire_shard_stalls_total", shard_label) >= 1.0;
-        page = Some(s);
-        counted
+        let off_cpu = samples(&scrape(server.addr), "tickwire_shard_stalls_total")
+            .iter()
+            .filter(|x| x.labels.get("shard") == Some(&label) && x.labels.get("cause") == Some("off_cpu"))
+            .any(|x| matches!(x.value, Value::Counter(v) if v >= 1.0));
+        off_cpu
     });
-    let s = page.expect("scraped");
-    let off_cpu: f64 = samples(&s, "tickwire_shard_stalls_total")
-        .iter()
-        .filter(|x| x.labels.get("shard") == Some(&label) && x.labels.get("cause") == Some("off_cpu"))
-        .map(|x| match x.value {
-            Value::Counter(v) => v,
-            _ => 0.0,
-        })
-        .sum();
-    assert!(off_cpu >= 1.0, "a blocked thread is off CPU");
-    let lag = samples(&s, "tickwire_shard_loop_lag_seconds")
-        .into_iter()
-        .find(|x| x.labels.get("shard") == Some(&label))
-        .expect("the stalled shard's lag histogram");
-    let Value::Histogram(buckets) = &lag.value else { panic!("a histogram") };
-    let under_1s = buckets.iter().find(|b| b.less_than == 1.0).unwrap().count;
-    let all = buckets.last().unwrap().count;
-    assert!(all - under_1s >= 1.0, "one tick was over a second late: {buckets:?}");
-    // The stall's own line (a loaded machine may have logged shorter stalls of other causes before it).
     let log = server.log.lock().unwrap().clone();
     let lag_ms = |l: &str| -> Option<f64> { l.split("lag_ms=").nth(1)?.split_whitespace().next()?.parse().ok() };
     let line = log
@@ -235,10 +215,9 @@ fn a_stalled_shard_is_counted_logged_and_unhealthy_until_it_recovers() {
         .filter(|l| l.contains("shard loop lag over 20 ms") && l.contains(&format!("shard={shard} ")))
         .find(|l| lag_ms(l).is_some_and(|ms| ms >= 1000.0))
         .unwrap_or_else(|| panic!("no warning of the stall of shard {shard} in {log:#?}"));
-    assert!(line.contains("WARN") && line.contains("cause=\"off_cpu\"") && line.contains("connections="), "{line}");
     // The observer looked at the blocked thread while it was late: asleep on a futex (the debug stall waits
     // on a condition variable), not in io_uring_enter.
-    assert!(line.contains("seen=\"S in ") && line.contains("wchan futex"), "{line}");
+    assert!(line.contains("WARN") && line.contains("cause=\"off_cpu\"") && line.contains("wchan futex"), "{line}");
 }
 
 #[test]

@@ -154,17 +154,6 @@ fn an_unreachable_database_at_start_is_a_clear_error() {
 }
 
 #[test]
-fn the_memory_store_says_critical_publishes_are_not_durable() {
-    // An empty DATABASE_URL is no database: the memory store, not an error.
-    let srv = Server::start_env(&["--no-simulator"], &[("DATABASE_URL", "")]);
-    let (status, body) =
-        http(srv.addr, "POST", "/api/publish", Some(&token("oms", "publisher")), &order("u-1", "o").to_string());
-    assert_eq!((status, &body["durable"]), (202, &json!(false)), "{body}");
-    let body = publish(srv.addr, &json!({"channel":"quotes","data":{"symbol":"AAPL","bid":1}}));
-    assert!(body.get("durable").is_none(), "no critical event, no claim: {body}");
-}
-
-#[test]
 fn database_outage_mid_run_sheds_bookkeeping_refuses_critical_and_recovers() {
     let Some(pg) = testdb::PgInstance::start() else { return };
     let url = pg.url();
@@ -290,8 +279,12 @@ fn restore_brings_back_the_subscriptions_of_the_same_user_and_client_id() {
 }
 
 #[test]
-fn restore_without_a_database_is_an_error_frame() {
-    let srv = Server::start(&["--no-simulator"]);
+fn without_a_database_critical_publishes_are_not_durable_and_restore_is_an_error_frame() {
+    // An empty DATABASE_URL is no database: the memory store, not an error.
+    let srv = Server::start_env(&["--no-simulator"], &[("DATABASE_URL", "")]);
+    assert_eq!(publish(srv.addr, &order("u-1", "o"))["durable"], false);
+    let body = publish(srv.addr, &json!({"channel":"quotes","data":{"symbol":"AAPL","bid":1}}));
+    assert!(body.get("durable").is_none(), "no critical event, no claim: {body}");
     let mut c = connect_as(&srv, "u-1", "x");
     c.send(json!({"action":"subscribe","channel":"news","restore":true,"id":"r"}));
     c.recv_until(SECS, |v| v["type"] == "subscribed").expect("the subscribe itself is served");

@@ -12,7 +12,6 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{client::IntoClientRequest, Message, WebSocket};
 
 pub mod proxy;
-pub mod recipe;
 
 pub const SECRET: &str = "test-secret";
 
@@ -28,13 +27,6 @@ impl Server {
     /// Starts `tickwire serve` with 2 shards on port 0 and `extra` flags.
     pub fn start(extra: &[&str]) -> Server {
         Server::start_env(extra, &[])
-    }
-
-    /// Starts `tickwire serve` with `shards` shards on port 0 and `extra` flags.
-    pub fn start_shards(shards: usize, extra: &[&str]) -> Server {
-        let shards = shards.to_string();
-        let args: Vec<&str> = ["--shards", shards.as_str()].into_iter().chain(extra.iter().copied()).collect();
-        Server::start_env(&args, &[])
     }
 
     /// [`Server::start`] with `TICKWIRE_*` settings in the environment (settings that have no flag).
@@ -145,17 +137,8 @@ impl Client {
         Ok(c)
     }
 
-    /// The shard this connection lives on, from its connection id `c-<shard>-<n>`.
-    pub fn shard(&self) -> u64 {
-        self.welcome["connection_id"].as_str().unwrap().split('-').nth(1).unwrap().parse().unwrap()
-    }
-
     pub fn send(&mut self, v: Value) {
         self.ws.send(Message::text(v.to_string())).unwrap();
-    }
-
-    pub fn send_raw(&mut self, m: Message) {
-        self.ws.send(m).unwrap();
     }
 
     /// The next text frame as JSON and its raw text, or `None` on timeout.
@@ -209,21 +192,15 @@ impl Client {
     }
 }
 
-/// One raw HTTP exchange (the request is sent as given); returns status and body.
+/// One raw HTTP exchange (the request is sent as given); returns status and body (status 0: no answer).
 pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(20)).unwrap();
     // Generous: tests run in parallel on two cores, some of them loading the server hard.
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    let t0 = Instant::now();
-    if let Err(e) = s.write_all(request) {
-        eprintln!("http_raw: write failed after {:?}: {e}", t0.elapsed());
-        return (0, String::new());
-    }
     let mut out = Vec::new();
-    let r = s.read_to_end(&mut out);
-    if out.is_empty() {
-        eprintln!("http_raw: no answer after {:?}: {r:?}", t0.elapsed());
+    if s.write_all(request).is_ok() {
+        let _ = s.read_to_end(&mut out);
     }
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -240,18 +217,6 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, bod
     );
     let (status, body) = http_raw(addr, req.as_bytes());
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// Clients until two are on different shards.
-pub fn clients_on_two_shards(server: &Server) -> (Client, Client) {
-    let first = server.connect(None);
-    for _ in 0..64 {
-        let c = server.connect(None);
-        if c.shard() != first.shard() {
-            return (first, c);
-        }
-    }
-    panic!("64 connections all landed on one shard");
 }
 
 /// Publishes events (a JSON array or object) as `publisher`; panics unless the server accepts them.
