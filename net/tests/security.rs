@@ -109,6 +109,14 @@ fn tokens_from_every_source_and_the_role_each_endpoint_wants() {
             .into();
         assert_eq!(got, wants, "{method} {path} as nobody, user, publisher, admin, the RS256 admin");
     }
+    // The admin stats take the token from the query and the session cookie too.
+    let stats = "/api/admin/websocket-stats";
+    let (status, v) = http(addr, "GET", &format!("{stats}?token={admin}"), None, "");
+    let per_shard: u64 = v["shards"].as_array().unwrap().iter().map(|s| s["connections"].as_u64().unwrap()).sum();
+    assert_eq!((status, &v["status"], v["activeConnections"].as_u64()), (200, &json!("healthy"), Some(per_shard)));
+    let req = format!("GET {stats} HTTP/1.1\r\nCookie: theme=dark; session={admin}\r\nConnection: close\r\n\r\n");
+    assert_eq!(http_raw(addr, req.as_bytes()).0, 200);
+    assert_eq!(http(addr, "POST", stats, Some(&admin), "").0, 405);
     let bearer = |t: &str| format!("Bearer {t}");
     assert_eq!(refused_status(open(addr, "/v1/publish", &[])), 401);
     assert_eq!(refused_status(open(addr, "/v1/publish", &[("Authorization", &bearer(&user))])), 403);

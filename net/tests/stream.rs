@@ -1,6 +1,6 @@
 //! End to end: the real server with 2 shards, real WebSocket clients, the canonical protocol. What the engine's
 //! rules do is tested in memory (`fanout/tests/connection.rs`, `fanout/tests/simulation.rs`); here, that the
-//! binary wires them to its feed, its publish API and its endpoints.
+//! binary wires them to its feed, its publish API, its endpoints and its metrics.
 
 mod common;
 
@@ -77,6 +77,22 @@ fn the_simulated_feed_streams_quotes_trades_bars_and_news() {
         }
     }
     assert!(quotes >= 60 && trades >= 10 && bars >= 2 && news >= 1, "{quotes} {trades} {bars} {news} in 15 s");
+    // What the client received is counted (a delivery just after its send, a flush once its write returned:
+    // either may come after the client read it) in /metrics; the page's format is a unit test of metrics.rs.
+    let quoted = |what: &str| common::metric_where(server.addr, what, &["channel=\"quotes\""]);
+    common::wait_for(SECS, "the quotes' deliveries counted and flushes timed", || {
+        quoted("tickwire_deliveries_total") >= 60.0
+            && common::metric(server.addr, "tickwire_ingest_to_flush_seconds_count") >= 1.0
+    });
+    assert!(quoted("tickwire_delivered_bytes_total") > 60.0 * 50.0);
+    assert!(common::metric_where(server.addr, "tickwire_events_received_total", &["simulator"]) >= 60.0);
+    for name in ["tickwire_subscriptions", "tickwire_topics", "tickwire_inbound_messages_total"] {
+        assert!(common::metric(server.addr, name) >= 1.0, "{name}");
+    }
+    for shard in ["shard=\"0\"", "shard=\"1\""] {
+        let ticks = common::metric_where(server.addr, "tickwire_shard_loop_lag_seconds_count", &[shard]);
+        assert!(ticks >= 1.0, "every shard samples its loop lag from the start");
+    }
     c.send(json!({"action":"unsubscribe","channel":"quotes","symbols":["AAPL"],"id":"u"}));
     let un = c.recv_until(SECS, |v| v["type"] == "unsubscribed").expect("unsubscribed");
     assert_eq!((&un["id"], &un["symbols"]), (&json!("u"), &json!(["AAPL"])));

@@ -237,10 +237,15 @@ pub fn quotes(symbol: &str, n: usize) -> Value {
 
 /// A value of the Prometheus text at `/metrics`, summed over shards.
 pub fn metric(addr: SocketAddr, name: &str) -> f64 {
+    metric_where(addr, name, &[])
+}
+
+/// A value of `/metrics` summed over the samples of `name` that have each of `labels` (`channel="quotes"`).
+pub fn metric_where(addr: SocketAddr, name: &str, labels: &[&str]) -> f64 {
     let (status, body) = http_raw(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200);
     body.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
