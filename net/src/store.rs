@@ -161,6 +161,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unreachable_database_is_one_clear_error_without_the_password_and_an_empty_url_is_none() {
+        let config = Config { database_url: Some("postgres://me:pw@127.0.0.1:1/x".into()), ..Config::default() };
+        let err = open(&config).err().expect("no database there").to_string();
+        assert!(err.contains("cannot connect to the database at postgres://me@127.0.0.1:1/x"), "{err}");
+        assert!(err.contains("unset it to run with the in-memory store") && !err.contains(":pw@"), "{err}");
+        let empty = Config { database_url: Some(" ".into()), ..Config::default() };
+        assert!(open(&empty).unwrap().1.is_empty(), "an empty URL (DATABASE_URL= in a unit file) is the memory store");
+    }
+
+    #[test]
     fn quantiles_name_their_bucket_bound() {
         let mut c = [0u64; LATENCY_BOUNDS_US.len() + 1];
         assert_eq!(quantile_ms(&c, 0.5), None);
