@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::builder::ValueParser;
+use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, Parser, Subcommand};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -35,123 +36,18 @@ pub enum Command {
     Report(ReportArgs),
 }
 
-/// Flags of `tickwire serve`. Every flag can also be set in the config file (same name, with `_` for `-`)
-/// or as an environment variable `TICKWIRE_<NAME>` (upper case, `_` for `-`).
-#[derive(Debug, Clone, Default, Args, Serialize)]
+/// Flags of `tickwire serve`: one per setting ([`SettingFlags`], declared in `settings!`), the config
+/// file, and `--no-simulator`, a shorthand kept for the scripts that use it.
+#[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Address to listen on, shared by every shard (SO_REUSEPORT) [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// Number of shards (one thread pinned per core) [default: one per online CPU]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shards: Option<usize>,
-    /// HS256 secret that signs and checks JWTs (env TICKWIRE_JWT_SECRET). Without one the server makes a
-    /// random secret and prints a demo user token and a publisher token.
-    #[arg(long, value_name = "SECRET")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_secret: Option<String>,
-    /// Events per second produced by the built-in simulated feed [default: 1000]
-    #[arg(long, value_name = "EVENTS_PER_S")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub simulator_rate: Option<u64>,
-    /// Number of symbols the simulated feed quotes (real tickers first: AAPL, MSFT, GOOGL, ...) [default: 100]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub simulator_symbols: Option<usize>,
-    /// Turn the built-in simulated feed off (events then come only from the publish API)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not", rename = "simulator", serialize_with = "ser_not")]
-    pub no_simulator: bool,
-    /// Whether clients without a token may connect (public channels only) [default: true]
-    #[arg(long, value_name = "BOOL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub allow_anonymous: Option<bool>,
-    /// Seconds between the server's WebSocket pings; a client that sends nothing (pongs count) for two
-    /// intervals is closed with 4000 [default: 30]
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat_s: Option<u32>,
-    // Persistence (docs/persistence.md).
-    /// PostgreSQL URL (postgres://user:password@host:port/database; env DATABASE_URL too): keeps connections,
-    /// subscriptions, metrics history and a durable critical-message queue [default: none, in-memory store]
-    #[arg(long, value_name = "URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
-    /// Seconds between the rows of the metrics history written to the database [default: 10]
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics_interval_s: Option<u64>,
-    /// TOML configuration file; flags and TICKWIRE_* environment variables override it
+    /// TOML configuration file with any of the settings; TICKWIRE_* environment variables and flags override it
     #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
     pub config: Option<PathBuf>,
     #[command(flatten)]
-    #[serde(flatten)]
-    pub security: SecurityArgs,
-}
-
-/// The security flags of `tickwire serve` (see docs/security.md).
-#[derive(Debug, Clone, Default, Args, Serialize)]
-pub struct SecurityArgs {
-    /// PEM public key that checks RS256 or ES256 JWTs from an identity provider (with --jwt-algorithm);
-    /// HS256 tokens signed with the secret stay accepted
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_public_key: Option<PathBuf>,
-    /// Algorithm of --jwt-public-key: RS256 or ES256
-    #[arg(long, value_name = "ALG")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_algorithm: Option<String>,
-    /// API key exchanged at GET /api/ws/token (header X-API-Key) for a short-lived token naming USER;
-    /// repeatable
-    #[arg(long = "api-key", value_name = "KEY=USER")]
-    #[serde(skip_serializing_if = "Vec::is_empty", rename = "api_keys")]
-    pub api_keys: Vec<String>,
-    /// TLS certificate chain (PEM); with --tls-key the server speaks TLS 1.3 only (https/wss)
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_key: Option<PathBuf>,
-    /// Also accept TLS 1.2 clients (refused by default: TLS 1.3 only)
-    #[arg(long = "tls-allow-1-2")]
-    #[serde(skip_serializing_if = "std::ops::Not::not", rename = "tls_allow_1_2")]
-    pub tls_allow_1_2: bool,
-    /// Most WebSocket connections on the server; over it new ones are closed with 1013 [default: 100000]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<usize>,
-    /// Most stream connections of one user (token `sub`); over it: close 1008 [default: 5; 0: no limit]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections_per_user: Option<usize>,
-    /// Most WebSocket connections from one IP address; over it: close 1013 [default: 0, no limit]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Client messages per second per connection; over it: RATE_LIMITED errors, then close 1008
-    /// [default: 100]
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_messages_per_s: Option<u32>,
-    /// Browser origin allowed to open WebSockets (exact, e.g. https://app.example.com); repeatable. When set,
-    /// an upgrade with another Origin header gets 403 [default: any]
-    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
-    #[serde(skip_serializing_if = "Vec::is_empty", rename = "allowed_origins")]
-    pub allowed_origins: Vec<String>,
-    /// Ed25519 private key (PKCS#8 PEM) that signs order frames [default: a new key each start]
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing_key: Option<PathBuf>,
-    /// Seconds a client has to send a whole HTTP request head (and to finish the TLS handshake)
-    /// [default: 10]
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub handshake_timeout_s: Option<u64>,
+    pub settings: SettingFlags,
+    /// Turn the built-in simulated feed off: the same as --simulator false
+    #[arg(long, conflicts_with = "simulator")]
+    pub no_simulator: bool,
 }
 
 /// Flags of `tickwire dev-cert`.
@@ -166,10 +62,6 @@ pub struct DevCertArgs {
     /// Host names (or IP addresses) the certificate is valid for; repeatable
     #[arg(long = "host", value_name = "NAME", default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
     pub hosts: Vec<String>,
-}
-
-fn ser_not<S: serde::Serializer>(v: &bool, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_bool(!*v)
 }
 
 /// Flags of `tickwire token`.
@@ -209,146 +101,351 @@ pub struct ReportArgs {
     pub config: Option<PathBuf>,
 }
 
-/// The server's configuration, all layers merged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub listen: SocketAddr,
-    /// `None`: one per online CPU.
-    pub shards: Option<usize>,
-    pub jwt_secret: Option<String>,
-    pub simulator: bool,
-    pub simulator_rate: u64,
-    pub simulator_symbols: usize,
-    pub allow_anonymous: bool,
-    /// Seconds between the server's WebSocket pings; a client silent for two intervals is closed.
-    pub heartbeat_s: u32,
-    /// Largest client message, in bytes (close 1009 above it).
-    pub max_message_bytes: usize,
-    /// Most topics one connection may subscribe to.
-    pub max_subscriptions: usize,
-    /// Bound of a connection's outbound queue in bytes: above it public topics are conflated to their
-    /// latest frame; if that does not bring it under half the bound, close 1013 "slow consumer".
-    pub max_queued_bytes: usize,
-    /// Milliseconds a connection may stay behind (conflated and not yet drained) before it is closed with
-    /// 1013 "slow consumer".
-    pub slow_consumer_grace_ms: u64,
-    /// Frames of history kept per public topic, for `from_sequence` resume.
-    pub history_public: usize,
-    /// Frames of history kept per private topic.
-    pub history_private: usize,
-    /// Unacknowledged critical messages (orders, executions, alerts) kept per user and channel.
-    pub critical_queue: usize,
-    /// Milliseconds after which a shutting-down server closes connections whose queues did not drain.
-    pub shutdown_timeout_ms: u64,
-    /// How long a closing connection's writer may take to flush its queue and send the close frame before
-    /// the connection is dropped with a FIN only (a peer that does not read cannot hold it longer).
-    pub close_flush_ms: u64,
-    /// Largest HTTP request head, in bytes (431 above it).
-    pub max_header_bytes: usize,
-    /// Largest HTTP request body, in bytes (413 above it).
-    pub max_body_bytes: usize,
-    /// Seconds a client has to send a whole HTTP request head.
-    pub handshake_timeout_s: u64,
-    /// PEM public key for RS256/ES256 JWTs.
-    pub jwt_public_key: Option<PathBuf>,
-    /// `RS256` or `ES256`, the algorithm of `jwt_public_key`.
-    pub jwt_algorithm: Option<String>,
-    /// `KEY=USER` pairs exchanged at `GET /api/ws/token`.
-    pub api_keys: Vec<String>,
-    /// Lifetime of the tokens `GET /api/ws/token` issues, in seconds.
-    pub token_ttl_s: u64,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// Accept TLS 1.2 as well as 1.3.
-    pub tls_allow_1_2: bool,
-    /// Most WebSocket connections on the server (close 1013 above it).
-    pub max_connections: usize,
-    /// Most stream connections per user (close 1008 above it); 0: no limit.
-    pub max_connections_per_user: usize,
-    /// Most WebSocket connections per IP address (close 1013 above it); 0: no limit.
-    pub max_connections_per_ip: usize,
-    /// Client messages per second per connection (`RATE_LIMITED`, then close 1008).
-    pub max_messages_per_s: u32,
-    /// Browser origins allowed to upgrade; empty: any.
-    pub allowed_origins: Vec<String>,
-    /// Ed25519 PKCS#8 PEM key that signs order frames; `None`: generated at start.
-    pub signing_key: Option<PathBuf>,
-    /// Microseconds a shard runs tasks before it polls io_uring again (glommio's preempt timer). While a
-    /// shard is busy, completed I/O waits up to this long.
-    pub preempt_us: u64,
-    // Persistence (docs/persistence.md).
-    /// PostgreSQL URL; `None`: the in-memory store.
-    pub database_url: Option<String>,
-    /// Seconds between the rows of the metrics history (with a database).
-    pub metrics_interval_s: u64,
-    /// Milliseconds a publish of critical events waits for the database to commit them before it is
-    /// answered 503.
-    pub durable_timeout_ms: u64,
-    /// Critical messages (and acks) that may wait for the database; beyond, critical publishes get 503.
-    pub critical_buffer: usize,
-    /// Bookkeeping records (connections, subscriptions, metrics) that may wait for the database; beyond,
-    /// new ones are shed and counted.
-    pub store_backlog: usize,
-    /// Days the database keeps ended connections, metrics, acknowledged critical messages and subscriptions
-    /// not renewed; 0: for ever.
-    pub retention_days: u32,
-    /// Milliseconds the database may take to accept a connection or answer a write before it counts as
-    /// lost (and the store reconnects).
-    pub store_timeout_ms: u64,
-    /// A test aid, never for production: `POST /api/admin/debug/stall?ms=N` (admin role) blocks the other
-    /// shards' threads for N ms or until `POST /api/admin/debug/release`, so that the stall detector and
-    /// `/healthz` can be seen at work.
-    pub debug_endpoints: bool,
+/// Declares every setting of the server once. From the table come the [`Config`] struct and its `Default`,
+/// the flags of `tickwire serve` ([`SettingFlags`]), the layer those flags put over the file and the
+/// environment, and [`SETTINGS`], from which `--help` and the table of docs/configuration.md are written.
+///
+/// An entry is a doc comment (the field's doc, the flag's help and the docs' explanation), then
+/// `name: Type = default, value "VALUE_NAME"`, then, where needed, `, flag "spelling"` for a flag that is
+/// not the name in kebab case and `, shown "text"` for a default that says nothing as a value (`None`, `[]`).
+macro_rules! settings {
+    (@flag $name:ident) => { kebab!($name) };
+    (@flag $name:ident $flag:literal) => { $flag };
+    (@shown) => { None };
+    (@shown $shown:literal) => { Some($shown) };
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $ty:ty = $default:expr, value $value:literal $(, flag $flag:literal)? $(, shown $shown:literal)?;
+    )*) => {
+        /// The server's configuration, all layers merged: defaults, the file, the environment, the flags.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $($(#[doc = $doc])+ pub $name: $ty,)*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Config { $($name: $default,)* }
+            }
+        }
+
+        /// The settings given as flags. `None`: not given, so the file, the environment or the default
+        /// decides; that is why the layer skips them.
+        #[derive(Debug, Clone, Default, Serialize)]
+        pub struct SettingFlags {
+            $(
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        impl clap::FromArgMatches for SettingFlags {
+            fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+                Ok(SettingFlags { $($name: <$ty as FlagValue>::get(m, stringify!($name)),)* })
+            }
+
+            fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+                $(
+                    if let Some(v) = <$ty as FlagValue>::get(m, stringify!($name)) {
+                        self.$name = Some(v);
+                    }
+                )*
+                Ok(())
+            }
+        }
+
+        /// Every setting, in the order of [`Config`].
+        pub static SETTINGS: &[Setting] = &[$(
+            Setting {
+                name: stringify!($name),
+                flag: settings!(@flag $name $($flag)?),
+                value_name: $value,
+                help: concat!($($doc),+),
+                shown_default: settings!(@shown $($shown)?),
+                configure: <$ty as FlagValue>::configure,
+            },
+        )*];
+    };
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            shards: None,
-            jwt_secret: None,
-            simulator: true,
-            simulator_rate: 1000,
-            simulator_symbols: 100,
-            allow_anonymous: true,
-            heartbeat_s: 30,
-            max_message_bytes: 64 * 1024,
-            max_subscriptions: 1024,
-            max_queued_bytes: 4 << 20,
-            slow_consumer_grace_ms: 5000,
-            history_public: 1024,
-            history_private: 100,
-            critical_queue: 100,
-            shutdown_timeout_ms: 5000,
-            close_flush_ms: 5000,
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: 1 << 20,
-            handshake_timeout_s: 10,
-            preempt_us: 1000,
-            jwt_public_key: None,
-            jwt_algorithm: None,
-            api_keys: Vec::new(),
-            token_ttl_s: 300,
-            tls_cert: None,
-            tls_key: None,
-            tls_allow_1_2: false,
-            max_connections: 100_000,
-            max_connections_per_user: 5,
-            max_connections_per_ip: 0,
-            max_messages_per_s: 100,
-            allowed_origins: Vec::new(),
-            signing_key: None,
-            database_url: None,
-            metrics_interval_s: 10,
-            durable_timeout_ms: 5000,
-            critical_buffer: 10_000,
-            store_backlog: 100_000,
-            retention_days: 30,
-            store_timeout_ms: 10_000,
-            debug_endpoints: false,
+/// A name in kebab case, as a `&'static str`, which is what clap takes for a flag.
+macro_rules! kebab {
+    ($name:ident) => {{
+        const KEBAB: [u8; stringify!($name).len()] = kebab_case(stringify!($name));
+        match std::str::from_utf8(&KEBAB) {
+            Ok(flag) => flag,
+            Err(_) => panic!("a setting's name is ASCII"),
+        }
+    }};
+}
+
+/// `snake` with `-` for `_`; `N` is its length.
+const fn kebab_case<const N: usize>(snake: &str) -> [u8; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = match snake.as_bytes()[i] {
+            b'_' => b'-',
+            c => c,
+        };
+        i += 1;
+    }
+    out
+}
+
+settings! {
+    /// Address to listen on, shared by every shard (SO_REUSEPORT)
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), value "ADDR";
+    /// Number of shards, each a thread pinned to a CPU (1 to 64)
+    shards: Option<usize> = None, value "N", shown "one per online CPU";
+    /// HS256 secret that signs and checks JWTs; without one the server makes a random secret and prints a
+    /// demo user token and a publisher token
+    jwt_secret: Option<String> = None, value "SECRET", shown "random, tokens printed";
+    /// Run the built-in simulated feed; without it events come only from the publish API (--no-simulator is
+    /// --simulator false)
+    simulator: bool = true, value "BOOL";
+    /// Events per second produced by the simulated feed
+    simulator_rate: u64 = 1000, value "EVENTS_PER_S";
+    /// Number of symbols the simulated feed quotes (real tickers first: AAPL, MSFT, GOOGL, ...)
+    simulator_symbols: usize = 100, value "N";
+    /// Whether clients without a token may connect (public channels only)
+    allow_anonymous: bool = true, value "BOOL";
+    /// Seconds between the server's WebSocket pings; a client that sends nothing (pongs count) for two
+    /// intervals is closed with 4000
+    heartbeat_s: u32 = 30, value "SECONDS";
+    /// Largest client message, in bytes; a larger one is closed with 1009
+    max_message_bytes: usize = 64 * 1024, value "BYTES";
+    /// Most topics one connection may subscribe to (more: SUBSCRIPTION_LIMIT errors)
+    max_subscriptions: usize = 1024, value "N";
+    /// Bound of a connection's outbound queue in bytes: above it public topics are conflated to their latest
+    /// frame; if that does not bring it under half the bound, close 1013 "slow consumer"
+    max_queued_bytes: usize = 4 << 20, value "BYTES";
+    /// Milliseconds a connection may stay behind (conflated and not yet drained) before it is closed with
+    /// 1013 "slow consumer"
+    slow_consumer_grace_ms: u64 = 5000, value "MS";
+    /// Frames of history kept per public topic, for `from_sequence` resume
+    history_public: usize = 1024, value "N";
+    /// Frames of history kept per private topic
+    history_private: usize = 100, value "N";
+    /// Unacknowledged critical messages (orders, executions, alerts) kept per user and channel
+    critical_queue: usize = 100, value "N";
+    /// Milliseconds after which a shutting-down server closes connections whose queues did not drain
+    shutdown_timeout_ms: u64 = 5000, value "MS";
+    /// Milliseconds a closing connection's writer may take to flush its queue and send the close frame
+    /// before the connection is dropped with a FIN only (a peer that does not read cannot hold it longer)
+    close_flush_ms: u64 = 5000, value "MS";
+    /// Largest HTTP request head, in bytes (431 above it)
+    max_header_bytes: usize = 16 * 1024, value "BYTES";
+    /// Largest HTTP request body, in bytes (413 above it)
+    max_body_bytes: usize = 1 << 20, value "BYTES";
+    /// Seconds a client has to send a whole HTTP request head (and to finish the TLS handshake)
+    handshake_timeout_s: u64 = 10, value "SECONDS";
+    // Security (docs/security.md).
+    /// PEM public key that checks RS256 or ES256 JWTs from an identity provider (with --jwt-algorithm);
+    /// HS256 tokens signed with the secret stay accepted
+    jwt_public_key: Option<PathBuf> = None, value "FILE", shown "none";
+    /// Algorithm of --jwt-public-key: RS256 or ES256
+    jwt_algorithm: Option<String> = None, value "ALG", shown "none";
+    /// API key exchanged at GET /api/ws/token (header X-API-Key) for a short-lived token naming USER;
+    /// repeatable
+    api_keys: Vec<String> = Vec::new(), value "KEY=USER", flag "api-key", shown "none";
+    /// Lifetime of the tokens GET /api/ws/token issues, in seconds
+    token_ttl_s: u64 = 300, value "SECONDS";
+    /// TLS certificate chain (PEM); with --tls-key the server speaks TLS 1.3 only (https/wss)
+    tls_cert: Option<PathBuf> = None, value "FILE", shown "none: plain TCP";
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert
+    tls_key: Option<PathBuf> = None, value "FILE", shown "none";
+    /// Also accept TLS 1.2 clients (TLS 1.3 only otherwise)
+    tls_allow_1_2: bool = false, value "BOOL";
+    /// Most WebSocket connections on the server; over it new ones are closed with 1013
+    max_connections: usize = 100_000, value "N";
+    /// Most stream connections of one user (token `sub`); over it: close 1008; 0: no limit
+    max_connections_per_user: usize = 5, value "N";
+    /// Most WebSocket connections from one IP address; over it: close 1013; 0: no limit
+    max_connections_per_ip: usize = 0, value "N";
+    /// Client messages per second per connection; over it: RATE_LIMITED errors, then close 1008
+    max_messages_per_s: u32 = 100, value "N";
+    /// Browser origin allowed to open WebSockets (exact, e.g. `https://app.example.com`); repeatable; when set,
+    /// an upgrade with another Origin header gets 403
+    allowed_origins: Vec<String> = Vec::new(), value "ORIGIN", flag "allowed-origin", shown "any";
+    /// Ed25519 private key (PKCS#8 PEM) that signs order frames
+    signing_key: Option<PathBuf> = None, value "FILE", shown "a new key each start";
+    /// Microseconds a shard runs tasks before it polls io_uring again (glommio's preempt timer); while a
+    /// shard is busy, completed I/O waits up to this long
+    preempt_us: u64 = 1000, value "MICROSECONDS";
+    // Persistence (docs/persistence.md).
+    /// PostgreSQL URL (postgres://user:password@host:port/database): keeps connections, subscriptions,
+    /// metrics history and a durable critical-message queue
+    database_url: Option<String> = None, value "URL", shown "none: the in-memory store";
+    /// Seconds between the rows of the metrics history written to the database
+    metrics_interval_s: u64 = 10, value "SECONDS";
+    /// Milliseconds a publish of critical events waits for the database to commit them before it is
+    /// answered 503
+    durable_timeout_ms: u64 = 5000, value "MS";
+    /// Critical messages (and acks) that may wait for the database; beyond, critical publishes get 503
+    critical_buffer: usize = 10_000, value "N";
+    /// Bookkeeping records (connections, subscriptions, metrics) that may wait for the database; beyond, new
+    /// ones are shed and counted
+    store_backlog: usize = 100_000, value "N";
+    /// Days the database keeps ended connections, metrics, acknowledged critical messages and subscriptions
+    /// not renewed; 0: for ever
+    retention_days: u32 = 30, value "DAYS";
+    /// Milliseconds the database may take to accept a connection or answer a write before it counts as lost
+    /// (and the store reconnects)
+    store_timeout_ms: u64 = 10_000, value "MS";
+    /// A test aid, never for production: POST /api/admin/debug/stall?ms=N (admin role) blocks the other
+    /// shards' threads for N ms or until POST /api/admin/debug/release, so that the stall detector and
+    /// /healthz can be seen at work
+    debug_endpoints: bool = false, value "BOOL";
+}
+
+/// Environment variables read without the `TICKWIRE_` prefix, each the name of its setting in upper case.
+const UNPREFIXED_ENV: &[&str] = &["DATABASE_URL"];
+
+/// One setting, as its flag and the docs show it.
+#[derive(Debug)]
+pub struct Setting {
+    /// The field of [`Config`] and the key of the config file.
+    pub name: &'static str,
+    /// The flag, without its `--`.
+    pub flag: &'static str,
+    /// What the flag's value is called in `--help`.
+    pub value_name: &'static str,
+    /// The doc comment, its lines joined.
+    help: &'static str,
+    /// How a default that says nothing as a value (`None`, `[]`) is shown.
+    shown_default: Option<&'static str>,
+    /// Sets the flag's parser and how many values it takes, which depend on the setting's type.
+    configure: fn(Arg) -> Arg,
+}
+
+impl Setting {
+    /// What the setting does.
+    pub fn help(&self) -> &'static str {
+        self.help.trim()
+    }
+
+    /// The environment variables that set it.
+    pub fn env(&self) -> Vec<String> {
+        let name = self.name.to_ascii_uppercase();
+        let unprefixed = UNPREFIXED_ENV.iter().filter(|v| **v == name).map(|v| (*v).to_owned());
+        unprefixed.chain([format!("TICKWIRE_{name}")]).collect()
+    }
+
+    /// The default, as `--help` and the docs show it: the value of `Config::default()` unless the entry
+    /// words it.
+    pub fn default_shown(&self) -> String {
+        if let Some(shown) = self.shown_default {
+            return shown.to_owned();
+        }
+        match &serde_json::to_value(Config::default()).expect("a Config serializes")[self.name] {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
         }
     }
+
+    /// The flag, with its help ending in the default.
+    pub fn arg(&self) -> Arg {
+        let help = format!("{} [default: {}]", self.help(), self.default_shown());
+        (self.configure)(Arg::new(self.name).long(self.flag).value_name(self.value_name).help(help))
+    }
+}
+
+/// The flags of every setting, from [`SETTINGS`].
+impl Args for SettingFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        SETTINGS.iter().fold(cmd, |cmd, s| cmd.arg(s.arg()))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        SettingFlags::augment_args(cmd)
+    }
+}
+
+/// How a setting of this type is given on the command line.
+trait FlagValue: Sized {
+    /// Sets the flag's parser and how many values it takes.
+    fn configure(arg: Arg) -> Arg;
+    /// The value the command line gives, if it gives one.
+    fn get(m: &ArgMatches, id: &str) -> Option<Self>;
+}
+
+/// A type clap parses from one value.
+trait Scalar: Clone + Send + Sync + 'static {
+    fn parser() -> ValueParser;
+}
+
+macro_rules! scalars {
+    ($($t:ty),*) => {$(
+        impl Scalar for $t {
+            fn parser() -> ValueParser {
+                value_parser!($t).into()
+            }
+        }
+    )*};
+}
+scalars!(u32, u64, usize, String, PathBuf, SocketAddr);
+
+impl<T: Scalar> FlagValue for T {
+    fn configure(arg: Arg) -> Arg {
+        arg.value_parser(T::parser()).action(ArgAction::Set)
+    }
+    fn get(m: &ArgMatches, id: &str) -> Option<T> {
+        m.get_one::<T>(id).cloned()
+    }
+}
+
+/// A setting that may be unset (`None` as its default): the flag sets it, `--shards 4` is `Some(4)`.
+impl<T: Scalar> FlagValue for Option<T> {
+    fn configure(arg: Arg) -> Arg {
+        T::configure(arg)
+    }
+    fn get(m: &ArgMatches, id: &str) -> Option<Option<T>> {
+        T::get(m, id).map(Some)
+    }
+}
+
+/// A repeatable flag: `--flag A --flag B` is `[A, B]`, and replaces the list of the file or environment.
+impl<T: Scalar> FlagValue for Vec<T> {
+    fn configure(arg: Arg) -> Arg {
+        arg.value_parser(T::parser()).action(ArgAction::Append)
+    }
+    fn get(m: &ArgMatches, id: &str) -> Option<Vec<T>> {
+        m.get_many::<T>(id).map(|values| values.cloned().collect())
+    }
+}
+
+/// `--flag BOOL`, or a bare `--flag` for true. The value name says BOOL: clap's list of possible values would
+/// come after the default, which ends the help of the others.
+impl FlagValue for bool {
+    fn configure(arg: Arg) -> Arg {
+        let arg = arg.value_parser(value_parser!(bool)).action(ArgAction::Set).hide_possible_values(true);
+        arg.num_args(0..=1).default_missing_value("true")
+    }
+    fn get(m: &ArgMatches, id: &str) -> Option<bool> {
+        m.get_one::<bool>(id).copied()
+    }
+}
+
+/// The table of docs/configuration.md: every setting with its file key, flag, variables, default and help.
+pub fn settings_table() -> String {
+    let mut table = String::from("| key | flag | env | default | what |\n|---|---|---|---|---|\n");
+    for s in SETTINGS {
+        let arg = s.arg();
+        let optional = arg.get_num_args().is_some_and(|n| n.min_values() == 0);
+        let value = if optional { format!("[{}]", s.value_name) } else { s.value_name.to_owned() };
+        let env: Vec<String> = s.env().iter().map(|v| format!("`{v}`")).collect();
+        table += &format!(
+            "| `{}` | `--{} {value}` | {} | {} | {} |\n",
+            s.name,
+            s.flag,
+            env.join(", "),
+            s.default_shown(),
+            s.help().replace('|', "\\|")
+        );
+    }
+    table
 }
 
 impl Config {
@@ -359,12 +456,14 @@ impl Config {
             anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
             fig = fig.merge(Toml::file(path));
         }
-        let config: Config = fig
-            .merge(Env::raw().only(&["DATABASE_URL"]))
+        fig = fig
+            .merge(Env::raw().only(UNPREFIXED_ENV))
             .merge(Env::prefixed("TICKWIRE_"))
-            .merge(Serialized::defaults(args))
-            .extract()
-            .context("invalid configuration")?;
+            .merge(Serialized::defaults(&args.settings));
+        if args.no_simulator {
+            fig = fig.merge(Serialized::default("simulator", false));
+        }
+        let config: Config = fig.extract().context("invalid configuration")?;
         config.validate()?;
         Ok(config)
     }
@@ -421,13 +520,19 @@ pub fn token_secret(args: &TokenArgs) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
+    /// The `ServeArgs` of `tickwire ARGS...`.
+    fn parse(args: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(["tickwire"].iter().chain(args)).unwrap().serve
+    }
+
     #[test]
     fn flags_override_file() {
         let dir = std::env::temp_dir().join(format!("tickwire-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("t.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nsimulator_rate = 5\nshards = 3\n").unwrap();
-        let args = ServeArgs { config: Some(file.clone()), shards: Some(2), no_simulator: true, ..Default::default() };
+        let settings = SettingFlags { shards: Some(Some(2)), ..Default::default() };
+        let args = ServeArgs { config: Some(file.clone()), settings, no_simulator: true };
         let c = Config::load(&args).unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.simulator_rate, 5);
@@ -452,9 +557,128 @@ mod tests {
                 Config::load(&ServeArgs::default()).unwrap().database_url.as_deref(),
                 Some("postgres://a@h/two")
             );
-            let flag = ServeArgs { database_url: Some("postgres://a@h/three".into()), ..Default::default() };
+            let flag = parse(&["--database-url", "postgres://a@h/three"]);
             assert_eq!(Config::load(&flag).unwrap().database_url.as_deref(), Some("postgres://a@h/three"));
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own Jail signature
+    fn a_setting_that_had_no_flag_comes_from_the_file_the_environment_and_its_flag() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "max_queued_bytes = 1000\napi_keys = [\"file-key-1=ann\"]\n")?;
+            let file = || parse(&["--config", "t.toml"]);
+            assert_eq!(Config::load(&file()).unwrap().max_queued_bytes, 1000);
+            jail.set_env("TICKWIRE_MAX_QUEUED_BYTES", "2000");
+            // A list in the environment is written as in TOML, without the quotes.
+            jail.set_env("TICKWIRE_API_KEYS", "[env-key-1=bob, env-key-2=cy]");
+            let config = Config::load(&file()).unwrap();
+            assert_eq!(
+                (config.max_queued_bytes, config.api_keys),
+                (2000, vec!["env-key-1=bob".into(), "env-key-2=cy".into()])
+            );
+            let config = Config::load(&parse(&[
+                "--config",
+                "t.toml",
+                "--max-queued-bytes",
+                "3000",
+                "--api-key",
+                "flag-key-1=di",
+            ]))
+            .unwrap();
+            assert_eq!((config.max_queued_bytes, config.api_keys), (3000, vec!["flag-key-1=di".into()]));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_flags_scripts_use_keep_their_spelling() {
+        let args = parse(&[
+            "--listen",
+            "127.0.0.1:9001",
+            "--shards",
+            "3",
+            "--jwt-secret",
+            "s",
+            "--simulator-rate",
+            "7",
+            "--simulator-symbols",
+            "8",
+            "--no-simulator",
+            "--allow-anonymous",
+            "false",
+            "--heartbeat-s",
+            "9",
+            "--database-url",
+            "postgres://a@h/d",
+            "--metrics-interval-s",
+            "11",
+            "--jwt-public-key",
+            "pub.pem",
+            "--jwt-algorithm",
+            "ES256",
+            "--api-key",
+            "key-0001=ann",
+            "--api-key",
+            "key-0002=bob",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-allow-1-2",
+            "--max-connections",
+            "12",
+            "--max-connections-per-user",
+            "13",
+            "--max-connections-per-ip",
+            "14",
+            "--max-messages-per-s",
+            "15",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "https://b.example",
+            "--signing-key",
+            "sign.pem",
+            "--handshake-timeout-s",
+            "16",
+        ]);
+        let c = Config::load(&args).unwrap();
+        assert_eq!((c.listen.port(), c.shards, c.jwt_secret.as_deref()), (9001, Some(3), Some("s")));
+        assert_eq!((c.simulator_rate, c.simulator_symbols, c.simulator, c.allow_anonymous), (7, 8, false, false));
+        assert_eq!((c.heartbeat_s, c.database_url.as_deref(), c.metrics_interval_s), (9, Some("postgres://a@h/d"), 11));
+        assert_eq!((c.jwt_public_key, c.jwt_algorithm.as_deref()), (Some("pub.pem".into()), Some("ES256")));
+        assert_eq!(c.api_keys, ["key-0001=ann", "key-0002=bob"]);
+        assert_eq!((c.tls_cert, c.tls_key, c.tls_allow_1_2), (Some("c.pem".into()), Some("k.pem".into()), true));
+        assert_eq!((c.max_connections, c.max_connections_per_user, c.max_connections_per_ip), (12, 13, 14));
+        assert_eq!((c.max_messages_per_s, c.handshake_timeout_s), (15, 16));
+        assert_eq!(c.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(c.signing_key, Some("sign.pem".into()));
+        // A bool flag takes a value or stands alone for true; --no-simulator is --simulator false.
+        assert!(!Config::load(&parse(&["--tls-allow-1-2", "false"])).unwrap().tls_allow_1_2);
+        assert!(Config::load(&parse(&["--debug-endpoints"])).unwrap().debug_endpoints);
+        assert!(Cli::try_parse_from(["tickwire", "--no-simulator", "--simulator", "true"]).is_err());
+        // The subcommand takes the same flags.
+        let Some(Command::Serve(serve)) =
+            Cli::try_parse_from(["tickwire", "serve", "--preempt-us", "50"]).unwrap().command
+        else {
+            panic!("serve")
+        };
+        assert_eq!(Config::load(&serve).unwrap().preempt_us, 50);
+    }
+
+    #[test]
+    fn every_setting_has_a_help_and_a_default_that_say_something() {
+        for s in SETTINGS {
+            assert!(s.help().len() > 10, "{} has no help", s.name);
+            let default = s.default_shown();
+            assert!(!["null", "[]", ""].contains(&default.as_str()), "{}: word its default with `shown`", s.name);
+            assert!(s.flag == s.name.replace('_', "-") || ["api_keys", "allowed_origins"].contains(&s.name));
+        }
+        assert_eq!(
+            SETTINGS.iter().find(|s| s.name == "database_url").unwrap().env(),
+            ["DATABASE_URL", "TICKWIRE_DATABASE_URL"]
+        );
     }
 }
