@@ -681,4 +681,53 @@ mod tests {
             ["DATABASE_URL", "TICKWIRE_DATABASE_URL"]
         );
     }
+
+    fn readme_config_example() -> String {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let toml = readme.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a toml block");
+        toml.to_owned()
+    }
+
+    #[test]
+    fn readme_config_example_loads() {
+        let toml = readme_config_example();
+        let dir = std::env::temp_dir().join(format!("tickwire-readme-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tickwire.toml");
+        std::fs::write(&file, toml).unwrap();
+        let args = ServeArgs { config: Some(file), ..Default::default() };
+        let config = Config::load(&args).expect("README example is a valid config");
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.max_queued_bytes, 4_194_304);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn readme_config_example_has_every_setting() {
+        let toml = readme_config_example();
+        let keys: Vec<&str> = toml
+            .lines()
+            .filter_map(|l| l.trim_start_matches("# ").split_once(" ="))
+            .map(|(key, _)| key.trim())
+            .collect();
+        let missing: Vec<&str> = SETTINGS.iter().map(|s| s.name).filter(|name| !keys.contains(name)).collect();
+        assert!(
+            missing.is_empty(),
+            "README's toml example lacks {missing:?} (a commented `# key = value` line will do)"
+        );
+    }
+
+    /// docs/configuration.md's table, between its markers, is what `settings!` in net/src/config.rs renders.
+    #[test]
+    fn docs_table_of_settings_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let (begin, end) = ("<!-- settings table begin -->\n", "<!-- settings table end -->");
+        let committed = doc.split(begin).nth(1).and_then(|rest| rest.split(end).next()).expect("the table's markers");
+        let expected = settings_table();
+        assert!(
+            committed == expected,
+            "docs/configuration.md's table differs from net/src/config.rs; put this between its markers:\n{expected}"
+        );
+    }
 }

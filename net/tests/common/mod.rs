@@ -29,7 +29,7 @@ impl Server {
         Server::start_env(extra, &[])
     }
 
-    /// [`Server::start`] with `TICKWIRE_*` settings in the environment (settings that have no flag).
+    /// [`Server::start`] with `TICKWIRE_*` settings (or `DATABASE_URL`) in the environment.
     pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         Server::try_start(extra, env).expect("the server did not start within 20 s")
     }
