@@ -93,6 +93,32 @@ mod tests {
     }
 
     #[test]
+    fn order_frames_carry_a_signature_of_their_data_bytes_that_an_independent_library_verifies() {
+        use tickwire_core::protocol::canonical::Canonical;
+        use tickwire_core::{Channel, Topic};
+        let signer = Arc::new(Signer::generate().unwrap());
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let public: [u8; 32] = b64.decode(signer.public_b64()).unwrap().try_into().unwrap();
+        // ed25519-dalek, not the aws-lc-rs that signs.
+        let verifier = ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap();
+        let mut seq = tickwire_fanout::sequencer::Sequencer::new(Canonical).with_signer(order_signer(signer));
+        let data = bytes::Bytes::from(r#"{"order_id":"o-1","qty":100,"note":"é \"q\""}"#);
+        let frame = seq.ingest(&Topic::new(Channel::Orders, "u-9"), data.clone(), None, 0).frame;
+        let text = std::str::from_utf8(tickwire_fanout::frame::payload(&frame)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        // The signed bytes are the frame's `data` as sent; the signature is the frame's last field.
+        let sent = text.split_once(",\"data\":").unwrap().1.rsplit_once(",\"signature\":").unwrap().0;
+        assert_eq!(sent.as_bytes(), &data[..]);
+        let sig: [u8; 64] = b64.decode(v["signature"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let sig = ed25519_dalek::Signature::from_bytes(&sig);
+        verifier.verify_strict(sent.as_bytes(), &sig).expect("the signature verifies");
+        assert!(verifier.verify_strict(sent.replace("100", "900").as_bytes(), &sig).is_err(), "other bytes do not");
+        let quote = seq.ingest(&Topic::new(Channel::Quotes, "AAPL"), bytes::Bytes::from("{}"), None, 0).frame;
+        let v: serde_json::Value = serde_json::from_slice(tickwire_fanout::frame::payload(&quote)).unwrap();
+        assert!(v.get("signature").is_none(), "public market data is not signed");
+    }
+
+    #[test]
     fn loads_a_pkcs8_pem() {
         let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD.encode(doc.as_ref());
