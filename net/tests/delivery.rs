@@ -15,10 +15,6 @@ use serde_json::{json, Value};
 
 const SECS: Duration = Duration::from_secs(5);
 
-fn quiet() -> Server {
-    Server::start(&["--no-simulator"])
-}
-
 fn order(user: &str, id: &str) -> Value {
     json!({"channel":"orders","user_id":user,"data":{"order_id":id,"symbol":"AAPL","side":"buy","status":"new","qty":10}})
 }
@@ -107,7 +103,7 @@ fn a_stalled_client_is_closed_1013_while_a_thousand_others_miss_nothing() {
 
 #[test]
 fn sigterm_warns_flushes_and_closes_1001_with_a_retry_hint() {
-    let mut server = quiet();
+    let mut server = Server::start(&["--no-simulator"]);
     let mut clients: Vec<Client> = (0..4).map(|_| server.connect(None)).collect();
     for c in &mut clients {
         c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"s"}));

@@ -117,6 +117,7 @@ fn tokens_from_every_source_and_the_role_each_endpoint_wants() {
     let req = format!("GET {stats} HTTP/1.1\r\nCookie: theme=dark; session={admin}\r\nConnection: close\r\n\r\n");
     assert_eq!(http_raw(addr, req.as_bytes()).0, 200);
     assert_eq!(http(addr, "POST", stats, Some(&admin), "").0, 405);
+    assert_eq!(http(addr, "POST", "/api/admin/debug/stall?ms=10", Some(&admin), "").0, 404, "a test aid, off");
     let bearer = |t: &str| format!("Bearer {t}");
     assert_eq!(refused_status(open(addr, "/v1/publish", &[])), 401);
     assert_eq!(refused_status(open(addr, "/v1/publish", &[("Authorization", &bearer(&user))])), 403);

@@ -31,10 +31,6 @@ impl Server {
 
     /// [`Server::start`] with `TICKWIRE_*` settings (or `DATABASE_URL`) in the environment.
     pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::try_start(extra, env).expect("the server did not start within 20 s")
-    }
-
-    fn try_start(extra: &[&str], env: &[(&str, &str)]) -> Option<Server> {
         let shards: &[&str] = if extra.contains(&"--shards") { &[] } else { &["--shards", "2"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
             .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
@@ -62,14 +58,11 @@ impl Server {
                 lines.lock().unwrap().push(line);
             }
         });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Some(Server { addr: addr.parse().unwrap(), child, log }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                None
-            }
-        }
+        let Ok(addr) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!("the server did not start within 20 s");
+        };
+        Server { addr: addr.parse().unwrap(), child, log }
     }
 
     /// `ws://addr/v1/stream` with an optional token in the header.
@@ -259,19 +252,13 @@ pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until the subscriptions `c` has just made to public topics of `symbols` are in place at their
-/// owners. `subscribed` is sent before the owner (often another shard) has placed a subscription, so an
-/// update published at once can be sequenced first and then reach the client folded into the snapshot it
-/// starts from, not as an update (docs/protocol.md, "Sequences"): tests that count updates from the first
-/// one settle first.
-///
-/// Deterministic, not a sleep: `c` subscribes to a barrier topic with the same owner as each symbol's topics
-/// (its `news`: a topic's owner follows its symbol), resuming from another epoch, so that the owner answers
-/// with a `reset`. The connection's shard forwards its requests to an owner in order and gets the answers
-/// back in order, so each `reset` arrives after the earlier subscriptions are in place. The barrier is then
-/// unsubscribed. For topics on which nothing is published meanwhile: any other frame fails the test (it
-/// would be lost). Subscriptions to private critical channels need no settling (their messages wait in
-/// the user's queue until the subscription is placed).
+/// Waits until the subscriptions `c` has just made to public topics of `symbols` are in place at their owners
+/// (`subscribed` comes first, so an update published at once could reach the client folded into its starting
+/// snapshot: docs/protocol.md, "Sequences"). Deterministic, not a sleep: `c` subscribes to a barrier topic with
+/// the same owner as each symbol's topics (its `news`) from another epoch; the owner answers each in order
+/// with a `reset`, so each `reset` comes after the earlier subscriptions are placed. The barrier is then
+/// unsubscribed. Publish nothing on those topics meanwhile: any other frame fails the test. Private critical
+/// channels need no settling (their messages wait in the user's queue until the subscription is placed).
 pub fn settle(c: &mut Client, symbols: &[&str]) {
     let mut symbols: Vec<String> = symbols.iter().map(|s| s.to_ascii_uppercase()).collect();
     symbols.sort();
