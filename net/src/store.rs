@@ -13,6 +13,7 @@ use crate::histogram::LATENCY_BOUNDS_US;
 use crate::shard::Shard;
 use crate::state::ShardStats;
 use crate::util::now_micros;
+use tickwire_fanout::engine::stats::Snapshot;
 
 /// Connections the in-memory store keeps.
 const MEMORY_CONNECTIONS: usize = 10_000;
@@ -81,13 +82,13 @@ pub async fn durability(receipts: Vec<Option<Receipt>>, timeout: Duration) -> Du
     }
 }
 
-/// The counters a metrics row is computed from, at one moment.
+/// What a metrics row is computed from, at one moment: every row of the counters table
+/// ([`tickwire_fanout::engine::stats::Snapshot`]), the deliveries summed over channels, and the latency
+/// histogram.
 #[derive(Debug, Clone)]
 struct Sample {
     at: tickwire_core::time::Micros,
-    opened: u64,
-    messages_in: u64,
-    ingested: u64,
+    counters: Snapshot,
     deliveries: u64,
     bytes: u64,
     latency: [u64; LATENCY_BOUNDS_US.len() + 1],
@@ -95,12 +96,9 @@ struct Sample {
 
 impl Sample {
     fn take(s: &ShardStats) -> Sample {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Sample {
             at: now_micros(),
-            opened: load(&s.connections_opened),
-            messages_in: load(&s.messages_in),
-            ingested: load(&s.ingested),
+            counters: s.counters.snapshot(),
             deliveries: s.deliveries(),
             bytes: s.delivered_bytes(),
             latency: s.flush_latency.snapshot().0,
@@ -116,27 +114,28 @@ pub async fn record_metrics(shard: Rc<Shard>) {
         glommio::timer::sleep(interval).await;
         let stats = shard.stats();
         let now = Sample::take(stats);
-        shard.shared.store.metrics(metrics_row(shard.id, stats, &last, &now));
+        shard.shared.store.metrics(metrics_row(shard.id, &last, &now));
         last = now;
     }
 }
 
-fn metrics_row(shard: usize, stats: &ShardStats, last: &Sample, now: &Sample) -> MetricsRecord {
+fn metrics_row(shard: usize, last: &Sample, now: &Sample) -> MetricsRecord {
     let secs = ((now.at - last.at) as f64 / 1e6).max(1e-3);
     let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
     let mut latency = [0; LATENCY_BOUNDS_US.len() + 1];
     for (d, (a, b)) in latency.iter_mut().zip(last.latency.iter().zip(&now.latency)) {
         *d = b.saturating_sub(*a);
     }
+    let (a, b) = (&last.counters, &now.counters);
     MetricsRecord {
         at: now.at,
         shard,
         interval_s: secs,
-        connections: stats.connections.load(Ordering::Relaxed),
-        connections_opened: now.opened.saturating_sub(last.opened),
-        subscriptions: stats.subscriptions.load(Ordering::Relaxed),
-        messages_in_per_s: rate(last.messages_in, now.messages_in),
-        ingested_per_s: rate(last.ingested, now.ingested),
+        connections: b.connections,
+        connections_opened: b.connections_opened.saturating_sub(a.connections_opened),
+        subscriptions: b.subscriptions,
+        messages_in_per_s: rate(a.messages_in, b.messages_in),
+        ingested_per_s: rate(a.ingested, b.ingested),
         deliveries_per_s: rate(last.deliveries, now.deliveries),
         bytes_per_s: rate(last.bytes, now.bytes),
         latency_p50_ms: quantile_ms(&latency, 0.5),
@@ -169,6 +168,29 @@ mod tests {
         assert!(err.contains("unset it to run with the in-memory store") && !err.contains(":pw@"), "{err}");
         let empty = Config { database_url: Some(" ".into()), ..Config::default() };
         assert!(open(&empty).unwrap().1.is_empty(), "an empty URL (DATABASE_URL= in a unit file) is the memory store");
+    }
+
+    #[test]
+    fn a_metrics_row_is_the_gauges_now_and_the_counters_over_the_interval() {
+        let stats = ShardStats::default();
+        stats.connections.store(3, Ordering::Relaxed);
+        stats.messages_in.store(100, Ordering::Relaxed);
+        let mut last = Sample::take(&stats);
+        stats.connections.store(5, Ordering::Relaxed);
+        stats.subscriptions.store(7, Ordering::Relaxed);
+        stats.connections_opened.fetch_add(2, Ordering::Relaxed);
+        stats.messages_in.fetch_add(40, Ordering::Relaxed);
+        stats.ingested.fetch_add(20, Ordering::Relaxed);
+        stats.delivered(tickwire_core::Channel::Quotes, 10, 1000);
+        stats.flush_latency.record(70);
+        let mut now = Sample::take(&stats);
+        (last.at, now.at) = (1_000_000, 3_000_000); // two seconds apart
+        let row = metrics_row(1, &last, &now);
+        assert_eq!((row.shard, row.interval_s, row.connections, row.subscriptions), (1, 2.0, 5, 7));
+        assert_eq!(row.connections_opened, 2);
+        assert_eq!((row.messages_in_per_s, row.ingested_per_s), (20.0, 10.0));
+        assert_eq!((row.deliveries_per_s, row.bytes_per_s), (5.0, 500.0));
+        assert_eq!((row.latency_p50_ms, row.latency_p99_ms), (Some(0.1), Some(0.1)));
     }
 
     #[test]

@@ -60,6 +60,26 @@ macro_rules! counters {
             $( #[doc = $help] pub $field: AtomicU64, )*
         }
 
+        /// Every row's value at one moment: what a row of the metrics history is computed from.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct Snapshot {
+            $( #[doc = $help] pub $field: u64, )*
+        }
+
+        impl Counters {
+            /// Every row's value now (each read on its own: a moment's figures, not a transaction).
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $( $field: self.$field.load(Ordering::Relaxed), )* }
+            }
+        }
+
+        impl Snapshot {
+            /// The values in the table's order.
+            pub fn values(&self) -> Vec<u64> {
+                vec![$( self.$field, )*]
+            }
+        }
+
         /// Every row, in the order `/metrics` renders them.
         pub const FAMILIES: &[Family] = &[
             $( Family {
@@ -184,6 +204,8 @@ mod tests {
             assert!(f.help.ends_with('.'), "{}", f.name);
             assert_eq!(FAMILIES.iter().filter(|g| g.name == f.name || g.field == f.field).count(), 1);
         }
+        let expected: Vec<u64> = (1..=FAMILIES.len() as u64).collect();
+        assert_eq!(c.snapshot().values(), expected, "a snapshot reads every row into its own field");
         for field in STATUS {
             assert!(family(field).is_some(), "{field} is a row");
         }
