@@ -2,7 +2,7 @@
 //! publishes to be durable, and each shard's metrics history. See docs/persistence.md.
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,6 +157,8 @@ fn quantile_ms(cumulative: &[u64; LATENCY_BOUNDS_US.len() + 1], q: f64) -> Optio
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     #[test]
