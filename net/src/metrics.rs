@@ -221,24 +221,46 @@ pub fn admin_stats_json(shared: &Shared) -> Vec<u8> {
         |f| f.admin,
         &[("deliveries", Stats::deliveries), ("bytesDelivered", Stats::delivered_bytes)],
     );
-    let body = serde_json::json!({
-        "status": status,
-        "enabled": true,
-        "activeConnections": connections,
-        "totalMessagesDelivered": written_frames,
-        "performance": {
-            "batchEfficiency": format!("{batch_efficiency:.1}%"),
-            "disconnectRatePerMinute": format!("{disconnect_rate:.2}"),
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Performance {
+        batch_efficiency: String,
+        disconnect_rate_per_minute: String,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct AdminStats {
+        status: &'static str,
+        enabled: bool,
+        active_connections: u64,
+        total_messages_delivered: u64,
+        performance: Performance,
+        uptime_seconds: u64,
+        total_connections_opened: u64,
+        total_disconnects: u64,
+        slow_consumer_closes: u64,
+        total_deliveries: u64,
+        total_writes: u64,
+        shards: Vec<serde_json::Value>,
+    }
+    let body = AdminStats {
+        status,
+        enabled: true,
+        active_connections: connections,
+        total_messages_delivered: written_frames,
+        performance: Performance {
+            batch_efficiency: format!("{batch_efficiency:.1}%"),
+            disconnect_rate_per_minute: format!("{disconnect_rate:.2}"),
         },
-        "uptimeSeconds": uptime as u64,
-        "totalConnectionsOpened": sum(|s| load(&s.connections_opened)),
-        "totalDisconnects": closed,
-        "slowConsumerCloses": sum(|s| load(&s.slow_consumer_closes)),
-        "totalDeliveries": sum(|s| s.deliveries()),
-        "totalWrites": writes,
-        "shards": shards,
-    });
-    body.to_string().into_bytes()
+        uptime_seconds: uptime as u64,
+        total_connections_opened: sum(|s| load(&s.connections_opened)),
+        total_disconnects: closed,
+        slow_consumer_closes: sum(|s| load(&s.slow_consumer_closes)),
+        total_deliveries: sum(|s| s.deliveries()),
+        total_writes: writes,
+        shards,
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use serde::Serialize;
 use tickwire_core::channel::{Scope, CATALOG};
 use tickwire_core::event::parse_publish;
-use tickwire_core::json::{write_key, write_str, write_u64};
 
 use crate::auth::{find_token, Identity, Role};
 use crate::http::{self, parse_request, HttpError, Request};
@@ -253,10 +253,23 @@ fn healthz(shard: &Shard, keep_alive: bool) -> Vec<u8> {
     if stalled.is_empty() {
         return http::json(200, b"{\"status\":\"ok\"}", keep_alive);
     }
-    let stalled: Vec<serde_json::Value> =
-        stalled.iter().map(|&(shard, lag_ms)| serde_json::json!({"shard": shard, "lag_ms": lag_ms})).collect();
-    let body = serde_json::json!({"status": "unavailable", "stalled_shards": stalled});
-    http::json(503, body.to_string().as_bytes(), keep_alive)
+    #[derive(Serialize)]
+    struct Stalled {
+        shard: usize,
+        lag_ms: u64,
+    }
+    #[derive(Serialize)]
+    struct Unhealthy {
+        status: &'static str,
+        stalled_shards: Vec<Stalled>,
+    }
+    let stalled_shards = stalled.into_iter().map(|(shard, lag_ms)| Stalled { shard, lag_ms }).collect();
+    http::json(503, &to_json(&Unhealthy { status: "unavailable", stalled_shards }), keep_alive)
+}
+
+/// A cold-path answer as JSON (its types are ours: serializing them cannot fail).
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// The admin stats: 401 without a (valid) token, 403 unless its role is admin.
@@ -288,8 +301,12 @@ fn debug_stall(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
     let Some(ms) = req.query("ms").and_then(|v| v.parse::<u64>().ok()).filter(|&ms| ms <= 10_000) else {
         return http::error(400, "ms must be a number of milliseconds up to 10000", keep_alive);
     };
-    let stalled = shard.stall_peers(ms);
-    http::json(200, serde_json::json!({"stalled_shards": stalled, "ms": ms}).to_string().as_bytes(), keep_alive)
+    #[derive(Serialize)]
+    struct Stalling {
+        stalled_shards: Vec<usize>,
+        ms: u64,
+    }
+    http::json(200, &to_json(&Stalling { stalled_shards: shard.stall_peers(ms), ms }), keep_alive)
 }
 
 /// `GET /api/ws/token`: an API key (`X-API-Key`) exchanged for a short-lived user token.
@@ -314,16 +331,17 @@ fn token(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
             !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         })
         .map_or_else(|| shard.shared.config.listen.to_string(), str::to_owned);
-    let mut out = b"{\"token\":".to_vec();
-    write_str(&mut out, &token);
-    out.extend_from_slice(b",\"expires_at\":");
+    #[derive(Serialize)]
+    struct Issued {
+        token: String,
+        expires_at: String,
+        url: String,
+    }
     let mut at = Vec::new();
     tickwire_core::time::write_rfc3339(((now + ttl) * 1_000_000) as i64, &mut at);
-    write_str(&mut out, std::str::from_utf8(&at).unwrap_or_default());
-    out.extend_from_slice(b",\"url\":");
-    write_str(&mut out, &format!("{}://{host}/v1/stream", security.ws_scheme()));
-    out.push(b'}');
-    http::json(200, &out, keep_alive)
+    let expires_at = String::from_utf8(at).unwrap_or_default();
+    let url = format!("{}://{host}/v1/stream", security.ws_scheme());
+    http::json(200, &to_json(&Issued { token, expires_at, url }), keep_alive)
 }
 
 /// A critical publish while the database is known to be down.
@@ -358,85 +376,81 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
     if durability == Durability::Failed {
         return http::error(503, NOT_DURABLE, keep_alive);
     }
-    let sequences = published.sequences;
-    let mut out = b"{\"accepted\":".to_vec();
-    write_u64(&mut out, n as u64);
-    match durability {
-        Durability::Committed => out.extend_from_slice(b",\"durable\":true"),
-        Durability::Memory => out.extend_from_slice(b",\"durable\":false"),
-        _ => {}
+    #[derive(Serialize)]
+    struct Sequenced<'a> {
+        event: usize,
+        channel: &'static str,
+        key: &'a str,
+        sequence: u64,
     }
-    out.extend_from_slice(b",\"sequences\":[");
-    for (i, (event, topic, seq)) in sequences.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"event\":");
-        write_u64(&mut out, *event as u64);
-        out.extend_from_slice(b",\"channel\":");
-        write_str(&mut out, topic.channel.name());
-        out.extend_from_slice(b",\"key\":");
-        write_str(&mut out, &topic.key);
-        out.extend_from_slice(b",\"sequence\":");
-        write_u64(&mut out, *seq);
-        out.push(b'}');
+    #[derive(Serialize)]
+    struct Accepted<'a> {
+        accepted: usize,
+        /// Said only when the request had critical events.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        durable: Option<bool>,
+        sequences: Vec<Sequenced<'a>>,
     }
-    out.extend_from_slice(b"]}");
-    http::json(202, &out, keep_alive)
+    let durable = match durability {
+        Durability::Committed => Some(true),
+        Durability::Memory => Some(false),
+        _ => None,
+    };
+    let sequences = published
+        .sequences
+        .iter()
+        .map(|(event, topic, sequence)| Sequenced {
+            event: *event,
+            channel: topic.channel.name(),
+            key: &topic.key,
+            sequence: *sequence,
+        })
+        .collect();
+    http::json(202, &to_json(&Accepted { accepted: n, durable, sequences }), keep_alive)
 }
 
 /// The channel catalog as JSON.
 pub fn channels_json() -> Vec<u8> {
-    let mut out = b"{\"channels\":[".to_vec();
-    for (i, row) in CATALOG.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'{');
-        write_key(&mut out, "name");
-        write_str(&mut out, row.name);
-        out.push(b',');
-        write_key(&mut out, "type");
-        write_str(&mut out, row.update_type);
-        out.push(b',');
-        write_key(&mut out, "scope");
-        write_str(
-            &mut out,
-            match row.scope {
+    #[derive(Serialize)]
+    struct Row {
+        name: &'static str,
+        #[serde(rename = "type")]
+        update_type: &'static str,
+        scope: &'static str,
+        private: bool,
+        critical: bool,
+        snapshot: bool,
+        publishable: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        intervals: Option<[&'static str; 3]>,
+        fields: &'static [&'static str],
+        description: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Catalog {
+        channels: Vec<Row>,
+    }
+    let channels = CATALOG
+        .iter()
+        .map(|row| Row {
+            name: row.name,
+            update_type: row.update_type,
+            scope: match row.scope {
                 Scope::PerSymbol => "symbol",
                 Scope::PerSymbolOrAll => "symbol_or_all",
                 Scope::Everyone => "everyone",
                 _ => "private",
             },
-        );
-        out.extend_from_slice(
-            format!(
-                ",\"private\":{},\"critical\":{},\"snapshot\":{},\"publishable\":{},",
-                row.scope == Scope::Private,
-                row.critical,
-                row.snapshot,
-                row.publishable
-            )
-            .as_bytes(),
-        );
-        if row.channel == tickwire_core::Channel::Bars {
-            out.extend_from_slice(b"\"intervals\":[\"1s\",\"1m\",\"5m\"],");
-        }
-        write_key(&mut out, "fields");
-        out.push(b'[');
-        for (j, f) in row.fields.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            write_str(&mut out, f);
-        }
-        out.extend_from_slice(b"],");
-        write_key(&mut out, "description");
-        write_str(&mut out, row.description);
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"]}");
-    out
+            private: row.scope == Scope::Private,
+            critical: row.critical,
+            snapshot: row.snapshot,
+            publishable: row.publishable,
+            intervals: (row.channel == tickwire_core::Channel::Bars).then_some(["1s", "1m", "5m"]),
+            fields: row.fields,
+            description: row.description,
+        })
+        .collect();
+    to_json(&Catalog { channels })
 }
 
 fn status_json(shard: &Shard) -> Vec<u8> {
@@ -448,22 +462,41 @@ fn status_json(shard: &Shard) -> Vec<u8> {
     let sum = |f: fn(&crate::shard::ShardStats) -> &std::sync::atomic::AtomicU64| -> u64 {
         s.stats.iter().map(|st| load(f(st))).sum()
     };
-    let status = serde_json::json!({
-        "enabled": true,
-        "active_connections": sum(|st| &st.connections),
-        "max_connections": s.config.max_connections,
-        "heartbeat_s": s.config.heartbeat_s,
-        "uptime_s": s.started.elapsed().as_secs(),
-        "shards": shards,
-        "stream_health": {
-            "simulator": {
-                "status": if s.config.simulator { "active" } else { "disabled" },
-                "events": sum(|st| &st.simulated),
+    #[derive(Serialize)]
+    struct Source {
+        status: &'static str,
+        events: u64,
+    }
+    #[derive(Serialize)]
+    struct StreamHealth {
+        simulator: Source,
+        publish_api: Source,
+    }
+    #[derive(Serialize)]
+    struct Status {
+        enabled: bool,
+        active_connections: u64,
+        max_connections: usize,
+        heartbeat_s: u32,
+        uptime_s: u64,
+        shards: Vec<serde_json::Value>,
+        stream_health: StreamHealth,
+    }
+    to_json(&Status {
+        enabled: true,
+        active_connections: sum(|st| &st.connections),
+        max_connections: s.config.max_connections,
+        heartbeat_s: s.config.heartbeat_s,
+        uptime_s: s.started.elapsed().as_secs(),
+        shards,
+        stream_health: StreamHealth {
+            simulator: Source {
+                status: if s.config.simulator { "active" } else { "disabled" },
+                events: sum(|st| &st.simulated),
             },
-            "publish_api": {"status": "active", "events": sum(|st| &st.published)},
+            publish_api: Source { status: "active", events: sum(|st| &st.published) },
         },
-    });
-    serde_json::to_vec(&status).unwrap_or_default()
+    })
 }
 
 #[cfg(test)]

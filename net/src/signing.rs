@@ -57,17 +57,24 @@ impl Signer {
         &self.public_b64
     }
 
-    /// `{"algorithm":"Ed25519","public_key":"…","encoding":"base64","signed":"…"}`, for `/api/ws/signing-key`.
+    /// `{"algorithm":"Ed25519","public_key":"…","encoding":"base64",…}`, for `/api/ws/signing-key`.
     pub fn key_json(&self) -> Vec<u8> {
-        serde_json::json!({
-            "algorithm": "Ed25519",
-            "public_key": self.public_b64,
-            "encoding": "base64",
-            "channels": ["orders"],
-            "signed_bytes": "the bytes of the frame's data value as sent",
-        })
-        .to_string()
-        .into_bytes()
+        #[derive(serde::Serialize)]
+        struct Key<'a> {
+            algorithm: &'static str,
+            public_key: &'a str,
+            encoding: &'static str,
+            channels: [&'static str; 1],
+            signed_bytes: &'static str,
+        }
+        let key = Key {
+            algorithm: "Ed25519",
+            public_key: &self.public_b64,
+            encoding: "base64",
+            channels: ["orders"],
+            signed_bytes: "the bytes of the frame's data value as sent",
+        };
+        serde_json::to_vec(&key).unwrap_or_default()
     }
 }
 
