@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tickwire_benches::{drain, quote_frame, subscribed, write_buffers};
 use tickwire_core::{Channel, Topic};
+use tickwire_fanout::outbound::NO_STAMP;
 
 const SUBSCRIBERS: u64 = 1_000;
 const THROTTLE_MS: u32 = 100;
@@ -21,13 +22,13 @@ fn conflation(c: &mut Criterion) {
     let (mut index, conns) = subscribed(&topic, SUBSCRIBERS, THROTTLE_MS);
     let mut bufs = write_buffers(conns.len());
     // The first update goes out at once and opens everyone's window at 0.
-    assert_eq!(index.deliver(&topic, &frame, 0), SUBSCRIBERS as usize);
+    assert_eq!(index.deliver(&topic, &frame, NO_STAMP, 0), SUBSCRIBERS as usize);
     drain(&conns, &mut bufs);
 
     let mut group = c.benchmark_group("conflation_1k");
     group.throughput(Throughput::Elements(SUBSCRIBERS));
     // Inside the window: every subscriber replaces its pending frame, nothing is queued.
-    group.bench_function("deliver_conflated", |b| b.iter(|| black_box(index.deliver(&topic, &frame, 1000))));
+    group.bench_function("deliver_conflated", |b| b.iter(|| black_box(index.deliver(&topic, &frame, NO_STAMP, 1000))));
 
     group.throughput(Throughput::Elements(SUBSCRIBERS * UPDATES as u64));
     let mut window_start = 0;
@@ -37,7 +38,7 @@ fn conflation(c: &mut Criterion) {
             for _ in 0..iters {
                 let start = Instant::now();
                 for i in 0..UPDATES {
-                    black_box(index.deliver(&topic, &frame, window_start + i * WINDOW / UPDATES));
+                    black_box(index.deliver(&topic, &frame, NO_STAMP, window_start + i * WINDOW / UPDATES));
                 }
                 window_start += WINDOW;
                 let sent = index.flush_throttled(window_start);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tickwire_benches::{drain, quote_frame, subscribed, write_buffers, NOW};
 use tickwire_core::{Channel, Topic};
+use tickwire_fanout::outbound::NO_STAMP;
 
 const SUBSCRIBERS: u64 = 10_000;
 
@@ -25,7 +26,7 @@ fn fanout(c: &mut Criterion) {
             let mut spent = Duration::ZERO;
             for _ in 0..iters {
                 let start = Instant::now();
-                black_box(index.deliver(&topic, &frame, NOW));
+                black_box(index.deliver(&topic, &frame, NO_STAMP, NOW));
                 spent += start.elapsed();
                 drain(&conns, &mut bufs);
             }
@@ -34,7 +35,7 @@ fn fanout(c: &mut Criterion) {
     });
     group.bench_function("deliver_and_flush", |b| {
         b.iter(|| {
-            black_box(index.deliver(&topic, &frame, NOW));
+            black_box(index.deliver(&topic, &frame, NO_STAMP, NOW));
             drain(&conns, &mut bufs)
         })
     });

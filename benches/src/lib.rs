@@ -79,8 +79,8 @@ impl Sink for Conn {
         self.key
     }
 
-    fn push(&self, frame: &Bytes) {
-        self.out.borrow_mut().push(frame.clone());
+    fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+        self.out.borrow_mut().push(frame.clone(), ingested, conflate);
     }
 }
 
@@ -119,6 +119,7 @@ mod tests {
     use bytes::BytesMut;
     use tickwire_core::ws::{Message, MessageReader};
     use tickwire_fanout::frame::payload;
+    use tickwire_fanout::outbound::NO_STAMP;
 
     #[test]
     fn client_frames_read_back() {
@@ -145,8 +146,8 @@ mod tests {
         let topic = Topic::new(Channel::Quotes, "AAPL");
         let (mut index, conns) = subscribed(&topic, 3, 0);
         let frame = quote_frame();
-        assert_eq!(index.deliver(&topic, &frame, NOW), 3);
-        assert_eq!(index.deliver(&topic, &frame, NOW), 3);
+        assert_eq!(index.deliver(&topic, &frame, NO_STAMP, NOW), 3);
+        assert_eq!(index.deliver(&topic, &frame, NO_STAMP, NOW), 3);
         let mut bufs = write_buffers(conns.len());
         assert_eq!(drain(&conns, &mut bufs), 6);
         assert!(conns.iter().all(|c| c.out.borrow().is_empty()));

@@ -18,20 +18,10 @@ use crate::outbound::{KEEP, NO_STAMP};
 pub trait Sink {
     /// A key unique among the shard's live connections.
     fn key(&self) -> u64;
-    /// Queues a frame for this subscriber.
-    fn push(&self, frame: &Bytes);
-    /// Queues a frame of an update sequenced at `ingested` (see [`crate::outbound::Outbound::push_stamped`]).
-    /// Sinks that do not measure latency keep the default, which drops the stamp.
-    fn push_stamped(&self, frame: &Bytes, ingested: Micros) {
-        let _ = ingested;
-        self.push(frame);
-    }
-    /// Queues a frame of a topic whose frames a slow consumer may get conflated under key `conflate`
-    /// ([`KEEP`] for topics that are never conflated; see [`crate::outbound::Outbound::push_update`]).
-    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
-        let _ = conflate;
-        self.push_stamped(frame, ingested);
-    }
+    /// Queues a frame for this subscriber: `ingested` is when its update was sequenced ([`NO_STAMP`] for a
+    /// snapshot, a replay or a throttled frame sent later), `conflate` the key under which a slow consumer's
+    /// queue may conflate it ([`KEEP`]: never; see [`crate::outbound::Outbound::push`]).
+    fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64);
 }
 
 /// Conflation state of a throttled subscription: at most one frame per window, always the latest.
@@ -164,27 +154,23 @@ impl<S: Sink> SubscriptionIndex<S> {
         Some(empty)
     }
 
-    /// Delivers a frame of `topic` to its live subscribers; returns how many got it now.
-    pub fn deliver(&mut self, topic: &Topic, frame: &Bytes, now: Micros) -> usize {
-        self.deliver_stamped(topic, frame, NO_STAMP, now)
-    }
-
-    /// [`SubscriptionIndex::deliver`] of an update sequenced at `ingested`: subscribers that get it now get
-    /// the stamp with it ([`Sink::push_stamped`]). A throttled subscriber's conflated frame, sent later by
-    /// [`SubscriptionIndex::flush_throttled`], goes without it: its delay is the window the client chose.
-    pub fn deliver_stamped(&mut self, topic: &Topic, frame: &Bytes, ingested: Micros, now: Micros) -> usize {
+    /// Delivers a frame of `topic`, an update sequenced at `ingested` ([`NO_STAMP`] for none), to its live
+    /// subscribers; returns how many got it now. Those get the stamp with it; a throttled subscriber's
+    /// conflated frame, sent later by [`SubscriptionIndex::flush_throttled`], goes without it: its delay is
+    /// the window the client chose.
+    pub fn deliver(&mut self, topic: &Topic, frame: &Bytes, ingested: Micros, now: Micros) -> usize {
         let Some(entry) = self.topics.get_mut(topic) else { return 0 };
         let key = entry.conflate;
         let mut n = 0;
         for sub in entry.subs.iter_mut().filter(|s| s.live) {
             match &mut sub.throttle {
                 None => {
-                    sub.sink.push_update(frame, ingested, key);
+                    sub.sink.push(frame, ingested, key);
                     n += 1;
                 }
                 Some(t) => {
                     if t.last_sent.is_none_or(|last| now >= last + t.window) {
-                        sub.sink.push_update(frame, ingested, key);
+                        sub.sink.push(frame, ingested, key);
                         t.last_sent = Some(now);
                         t.pending = None;
                         n += 1;
@@ -215,7 +201,7 @@ impl<S: Sink> SubscriptionIndex<S> {
                 let Some(t) = &mut sub.throttle else { continue };
                 if t.pending.is_some() && t.last_sent.is_none_or(|last| now >= last + t.window) {
                     if let Some(frame) = t.pending.take() {
-                        sub.sink.push_update(&frame, NO_STAMP, key);
+                        sub.sink.push(&frame, NO_STAMP, key);
                         t.last_sent = Some(now);
                         frames += 1;
                         bytes += frame.len();
@@ -285,7 +271,7 @@ mod tests {
         fn key(&self) -> u64 {
             self.0
         }
-        fn push(&self, frame: &Bytes) {
+        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
             self.1.borrow_mut().push(frame.clone());
         }
     }
@@ -304,10 +290,10 @@ mod tests {
         let t = Topic::new(Channel::Quotes, "AAPL");
         let a = rec(1);
         assert_eq!(idx.add(&t, a.clone(), 0, 0), Added::FirstOnShard);
-        idx.deliver(&t, &Bytes::from_static(b"u1"), 0);
+        idx.deliver(&t, &Bytes::from_static(b"u1"), NO_STAMP, 0);
         assert!(got(&a).is_empty(), "pending subscribers skip updates older than their snapshot");
-        idx.activate(&t, 1, 0).unwrap().push(&Bytes::from_static(b"snap"));
-        idx.deliver(&t, &Bytes::from_static(b"u2"), 0);
+        idx.activate(&t, 1, 0).unwrap().push(&Bytes::from_static(b"snap"), NO_STAMP, KEEP);
+        idx.deliver(&t, &Bytes::from_static(b"u2"), NO_STAMP, 0);
         assert_eq!(got(&a), ["snap", "u2"]);
     }
 
@@ -322,7 +308,7 @@ mod tests {
         }
         assert_eq!(idx.remove(&t, 1), Some(false));
         assert_eq!(idx.remove(&t, 1), None);
-        idx.deliver(&t, &Bytes::from_static(b"x"), 0);
+        idx.deliver(&t, &Bytes::from_static(b"x"), NO_STAMP, 0);
         let counts: Vec<_> = subs.iter().map(|s| got(s).len()).collect();
         assert_eq!(counts, [1, 0, 1, 1, 1]);
         for k in [0, 4, 2] {
@@ -341,10 +327,7 @@ mod tests {
             fn key(&self) -> u64 {
                 self.0
             }
-            fn push(&self, _: &Bytes) {
-                self.1.borrow_mut().push(NO_STAMP);
-            }
-            fn push_stamped(&self, _: &Bytes, ingested: Micros) {
+            fn push(&self, _: &Bytes, ingested: Micros, _: u64) {
                 self.1.borrow_mut().push(ingested);
             }
         }
@@ -356,9 +339,9 @@ mod tests {
         idx.activate(&t, 1, 0);
         idx.activate(&t, 2, 0);
         let frame = Bytes::from_static(b"12345");
-        assert_eq!(idx.deliver_stamped(&t, &frame, 7, 0), 2);
-        assert_eq!(idx.deliver_stamped(&t, &frame, 8, 1000), 1, "the throttled one waits");
-        assert_eq!(idx.deliver(&t, &frame, 2000), 1);
+        assert_eq!(idx.deliver(&t, &frame, 7, 0), 2);
+        assert_eq!(idx.deliver(&t, &frame, 8, 1000), 1, "the throttled one waits");
+        assert_eq!(idx.deliver(&t, &frame, NO_STAMP, 2000), 1);
         let mut sent = Vec::new();
         idx.flush_throttled_each(200_000, |topic, frames, bytes| sent.push((topic.clone(), frames, bytes)));
         assert_eq!(sent, [(t.clone(), 1, 5)]);
@@ -378,7 +361,7 @@ mod tests {
         idx.activate(&t, 2, 0);
         let ms = 1000;
         for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
-            idx.deliver(&t, &Bytes::from_static(name.as_bytes()), i as i64 * 30 * ms);
+            idx.deliver(&t, &Bytes::from_static(name.as_bytes()), NO_STAMP, i as i64 * 30 * ms);
         }
         // a at 0 is sent; b (30ms) and c (60ms) are conflated; d (90ms) replaces them.
         assert_eq!(got(&slow), ["a"]);

@@ -9,7 +9,7 @@
 //! client cannot make us conflate on every push) does it report [`Pushed::Overflow`] and take nothing more,
 //! and the owner closes the connection as a slow consumer.
 //!
-//! Each frame may carry the time its update was sequenced ([`Outbound::push_stamped`]), passed in by the
+//! Each frame may carry the time its update was sequenced ([`Outbound::push`]), passed in by the
 //! caller; a flush reports the earliest such stamp among the frames it took ([`Drained::earliest_ingest`]),
 //! so the server can record ingest-to-flush latency once per write rather than once per frame.
 
@@ -68,18 +68,9 @@ impl Outbound {
         }
     }
 
-    /// Queues a frame that carries no ingest stamp.
-    pub fn push(&mut self, frame: Bytes) -> Pushed {
-        self.push_stamped(frame, NO_STAMP)
-    }
-
-    /// Queues a frame of an update sequenced at `ingested` (the caller's clock; [`NO_STAMP`] for none).
-    pub fn push_stamped(&mut self, frame: Bytes, ingested: Micros) -> Pushed {
-        self.push_update(frame, ingested, KEEP)
-    }
-
-    /// Queues a frame of a topic whose frames may be conflated under key `conflate` ([`KEEP`]: never).
-    pub fn push_update(&mut self, frame: Bytes, ingested: Micros, conflate: u64) -> Pushed {
+    /// Queues a frame: of an update sequenced at `ingested` (the caller's clock; [`NO_STAMP`] for none), of
+    /// a topic whose frames may be conflated under key `conflate` ([`KEEP`]: never, as for replies).
+    pub fn push(&mut self, frame: Bytes, ingested: Micros, conflate: u64) -> Pushed {
         if self.overflowed {
             return Pushed::Overflow;
         }
@@ -213,20 +204,20 @@ mod tests {
     #[test]
     fn a_lone_frame_is_taken_as_it_is() {
         let mut q = Outbound::new(1 << 20, 8);
-        q.push_stamped(Bytes::from_static(b"ab"), 7);
+        q.push(Bytes::from_static(b"ab"), 7, KEEP);
         assert_eq!(q.pop_alone(), Some((Bytes::from_static(b"ab"), Some(7))));
         assert_eq!((q.queued_bytes(), q.pop_alone()), (0, None));
-        q.push(Bytes::from_static(b"a"));
-        q.push(Bytes::from_static(b"b"));
+        q.push(Bytes::from_static(b"a"), NO_STAMP, KEEP);
+        q.push(Bytes::from_static(b"b"), NO_STAMP, KEEP);
         assert_eq!(q.pop_alone(), None, "two frames are corked into one write instead");
     }
 
     #[test]
     fn corks_frames_into_one_buffer() {
         let mut q = Outbound::new(1 << 20, 8);
-        assert_eq!(q.push(Bytes::from_static(b"ab")), Pushed::Queued { was_empty: true });
-        assert_eq!(q.push(Bytes::from_static(b"cd")), Pushed::Queued { was_empty: false });
-        q.push(Bytes::from_static(b"ef"));
+        assert_eq!(q.push(Bytes::from_static(b"ab"), NO_STAMP, KEEP), Pushed::Queued { was_empty: true });
+        assert_eq!(q.push(Bytes::from_static(b"cd"), NO_STAMP, KEEP), Pushed::Queued { was_empty: false });
+        q.push(Bytes::from_static(b"ef"), NO_STAMP, KEEP);
         let mut buf = Vec::new();
         assert_eq!(q.drain_into(&mut buf, 4), 2);
         assert_eq!(buf, b"abcd");
@@ -238,16 +229,16 @@ mod tests {
     #[test]
     fn a_flush_reports_the_earliest_stamp_of_the_frames_it_took() {
         let mut q = Outbound::new(1 << 20, 8);
-        q.push(Bytes::from_static(b"welcome"));
-        q.push_stamped(Bytes::from_static(b"u1"), 300);
-        q.push_stamped(Bytes::from_static(b"u2"), 200);
-        q.push_stamped(Bytes::from_static(b"u3"), 100);
+        q.push(Bytes::from_static(b"welcome"), NO_STAMP, KEEP);
+        q.push(Bytes::from_static(b"u1"), 300, KEEP);
+        q.push(Bytes::from_static(b"u2"), 200, KEEP);
+        q.push(Bytes::from_static(b"u3"), 100, KEEP);
         let mut buf = Vec::new();
         let d = q.drain(&mut buf, 11);
         assert_eq!(d, Drained { frames: 3, earliest_ingest: Some(200) });
         buf.clear();
         assert_eq!(q.drain(&mut buf, 11), Drained { frames: 1, earliest_ingest: Some(100) });
-        q.push(Bytes::from_static(b"pong"));
+        q.push(Bytes::from_static(b"pong"), NO_STAMP, KEEP);
         assert_eq!(q.drain(&mut buf, 11), Drained { frames: 1, earliest_ingest: None }, "unstamped frames");
         assert_eq!(q.drain(&mut buf, 11), Drained::default());
     }
@@ -255,17 +246,17 @@ mod tests {
     #[test]
     fn over_the_bound_public_topics_conflate_to_their_latest_frame() {
         let mut q = Outbound::new(16, 8);
-        q.push(Bytes::from_static(b"r1"));
-        q.push_update(Bytes::from_static(b"a1"), 1, 7);
-        q.push_update(Bytes::from_static(b"b1"), 2, 8);
-        q.push_update(Bytes::from_static(b"a2"), 3, 7);
-        q.push_update(Bytes::from_static(b"o1"), 4, KEEP);
-        q.push_update(Bytes::from_static(b"b2"), 5, 8);
-        q.push_update(Bytes::from_static(b"a3"), 6, 7);
-        q.push_update(Bytes::from_static(b"b3"), 7, 8);
+        q.push(Bytes::from_static(b"r1"), NO_STAMP, KEEP);
+        q.push(Bytes::from_static(b"a1"), 1, 7);
+        q.push(Bytes::from_static(b"b1"), 2, 8);
+        q.push(Bytes::from_static(b"a2"), 3, 7);
+        q.push(Bytes::from_static(b"o1"), 4, KEEP);
+        q.push(Bytes::from_static(b"b2"), 5, 8);
+        q.push(Bytes::from_static(b"a3"), 6, 7);
+        q.push(Bytes::from_static(b"b3"), 7, 8);
         assert_eq!(q.queued_bytes(), 16);
         // a4 supersedes a1..a3; b1 and b2 go for b3; the reply and the private frame stay.
-        assert_eq!(q.push_update(Bytes::from_static(b"a4"), 8, 7), Pushed::Conflated { dropped: 5 });
+        assert_eq!(q.push(Bytes::from_static(b"a4"), 8, 7), Pushed::Conflated { dropped: 5 });
         let mut buf = Vec::new();
         q.drain_into(&mut buf, 100);
         assert_eq!(buf, b"r1o1b3a4", "order kept, each topic at its latest");
@@ -276,24 +267,24 @@ mod tests {
     fn still_over_half_the_bound_after_conflating_overflows() {
         let mut q = Outbound::new(8, 8);
         for f in [b"k1", b"k2", b"k3", b"k4"] {
-            q.push_update(Bytes::from_static(f), 1, KEEP);
+            q.push(Bytes::from_static(f), 1, KEEP);
         }
-        assert_eq!(q.push_update(Bytes::from_static(b"a1"), 1, 7), Pushed::Overflow, "nothing could go");
+        assert_eq!(q.push(Bytes::from_static(b"a1"), 1, 7), Pushed::Overflow, "nothing could go");
         assert!(q.overflowed());
     }
 
     #[test]
     fn the_rest_of_a_partly_written_frame_goes_first_and_survives_a_clear() {
         let mut q = Outbound::new(1 << 20, 8);
-        q.push(Bytes::from_static(b"next"));
+        q.push(Bytes::from_static(b"next"), NO_STAMP, KEEP);
         q.push_front_partial(Bytes::from_static(b"st"), 5);
         q.clear();
         assert_eq!((q.len(), q.queued_bytes()), (1, 2), "only the partial rest is kept");
-        q.push(Bytes::from_static(b"x"));
+        q.push(Bytes::from_static(b"x"), NO_STAMP, KEEP);
         let mut buf = Vec::new();
         q.drain_into(&mut buf, 100);
         assert_eq!(buf, b"stx");
-        q.push(Bytes::from_static(b"y"));
+        q.push(Bytes::from_static(b"y"), NO_STAMP, KEEP);
         q.clear();
         assert!(q.is_empty(), "no partial head any more");
     }
@@ -301,9 +292,9 @@ mod tests {
     #[test]
     fn byte_bound_overflows_once_and_for_all() {
         let mut q = Outbound::new(5, 8);
-        q.push(Bytes::from_static(b"abc"));
-        assert_eq!(q.push(Bytes::from_static(b"def")), Pushed::Overflow);
-        assert_eq!(q.push(Bytes::from_static(b"g")), Pushed::Overflow);
+        q.push(Bytes::from_static(b"abc"), NO_STAMP, KEEP);
+        assert_eq!(q.push(Bytes::from_static(b"def"), NO_STAMP, KEEP), Pushed::Overflow);
+        assert_eq!(q.push(Bytes::from_static(b"g"), NO_STAMP, KEEP), Pushed::Overflow);
         assert!(q.overflowed());
         assert_eq!(q.len(), 1);
     }

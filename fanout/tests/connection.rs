@@ -37,11 +37,7 @@ impl Sink for Link {
         self.key
     }
 
-    fn push(&self, frame: &Bytes) {
-        self.conn.borrow_mut().send(self.clock.get(), frame.clone());
-    }
-
-    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+    fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
         self.conn.borrow_mut().push(self.clock.get(), frame.clone(), ingested, conflate);
     }
 }

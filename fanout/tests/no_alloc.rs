@@ -9,9 +9,10 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use tickwire_core::time::Micros;
 use tickwire_core::{Channel, Topic};
 use tickwire_fanout::index::{Sink, SubscriptionIndex};
-use tickwire_fanout::outbound::Outbound;
+use tickwire_fanout::outbound::{Outbound, NO_STAMP};
 
 struct Counting;
 
@@ -46,8 +47,8 @@ impl Sink for Conn {
     fn key(&self) -> u64 {
         self.0
     }
-    fn push(&self, frame: &Bytes) {
-        self.1.borrow_mut().push(frame.clone());
+    fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+        self.1.borrow_mut().push(frame.clone(), ingested, conflate);
     }
 }
 
@@ -65,7 +66,7 @@ fn fanout_to_10k_subscribers_allocates_nothing_per_subscriber() {
     let mut write_buf = Vec::with_capacity(64 * 1024);
 
     // Warm up once, then measure steady state: deliver and flush, ten rounds.
-    index.deliver(&topic, &frame, 0);
+    index.deliver(&topic, &frame, NO_STAMP, 0);
     for c in &conns {
         write_buf.clear();
         c.1.borrow_mut().drain_into(&mut write_buf, 64 * 1024);
@@ -74,7 +75,7 @@ fn fanout_to_10k_subscribers_allocates_nothing_per_subscriber() {
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let mut delivered = 0;
     for round in 0..10 {
-        delivered += index.deliver(&topic, &frame, round);
+        delivered += index.deliver(&topic, &frame, NO_STAMP, round);
         for c in &conns {
             write_buf.clear();
             c.1.borrow_mut().drain_into(&mut write_buf, 64 * 1024);

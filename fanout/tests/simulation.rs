@@ -58,12 +58,7 @@ impl Sink for Link {
         self.key
     }
 
-    fn push(&self, frame: &Bytes) {
-        self.pushes.borrow_mut().push_back(self.clock.get());
-        self.conn.borrow_mut().send(self.clock.get(), frame.clone());
-    }
-
-    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+    fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
         self.pushes.borrow_mut().push_back(self.clock.get());
         self.conn.borrow_mut().push(self.clock.get(), frame.clone(), ingested, conflate);
     }

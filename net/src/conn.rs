@@ -189,15 +189,7 @@ impl Sink for ConnRef {
         self.0.key
     }
 
-    fn push(&self, frame: &Bytes) {
-        self.0.send(frame.clone());
-    }
-
-    fn push_stamped(&self, frame: &Bytes, ingested: Micros) {
-        self.0.send_update(frame.clone(), ingested, KEEP);
-    }
-
-    fn push_update(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
+    fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
         self.0.send_update(frame.clone(), ingested, conflate);
     }
 }

@@ -488,7 +488,7 @@ impl Connection {
     /// key `conflate` ([`KEEP`]: never). Past the queue's bound the connection is closed as a slow consumer.
     /// `now` dates the moment the client fell behind, if this push conflates.
     pub fn push(&mut self, now: Micros, frame: Bytes, ingested: Micros, conflate: u64) -> Queued {
-        match self.out.push_update(frame, ingested, conflate) {
+        match self.out.push(frame, ingested, conflate) {
             Pushed::Queued { was_empty } => {
                 self.messages_out += 1;
                 if was_empty {

@@ -31,7 +31,7 @@ use crate::bars::{BarAggregator, ClosedBar};
 use crate::frame::reply_frame;
 use crate::index::{Added, Sink, SubscriptionIndex};
 use crate::interest::{InterestMap, ShardInterest};
-use crate::outbound::NO_STAMP;
+use crate::outbound::{KEEP, NO_STAMP};
 use crate::sequencer::{Limits, Resume, Sequencer, SignFn};
 
 /// How often bars whose interval ended are closed.
@@ -301,7 +301,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
                 let overflow = (dropped > 0).then(|| queue_overflow_frame(&topic, dropped, self.critical_queue, now));
                 if let Some(sink) = self.index.activate(&topic, conn, generation) {
                     for f in overflow.iter().chain(&frames) {
-                        sink.push(f);
+                        sink.push(f, NO_STAMP, KEEP);
                     }
                 }
             }
@@ -382,7 +382,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
 
     /// Subscriber side: pushes a frame to every local subscriber, with its ingest stamp.
     fn deliver(&mut self, topic: &Topic, frame: &Bytes, ingested: Micros, now: Micros) {
-        let n = self.index.deliver_stamped(topic, frame, ingested, now);
+        let n = self.index.deliver(topic, frame, ingested, now);
         self.stats.delivered(topic.channel, n, n * frame.len());
     }
 
@@ -524,7 +524,7 @@ mod tests {
             self.0
         }
 
-        fn push(&self, frame: &Bytes) {
+        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
             self.1.borrow_mut().push(frame.clone());
         }
     }
