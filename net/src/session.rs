@@ -34,8 +34,13 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// Runs an upgraded connection to its end. `buffered` holds bytes read past the HTTP head; `slot` is the
 /// connection's place under the connection limits, freed just before the session counts as ended.
+///
+/// The connection is set up (registered, recorded, welcomed) at once; the future returned serves it. Only
+/// what serving needs goes into that future, which lives as long as the connection: an async fn keeps
+/// every argument for its whole life, and these ones (the identity, the ids, the address) would make each
+/// idle connection about a hundred bytes heavier.
 #[allow(clippy::too_many_arguments)]
-pub async fn run<S>(
+pub fn run<S>(
     shard: Rc<Shard>,
     slot: crate::limits::ConnSlot,
     stream: S,
@@ -45,7 +50,8 @@ pub async fn run<S>(
     identity: Option<Identity>,
     client_id: Option<String>,
     ip: String,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let key = shard.next_id();
@@ -79,7 +85,14 @@ pub async fn run<S>(
     if kind == Kind::Subscriber {
         conn.with(|c| c.welcome(now, &conn.client_id));
     }
+    serve(shard, slot, conn, stream, buffered)
+}
 
+/// Serves a connection set up by [`run`] until it ends.
+async fn serve<S>(shard: Rc<Shard>, slot: crate::limits::ConnSlot, conn: Rc<Conn>, stream: S, buffered: BytesMut)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let (reader, writer) = futures_lite::io::split(stream);
     let mut writer_task = glommio::spawn_local(write_loop(shard.clone(), conn.clone(), writer)).detach();
     let mut reader = reader;
@@ -119,7 +132,8 @@ pub async fn run<S>(
     shard.session_ended();
     let engine = conn.engine.borrow();
     let (code, messages_in, messages_out) = (engine.close_code(), engine.messages_in(), engine.messages_out());
-    shard.shared.store.connection_closed((shard.id as u64) << 48 | key, now_micros(), code, messages_in, messages_out);
+    let id = (shard.id as u64) << 48 | conn.key;
+    shard.shared.store.connection_closed(id, now_micros(), code, messages_in, messages_out);
     tracing::debug!(conn = %engine.id(), code, flushed = sent, "connection closed");
 }
 
