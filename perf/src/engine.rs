@@ -78,8 +78,17 @@ impl Signal {
         self.fired.get()
     }
 
-    /// Reads from `stream` into `chunk` unless the signal fires first (`None`).
-    pub async fn read(&self, stream: &mut TcpStream, chunk: &mut [u8]) -> Option<std::io::Result<usize>> {
+    /// Reads what `stream` has, up to `at_most` bytes at a time, straight onto the end of `buf` (no zeroed
+    /// chunk, no copy), unless the signal fires first (`None`).
+    pub async fn read(
+        &self,
+        stream: &mut TcpStream,
+        buf: &mut BytesMut,
+        at_most: usize,
+    ) -> Option<std::io::Result<usize>> {
+        if buf.capacity() - buf.len() < at_most / 4 {
+            buf.reserve(at_most);
+        }
         let notified = self.notify.notified();
         tokio::pin!(notified);
         // Register before checking the flag, so that a fire in between is not missed.
@@ -88,7 +97,7 @@ impl Signal {
             return None;
         }
         tokio::select! {
-            r = stream.read(chunk) => Some(r),
+            r = stream.read_buf(buf) => Some(r),
             () = notified => None,
         }
     }
@@ -131,16 +140,19 @@ impl Shared {
 
 /// The fields of a received frame the engine reads. They are found by scanning for their keys, not by
 /// parsing the frame: a generator that parses every byte of every frame spends more per delivery than the
-/// servers it measures (a full parse with sonic-rs was over half of its instructions). Each field is the
-/// first occurrence of its key (`"key"`, optional blanks, `:`); the frames it reads (updates of public
-/// topics, and the server's replies) carry each key once, `symbol` inside `data`.
+/// servers it measures (a full parse with sonic-rs was over half of its instructions). Each field is an
+/// occurrence of its key (`"key"`, optional blanks, `:`); the frames it reads (updates of public topics,
+/// and the server's replies) carry each key once, `symbol` inside `data`. The keys are looked for in the
+/// order tickwire and the peers write them (`type`, `sequence`, `source_ts`, `symbol`), each from where the
+/// one before was found, so that one pass over an update finds them all; a key not found there is looked
+/// for from the start. Strings are the bytes between the quotes, with no escapes.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Frame<'a> {
-    kind: Option<&'a str>,
+    kind: Option<&'a [u8]>,
     sequence: Option<u64>,
     source_ts: Option<i64>,
-    symbol: Option<&'a str>,
-    epoch: Option<&'a str>,
+    symbol: Option<&'a [u8]>,
+    epoch: Option<&'a [u8]>,
 }
 
 /// Finders of the keys, built once.
@@ -163,49 +175,60 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
 impl<'a> Frame<'a> {
     fn scan(text: &'a [u8]) -> Frame<'a> {
         let k = &*KEYS;
-        Frame {
-            kind: string_at(text, &k.kind),
-            sequence: number_at(text, &k.sequence).and_then(|n| u64::try_from(n).ok()),
-            source_ts: number_at(text, &k.source_ts),
-            symbol: string_at(text, &k.symbol),
-            epoch: string_at(text, &k.epoch),
-        }
+        let mut at = 0;
+        let kind = string_at(text, value_at(text, &k.kind, &mut at));
+        let sequence = number_at(text, value_at(text, &k.sequence, &mut at)).and_then(|n| u64::try_from(n).ok());
+        let source_ts = number_at(text, value_at(text, &k.source_ts, &mut at));
+        let symbol = string_at(text, value_at(text, &k.symbol, &mut at));
+        let epoch = if kind == Some(b"welcome") { string_at(text, value_at(text, &k.epoch, &mut 0)) } else { None };
+        Frame { kind, sequence, source_ts, symbol, epoch }
     }
 }
 
-/// Where the value of the first `key` starts: after the key, blanks, `:` and blanks.
-fn value_at(text: &[u8], key: &memmem::Finder<'_>) -> Option<usize> {
-    let blank = |t: &[u8], mut i: usize| {
-        while t.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+/// Where the value of `key` starts (after the key, blanks, `:` and blanks), looking from `*from` and then,
+/// if not there, from the start; on success `*from` moves to the value.
+fn value_at(text: &[u8], key: &memmem::Finder<'_>, from: &mut usize) -> Option<usize> {
+    let found = match key.find(&text[*from..]) {
+        Some(i) => *from + i,
+        None if *from > 0 => key.find(text)?,
+        None => return None,
+    };
+    let blank = |mut i: usize| {
+        while text.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
             i += 1;
         }
         i
     };
-    let i = blank(text, key.find(text)? + key.needle().len());
-    (text.get(i) == Some(&b':')).then(|| blank(text, i + 1))
-}
-
-/// A string value without escapes (types, symbols, epochs), as the frame has it.
-fn string_at<'a>(text: &'a [u8], key: &memmem::Finder<'_>) -> Option<&'a str> {
-    let start = value_at(text, key)?;
-    let rest = text.get(start..)?.strip_prefix(b"\"")?;
-    let end = memchr::memchr(b'"', rest)?;
-    std::str::from_utf8(&rest[..end]).ok().filter(|s| !s.contains('\\'))
-}
-
-/// An integer value.
-fn number_at(text: &[u8], key: &memmem::Finder<'_>) -> Option<i64> {
-    let start = value_at(text, key)?;
-    let (negative, digits) = match text.get(start..)? {
-        [b'-', rest @ ..] => (true, rest),
-        rest => (false, rest),
-    };
-    let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-    if len == 0 || len > 18 {
+    let colon = blank(found + key.needle().len());
+    if text.get(colon) != Some(&b':') {
         return None;
     }
-    let n = digits[..len].iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-    Some(if negative { -n } else { n })
+    *from = blank(colon + 1);
+    Some(*from)
+}
+
+/// A string value without escapes (types, symbols, epochs): the bytes between its quotes.
+fn string_at(text: &[u8], start: Option<usize>) -> Option<&[u8]> {
+    let rest = text.get(start?..)?.strip_prefix(b"\"")?;
+    let value = &rest[..memchr::memchr(b'"', rest)?];
+    (!value.contains(&b'\\')).then_some(value)
+}
+
+/// An integer value (at most 18 digits).
+fn number_at(text: &[u8], start: Option<usize>) -> Option<i64> {
+    let mut i = start?;
+    let negative = text.get(i) == Some(&b'-');
+    i += usize::from(negative);
+    let first = i;
+    let mut n = 0i64;
+    while let Some(d) = text.get(i).filter(|d| d.is_ascii_digit()) {
+        if i - first == 18 {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+        i += 1;
+    }
+    (i > first).then_some(if negative { -n } else { n })
 }
 
 /// What one message from the server was, as far as the connection's state goes.
@@ -222,15 +245,15 @@ enum Seen {
 fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> Seen {
     let f = Frame::scan(text);
     match f.kind {
-        Some("subscribed") => return Seen::Subscribed,
-        Some("welcome") => {
+        Some(b"subscribed") => return Seen::Subscribed,
+        Some(b"welcome") => {
             let mut epoch = shared.epoch.borrow_mut();
             if let (Some(e), None) = (f.epoch, epoch.as_ref()) {
-                *epoch = Some(e.to_owned());
+                *epoch = Some(String::from_utf8_lossy(e).into_owned());
             }
             return Seen::Other;
         }
-        Some("error") => {
+        Some(b"error") => {
             shared.errors_from_server.set(shared.errors_from_server.get() + 1);
             return Seen::Error;
         }
@@ -243,7 +266,7 @@ fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> Seen {
         rec.gaps += gap;
         rec.duplicates += u64::from(dup);
     }
-    if f.kind != Some("snapshot") && !dup {
+    if f.kind != Some(b"snapshot") && !dup {
         if let Some(ts) = f.source_ts {
             rec.delivery(now_us() - ts);
         }
@@ -299,7 +322,6 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
     let resume = shared.resume.borrow().clone();
     let mut replay_left = resume.as_ref().map_or(0, |r| symbols.len() as u64 * r.upto.saturating_sub(r.from));
     let mut nats = BytesMut::new();
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         while let Some((kind, _fin, head, len)) = ws::parse_frame(&buf)? {
             buf.advance(head);
@@ -352,10 +374,10 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
                 (Kind::Close, _) => anyhow::bail!("server closed the connection"),
             }
         }
-        match shared.stop.read(&mut stream, &mut chunk).await {
+        match shared.stop.read(&mut stream, &mut buf, 64 * 1024).await {
             None => return Ok(()),
             Some(Ok(0)) => anyhow::bail!("server closed the connection"),
-            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.into()),
         }
     }
@@ -472,7 +494,6 @@ pub async fn idle(target: Rc<Target>, shared: Rc<Shared>) {
     let result = async {
         let (mut stream, mut buf) = connect(&target, target.stream_path(), target.token.as_deref()).await?;
         shared.subscribed.set(shared.subscribed.get() + 1);
-        let mut chunk = vec![0u8; 4096];
         let mut rng = SmallRng::from_os_rng();
         loop {
             while let Some((kind, _, head, len)) = ws::parse_frame(&buf)? {
@@ -484,10 +505,10 @@ pub async fn idle(target: Rc<Target>, shared: Rc<Shared>) {
                     stream.write_all(&out).await?;
                 }
             }
-            match shared.stop.read(&mut stream, &mut chunk).await {
+            match shared.stop.read(&mut stream, &mut buf, 4096).await {
                 None => return Ok(()),
                 Some(Ok(0)) => anyhow::bail!("server closed the connection"),
-                Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(anyhow::Error::from(e)),
             }
         }
@@ -523,10 +544,10 @@ mod tests {
     fn the_scan_finds_the_fields_of_every_frame_the_generator_reads() {
         let tickwire = br#"{"type":"quote","channel":"quotes","sequence":42,"timestamp":"2026-12-01T10:00:00.000001Z","source_ts":1764583200000001,"data":{"symbol":"BRK.B","bid":1.5,"bid_size":3}}"#;
         let want = Frame {
-            kind: Some("quote"),
+            kind: Some(&b"quote"[..]),
             sequence: Some(42),
             source_ts: Some(1_764_583_200_000_001),
-            symbol: Some("BRK.B"),
+            symbol: Some(&b"BRK.B"[..]),
             epoch: None,
         };
         assert_eq!(Frame::scan(tickwire), want);
@@ -534,12 +555,22 @@ mod tests {
         let mut relayed = Vec::new();
         write_event(&mut relayed, "AAPL", 7, -3);
         let f = Frame::scan(&relayed);
-        assert_eq!((f.kind, f.sequence, f.source_ts, f.symbol), (None, Some(7), Some(-3), Some("AAPL")));
+        assert_eq!((f.kind, f.sequence, f.source_ts, f.symbol), (None, Some(7), Some(-3), Some(&b"AAPL"[..])));
         let spaced = br#"{ "channel" : "quotes", "sequence": 999, "source_ts": 1, "data" : { "symbol" : "MSFT" } }"#;
         let f = Frame::scan(spaced);
-        assert_eq!((f.sequence, f.source_ts, f.symbol), (Some(999), Some(1), Some("MSFT")));
+        assert_eq!((f.sequence, f.source_ts, f.symbol), (Some(999), Some(1), Some(&b"MSFT"[..])));
+        // Keys in another order are found too (from the start, once the ordered pass misses them).
+        let shuffled = br#"{"data":{"symbol":"X"},"source_ts":5,"sequence":6,"type":"trade"}"#;
+        let f = Frame::scan(shuffled);
+        assert_eq!(
+            (f.kind, f.sequence, f.source_ts, f.symbol),
+            (Some(&b"trade"[..]), Some(6), Some(5), Some(&b"X"[..]))
+        );
         let welcome = br#"{"type":"welcome","protocol":1,"connection_id":"c-0-1","epoch":"18f3a","heartbeat_s":30}"#;
-        assert_eq!((Frame::scan(welcome).kind, Frame::scan(welcome).epoch), (Some("welcome"), Some("18f3a")));
+        assert_eq!(
+            (Frame::scan(welcome).kind, Frame::scan(welcome).epoch),
+            (Some(&b"welcome"[..]), Some(&b"18f3a"[..]))
+        );
         // What is not there, or not what it should be, is None.
         assert_eq!(Frame::scan(br#"{"type":"pong"}"#).sequence, None);
         assert_eq!(Frame::scan(br#"{"sequence":"7","data":{"symbol":"A\"B"}}"#), Frame::default());

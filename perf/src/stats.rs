@@ -90,12 +90,12 @@ impl Recorder {
 /// Per-connection sequence tracking for the few symbols one connection holds.
 #[derive(Debug, Default)]
 pub struct Sequences {
-    last: Vec<(Box<str>, u64)>,
+    last: Vec<(Box<[u8]>, u64)>,
 }
 
 impl Sequences {
     /// Records `seq` for `symbol`; returns `(gap, duplicate)` where gap counts the missing sequences.
-    pub fn observe(&mut self, symbol: &str, seq: u64) -> (u64, bool) {
+    pub fn observe(&mut self, symbol: &[u8], seq: u64) -> (u64, bool) {
         match self.last.iter_mut().find(|(s, _)| &**s == symbol) {
             None => {
                 self.last.push((symbol.into(), seq));
@@ -120,11 +120,11 @@ mod tests {
     #[test]
     fn gaps_and_duplicates() {
         let mut s = Sequences::default();
-        assert_eq!(s.observe("A", 10), (0, false), "the first frame is the baseline");
-        assert_eq!(s.observe("A", 11), (0, false));
-        assert_eq!(s.observe("A", 14), (2, false));
-        assert_eq!(s.observe("A", 14), (0, true));
-        assert_eq!(s.observe("B", 1), (0, false));
+        assert_eq!(s.observe(b"A", 10), (0, false), "the first frame is the baseline");
+        assert_eq!(s.observe(b"A", 11), (0, false));
+        assert_eq!(s.observe(b"A", 14), (2, false));
+        assert_eq!(s.observe(b"A", 14), (0, true));
+        assert_eq!(s.observe(b"B", 1), (0, false));
     }
 
     #[test]
