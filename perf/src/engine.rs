@@ -175,14 +175,31 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
 impl<'a> Frame<'a> {
     fn scan(text: &'a [u8]) -> Frame<'a> {
         let k = &*KEYS;
+        // tickwire's frames start with their type; a key right after the value before it (the peers relay
+        // `"sequence":…,"source_ts":…,"data":{"symbol":…`, tickwire writes `"source_ts":…,"data":{"symbol":…`)
+        // is taken where it stands, without a search.
         let mut at = 0;
-        let kind = string_at(text, value_at(text, &k.kind, &mut at));
-        let sequence = number_at(text, value_at(text, &k.sequence, &mut at)).and_then(|n| u64::try_from(n).ok());
-        let source_ts = number_at(text, value_at(text, &k.source_ts, &mut at));
-        let symbol = string_at(text, value_at(text, &k.symbol, &mut at));
+        let kind = if text.starts_with(b"{\"type\":") {
+            at = 8;
+            string_at(text, Some(8))
+        } else {
+            string_at(text, value_at(text, &k.kind, &mut at))
+        };
+        let (sequence, end) = number_at(text, value_at(text, &k.sequence, &mut at));
+        let sequence = sequence.and_then(|n| u64::try_from(n).ok());
+        let start = next_key(text, end, b",\"source_ts\":").or_else(|| value_at(text, &k.source_ts, &mut at));
+        let (source_ts, end) = number_at(text, start);
+        let start = next_key(text, end, b",\"data\":{\"symbol\":").or_else(|| value_at(text, &k.symbol, &mut at));
+        let symbol = string_at(text, start);
         let epoch = if kind == Some(b"welcome") { string_at(text, value_at(text, &k.epoch, &mut 0)) } else { None };
         Frame { kind, sequence, source_ts, symbol, epoch }
     }
+}
+
+/// Where the value after `key` starts when `key` stands right at `at`.
+fn next_key(text: &[u8], at: Option<usize>, key: &[u8]) -> Option<usize> {
+    let at = at?;
+    text.get(at..)?.starts_with(key).then_some(at + key.len())
 }
 
 /// Where the value of `key` starts (after the key, blanks, `:` and blanks), looking from `*from` and then,
@@ -214,21 +231,24 @@ fn string_at(text: &[u8], start: Option<usize>) -> Option<&[u8]> {
     (!value.contains(&b'\\')).then_some(value)
 }
 
-/// An integer value (at most 18 digits).
-fn number_at(text: &[u8], start: Option<usize>) -> Option<i64> {
-    let mut i = start?;
+/// An integer value (at most 18 digits), and where it ends.
+fn number_at(text: &[u8], start: Option<usize>) -> (Option<i64>, Option<usize>) {
+    let Some(mut i) = start else { return (None, None) };
     let negative = text.get(i) == Some(&b'-');
     i += usize::from(negative);
     let first = i;
     let mut n = 0i64;
     while let Some(d) = text.get(i).filter(|d| d.is_ascii_digit()) {
         if i - first == 18 {
-            return None;
+            return (None, None);
         }
         n = n * 10 + i64::from(d - b'0');
         i += 1;
     }
-    (i > first).then_some(if negative { -n } else { n })
+    if i == first {
+        return (None, None);
+    }
+    (Some(if negative { -n } else { n }), Some(i))
 }
 
 /// What one message from the server was, as far as the connection's state goes.
