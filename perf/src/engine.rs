@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -16,7 +17,6 @@ use rand::SeedableRng;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::stats::{Recorder, Sequences};
 use crate::ws::{self, Kind};
@@ -61,45 +61,68 @@ pub fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
-/// A one-shot signal many tasks wait for.
+/// A one-shot signal many tasks wait for. Connections reading under it register their socket
+/// ([`Signal::watch`]): firing shuts those sockets down, which ends their pending reads at once. A read
+/// therefore needs no waiter of its own (a `Notify` registered and dropped around every read was the
+/// generator's largest cost after parsing).
 #[derive(Debug, Default)]
 pub struct Signal {
     fired: Cell<bool>,
-    notify: Notify,
+    sockets: RefCell<Vec<RawFd>>,
+}
+
+/// A socket registered with a [`Signal`] until this is dropped (before the socket closes: declare it after
+/// the stream).
+pub struct Watched<'a> {
+    signal: &'a Signal,
+    fd: RawFd,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        let mut sockets = self.signal.sockets.borrow_mut();
+        if let Some(i) = sockets.iter().position(|&fd| fd == self.fd) {
+            sockets.swap_remove(i);
+        }
+    }
 }
 
 impl Signal {
     pub fn fire(&self) {
         self.fired.set(true);
-        self.notify.notify_waiters();
+        for &fd in self.sockets.borrow().iter() {
+            // SAFETY: `fd` is an open socket of a live `TcpStream` (its `Watched` is dropped before it).
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
     }
 
     pub fn fired(&self) -> bool {
         self.fired.get()
     }
 
-    /// Reads what `stream` has, up to `at_most` bytes at a time, straight onto the end of `buf` (no zeroed
-    /// chunk, no copy), unless the signal fires first (`None`).
+    /// Registers `stream`, so that firing ends its reads.
+    pub fn watch(&self, stream: &TcpStream) -> Watched<'_> {
+        let fd = stream.as_raw_fd();
+        self.sockets.borrow_mut().push(fd);
+        Watched { signal: self, fd }
+    }
+
+    /// Reads what `stream` (registered with [`Signal::watch`]) has, up to `at_most` bytes at a time, straight
+    /// onto the end of `buf` (no zeroed chunk, no copy), unless the signal has fired (`None`).
     pub async fn read(
         &self,
         stream: &mut TcpStream,
         buf: &mut BytesMut,
         at_most: usize,
     ) -> Option<std::io::Result<usize>> {
-        if buf.capacity() - buf.len() < at_most / 4 {
-            buf.reserve(at_most);
-        }
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        // Register before checking the flag, so that a fire in between is not missed.
-        notified.as_mut().enable();
         if self.fired.get() {
             return None;
         }
-        tokio::select! {
-            r = stream.read_buf(buf) => Some(r),
-            () = notified => None,
+        if buf.capacity() - buf.len() < at_most / 4 {
+            buf.reserve(at_most);
         }
+        let r = stream.read_buf(buf).await;
+        (!self.fired.get()).then_some(r)
     }
 }
 
@@ -314,6 +337,7 @@ async fn connect(target: &Target, path: &str, token: Option<&str>) -> anyhow::Re
 
 async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) -> anyhow::Result<()> {
     let (mut stream, mut buf) = connect(target, target.stream_path(), target.token.as_deref()).await?;
+    let _watched = shared.stop.watch(&stream);
     let mut rng = SmallRng::from_os_rng();
     let mut out = Vec::with_capacity(256);
     match target.protocol {
@@ -513,6 +537,7 @@ fn write_event(out: &mut Vec<u8>, symbol: &str, seq: u64, source_ts: i64) {
 pub async fn idle(target: Rc<Target>, shared: Rc<Shared>) {
     let result = async {
         let (mut stream, mut buf) = connect(&target, target.stream_path(), target.token.as_deref()).await?;
+        let _watched = shared.stop.watch(&stream);
         shared.subscribed.set(shared.subscribed.get() + 1);
         let mut rng = SmallRng::from_os_rng();
         loop {
@@ -544,6 +569,30 @@ pub async fn idle(target: Rc<Target>, shared: Rc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firing_the_signal_ends_a_pending_read_and_a_dropped_watch_forgets_its_socket() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (_server, _) = listener.accept().await.unwrap(); // open, silent
+            let signal = Signal::default();
+            let watched = signal.watch(&client);
+            let mut buf = BytesMut::new();
+            let fire = async {
+                tokio::task::yield_now().await;
+                signal.fire();
+            };
+            // A guard against a hang (what a read the signal cannot end would do), not a timing check.
+            let both = async { tokio::join!(signal.read(&mut client, &mut buf, 1024), fire) };
+            let (read, ()) = tokio::time::timeout(Duration::from_secs(10), both).await.expect("the read ended");
+            assert!(read.is_none(), "the pending read ended when the signal fired");
+            assert!(signal.read(&mut client, &mut buf, 1024).await.is_none(), "later reads end at once");
+            drop(watched);
+            assert!(signal.sockets.borrow().is_empty());
+        });
+    }
 
     #[test]
     fn nats_stream_parsing_handles_splits() {
