@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# Counts the server's instructions (valgrind --tool=callgrind) over one fixed fanout load, so that two builds
-# can be compared repeatably on a noisy machine: instructions do not depend on what else runs.
+# Counts instructions (valgrind --tool=callgrind) over one fixed fanout load, so that two builds can be
+# compared repeatably on a noisy machine: instructions do not depend on what else runs.
 #
-#   perf/callgrind.sh SERVER_BINARY OUT_FILE
+#   perf/callgrind.sh SERVER_BINARY OUT_FILE                the server under callgrind, the generator native
+#   perf/callgrind.sh --generator GENERATOR_BINARY OUT_FILE the generator under callgrind, the server native
+#                                                           (this checkout's target/release/tickwire)
 #
-# Load: 500 connections, 50 symbols, 2 subscriptions each, 500 events/s for 20 s (200,000 deliveries),
-# from target/release/tickwire-load. Prints the deliveries, the loss and the program's total instructions.
+# Load: 500 connections, 50 symbols, 2 subscriptions each, 500 events/s for 20 s (200,000 deliveries), from
+# target/release/tickwire-load unless measured. Prints the deliveries, the loss and the measured program's
+# total instructions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$1
+server=target/release/tickwire load=target/release/tickwire-load under_server=(valgrind --tool=callgrind) under_load=()
+if [ "$1" = --generator ]; then
+  shift
+  load=$1 under_server=() under_load=(valgrind --tool=callgrind --callgrind-out-file="$2")
+else
+  server=$1 under_server+=(--callgrind-out-file="$2")
+fi
 out=$2
 port=${PORT:-18081}
 log=$(mktemp)
-valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --listen "127.0.0.1:$port" --shards 1 \
-  --no-simulator --jwt-secret callgrind >"$log" 2>&1 &
+"${under_server[@]}" "$server" --listen "127.0.0.1:$port" --shards 1 --no-simulator --jwt-secret callgrind >"$log" 2>&1 &
+pid=$!
 for _ in $(seq 1 100); do grep -q 'listening on' "$log" && break; sleep 0.2; done
 token=$(target/release/tickwire token --sub load --role publisher --jwt-secret callgrind)
-target/release/tickwire-load fanout --target "127.0.0.1:$port" --connections 500 --symbols 50 --subs-per-conn 2 \
+"${under_load[@]}" "$load" fanout --target "127.0.0.1:$port" --connections 500 --symbols 50 --subs-per-conn 2 \
   --rate 500 --duration-s 20 --publish-token "$token" --json "$out.json" 2>&1 | grep -E 'delivered|lost'
-pkill -INT -f "valgrind.*127.0.0.1:$port" || true
-for _ in $(seq 1 50); do pgrep -f "valgrind.*127.0.0.1:$port" >/dev/null || break; sleep 0.2; done
+kill -INT "$pid" 2>/dev/null || true
+for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+rm -f "$log"
 callgrind_annotate "$out" 2>/dev/null | grep 'PROGRAM TOTALS'
