@@ -90,7 +90,9 @@ impl Drop for Watched<'_> {
 impl Signal {
     pub fn fire(&self) {
         self.fired.set(true);
-        for &fd in self.sockets.borrow().iter() {
+        // Taken, not kept: the many `Watched` dropped as their tasks end then find an empty list instead of
+        // searching one as long as the run's connections.
+        for fd in self.sockets.take() {
             // SAFETY: `fd` is an open socket of a live `TcpStream` (its `Watched` is dropped before it).
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
@@ -589,8 +591,12 @@ mod tests {
             let (read, ()) = tokio::time::timeout(Duration::from_secs(10), both).await.expect("the read ended");
             assert!(read.is_none(), "the pending read ended when the signal fired");
             assert!(signal.read(&mut client, &mut buf, 1024).await.is_none(), "later reads end at once");
+            assert!(signal.sockets.borrow().is_empty(), "firing forgets the sockets it shut down");
             drop(watched);
-            assert!(signal.sockets.borrow().is_empty());
+            let late = signal.watch(&client);
+            assert_eq!(signal.sockets.borrow().len(), 1);
+            drop(late);
+            assert!(signal.sockets.borrow().is_empty(), "a dropped watch forgets its socket");
         });
     }
 
