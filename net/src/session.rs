@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tickwire_core::protocol::{ErrorCode, Subscribe};
 use tickwire_core::topic::{BarInterval, ALL};
 use tickwire_core::ws::close;
@@ -25,8 +25,8 @@ use crate::conn::Conn;
 use crate::shard::Shard;
 use crate::util::{now_micros, LocalNotify};
 
-/// Bytes read from a client at a time.
-const READ_CHUNK: usize = 512;
+/// Bytes read from a client at a time, into the shard's read buffer ([`SCRATCH`]).
+const READ_CHUNK: usize = 16 * 1024;
 /// Largest write the writer hands the socket at once.
 const MAX_WRITE: usize = 256 * 1024;
 /// How long a closed connection waits for the peer's side of the close.
@@ -85,18 +85,35 @@ where
     if kind == Kind::Subscriber {
         conn.with(|c| c.welcome(now, &conn.client_id));
     }
-    serve(shard, slot, conn, stream, buffered)
+    let (reader, writer) = futures_lite::io::split(stream);
+    let writer = glommio::spawn_local(write_loop(shard.clone(), conn.clone(), writer)).detach();
+    serve(shard, slot, conn, reader, writer, buffered)
 }
 
-/// Serves a connection set up by [`run`] until it ends.
-async fn serve<S>(shard: Rc<Shard>, slot: crate::limits::ConnSlot, conn: Rc<Conn>, stream: S, buffered: BytesMut)
-where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    let (reader, writer) = futures_lite::io::split(stream);
-    let mut writer_task = glommio::spawn_local(write_loop(shard.clone(), conn.clone(), writer)).detach();
-    let mut reader = reader;
+/// Serves a connection set up by [`run`] until it ends: reads until the connection closes, then ends it
+/// ([`end`]). Only what reading needs lives in this future, for the whole life of the connection; the
+/// rest of the ending, allocated when it comes, holds a few hundred bytes more.
+async fn serve<R: AsyncRead + Unpin + 'static>(
+    shard: Rc<Shard>,
+    slot: crate::limits::ConnSlot,
+    conn: Rc<Conn>,
+    mut reader: R,
+    writer: glommio::task::JoinHandle<()>,
+    buffered: BytesMut,
+) {
     read_loop(&shard, &conn, &mut reader, buffered).await;
+    Box::pin(end(shard, slot, conn, reader, writer)).await;
+}
+
+/// Ends a connection whose reading is over: closes it, lets the writer flush (bounded), lingers for the
+/// peer's close, and records the end.
+async fn end<R: AsyncRead + Unpin>(
+    shard: Rc<Shard>,
+    slot: crate::limits::ConnSlot,
+    conn: Rc<Conn>,
+    mut reader: R,
+    mut writer_task: glommio::task::JoinHandle<()>,
+) {
     conn.request_close(close::NORMAL, "");
     // Its subscriptions go at once; only the socket waits for the writer to flush and send the close
     // frame, and a peer that does not read cannot hold even that for long.
@@ -119,8 +136,10 @@ where
         // sends, its close reply included, until it closes too. Closing a socket with unread input would
         // reset the connection and could destroy what the peer has yet to read, the close frame included.
         let _ = glommio::timer::timeout(LINGER, async {
-            let mut sink = [0u8; 512];
-            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+            let mut sink = BytesMut::new();
+            while matches!(read_some(&mut reader, &mut sink).await, Ok(n) if n > 0) {
+                sink.clear();
+            }
             Ok(())
         })
         .await;
@@ -185,22 +204,44 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: 
             }
             return;
         }
+        if buf.is_empty() {
+            // Nothing left over: an idle connection keeps no buffer of its own.
+            buf = BytesMut::new();
+        }
         // A read of a busy connection (a publisher's) completes at once, again and again: give the other
         // tasks their turn when the preempt timer says so, or they wait for this connection to go quiet.
         glommio::yield_if_needed().await;
-        // Read straight into the message buffer, a little at a time: client messages are small, and an idle
-        // connection should hold only a few KiB.
-        let start = buf.len();
-        buf.resize(start + READ_CHUNK, 0);
-        let read = futures_lite::future::or(async { Some(r.read(&mut buf[start..]).await) }, async {
+        let read = futures_lite::future::or(async { Some(read_some(r, &mut buf).await) }, async {
             conn.closing.wait().await;
             None
         });
         match read.await {
-            Some(Ok(n)) if n > 0 => buf.truncate(start + n),
+            Some(Ok(n)) if n > 0 => {}
             _ => return,
         }
     }
+}
+
+thread_local! {
+    /// The shard's read buffer: every read of its connections lands here first (a shard is one thread).
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what the socket has (up to [`READ_CHUNK`] bytes) and appends it to `buf`: the bytes go through
+/// the shard's [`SCRATCH`] buffer, so that a connection holds a buffer of its own only while a message of
+/// its is incomplete. The scratch buffer is lent to the stream for one poll at a time: the streams read
+/// into it only within `poll_read` (glommio's sockets with a plain `recv`, rustls from its own buffer).
+async fn read_some<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let read = std::pin::Pin::new(&mut *r).poll_read(cx, scratch);
+            if let std::task::Poll::Ready(Ok(n)) = read {
+                buf.extend_from_slice(&scratch[..n]);
+            }
+            read
+        })
+    })
+    .await
 }
 
 /// Carries out, in order, what the connection's engine asks of the shard. The engine is not borrowed
