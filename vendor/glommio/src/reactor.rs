@@ -33,8 +33,8 @@ use crate::{
     iou::sqe::SockAddrStorage,
     sys::{
         self, blocking::BlockingThreadPool, common_flags, read_flags, sysfs, DirectIo, DmaBuffer,
-        DmaSource, IoBuffer, PollableStatus, SleepNotifier, Source, SourceType, StatsCollection,
-        Statx,
+        DmaSource, IoBuffer, PollableStatus, RecvMsg, SendMsg, SleepNotifier, Source, SourceType,
+        StatsCollection, Statx,
     },
     IoRequirements, IoStats, TaskQueueHandle,
 };
@@ -408,13 +408,13 @@ impl Reactor {
 
     pub(crate) fn connect(&self, raw: RawFd, addr: impl SockaddrLike) -> Source {
         let addr = unsafe { SockaddrStorage::from_raw(addr.as_ptr(), Some(addr.len())) }.unwrap();
-        let source = self.new_source(raw, SourceType::Connect(addr), None);
+        let source = self.new_source(raw, SourceType::Connect(Box::new(addr)), None);
         self.sys.connect(&source);
         source
     }
 
     pub(crate) fn connect_timeout(&self, raw: RawFd, addr: SockaddrStorage, d: Duration) -> Source {
-        let source = self.new_source(raw, SourceType::Connect(addr), None);
+        let source = self.new_source(raw, SourceType::Connect(Box::new(addr)), None);
         source.set_timeout(d);
         self.sys.connect(&source);
         source
@@ -422,7 +422,7 @@ impl Reactor {
 
     pub(crate) fn accept(&self, raw: RawFd) -> Source {
         let addr = SockAddrStorage::uninit();
-        let source = self.new_source(raw, SourceType::Accept(addr), None);
+        let source = self.new_source(raw, SourceType::Accept(Box::new(addr)), None);
         self.sys.accept(&source);
         source
     }
@@ -471,7 +471,13 @@ impl Reactor {
         let hdr = unsafe { std::mem::zeroed::<libc::msghdr>() };
 
         let addr = unsafe { SockaddrStorage::from_raw(addr.as_ptr(), Some(addr.len())) }.unwrap();
-        let source = self.new_source(fd, SourceType::SockSendMsg(buf, iov, hdr, addr), None);
+        let msg = Box::new(SendMsg {
+            buf,
+            iov,
+            hdr,
+            addr,
+        });
+        let source = self.new_source(fd, SourceType::SockSendMsg(msg), None);
         if let Some(timeout) = timeout {
             source.set_timeout(timeout);
         }
@@ -495,12 +501,12 @@ impl Reactor {
         };
         let source = self.new_source(
             fd,
-            SourceType::SockRecvMsg(
-                None,
+            SourceType::SockRecvMsg(Box::new(RecvMsg {
+                buf: None,
                 iov,
                 hdr,
-                std::mem::MaybeUninit::<nix::sys::socket::sockaddr_storage>::uninit(),
-            ),
+                name: std::mem::MaybeUninit::<nix::sys::socket::sockaddr_storage>::uninit(),
+            })),
             None,
         );
         if let Some(timeout) = timeout {

@@ -132,8 +132,9 @@ impl<S: AsRawFd + FromRawFd + From<socket2::Socket>> GlommioDatagram<S> {
         )?;
         let sz = source.collect_rw().await?;
         match source.extract_source_type() {
-            SourceType::SockRecvMsg(mut src, _iov, hdr, addr) => {
-                let mut src = src.take().unwrap();
+            SourceType::SockRecvMsg(mut msg) => {
+                let (hdr, addr) = (&msg.hdr, &msg.name);
+                let mut src = msg.buf.take().unwrap();
                 src.trim_to_size(sz);
                 buf[0..sz].copy_from_slice(&src.as_bytes()[0..sz]);
                 let addr = unsafe {

@@ -35,18 +35,10 @@ pub(crate) enum SourceType {
     PollAdd,
     SockSend(DmaBuffer),
     SockRecv(Option<DmaBuffer>),
-    SockRecvMsg(
-        Option<DmaBuffer>,
-        libc::iovec,
-        libc::msghdr,
-        MaybeUninit<nix::sys::socket::sockaddr_storage>,
-    ),
-    SockSendMsg(
-        DmaBuffer,
-        libc::iovec,
-        libc::msghdr,
-        nix::sys::socket::SockaddrStorage,
-    ),
+    // tickwire: the message headers and socket addresses below are boxed, so that every source (a pending
+    // poll of each socket among them) is not as large as the largest of them (vendor/README.md).
+    SockRecvMsg(Box<RecvMsg>),
+    SockSendMsg(Box<SendMsg>),
     Open(CString),
     FdataSync,
     Fallocate,
@@ -56,8 +48,8 @@ pub(crate) enum SourceType {
     ForeignNotifier(u64, bool),
     Statx(CString, Box<RefCell<Statx>>),
     Timeout(TimeSpec64, u32),
-    Connect(nix::sys::socket::SockaddrStorage),
-    Accept(SockAddrStorage),
+    Connect(Box<nix::sys::socket::SockaddrStorage>),
+    Accept(Box<SockAddrStorage>),
     Rename(PathBuf, PathBuf),
     CreateDir(PathBuf),
     Remove(PathBuf),
@@ -66,6 +58,26 @@ pub(crate) enum SourceType {
     CopyFileRange(RawFd, u64, usize),
     #[cfg(feature = "bench")]
     Noop,
+}
+
+/// The state of a `recvmsg`: where the message and the sender's address land.
+#[derive(Debug)]
+pub(crate) struct RecvMsg {
+    pub(crate) buf: Option<DmaBuffer>,
+    pub(crate) iov: libc::iovec,
+    pub(crate) hdr: libc::msghdr,
+    pub(crate) name: MaybeUninit<nix::sys::socket::sockaddr_storage>,
+}
+
+/// The state of a `sendmsg`: the message and its destination.
+#[derive(Debug)]
+pub(crate) struct SendMsg {
+    /// Owned here so that it lives while the kernel reads it.
+    #[allow(dead_code)]
+    pub(crate) buf: DmaBuffer,
+    pub(crate) iov: libc::iovec,
+    pub(crate) hdr: libc::msghdr,
+    pub(crate) addr: nix::sys::socket::SockaddrStorage,
 }
 
 impl TryFrom<SourceType> for Statx {
