@@ -18,6 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 csv=perf/reports/callgrind.csv
 limit=${GATE_LIMIT:-1.05}
+if [ "${1:-}" = --record ] && [ -n "$(git status --porcelain -- core net fanout persistence perf/src vendor Cargo.toml Cargo.lock)" ]; then
+  echo "perf/gate.sh --record: uncommitted source changes; a row must name the commit it measured" >&2
+  exit 2
+fi
 command -v valgrind >/dev/null || { echo "perf/gate.sh needs valgrind (Debian: apt-get install valgrind)" >&2; exit 2; }
 cargo build --release --quiet -p tickwire-net -p tickwire-perf
 work=$(mktemp -d)

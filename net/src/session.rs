@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tickwire_core::protocol::{ErrorCode, Subscribe};
 use tickwire_core::topic::{BarInterval, ALL};
 use tickwire_core::ws::close;
@@ -139,10 +139,8 @@ async fn end<R: AsyncRead + Unpin>(
         // sends, its close reply included, until it closes too. Closing a socket with unread input would
         // reset the connection and could destroy what the peer has yet to read, the close frame included.
         let _ = glommio::timer::timeout(LINGER, async {
-            let mut sink = BytesMut::new();
-            while matches!(read_some(&mut reader, &mut sink).await, Ok(n) if n > 0) {
-                sink.clear();
-            }
+            let mut sink = [0u8; 512];
+            while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
             Ok(())
         })
         .await;
