@@ -22,6 +22,13 @@ pub trait Sink {
     /// snapshot, a replay or a throttled frame sent later), `conflate` the key under which a slow consumer's
     /// queue may conflate it ([`KEEP`]: never; see [`crate::outbound::Outbound::push`]).
     fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64);
+    /// Queues frames that go together, never conflated and unstamped (a snapshot, a replay, a subscriber's
+    /// missed critical messages): one by one unless the sink can hand them to its socket in one write.
+    fn push_all(&self, frames: &[Bytes]) {
+        for frame in frames {
+            self.push(frame, NO_STAMP, KEEP);
+        }
+    }
 }
 
 /// Conflation state of a throttled subscription: at most one frame per window, always the latest.

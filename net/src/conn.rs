@@ -37,22 +37,26 @@ pub struct Conn {
     /// The plain TCP socket, for sending a frame at once when nothing waits ([`Conn::send_update`]);
     /// `None` for streams that must go through their writer (TLS), and once the session ends.
     pub(crate) fd: Cell<Option<RawFd>>,
+    /// Frames queued now wait to go together ([`Conn::corked`]).
+    pub(crate) corked: Cell<bool>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) shard: usize,
 }
 
 impl Conn {
-    /// Runs `f` on the engine, then wakes the writer if frames wait and the reader if the connection is
-    /// closing.
+    /// Runs `f` on the engine, then sends what it queued at once when the writer is idle (one
+    /// non-blocking `send`, [`Conn::send_now`]), and wakes the writer if frames still wait and the reader if
+    /// the connection is closing. Corked ([`Conn::corked`]), it leaves queued frames for the uncorking.
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
         let mut engine = self.engine.borrow_mut();
         let out = f(&mut engine);
-        if let Some(fd) = self.fd.get() {
-            Self::send_lone_frame(fd, &mut engine);
+        let corked = self.corked.get();
+        if let Some(fd) = self.fd.get().filter(|_| !corked) {
+            self.send_now(fd, &mut engine);
         }
         let (closing, queued) = (engine.is_closing(), engine.queued().1);
         drop(engine);
-        if queued > 0 || closing {
+        if (queued > 0 && !corked) || closing {
             self.wake.notify();
         }
         if closing {
@@ -61,20 +65,41 @@ impl Conn {
         out
     }
 
-    /// Sends a lone queued frame (a reply, a ping) at once with one non-blocking `send`, as updates are:
-    /// the writer task (and the socket stream's own buffer) is not woken for it. What the socket does not
-    /// take stays queued for the writer.
-    fn send_lone_frame(fd: RawFd, engine: &mut Connection) {
-        if engine.queued().1 != 1 || engine.is_writing() || engine.is_closing() {
+    /// Runs `f` with the connection corked: the frames queued meanwhile (a request's replies, a
+    /// subscription's snapshot or replay) wait, and then go to the socket together in one `send`, not one
+    /// each (a resuming client's replay of n updates is one system call, and one TCP segment, not n).
+    pub(crate) fn corked<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = self.corked.replace(true);
+        let out = f();
+        self.corked.set(was);
+        if !was {
+            self.with(|_| ());
+        }
+        out
+    }
+
+    /// Sends what is queued (at most [`INLINE_MAX`] bytes) at once with one non-blocking `send`, when the
+    /// writer holds nothing: a lone frame as it is, several copied into one buffer. The writer task (and the
+    /// socket stream's own buffer) is not woken for it. What the socket does not take stays queued for the
+    /// writer, first.
+    fn send_now(&self, fd: RawFd, engine: &mut Connection) {
+        if engine.queued().1 == 0 || engine.is_writing() || engine.is_closing() {
             return;
         }
-        let mut unused = Vec::new();
-        let Some((Some(frame), drained)) = engine.take_for_write(&mut unused, usize::MAX) else { return };
-        match send_now(fd, &frame) {
-            Ok(n) if n == frame.len() => engine.written(1, n),
-            Ok(n) => engine.unwritten(frame.slice(n..), drained.earliest_ingest, n),
+        let mut buf = Vec::new();
+        let Some((alone, drained)) = engine.take_for_write(&mut buf, INLINE_MAX) else { return };
+        let data = alone.unwrap_or_else(|| Bytes::from(buf));
+        match send_now(fd, &data) {
+            Ok(n) if n == data.len() => {
+                engine.written(drained.frames, n);
+                if let Some(ingested) = drained.earliest_ingest {
+                    let stats = &self.shared.stats[self.shard];
+                    stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
+                }
+            }
+            Ok(n) => engine.unwritten(data.slice(n..), drained.earliest_ingest, n),
             Err(e) => {
-                engine.unwritten(frame, drained.earliest_ingest, 0);
+                engine.unwritten(data, drained.earliest_ingest, 0);
                 if e.kind() != std::io::ErrorKind::WouldBlock {
                     // The connection is gone; the reader will see it too.
                     engine.request_close(close::NORMAL, "");
@@ -96,7 +121,8 @@ impl Conn {
     /// no writer wakeup. Whatever the socket does not take is queued for the writer, in order.
     pub fn send_update(&self, frame: Bytes, ingested: Micros, conflate: u64) {
         let mut engine = self.engine.borrow_mut();
-        if let Some(fd) = self.fd.get().filter(|_| engine.can_send_now()) {
+        let corked = self.corked.get();
+        if let Some(fd) = self.fd.get().filter(|_| !corked && engine.can_send_now()) {
             match send_now(fd, &frame) {
                 Ok(n) => {
                     let wake = engine.sent_at_once(&frame, n, ingested);
@@ -123,6 +149,8 @@ impl Conn {
         let now = if ingested != NO_STAMP { ingested } else { now_micros() };
         match engine.push(now, frame, ingested, conflate) {
             Queued::Behind => {}
+            // Corked: the uncorking sends it, or wakes the writer.
+            Queued::Wake if corked => {}
             Queued::Wake => {
                 drop(engine);
                 self.wake.notify();
@@ -180,6 +208,9 @@ impl Conn {
     }
 }
 
+/// The most a corked connection's frames hand the socket in one inline `send`; more waits for the writer.
+const INLINE_MAX: usize = 64 * 1024;
+
 /// The subscription index's handle on a connection.
 #[derive(Debug, Clone)]
 pub struct ConnRef(pub Rc<Conn>);
@@ -191,6 +222,10 @@ impl Sink for ConnRef {
 
     fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64) {
         self.0.send_update(frame.clone(), ingested, conflate);
+    }
+
+    fn push_all(&self, frames: &[Bytes]) {
+        self.0.corked(|| frames.iter().for_each(|f| self.0.send(f.clone())));
     }
 }
 

@@ -73,6 +73,7 @@ where
         wake: LocalNotify::default(),
         closing: LocalNotify::default(),
         fd: Cell::new(fd),
+        corked: Cell::new(false),
         shared: shard.shared.clone(),
         shard: shard.id,
     });
@@ -195,8 +196,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut
 
 async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: &mut R, mut buf: BytesMut) {
     loop {
-        let go_on = conn.with(|c| c.handle_bytes(now_micros(), &mut buf));
-        carry_out(shard, conn);
+        // What the read asks for is answered in one write: the replies, and the snapshots and replays of
+        // the subscriptions (those of this shard's topics come at once).
+        let go_on = conn.corked(|| {
+            let go_on = conn.with(|c| c.handle_bytes(now_micros(), &mut buf));
+            carry_out(shard, conn);
+            go_on
+        });
         if !go_on {
             let engine = conn.engine.borrow();
             // A close the server decided (a reason given), not the echo of the client's.

@@ -240,3 +240,34 @@ fn a_client_cut_off_mid_stream_resumes_on_a_new_connection_with_every_sequence_o
     assert_eq!(orders, [1, 2], "every order, in order");
     assert!(c.recv_until(Duration::from_millis(300), |v| v["type"] == "quote").is_none(), "nothing more");
 }
+
+#[test]
+fn a_resumed_subscription_gets_its_reply_and_replay_in_one_write_per_shard() {
+    // One shard: the reply and the replay are one write. Two: the replay may come from the other shard,
+    // after the reply went; still one write for all of it, not one per frame.
+    for (shards, most) in [("1", 1.0), ("2", 2.0)] {
+        let server = Server::start(&["--no-simulator", "--shards", shards]);
+        let admin = token("root", "admin");
+        let stats = |what: &str| {
+            let (status, body) = common::http(server.addr, "GET", "/api/admin/websocket-stats", Some(&admin), "");
+            assert_eq!(status, 200);
+            body[what].as_f64().unwrap()
+        };
+        let mut c = server.connect(None);
+        let epoch = c.welcome["epoch"].clone();
+        publish(server.addr, &quotes("AAPL", 10));
+        wait_for(SECS, "the welcome written", || stats("totalMessagesDelivered") == 1.0);
+        let (writes, frames) = (stats("totalWrites"), stats("totalMessagesDelivered"));
+        c.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"from_sequence":{"AAPL":0},
+            "epoch":epoch,"id":"r"}));
+        let mut seqs = Vec::new();
+        while seqs.len() < 10 {
+            let v = c.recv_until(SECS, |v| v["type"] == "quote").expect("the replay");
+            seqs.push(v["sequence"].as_u64().unwrap());
+        }
+        assert_eq!(seqs, (1..=10).collect::<Vec<u64>>(), "{shards} shard(s): the whole history, in order");
+        assert_eq!(stats("totalMessagesDelivered") - frames, 11.0, "the reply and ten updates");
+        let written = stats("totalWrites") - writes;
+        assert!((1.0..=most).contains(&written), "{shards} shard(s): {written} writes for 11 frames");
+    }
+}

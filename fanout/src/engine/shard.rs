@@ -31,7 +31,7 @@ use crate::bars::{BarAggregator, ClosedBar};
 use crate::frame::reply_frame;
 use crate::index::{Added, Sink, SubscriptionIndex};
 use crate::interest::{InterestMap, ShardInterest};
-use crate::outbound::{KEEP, NO_STAMP};
+use crate::outbound::NO_STAMP;
 use crate::sequencer::{Limits, Resume, Sequencer, SignFn};
 
 /// How often bars whose interval ended are closed.
@@ -297,12 +297,12 @@ impl<S: Sink, J: Journal> Shard<S, J> {
                 let msg = ShardMsg::Snapshot { topic, conn, generation, frames, dropped };
                 self.route(now, from, msg);
             }
-            ShardMsg::Snapshot { topic, conn, generation, frames, dropped } => {
-                let overflow = (dropped > 0).then(|| queue_overflow_frame(&topic, dropped, self.critical_queue, now));
+            ShardMsg::Snapshot { topic, conn, generation, mut frames, dropped } => {
+                if dropped > 0 {
+                    frames.insert(0, queue_overflow_frame(&topic, dropped, self.critical_queue, now));
+                }
                 if let Some(sink) = self.index.activate(&topic, conn, generation) {
-                    for f in overflow.iter().chain(&frames) {
-                        sink.push(f, NO_STAMP, KEEP);
-                    }
+                    sink.push_all(&frames);
                 }
             }
             ShardMsg::Ack { topic, mut sequence } => {
