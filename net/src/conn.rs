@@ -1,6 +1,7 @@
 //! A WebSocket connection as its shard holds it: the engine's [`Connection`] (the rules) and what the
-//! driver needs to serve it (the socket for inline sends, the wakeups of its reader and writer tasks).
-//! The tasks themselves are in [`crate::session`].
+//! driver needs to serve it: the socket for inline sends, the write half of its stream, the wakeup of its
+//! reader. Its reader task is in [`crate::session`]; a writer task exists only while frames wait for a
+//! socket that did not take them at once ([`Conn::flush`]).
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
@@ -8,6 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 use tickwire_core::protocol::ErrorCode;
 use tickwire_core::time::Micros;
 use tickwire_core::ws::close;
@@ -30,15 +32,20 @@ pub struct Conn {
     /// Whether the client named itself (`?client_id=`): only then are its subscriptions kept for restore.
     pub named: bool,
     pub(crate) engine: RefCell<Connection>,
-    /// Wakes the writer.
-    pub(crate) wake: LocalNotify,
-    /// Wakes the reader: the connection is closing.
-    pub(crate) closing: LocalNotify,
+    /// The write half of the connection's stream, while no flush holds it ([`Conn::writer_state`]).
+    pub(crate) writer: WriterSlot,
+    /// Wakes the session's task: its reader when the connection is closing, its end when a flush handed the
+    /// write half back. The waiter checks which.
+    pub(crate) notify: LocalNotify,
+    /// Tells a running flush to give up (the session is ending and waited long enough).
+    pub(crate) abort: LocalNotify,
     /// The plain TCP socket, for sending a frame at once when nothing waits ([`Conn::send_update`]);
     /// `None` for streams that must go through their writer (TLS), and once the session ends.
     pub(crate) fd: Cell<Option<RawFd>>,
     /// Frames queued now wait to go together ([`Conn::corked`]).
     pub(crate) corked: Cell<bool>,
+    /// Where the write half is.
+    pub(crate) writer_state: Cell<Writer>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) shard: usize,
 }
@@ -47,7 +54,7 @@ impl Conn {
     /// Runs `f` on the engine, then sends what it queued at once when the writer is idle (one
     /// non-blocking `send`, [`Conn::send_now`]), and wakes the writer if frames still wait and the reader if
     /// the connection is closing. Corked ([`Conn::corked`]), it leaves queued frames for the uncorking.
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+    pub(crate) fn with<T>(self: &Rc<Self>, f: impl FnOnce(&mut Connection) -> T) -> T {
         let mut engine = self.engine.borrow_mut();
         let out = f(&mut engine);
         let corked = self.corked.get();
@@ -56,11 +63,11 @@ impl Conn {
         }
         let (closing, queued) = (engine.is_closing(), engine.queued().1);
         drop(engine);
-        if (queued > 0 && !corked) || closing {
-            self.wake.notify();
+        if queued > 0 && !corked {
+            self.flush();
         }
         if closing {
-            self.closing.notify();
+            self.notify.notify();
         }
         out
     }
@@ -68,7 +75,7 @@ impl Conn {
     /// Runs `f` with the connection corked: the frames queued meanwhile (a request's replies, a
     /// subscription's snapshot or replay) wait, and then go to the socket together in one `send`, not one
     /// each (a resuming client's replay of n updates is one system call, and one TCP segment, not n).
-    pub(crate) fn corked<T>(&self, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn corked<T>(self: &Rc<Self>, f: impl FnOnce() -> T) -> T {
         let was = self.corked.replace(true);
         let out = f();
         self.corked.set(was);
@@ -109,7 +116,7 @@ impl Conn {
     }
 
     /// Queues a frame that is never conflated (replies, snapshots, pings).
-    pub fn send(&self, frame: Bytes) {
+    pub fn send(self: &Rc<Self>, frame: Bytes) {
         self.send_update(frame, NO_STAMP, KEEP);
     }
 
@@ -119,7 +126,7 @@ impl Conn {
     /// When nothing waits to be written (the queue is empty and the writer idle, which is nearly always the
     /// case for a client that keeps up), the frame is sent at once with one non-blocking `send`: no queueing,
     /// no writer wakeup. Whatever the socket does not take is queued for the writer, in order.
-    pub fn send_update(&self, frame: Bytes, ingested: Micros, conflate: u64) {
+    pub fn send_update(self: &Rc<Self>, frame: Bytes, ingested: Micros, conflate: u64) {
         let mut engine = self.engine.borrow_mut();
         let corked = self.corked.get();
         if let Some(fd) = self.fd.get().filter(|_| !corked && engine.can_send_now()) {
@@ -132,7 +139,7 @@ impl Conn {
                         stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
                     }
                     if wake {
-                        self.wake.notify();
+                        self.flush();
                     }
                     return;
                 }
@@ -153,18 +160,18 @@ impl Conn {
             Queued::Wake if corked => {}
             Queued::Wake => {
                 drop(engine);
-                self.wake.notify();
+                self.flush();
             }
             Queued::Dropped => {
                 drop(engine);
-                self.wake.notify();
-                self.closing.notify();
+                self.flush();
+                self.notify.notify();
             }
         }
     }
 
     /// Shutdown: a `system` notice with a reconnect hint, then close 1001 after what is queued.
-    pub fn shutdown(&self, retry_after_ms: u64) {
+    pub fn shutdown(self: &Rc<Self>, retry_after_ms: u64) {
         self.with(|c| c.shutdown(now_micros(), retry_after_ms));
     }
 
@@ -184,17 +191,17 @@ impl Conn {
     }
 
     /// Asks the writer to flush what is queued, send a close frame and stop. The first request wins.
-    pub fn request_close(&self, code: u16, reason: &'static str) {
+    pub fn request_close(self: &Rc<Self>, code: u16, reason: &'static str) {
         self.with(|c| c.request_close(code, reason));
     }
 
     /// The heartbeat's visit (see [`Connection::heartbeat`]).
-    pub fn heartbeat(&self, now: Micros, ping: &Bytes) {
+    pub fn heartbeat(self: &Rc<Self>, now: Micros, ping: &Bytes) {
         self.with(|c| c.heartbeat(now, ping));
     }
 
     /// Closes the connection if it stayed behind past the grace (see [`Connection::check_slow`]).
-    pub fn check_slow(&self, now: Micros) {
+    pub fn check_slow(self: &Rc<Self>, now: Micros) {
         self.with(|c| c.check_slow(now));
     }
 
@@ -203,10 +210,132 @@ impl Conn {
         self.engine.borrow_mut().take_subscriptions()
     }
 
-    pub(crate) fn error(&self, id: Option<&str>, code: ErrorCode, message: &str) {
+    pub(crate) fn error(self: &Rc<Self>, id: Option<&str>, code: ErrorCode, message: &str) {
         self.with(|c| c.error(now_micros(), id, code, message));
     }
 }
+
+/// The write half of a connection's stream.
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Unpin>;
+
+/// A connection's write half, while no flush holds it.
+#[derive(Default)]
+pub(crate) struct WriterSlot(Cell<Option<WriteHalf>>);
+
+impl WriterSlot {
+    pub(crate) fn new(w: WriteHalf) -> WriterSlot {
+        WriterSlot(Cell::new(Some(w)))
+    }
+
+    fn take(&self) -> Option<WriteHalf> {
+        self.0.take()
+    }
+
+    fn set(&self, w: Option<WriteHalf>) {
+        self.0.set(w);
+    }
+}
+
+impl std::fmt::Debug for WriterSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterSlot")
+    }
+}
+
+/// Where a connection's write half is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// In the connection ([`Conn::writer`]), no flush running.
+    Idle,
+    /// Held by a flush task, or by the session's end.
+    Busy,
+    /// Dropped: the socket failed, or the session ended.
+    Gone,
+}
+
+impl Conn {
+    /// Starts a flush task if frames wait and none runs: it writes what is queued (one write per batch),
+    /// hands the write half back and ends. A connection that keeps up has no writer task at all (its frames
+    /// go out inline, [`Conn::send_update`]); one whose socket pushed back has one until it caught up.
+    pub(crate) fn flush(self: &Rc<Self>) {
+        if self.writer_state.get() != Writer::Idle {
+            return;
+        }
+        let Some(mut w) = self.writer.take() else { return };
+        let me = self.clone();
+        self.writer_state.set(Writer::Busy);
+        glommio::spawn_local(async move {
+            let ok = futures_lite::future::or(me.write_queued(&mut w), async {
+                me.abort.wait().await;
+                false
+            })
+            .await;
+            if me.writer_state.get() == Writer::Busy {
+                if ok {
+                    me.writer.set(Some(w));
+                    me.writer_state.set(Writer::Idle);
+                } else {
+                    me.writer_state.set(Writer::Gone);
+                }
+            }
+            me.notify.notify();
+            if !ok {
+                // The socket failed (or the end gave up on it); the reader will see it too.
+                me.request_close(close::NORMAL, "");
+            }
+        })
+        .detach();
+    }
+
+    /// The write half, taken for the session's end: waits for a running flush to hand it back. `None` once
+    /// it is gone.
+    pub(crate) async fn take_writer(&self) -> Option<WriteHalf> {
+        loop {
+            match self.writer_state.get() {
+                Writer::Idle => {
+                    self.writer_state.set(Writer::Busy);
+                    return self.writer.take();
+                }
+                Writer::Gone => return None,
+                Writer::Busy => self.notify.wait().await,
+            }
+        }
+    }
+
+    /// The session ended: a flush stuck on a peer that does not read gives up, and the write half goes.
+    pub(crate) fn drop_writer(&self) {
+        self.writer_state.set(Writer::Gone);
+        self.abort.notify();
+        drop(self.writer.take());
+    }
+
+    /// Writes what is queued until nothing is: one write per batch of frames (corking), one ingest-to-flush
+    /// latency sample per batch, that of its earliest update. `false` when the socket failed.
+    pub(crate) async fn write_queued(&self, w: &mut WriteHalf) -> bool {
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let taken = self.engine.borrow_mut().take_for_write(&mut buf, MAX_WRITE);
+            let Some((alone, drained)) = taken else { return true };
+            let bytes = alone.as_ref().map_or(buf.len(), |f| f.len());
+            let written = match &alone {
+                Some(frame) => w.write_all(frame).await,
+                None => w.write_all(&buf).await,
+            };
+            if written.is_err() {
+                return false;
+            }
+            self.engine.borrow_mut().written(drained.frames, bytes);
+            if let Some(ingested) = drained.earliest_ingest {
+                let stats = &self.shared.stats[self.shard];
+                stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
+            }
+        }
+    }
+}
+
+/// Largest write a flush hands the socket at once.
+const MAX_WRITE: usize = 256 * 1024;
 
 /// The most a corked connection's frames hand the socket in one inline `send`; more waits for the writer.
 const INLINE_MAX: usize = 64 * 1024;

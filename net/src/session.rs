@@ -1,7 +1,8 @@
 //! WebSocket sessions on a shard, the driver of [`tickwire_fanout::engine::Connection`]: a reader task
-//! that feeds the engine what the socket read and carries out its requests on the shard, and a writer task
-//! that flushes the connection's outbound queue with one write per wakeup (corking). The rules (requests,
-//! replies, rate limits, heartbeats, slow consumers, the close handshake) are the engine's.
+//! that feeds the engine what the socket read and carries out its requests on the shard, then ends the
+//! connection. Frames go to the socket at once when it takes them; a flush task (one write per batch of
+//! queued frames, [`Conn::flush`]) lives only while some wait. The rules (requests, replies, rate limits,
+//! heartbeats, slow consumers, the close handshake) are the engine's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use tickwire_persistence::{ConnectionRecord, SubscriptionRecord};
 pub use tickwire_fanout::engine::Kind;
 
 use crate::auth::Identity;
-use crate::conn::Conn;
+use crate::conn::{Conn, Writer, WriterSlot};
 use crate::shard::Shard;
 use crate::util::{now_micros, LocalNotify};
 
@@ -30,8 +31,6 @@ use crate::util::{now_micros, LocalNotify};
 /// of subscribers; with 16 KiB reads (about 100 updates) a shard behind its publisher stalled for tens of
 /// milliseconds at a time (loop lag up to 250 ms at 50,000 deliveries/s, perf/reports/cpu).
 const READ_CHUNK: usize = 512;
-/// Largest write the writer hands the socket at once.
-const MAX_WRITE: usize = 256 * 1024;
 /// How long a closed connection waits for the peer's side of the close.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -65,15 +64,18 @@ where
     let user = identity.map(|i| i.user);
     let stats = shard.stats().engine.clone();
     let engine = Connection::new(shard.id, key, kind, user.clone(), shard.conn_settings().clone(), stats, now);
+    let (reader, writer) = futures_lite::io::split(stream);
     let conn = Rc::new(Conn {
         key,
         client_id,
         named,
         engine: RefCell::new(engine),
-        wake: LocalNotify::default(),
-        closing: LocalNotify::default(),
+        writer: WriterSlot::new(Box::new(writer)),
+        notify: LocalNotify::default(),
+        abort: LocalNotify::default(),
         fd: Cell::new(fd),
         corked: Cell::new(false),
+        writer_state: Cell::new(Writer::Idle),
         shared: shard.shared.clone(),
         shard: shard.id,
     });
@@ -89,9 +91,7 @@ where
     if kind == Kind::Subscriber {
         conn.with(|c| c.welcome(now, &conn.client_id));
     }
-    let (reader, writer) = futures_lite::io::split(stream);
-    let writer = glommio::spawn_local(write_loop(shard.clone(), conn.clone(), writer)).detach();
-    serve(shard, slot, conn, reader, writer, buffered)
+    serve(shard, slot, conn, reader, buffered)
 }
 
 /// Serves a connection set up by [`run`] until it ends: reads until the connection closes, then ends it
@@ -102,29 +102,31 @@ async fn serve<R: AsyncRead + Unpin + 'static>(
     slot: crate::limits::ConnSlot,
     conn: Rc<Conn>,
     mut reader: R,
-    writer: glommio::task::JoinHandle<()>,
     buffered: BytesMut,
 ) {
     read_loop(&shard, &conn, &mut reader, buffered).await;
-    Box::pin(end(shard, slot, conn, reader, writer)).await;
+    Box::pin(end(shard, slot, conn, reader)).await;
 }
 
-/// Ends a connection whose reading is over: closes it, lets the writer flush (bounded), lingers for the
-/// peer's close, and records the end.
-async fn end<R: AsyncRead + Unpin>(
-    shard: Rc<Shard>,
-    slot: crate::limits::ConnSlot,
-    conn: Rc<Conn>,
-    mut reader: R,
-    mut writer_task: glommio::task::JoinHandle<()>,
-) {
+/// Ends a connection whose reading is over: closes it, writes what is queued and the close frame
+/// (bounded), lingers for the peer's close, and records the end.
+async fn end<R: AsyncRead + Unpin>(shard: Rc<Shard>, slot: crate::limits::ConnSlot, conn: Rc<Conn>, mut reader: R) {
     conn.request_close(close::NORMAL, "");
-    // Its subscriptions go at once; only the socket waits for the writer to flush and send the close
-    // frame, and a peer that does not read cannot hold even that for long.
+    // Its subscriptions go at once; only the socket waits for the queue to be written and the close frame
+    // sent, and a peer that does not read cannot hold even that for long.
     shard.remove_conn(&conn);
     let sent = futures_lite::future::or(
         async {
-            (&mut writer_task).await;
+            // A flush still running finishes first (or is told to give up, below).
+            let Some(mut w) = conn.take_writer().await else { return false };
+            if !conn.write_queued(&mut w).await {
+                return false;
+            }
+            let close = conn.engine.borrow().close_frame();
+            if let Some(frame) = close {
+                let _ = w.write_all(&frame).await;
+            }
+            let _ = w.close().await;
             true
         },
         async {
@@ -133,9 +135,8 @@ async fn end<R: AsyncRead + Unpin>(
         },
     )
     .await;
-    if !sent {
-        writer_task.cancel();
-    } else {
+    conn.drop_writer();
+    if sent {
         // Lingering close: our close frame is out and our side shut; read (and discard) what the peer still
         // sends, its close reply included, until it closes too. Closing a socket with unread input would
         // reset the connection and could destroy what the peer has yet to read, the close frame included.
@@ -156,42 +157,6 @@ async fn end<R: AsyncRead + Unpin>(
     let id = (shard.id as u64) << 48 | conn.key;
     shard.shared.store.connection_closed(id, now_micros(), code, messages_in, messages_out);
     tracing::debug!(conn = %engine.id(), code, flushed = sent, "connection closed");
-}
-
-/// Flushes the connection: one write per batch of queued frames. Per batch (not per frame) it records one
-/// ingest-to-flush latency sample, that of the batch's earliest update.
-async fn write_loop<W: AsyncWrite + Unpin>(shard: Rc<Shard>, conn: Rc<Conn>, mut w: W) {
-    // Allocated only while several frames wait at once, and freed after, so that an idle connection
-    // holds no write buffer.
-    let mut buf = Vec::new();
-    loop {
-        conn.wake.wait().await;
-        loop {
-            buf.clear();
-            let taken = conn.engine.borrow_mut().take_for_write(&mut buf, MAX_WRITE);
-            let Some((alone, drained)) = taken else { break };
-            let bytes = alone.as_ref().map_or(buf.len(), |f| f.len());
-            let written = match &alone {
-                Some(frame) => w.write_all(frame).await,
-                None => w.write_all(&buf).await,
-            };
-            if written.is_err() {
-                conn.request_close(close::NORMAL, "");
-                return;
-            }
-            conn.engine.borrow_mut().written(drained.frames, bytes);
-            if let Some(ingested) = drained.earliest_ingest {
-                shard.stats().flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
-            }
-        }
-        buf = Vec::new();
-        let close = conn.engine.borrow().close_frame();
-        if let Some(frame) = close {
-            let _ = w.write_all(&frame).await;
-            let _ = w.close().await;
-            return;
-        }
-    }
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: &mut R, mut buf: BytesMut) {
@@ -219,7 +184,10 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: 
         // tasks their turn when the preempt timer says so, or they wait for this connection to go quiet.
         glommio::yield_if_needed().await;
         let read = futures_lite::future::or(async { Some(read_some(r, &mut buf).await) }, async {
-            conn.closing.wait().await;
+            // The same wakeup tells of a flush ending: only a closing connection stops the reading.
+            while !conn.engine.borrow().is_closing() {
+                conn.notify.wait().await;
+            }
             None
         });
         match read.await {
