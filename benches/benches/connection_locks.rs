@@ -24,7 +24,7 @@ fn open_and_close(limits: &Arc<ConnLimits>, store: &MemoryStore, shard: usize, i
         id,
         user: Some(user.to_string()),
         client_id: String::new(),
-        ip: String::new(),
+        ip: None,
         shard,
         connected_at: 0,
     });

@@ -27,10 +27,10 @@ use crate::util::{now_micros, LocalNotify};
 pub struct Conn {
     /// Shard-local key.
     pub key: u64,
-    /// The client's own id (`?client_id=`), or one the server made.
-    pub client_id: String,
-    /// Whether the client named itself (`?client_id=`): only then are its subscriptions kept for restore.
-    pub named: bool,
+    /// The client's own id (`?client_id=`), if it named itself: only then are its subscriptions kept for
+    /// restore. Otherwise the server's id for it is made from the shard and key when needed
+    /// ([`Conn::client_id`]), not kept by every connection.
+    pub named: Option<Box<str>>,
     pub(crate) engine: RefCell<Connection>,
     /// The write half of the connection's stream, while no flush holds it ([`Conn::writer_state`]).
     pub(crate) writer: WriterSlot,
@@ -51,6 +51,14 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The client's id: its own (`?client_id=`), or `cl-{shard}-{key}`.
+    pub fn client_id(&self) -> std::borrow::Cow<'_, str> {
+        match &self.named {
+            Some(id) => std::borrow::Cow::Borrowed(id),
+            None => std::borrow::Cow::Owned(format!("cl-{}-{}", self.shard, self.key)),
+        }
+    }
+
     /// Runs `f` on the engine, then sends what it queued at once when the writer is idle (one
     /// non-blocking `send`, [`Conn::send_now`]), and wakes the writer if frames still wait and the reader if
     /// the connection is closing. Corked ([`Conn::corked`]), it leaves queued frames for the uncorking.

@@ -1,5 +1,6 @@
 //! HTTP on the shard's port: request heads with a deadline, the WebSocket upgrades, and the REST endpoints.
 
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one accepted TCP connection: through TLS when configured (the handshake within the handshake
 /// deadline), then [`serve`]. `fd` is the plain TCP socket of `stream`.
-pub async fn accept<S>(shard: Rc<Shard>, stream: S, fd: Option<RawFd>, ip: String)
+pub async fn accept<S>(shard: Rc<Shard>, stream: S, fd: Option<RawFd>, ip: Option<IpAddr>)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -34,15 +35,15 @@ where
     match handshake {
         // Sessions must not write to the socket under TLS: no `fd`.
         Ok(Ok(tls)) => serve(shard, tls, None, ip).await,
-        Ok(Err(e)) => tracing::debug!(%ip, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%ip, "TLS handshake timed out"),
+        Ok(Err(e)) => tracing::debug!(?ip, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(?ip, "TLS handshake timed out"),
     }
 }
 
 /// Serves one accepted connection: HTTP requests (kept alive) until an upgrade or the end. `fd` is its
 /// plain TCP socket, which WebSocket sessions may write to directly (see [`session::Conn::send_update`]);
 /// `None` for streams such as TLS.
-pub async fn serve<S>(shard: Rc<Shard>, mut stream: S, fd: Option<RawFd>, ip: String)
+pub async fn serve<S>(shard: Rc<Shard>, mut stream: S, fd: Option<RawFd>, ip: Option<IpAddr>)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -138,7 +139,7 @@ async fn upgrade<S>(
     buf: BytesMut,
     req: Request,
     kind: Kind,
-    ip: String,
+    ip: Option<IpAddr>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -183,13 +184,13 @@ async fn upgrade<S>(
     }
     // Connection limits, counted across shards; the slot is held for the whole session.
     let user = identity.as_ref().filter(|_| kind == Kind::Subscriber).map(|i| &i.user);
-    let slot = match shard.shared.security.limits.admit(ip.parse().ok(), user) {
+    let slot = match shard.shared.security.limits.admit(ip, user) {
         Ok(slot) => slot,
         Err(refusal) => {
             let (code, reason) = refusal.close();
             shard.stats().connections_refused.fetch_add(1, Ordering::Relaxed);
             // Debug, not info: a client retrying in a loop must not turn into a flood of log lines.
-            tracing::debug!(%ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");
+            tracing::debug!(?ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");
             let _ = stream.write_all(&tickwire_core::ws::close_frame(code, reason)).await;
             let _ = stream.close().await;
             // Lingering close, briefly: unread input at close would reset the connection and could

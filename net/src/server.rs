@@ -375,7 +375,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 fn serve_accepted(shard: &Rc<Shard>, stream: glommio::net::TcpStream) {
-    let ip = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let ip = stream.peer_addr().ok().map(|a| a.ip());
     let _ = stream.set_nodelay(true);
     let fd = Some(stream.as_raw_fd());
     glommio::spawn_local(crate::routes::accept(shard.clone(), stream, fd, ip)).detach();

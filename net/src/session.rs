@@ -51,14 +51,12 @@ pub fn run<S>(
     kind: Kind,
     identity: Option<Identity>,
     client_id: Option<String>,
-    ip: String,
+    ip: Option<std::net::IpAddr>,
 ) -> impl std::future::Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let key = shard.next_id();
-    let named = client_id.is_some();
-    let client_id = client_id.unwrap_or_else(|| format!("cl-{}-{key}", shard.id));
     let now = now_micros();
     // Consumed here, so that the session's future does not keep it.
     let user = identity.map(|i| i.user);
@@ -67,8 +65,7 @@ where
     let (reader, writer) = futures_lite::io::split(stream);
     let conn = Rc::new(Conn {
         key,
-        client_id,
-        named,
+        named: client_id.map(String::into_boxed_str),
         engine: RefCell::new(engine),
         writer: WriterSlot::new(Box::new(writer)),
         notify: LocalNotify::default(),
@@ -83,13 +80,13 @@ where
     shard.shared.store.connection_opened(ConnectionRecord {
         id: (shard.id as u64) << 48 | key,
         user: user.map(|u| u.to_string()),
-        client_id: conn.client_id.clone(),
+        client_id: conn.client_id().into_owned(),
         ip,
         shard: shard.id,
         connected_at: now,
     });
     if kind == Kind::Subscriber {
-        conn.with(|c| c.welcome(now, &conn.client_id));
+        conn.with(|c| c.welcome(now, &conn.client_id()));
     }
     serve(shard, slot, conn, reader, buffered)
 }
@@ -261,12 +258,12 @@ pub(crate) fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: Subscribe) {
 /// client that did not name itself (`?client_id=`): it could not ask for them back.
 pub fn subscription_changed(shard: &Shard, conn: &Conn, topic: &Topic, throttle_ms: Option<u32>) {
     let store = &shard.shared.store;
-    if !store.durable() || !conn.named {
+    if !store.durable() || conn.named.is_none() {
         return;
     }
     let record = SubscriptionRecord {
         user: conn.user().map_or_else(String::new, |u| u.to_string()),
-        client_id: conn.client_id.clone(),
+        client_id: conn.client_id().into_owned(),
         channel: topic.channel,
         symbol: if topic.channel.is_private() { String::new() } else { topic.key.to_string() },
         interval: topic.interval.map_or("", |i| i.as_str()).to_owned(),
@@ -286,7 +283,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(3);
 /// channel, interval and throttle. Those the connection already has are left as they are.
 pub fn restore(shard: &Rc<Shard>, conn: &Rc<Conn>, id: Option<String>) {
     let user = conn.user().map_or_else(String::new, |u| u.to_string());
-    let Some(pending) = shard.shared.store.subscriptions(&user, &conn.client_id) else {
+    let Some(pending) = shard.shared.store.subscriptions(&user, &conn.client_id()) else {
         let msg = "restore needs the server to keep subscriptions in a database (--database-url)";
         return conn.error(id.as_deref(), ErrorCode::Unavailable, msg);
     };

@@ -57,7 +57,7 @@ fn main() {
                 id: next_conn,
                 user: Some(format!("u-{}", next_conn % 5000)),
                 client_id: format!("cl-{next_conn}"),
-                ip: "127.0.0.1".into(),
+                ip: "127.0.0.1".parse().ok(),
                 shard: (next_conn % 2) as usize,
                 connected_at: now_us(),
             });

@@ -13,7 +13,7 @@
 //! use tickwire_persistence::{ConnectionRecord, MemoryStore, Store};
 //! let store = MemoryStore::new(1000);
 //! store.connection_opened(ConnectionRecord { id: 1, user: Some("u-42".into()), client_id: "c".into(),
-//!     ip: "127.0.0.1".into(), shard: 0, connected_at: 0 });
+//!     ip: "127.0.0.1".parse().ok(), shard: 0, connected_at: 0 });
 //! store.connection_closed(1, 10, 1000, 3, 7);
 //! assert_eq!(store.connections().len(), 1);
 //! ```
@@ -41,7 +41,8 @@ pub struct ConnectionRecord {
     pub id: u64,
     pub user: Option<String>,
     pub client_id: String,
-    pub ip: String,
+    /// The peer's address (`None` when the socket could not tell).
+    pub ip: Option<std::net::IpAddr>,
     pub shard: usize,
     pub connected_at: Micros,
 }
@@ -275,7 +276,7 @@ mod tests {
             id,
             user: None,
             client_id: format!("c{id}"),
-            ip: "127.0.0.1".into(),
+            ip: "127.0.0.1".parse().ok(),
             shard: 0,
             connected_at: 0,
         }

@@ -79,7 +79,6 @@ impl Book {
         match op {
             BookOp::Opened(mut record) => {
                 clean(&mut record.client_id);
-                clean(&mut record.ip);
                 if let Some(u) = &mut record.user {
                     clean(u);
                 }
@@ -461,7 +460,7 @@ async fn write_book(c: &mut Client, run_id: i64, book: &Book) -> Result<u64, tok
             ids.push(r.id as i64);
             users.push(r.user.as_deref());
             clients.push(r.client_id.as_str());
-            ips.push(r.ip.as_str());
+            ips.push(r.ip.map_or_else(String::new, |ip| ip.to_string()));
             shards.push(r.shard as i32);
             at.push(r.connected_at);
             ended.push(row.end.map(|e| e.0));
@@ -660,7 +659,7 @@ mod tests {
             id,
             user: Some("u\0".into()),
             client_id: "c".into(),
-            ip: "::1".into(),
+            ip: "::1".parse().ok(),
             shard: 0,
             connected_at: 1,
         })

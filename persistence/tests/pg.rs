@@ -82,7 +82,7 @@ fn rows_reach_each_table() {
         id,
         user: Some("u-1".into()),
         client_id: format!("c{id}"),
-        ip: "127.0.0.1".into(),
+        ip: "127.0.0.1".parse().ok(),
         shard: 1,
         connected_at: 1_700_000_000_000_000,
     };
@@ -198,7 +198,7 @@ fn records_past_the_retention_are_deleted_and_unacked_messages_stay() {
             id,
             user: None,
             client_id: format!("c{id}"),
-            ip: "127.0.0.1".into(),
+            ip: "127.0.0.1".parse().ok(),
             shard: 0,
             connected_at: at,
         });
@@ -219,7 +219,7 @@ fn records_past_the_retention_are_deleted_and_unacked_messages_stay() {
         id: 3,
         user: None,
         client_id: "c3".into(),
-        ip: "127.0.0.1".into(),
+        ip: "127.0.0.1".parse().ok(),
         shard: 0,
         connected_at: now,
     });
@@ -249,7 +249,7 @@ fn batches_the_database_refuses_cannot_wedge_the_queues() {
         id: 1,
         user: None,
         client_id: "c".into(),
-        ip: "127.0.0.1".into(),
+        ip: "127.0.0.1".parse().ok(),
         shard: 0,
         connected_at: 0,
     });
@@ -270,7 +270,7 @@ fn text_from_peers_with_nul_cannot_wedge_the_queues() {
         id: 1,
         user: Some("u\0x".into()),
         client_id: "c\0".into(),
-        ip: "127.0.0.1".into(),
+        ip: "127.0.0.1".parse().ok(),
         shard: 0,
         connected_at: 0,
     });
