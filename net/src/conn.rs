@@ -93,6 +93,43 @@ impl Conn {
         out
     }
 
+    /// A new connection's first `send`: `answer` (the upgrade's HTTP answer, not yet sent) and the frames `f`
+    /// queues (the welcome) together. What the socket does not take is queued for a flush, first.
+    pub(crate) fn send_first(self: &Rc<Self>, fd: RawFd, answer: Vec<u8>, f: impl FnOnce(&mut Connection)) {
+        let mut engine = self.engine.borrow_mut();
+        f(&mut engine);
+        let mut buf = answer;
+        let head = buf.len();
+        let (frames, ingested) = match engine.take_for_write(&mut buf, INLINE_MAX) {
+            Some((alone, drained)) => {
+                if let Some(frame) = alone {
+                    buf.extend_from_slice(&frame);
+                }
+                (drained.frames, drained.earliest_ingest)
+            }
+            None => (0, None),
+        };
+        match send_now(fd, &buf) {
+            Ok(n) if n == buf.len() => {
+                if frames > 0 {
+                    engine.written(frames, n - head);
+                }
+            }
+            // The rest goes first, as the rest of a frame would (and counts as one frame once written).
+            Ok(n) => engine.unwritten(Bytes::from(buf).slice(n..), ingested, n.saturating_sub(head)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => engine.unwritten(Bytes::from(buf), ingested, 0),
+            Err(_) => engine.request_close(close::NORMAL, ""),
+        }
+        let (closing, queued) = (engine.is_closing(), engine.queued().1);
+        drop(engine);
+        if queued > 0 {
+            self.flush();
+        }
+        if closing {
+            self.notify.notify();
+        }
+    }
+
     /// Sends what is queued (at most [`INLINE_MAX`] bytes) at once with one non-blocking `send`, when the
     /// writer holds nothing: a lone frame as it is, several copied into one buffer. The writer task (and the
     /// socket stream's own buffer) is not woken for it. What the socket does not take stays queued for the

@@ -179,8 +179,14 @@ async fn upgrade<S>(
     };
     let key = req.ws_key.as_deref().unwrap_or_default().trim();
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    if stream.write_all(&http::switching_protocols(&accept)).await.is_err() {
-        return;
+    let mut answer = http::switching_protocols(&accept);
+    // On a plain socket the answer waits, to go out with what follows it in one `send` (the welcome, or the
+    // refusal's close frame); through TLS it goes now.
+    if fd.is_none() {
+        if stream.write_all(&answer).await.is_err() {
+            return;
+        }
+        answer.clear();
     }
     // Connection limits, counted across shards; the slot is held for the whole session.
     let user = identity.as_ref().filter(|_| kind == Kind::Subscriber).map(|i| &i.user);
@@ -191,7 +197,8 @@ async fn upgrade<S>(
             shard.stats().connections_refused.fetch_add(1, Ordering::Relaxed);
             // Debug, not info: a client retrying in a loop must not turn into a flood of log lines.
             tracing::debug!(?ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");
-            let _ = stream.write_all(&tickwire_core::ws::close_frame(code, reason)).await;
+            answer.extend_from_slice(&tickwire_core::ws::close_frame(code, reason));
+            let _ = stream.write_all(&answer).await;
             let _ = stream.close().await;
             // Lingering close, briefly: unread input at close would reset the connection and could
             // destroy the close frame before the client reads it.
@@ -208,7 +215,8 @@ async fn upgrade<S>(
     // The session runs as a task of its own and this one ends: the HTTP side's state (the largest part of
     // this task, several KiB) is not kept for the life of every WebSocket connection.
     // It holds the connection-limit slot until it ends.
-    glommio::spawn_local(session::run(shard, slot, stream, fd, buf, kind, identity, client_id, ip)).detach();
+    let answer = (!answer.is_empty()).then_some(answer);
+    glommio::spawn_local(session::run(shard, slot, stream, fd, answer, buf, kind, identity, client_id, ip)).detach();
 }
 
 async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {

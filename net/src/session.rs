@@ -47,6 +47,7 @@ pub fn run<S>(
     slot: crate::limits::ConnSlot,
     stream: S,
     fd: Option<RawFd>,
+    answer: Option<Vec<u8>>,
     buffered: BytesMut,
     kind: Kind,
     identity: Option<Identity>,
@@ -85,8 +86,15 @@ where
         shard: shard.id,
         connected_at: now,
     });
-    if kind == Kind::Subscriber {
-        conn.with(|c| c.welcome(now, &conn.client_id()));
+    let welcome = |c: &mut Connection| {
+        if kind == Kind::Subscriber {
+            c.welcome(now, &conn.client_id());
+        }
+    };
+    match (fd, answer) {
+        // The upgrade's answer and the welcome in one `send`.
+        (Some(fd), Some(answer)) => conn.send_first(fd, answer, welcome),
+        _ => conn.with(welcome),
     }
     serve(shard, slot, conn, reader, buffered)
 }
