@@ -93,31 +93,42 @@ impl Conn {
         out
     }
 
-    /// A new connection's first `send`: `answer` (the upgrade's HTTP answer, not yet sent) and the frames `f`
-    /// queues (the welcome) together. What the socket does not take is queued for a flush, first.
-    pub(crate) fn send_first(self: &Rc<Self>, fd: RawFd, answer: Vec<u8>, f: impl FnOnce(&mut Connection)) {
+    /// A new connection's first `send`: the upgrade's 101 answer (not yet sent, `accept` its key) and the
+    /// frames `f` queues (the welcome) together, gathered from where they are (no copy, no allocation that
+    /// would be freed among the connection's own allocations and fragment the heap). What the socket does not take is queued
+    /// for a flush, first.
+    pub(crate) fn send_first(
+        self: &Rc<Self>,
+        fd: RawFd,
+        accept: &crate::http::AcceptKey,
+        f: impl FnOnce(&mut Connection),
+    ) {
         let mut engine = self.engine.borrow_mut();
         f(&mut engine);
-        let mut buf = answer;
-        let head = buf.len();
-        let (frames, ingested) = match engine.take_for_write(&mut buf, INLINE_MAX) {
-            Some((alone, drained)) => {
-                if let Some(frame) = alone {
-                    buf.extend_from_slice(&frame);
-                }
-                (drained.frames, drained.earliest_ingest)
-            }
-            None => (0, None),
+        let mut buf = Vec::new();
+        let (frames, ingested, alone) = match engine.take_for_write(&mut buf, INLINE_MAX) {
+            Some((alone, drained)) => (drained.frames, drained.earliest_ingest, alone),
+            None => (0, None, None),
         };
-        match send_now(fd, &buf) {
-            Ok(n) if n == buf.len() => {
+        let answer = crate::http::switching_protocols_parts(accept);
+        let frames_bytes: &[u8] = alone.as_deref().unwrap_or(&buf);
+        let parts = [answer[0], answer[1], answer[2], frames_bytes];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let head = total - frames_bytes.len();
+        match send_parts_now(fd, &parts) {
+            Ok(n) if n == total => {
                 if frames > 0 {
                     engine.written(frames, n - head);
                 }
             }
             // The rest goes first, as the rest of a frame would (and counts as one frame once written).
-            Ok(n) => engine.unwritten(Bytes::from(buf).slice(n..), ingested, n.saturating_sub(head)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => engine.unwritten(Bytes::from(buf), ingested, 0),
+            Ok(n) => {
+                let rest = Bytes::from(parts.concat()).slice(n..);
+                engine.unwritten(rest, ingested, n.saturating_sub(head));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                engine.unwritten(Bytes::from(parts.concat()), ingested, 0);
+            }
             Err(_) => engine.request_close(close::NORMAL, ""),
         }
         let (closing, queued) = (engine.is_closing(), engine.queued().1);
@@ -400,6 +411,27 @@ impl Sink for ConnRef {
 
     fn push_all(&self, frames: &[Bytes]) {
         self.0.corked(|| frames.iter().for_each(|f| self.0.send(f.clone())));
+    }
+}
+
+/// One non-blocking `sendmsg` of `parts`, in order, on a connected TCP socket: the bytes the kernel took.
+fn send_parts_now<const N: usize>(fd: RawFd, parts: &[&[u8]; N]) -> std::io::Result<usize> {
+    let iov: [libc::iovec; N] = std::array::from_fn(|i| libc::iovec {
+        iov_base: parts[i].as_ptr() as *mut libc::c_void,
+        iov_len: parts[i].len(),
+    });
+    // SAFETY: an all-zero msghdr is valid (no address, no control data); its iovecs point into `parts`,
+    // live buffers that the kernel only reads, and `iov` outlives the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len();
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 

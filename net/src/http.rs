@@ -211,10 +211,21 @@ pub fn error(status: u16, message: &str, keep_alive: bool) -> Vec<u8> {
     json(status, &body, keep_alive)
 }
 
+/// A WebSocket accept key: the base64 of a SHA-1, 28 bytes, held without a heap allocation.
+pub type AcceptKey = [u8; 28];
+
+/// The 101 answer to a WebSocket upgrade, in three parts: before the accept key, the key, after it.
+pub fn switching_protocols_parts(accept: &AcceptKey) -> [&[u8]; 3] {
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+        accept,
+        b"\r\n\r\n",
+    ]
+}
+
 /// The 101 answer to a WebSocket upgrade.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
-    format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
-        .into_bytes()
+pub fn switching_protocols(accept: &AcceptKey) -> Vec<u8> {
+    switching_protocols_parts(accept).concat()
 }
 
 #[cfg(test)]

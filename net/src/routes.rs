@@ -178,16 +178,18 @@ async fn upgrade<S>(
         }
     };
     let key = req.ws_key.as_deref().unwrap_or_default().trim();
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut answer = http::switching_protocols(&accept);
+    let mut accept: http::AcceptKey = [0; 28];
+    accept.copy_from_slice(tungstenite::handshake::derive_accept_key(key.as_bytes()).as_bytes());
     // On a plain socket the answer waits, to go out with what follows it in one `send` (the welcome, or the
     // refusal's close frame); through TLS it goes now.
-    if fd.is_none() {
-        if stream.write_all(&answer).await.is_err() {
+    let answer = if fd.is_some() {
+        Some(accept)
+    } else {
+        if stream.write_all(&http::switching_protocols(&accept)).await.is_err() {
             return;
         }
-        answer.clear();
-    }
+        None
+    };
     // Connection limits, counted across shards; the slot is held for the whole session.
     let user = identity.as_ref().filter(|_| kind == Kind::Subscriber).map(|i| &i.user);
     let slot = match shard.shared.security.limits.admit(ip, user) {
@@ -197,8 +199,9 @@ async fn upgrade<S>(
             shard.stats().connections_refused.fetch_add(1, Ordering::Relaxed);
             // Debug, not info: a client retrying in a loop must not turn into a flood of log lines.
             tracing::debug!(?ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");
-            answer.extend_from_slice(&tickwire_core::ws::close_frame(code, reason));
-            let _ = stream.write_all(&answer).await;
+            let mut out = answer.map_or_else(Vec::new, |a| http::switching_protocols(&a));
+            out.extend_from_slice(&tickwire_core::ws::close_frame(code, reason));
+            let _ = stream.write_all(&out).await;
             let _ = stream.close().await;
             // Lingering close, briefly: unread input at close would reset the connection and could
             // destroy the close frame before the client reads it.
@@ -215,7 +218,6 @@ async fn upgrade<S>(
     // The session runs as a task of its own and this one ends: the HTTP side's state (the largest part of
     // this task, several KiB) is not kept for the life of every WebSocket connection.
     // It holds the connection-limit slot until it ends.
-    let answer = (!answer.is_empty()).then_some(answer);
     glommio::spawn_local(session::run(shard, slot, stream, fd, answer, buf, kind, identity, client_id, ip)).detach();
 }
 

@@ -47,7 +47,7 @@ pub fn run<S>(
     slot: crate::limits::ConnSlot,
     stream: S,
     fd: Option<RawFd>,
-    answer: Option<Vec<u8>>,
+    answer: Option<crate::http::AcceptKey>,
     buffered: BytesMut,
     kind: Kind,
     identity: Option<Identity>,
@@ -93,7 +93,7 @@ where
     };
     match (fd, answer) {
         // The upgrade's answer and the welcome in one `send`.
-        (Some(fd), Some(answer)) => conn.send_first(fd, answer, welcome),
+        (Some(fd), Some(answer)) => conn.send_first(fd, &answer, welcome),
         _ => conn.with(welcome),
     }
     serve(shard, slot, conn, reader, buffered)
