@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -188,12 +189,18 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: 
         // A read of a busy connection (a publisher's) completes at once, again and again: give the other
         // tasks their turn when the preempt timer says so, or they wait for this connection to go quiet.
         glommio::yield_if_needed().await;
-        let read = futures_lite::future::or(async { Some(read_some(r, &mut buf).await) }, async {
+        // One small future for both: it lives as long as the connection is idle.
+        let read = std::future::poll_fn(|cx| {
             // The same wakeup tells of a flush ending: only a closing connection stops the reading.
-            while !conn.engine.borrow().is_closing() {
-                conn.notify.wait().await;
+            loop {
+                if conn.engine.borrow().is_closing() {
+                    return Poll::Ready(None);
+                }
+                if conn.notify.poll_wait(cx).is_pending() {
+                    break;
+                }
             }
-            None
+            poll_read_some(cx, r, &mut buf).map(Some)
         });
         match read.await {
             Some(Ok(n)) if n > 0 => {}
@@ -211,17 +218,18 @@ thread_local! {
 /// the shard's [`SCRATCH`] buffer, so that a connection holds a buffer of its own only while a message of
 /// its is incomplete. The scratch buffer is lent to the stream for one poll at a time: the streams read
 /// into it only within `poll_read` (glommio's sockets with a plain `recv`, rustls from its own buffer).
-async fn read_some<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let read = std::pin::Pin::new(&mut *r).poll_read(cx, scratch);
-            if let std::task::Poll::Ready(Ok(n)) = read {
-                buf.extend_from_slice(&scratch[..n]);
-            }
-            read
-        })
+fn poll_read_some<R: AsyncRead + Unpin>(
+    cx: &mut std::task::Context<'_>,
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let read = std::pin::Pin::new(&mut *r).poll_read(cx, scratch);
+        if let Poll::Ready(Ok(n)) = read {
+            buf.extend_from_slice(&scratch[..n]);
+        }
+        read
     })
-    .await
 }
 
 /// Carries out, in order, what the connection's engine asks of the shard. The engine is not borrowed

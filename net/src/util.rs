@@ -27,6 +27,17 @@ impl LocalNotify {
         }
     }
 
+    /// Polls for the next notification: ready (and consumed) if one is pending, else `cx` is woken by the
+    /// next.
+    pub fn poll_wait(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.notified.replace(false) {
+            Poll::Ready(())
+        } else {
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+
     /// Waits for the next notification (returns at once if one is pending).
     pub async fn wait(&self) {
         poll_fn(|cx| {
