@@ -38,6 +38,12 @@ impl LocalNotify {
         }
     }
 
+    /// Forgets a pending notification and the waiter's waker (a waker keeps its task's memory alive).
+    pub fn forget(&self) {
+        self.notified.set(false);
+        drop(self.waker.take());
+    }
+
     /// Waits for the next notification (returns at once if one is pending).
     pub async fn wait(&self) {
         poll_fn(|cx| {
