@@ -185,10 +185,6 @@ impl Conn {
     /// case for a client that keeps up), the frame is sent at once with one non-blocking `send`: no queueing,
     /// no writer wakeup. Whatever the socket does not take is queued for the writer, in order.
     pub fn send_update(self: &Rc<Self>, frame: Bytes, ingested: Micros, conflate: u64) {
-        if !self.corked.get() && self.fd.get().is_some() && BURST.with(|b| b.on.get()) {
-            self.corked.set(true);
-            BURST.with(|b| b.dirty.borrow_mut().push(self.clone()));
-        }
         let mut engine = self.engine.borrow_mut();
         let corked = self.corked.get();
         if let Some(fd) = self.fd.get().filter(|_| !corked && engine.can_send_now()) {
@@ -275,46 +271,6 @@ impl Conn {
     pub(crate) fn error(self: &Rc<Self>, id: Option<&str>, code: ErrorCode, message: &str) {
         self.with(|c| c.error(now_micros(), id, code, message));
     }
-}
-
-/// A shard's burst: while a publisher's reads come back full (the shard is behind it), the updates for plain
-/// sockets are queued and their connections listed, and at the burst's end each listed connection gets its
-/// updates in one `send`. A subscriber that several updates of the burst reach gets one `send` and one TCP
-/// segment for all of them: the further behind the shard, the more updates share a `send` (at the product
-/// load a subscriber gets about 10 updates a second, so a shard that keeps up sees no bursts at all).
-#[derive(Default)]
-struct Burst {
-    on: Cell<bool>,
-    dirty: RefCell<Vec<Rc<Conn>>>,
-}
-
-thread_local! {
-    /// The shard's burst (a shard is one thread).
-    static BURST: Burst = Burst::default();
-}
-
-/// Starts a burst on this shard ([`Burst`]).
-pub(crate) fn burst_start() {
-    BURST.with(|b| b.on.set(true));
-}
-
-/// Ends the shard's burst: each connection it queued updates for sends them, in one `send`.
-pub(crate) fn burst_end() {
-    let mut dirty = BURST.with(|b| {
-        b.on.set(false);
-        std::mem::take(&mut *b.dirty.borrow_mut())
-    });
-    for conn in dirty.drain(..) {
-        conn.corked.set(false);
-        conn.with(|_| ());
-    }
-    // The list's room is kept for the next burst.
-    BURST.with(|b| {
-        let mut kept = b.dirty.borrow_mut();
-        if kept.capacity() == 0 {
-            *kept = dirty;
-        }
-    });
 }
 
 /// The write half of a connection's stream.

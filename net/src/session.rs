@@ -166,16 +166,7 @@ async fn end<R: AsyncRead + Unpin>(shard: Rc<Shard>, slot: crate::limits::ConnSl
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: &mut R, mut buf: BytesMut) {
-    // The last read filled the read buffer: more is waiting (a publisher the shard is behind). Its updates
-    // then go out in a burst (`crate::conn::Burst`), which ends when a read would wait, or before the task
-    // yields.
-    let mut full = false;
-    let burst = Cell::new(false);
     loop {
-        if full && !burst.get() {
-            crate::conn::burst_start();
-            burst.set(true);
-        }
         // What the read asks for is answered in one write: the replies, and the snapshots and replays of
         // the subscriptions (those of this shard's topics come at once).
         let go_on = conn.corked(|| {
@@ -189,10 +180,6 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: 
             if let Some((code, reason)) = engine.close_reason().filter(|&(_, reason)| !reason.is_empty()) {
                 tracing::info!(conn = %engine.id(), code, reason, "closing the connection");
             }
-            drop(engine);
-            if burst.get() {
-                crate::conn::burst_end();
-            }
             return;
         }
         if buf.is_empty() {
@@ -200,12 +187,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: 
             buf = BytesMut::new();
         }
         // A read of a busy connection (a publisher's) completes at once, again and again: give the other
-        // tasks their turn when the preempt timer says so, or they wait for this connection to go quiet. A
-        // burst ends first, and when the backlog is read.
-        if burst.get() && (!full || glommio::executor().need_preempt()) {
-            crate::conn::burst_end();
-            burst.set(false);
-        }
+        // tasks their turn when the preempt timer says so, or they wait for this connection to go quiet.
         glommio::yield_if_needed().await;
         // One small future for both: it lives as long as the connection is idle.
         let read = std::future::poll_fn(|cx| {
@@ -218,22 +200,11 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, conn: &Rc<Conn>, r: 
                     break;
                 }
             }
-            let read = poll_read_some(cx, r, &mut buf);
-            if read.is_pending() && burst.get() {
-                // Nothing more at once: the burst goes out before the task waits.
-                crate::conn::burst_end();
-                burst.set(false);
-            }
-            read.map(Some)
+            poll_read_some(cx, r, &mut buf).map(Some)
         });
         match read.await {
-            Some(Ok(n)) if n > 0 => full = n == READ_CHUNK,
-            _ => {
-                if burst.get() {
-                    crate::conn::burst_end();
-                }
-                return;
-            }
+            Some(Ok(n)) if n > 0 => {}
+            _ => return,
         }
     }
 }
