@@ -32,7 +32,7 @@ pub struct Conn {
     /// ([`Conn::client_id`]), not kept by every connection.
     pub named: Option<Box<str>>,
     pub(crate) engine: RefCell<Connection>,
-    /// The write half of the connection's stream, while no flush holds it ([`Conn::writer_state`]).
+    /// The write half of the connection's stream, while no flush (nor the session's end) holds it.
     pub(crate) writer: WriterSlot,
     /// Wakes the session's task: its reader when the connection is closing, its end when a flush handed the
     /// write half back. The waiter checks which.
@@ -44,8 +44,8 @@ pub struct Conn {
     pub(crate) fd: Cell<Option<RawFd>>,
     /// Frames queued now wait to go together ([`Conn::corked`]).
     pub(crate) corked: Cell<bool>,
-    /// Where the write half is.
-    pub(crate) writer_state: Cell<Writer>,
+    /// The write half is gone: the socket failed, or the session ended.
+    pub(crate) writer_gone: Cell<bool>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) shard: usize,
 }
@@ -63,11 +63,19 @@ impl Conn {
     /// non-blocking `send`, [`Conn::send_now`]), and wakes the writer if frames still wait and the reader if
     /// the connection is closing. Corked ([`Conn::corked`]), it leaves queued frames for the uncorking.
     pub(crate) fn with<T>(self: &Rc<Self>, f: impl FnOnce(&mut Connection) -> T) -> T {
+        self.with_head([&[]; 3], f)
+    }
+
+    /// [`Conn::with`], and `head` (bytes that no frame may precede: a new connection's 101 answer, in
+    /// parts) goes out first in the same `send`. A head needs the plain socket and an uncorked connection:
+    /// only the session's first send has one.
+    pub(crate) fn with_head<T>(self: &Rc<Self>, head: [&[u8]; 3], f: impl FnOnce(&mut Connection) -> T) -> T {
         let mut engine = self.engine.borrow_mut();
         let out = f(&mut engine);
         let corked = self.corked.get();
+        debug_assert!(head.iter().all(|h| h.is_empty()) || (self.fd.get().is_some() && !corked));
         if let Some(fd) = self.fd.get().filter(|_| !corked) {
-            self.send_now(fd, &mut engine);
+            self.send_now(fd, &mut engine, head);
         }
         let (closing, queued) = (engine.is_closing(), engine.queued().1);
         drop(engine);
@@ -93,83 +101,43 @@ impl Conn {
         out
     }
 
-    /// A new connection's first `send`: the upgrade's 101 answer (not yet sent, `accept` its key) and the
-    /// frames `f` queues (the welcome) together, gathered by one `sendmsg` from where they are. What the
-    /// socket does not take is queued for a flush, first.
-    pub(crate) fn send_first(
-        self: &Rc<Self>,
-        fd: RawFd,
-        accept: &crate::http::AcceptKey,
-        f: impl FnOnce(&mut Connection),
-    ) {
-        let mut engine = self.engine.borrow_mut();
-        f(&mut engine);
-        let mut buf = Vec::new();
-        let (frames, ingested, alone) = match engine.take_for_write(&mut buf, INLINE_MAX) {
-            Some((alone, drained)) => (drained.frames, drained.earliest_ingest, alone),
-            None => (0, None, None),
-        };
-        let answer = crate::http::switching_protocols_parts(accept);
-        let frames_bytes: &[u8] = alone.as_deref().unwrap_or(&buf);
-        let parts = [answer[0], answer[1], answer[2], frames_bytes];
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let head = total - frames_bytes.len();
-        match send_parts_now(fd, &parts) {
-            Ok(n) if n == total => {
-                if frames > 0 {
-                    engine.written(frames, n - head);
-                }
-            }
-            // The rest goes first, as the rest of a frame would (and counts as one frame once written).
-            Ok(n) => {
-                let rest = Bytes::from(parts.concat()).slice(n..);
-                engine.unwritten(rest, ingested, n.saturating_sub(head));
-            }
-            Err(e) => {
-                engine.unwritten(Bytes::from(parts.concat()), ingested, 0);
-                if e.kind() != std::io::ErrorKind::WouldBlock {
-                    // The connection is gone; the reader will see it too.
-                    engine.request_close(close::NORMAL, "");
-                }
-            }
-        }
-        let (closing, queued) = (engine.is_closing(), engine.queued().1);
-        drop(engine);
-        if queued > 0 {
-            self.flush();
-        }
-        if closing {
-            self.notify.notify();
-        }
-    }
-
-    /// Sends what is queued (at most [`INLINE_MAX`] bytes) at once with one non-blocking `send`, when the
-    /// writer holds nothing: a lone frame as it is, several copied into one buffer. The writer task (and the
-    /// socket stream's own buffer) is not woken for it. What the socket does not take stays queued for the
-    /// writer, first.
-    fn send_now(&self, fd: RawFd, engine: &mut Connection) {
-        if engine.queued().1 == 0 || engine.is_writing() || engine.is_closing() {
+    /// Sends `head` and what is queued (at most [`INLINE_MAX`] bytes) at once with one non-blocking
+    /// `sendmsg`, when the writer holds nothing: a lone frame as it is, several copied into one buffer. No
+    /// flush task is started for it. What the socket does not take stays queued for a flush, first (the
+    /// rest of a head with it, counted as one frame once written).
+    fn send_now(&self, fd: RawFd, engine: &mut Connection, head: [&[u8]; 3]) {
+        let head_len: usize = head.iter().map(|h| h.len()).sum();
+        if (engine.queued().1 == 0 && head_len == 0) || engine.is_writing() || engine.is_closing() {
             return;
         }
         let mut buf = Vec::new();
-        let Some((alone, drained)) = engine.take_for_write(&mut buf, INLINE_MAX) else { return };
+        let (alone, drained) = engine.take_for_write(&mut buf, INLINE_MAX).unwrap_or_default();
         let data = alone.unwrap_or_else(|| Bytes::from(buf));
-        match send_now(fd, &data) {
-            Ok(n) if n == data.len() => {
-                engine.written(drained.frames, n);
-                if let Some(ingested) = drained.earliest_ingest {
-                    let stats = &self.shared.stats[self.shard];
-                    stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
+        let parts = [head[0], head[1], head[2], &data[..]];
+        let rest = |n: usize| if head_len == 0 { data.slice(n..) } else { Bytes::from(parts.concat()).slice(n..) };
+        match send_parts_now(fd, &parts) {
+            Ok(n) if n == head_len + data.len() => {
+                if drained.frames > 0 {
+                    engine.written(drained.frames, n - head_len);
+                    self.flush_timed(drained.earliest_ingest);
                 }
             }
-            Ok(n) => engine.unwritten(data.slice(n..), drained.earliest_ingest, n),
+            Ok(n) => engine.unwritten(rest(n), drained.earliest_ingest, n.saturating_sub(head_len)),
             Err(e) => {
-                engine.unwritten(data, drained.earliest_ingest, 0);
+                engine.unwritten(rest(0), drained.earliest_ingest, 0);
                 if e.kind() != std::io::ErrorKind::WouldBlock {
                     // The connection is gone; the reader will see it too.
                     engine.request_close(close::NORMAL, "");
                 }
             }
+        }
+    }
+
+    /// Records the ingest-to-flush latency of a write whose earliest update was sequenced at `ingested`.
+    fn flush_timed(&self, ingested: Option<Micros>) {
+        if let Some(ingested) = ingested {
+            let stats = &self.shared.stats[self.shard];
+            stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
         }
     }
 
@@ -193,8 +161,7 @@ impl Conn {
                     let wake = engine.sent_at_once(&frame, n, ingested);
                     drop(engine);
                     if n == frame.len() && ingested != NO_STAMP {
-                        let stats = &self.shared.stats[self.shard];
-                        stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
+                        self.flush_timed(Some(ingested));
                     }
                     if wake {
                         self.flush();
@@ -277,20 +244,11 @@ impl Conn {
 pub(crate) type WriteHalf = Box<dyn AsyncWrite + Unpin>;
 
 /// A connection's write half, while no flush holds it.
-#[derive(Default)]
 pub(crate) struct WriterSlot(Cell<Option<WriteHalf>>);
 
 impl WriterSlot {
     pub(crate) fn new(w: WriteHalf) -> WriterSlot {
         WriterSlot(Cell::new(Some(w)))
-    }
-
-    fn take(&self) -> Option<WriteHalf> {
-        self.0.take()
-    }
-
-    fn set(&self, w: Option<WriteHalf>) {
-        self.0.set(w);
     }
 }
 
@@ -300,28 +258,14 @@ impl std::fmt::Debug for WriterSlot {
     }
 }
 
-/// Where a connection's write half is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Writer {
-    /// In the connection ([`Conn::writer`]), no flush running.
-    Idle,
-    /// Held by a flush task, or by the session's end.
-    Busy,
-    /// Dropped: the socket failed, or the session ended.
-    Gone,
-}
-
 impl Conn {
     /// Starts a flush task if frames wait and none runs: it writes what is queued (one write per batch),
     /// hands the write half back and ends. A connection that keeps up has no writer task at all (its frames
     /// go out inline, [`Conn::send_update`]); one whose socket pushed back has one until it caught up.
     pub(crate) fn flush(self: &Rc<Self>) {
-        if self.writer_state.get() != Writer::Idle {
-            return;
-        }
-        let Some(mut w) = self.writer.take() else { return };
+        // Not there: a flush runs, or the session's end holds it, or it is gone.
+        let Some(mut w) = self.writer.0.take() else { return };
         let me = self.clone();
-        self.writer_state.set(Writer::Busy);
         glommio::spawn_local(async move {
             let ok = futures_lite::future::or(me.write_queued(&mut w), async {
                 me.abort.wait().await;
@@ -330,13 +274,10 @@ impl Conn {
             .await;
             // The wait for an abort left this task's waker behind; it would keep the task's memory.
             me.abort.forget();
-            if me.writer_state.get() == Writer::Busy {
-                if ok {
-                    me.writer.set(Some(w));
-                    me.writer_state.set(Writer::Idle);
-                } else {
-                    me.writer_state.set(Writer::Gone);
-                }
+            if !ok {
+                me.writer_gone.set(true);
+            } else if !me.writer_gone.get() {
+                me.writer.0.set(Some(w));
             }
             me.notify.notify();
             if !ok {
@@ -351,22 +292,21 @@ impl Conn {
     /// it is gone.
     pub(crate) async fn take_writer(&self) -> Option<WriteHalf> {
         loop {
-            match self.writer_state.get() {
-                Writer::Idle => {
-                    self.writer_state.set(Writer::Busy);
-                    return self.writer.take();
-                }
-                Writer::Gone => return None,
-                Writer::Busy => self.notify.wait().await,
+            if let Some(w) = self.writer.0.take() {
+                return Some(w);
             }
+            if self.writer_gone.get() {
+                return None;
+            }
+            self.notify.wait().await;
         }
     }
 
     /// The session ended: a flush stuck on a peer that does not read gives up, and the write half goes.
     pub(crate) fn drop_writer(&self) {
-        self.writer_state.set(Writer::Gone);
+        self.writer_gone.set(true);
         self.abort.notify();
-        drop(self.writer.take());
+        drop(self.writer.0.take());
     }
 
     /// Writes what is queued until nothing is: one write per batch of frames (corking), one ingest-to-flush
@@ -386,10 +326,7 @@ impl Conn {
                 return false;
             }
             self.engine.borrow_mut().written(drained.frames, bytes);
-            if let Some(ingested) = drained.earliest_ingest {
-                let stats = &self.shared.stats[self.shard];
-                stats.flush_latency.record(now_micros().saturating_sub(ingested).max(0) as u64);
-            }
+            self.flush_timed(drained.earliest_ingest);
         }
     }
 }

@@ -23,7 +23,7 @@ use tickwire_persistence::{ConnectionRecord, SubscriptionRecord};
 pub use tickwire_fanout::engine::Kind;
 
 use crate::auth::Identity;
-use crate::conn::{Conn, Writer, WriterSlot};
+use crate::conn::{Conn, WriterSlot};
 use crate::shard::Shard;
 use crate::util::{now_micros, LocalNotify};
 
@@ -74,7 +74,7 @@ where
         abort: LocalNotify::default(),
         fd: Cell::new(fd),
         corked: Cell::new(false),
-        writer_state: Cell::new(Writer::Idle),
+        writer_gone: Cell::new(false),
         shared: shard.shared.clone(),
         shard: shard.id,
     });
@@ -92,10 +92,10 @@ where
             c.welcome(now, &conn.client_id());
         }
     };
-    match (fd, answer) {
-        // The upgrade's answer and the welcome in one `send`.
-        (Some(fd), Some(answer)) => conn.send_first(fd, &answer, welcome),
-        _ => conn.with(welcome),
+    match answer {
+        // The upgrade's answer (held back on plain sockets only) and the welcome in one `send`.
+        Some(answer) => conn.with_head(crate::http::switching_protocols_parts(&answer), welcome),
+        None => conn.with(welcome),
     }
     serve(shard, slot, conn, reader, buffered)
 }

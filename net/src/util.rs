@@ -46,15 +46,7 @@ impl LocalNotify {
 
     /// Waits for the next notification (returns at once if one is pending).
     pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.notified.replace(false) {
-                Poll::Ready(())
-            } else {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        poll_fn(|cx| self.poll_wait(cx)).await
     }
 }
 
