@@ -8,8 +8,10 @@
 #   IDLE=N perf/callgrind.sh SERVER_BINARY OUT_FILE         the server under callgrind while N connections
 #                                                           open, subscribe, stay 2 s and close
 #
-# Load: 500 connections, 50 symbols, 2 subscriptions each, 500 events/s for 20 s (200,000 deliveries), from
-# target/release/tickwire-load unless measured. Prints the deliveries, the loss and the measured program's
+# Load: 500 connections, SYMBOLS symbols (50), 2 subscriptions each, RATE events/s (500) for 20 s (200,000
+# deliveries with the defaults), from target/release/tickwire-load unless measured. perf/gate.sh runs
+# SYMBOLS=10 RATE=100: the same 200,000 deliveries, 100 per event, with the server under valgrind left time
+# to spare between events, so that the count does not depend on how many events one loop pass happens to take. Prints the deliveries, the loss and the measured program's
 # total instructions; the generator's report is OUT_FILE.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +33,8 @@ if [ -n "${IDLE:-}" ]; then
     --settle-s 2 --server-pid "$pid" --json "$out.json" 2>&1 | grep -E 'connections|RSS per'
 else
   token=$(target/release/tickwire token --sub load --role publisher --jwt-secret callgrind)
-  "${under_load[@]}" "$load" fanout --target "127.0.0.1:$port" --connections 500 --symbols 50 --subs-per-conn 2 \
-    --rate 500 --duration-s 20 --publish-token "$token" --json "$out.json" 2>&1 | grep -E 'delivered|lost'
+  "${under_load[@]}" "$load" fanout --target "127.0.0.1:$port" --connections 500 --symbols "${SYMBOLS:-50}" --subs-per-conn 2 \
+    --rate "${RATE:-500}" --duration-s 20 --publish-token "$token" --json "$out.json" 2>&1 | grep -E 'delivered|lost'
 fi
 kill -INT "$pid" 2>/dev/null || true
 for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
