@@ -116,12 +116,12 @@ impl World {
         let conn =
             Connection::new(0, key, kind, user.map(Arc::from), self.settings.clone(), self.stats.clone(), self.now());
         let conn = Rc::new(RefCell::new(conn));
-        if kind == Kind::Subscriber {
+        if kind.is_subscriber() {
             conn.borrow_mut().welcome(self.now(), "client");
         }
         let mut c =
             Client { link: Link { key, conn, clock: self.clock.clone() }, buf: BytesMut::new(), stopped: false };
-        if kind == Kind::Subscriber {
+        if kind.is_subscriber() {
             assert_eq!(self.recv(&mut c)[0].json()["type"], "welcome");
         }
         c
@@ -227,7 +227,7 @@ fn close_of(frames: &[Frame]) -> Option<(u16, String)> {
 #[test]
 fn ping_gets_pong_with_its_id_and_a_websocket_ping_its_payload() {
     let mut w = World::new();
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.send(&mut c, json!({"action":"ping","id":"p-1"}));
     let pong = w.texts(&mut c).remove(0);
     assert_eq!((pong["type"].as_str(), pong["id"].as_str()), (Some("pong"), Some("p-1")));
@@ -239,7 +239,7 @@ fn ping_gets_pong_with_its_id_and_a_websocket_ping_its_payload() {
 #[test]
 fn bad_input_gets_error_frames_and_the_subscription_goes_on_gapless() {
     let mut w = World::new();
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.send(&mut c, json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"]}));
     assert_eq!(w.texts(&mut c)[0]["type"], "subscribed");
     w.publish(quotes("AAPL", 3));
@@ -275,14 +275,14 @@ fn bad_input_gets_error_frames_and_the_subscription_goes_on_gapless() {
 #[test]
 fn a_message_over_the_limit_is_closed_1009_and_too_many_subscriptions_is_an_error() {
     let mut w = World::with(|s| s.max_subscriptions = 1024, Limits::default());
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     // 10,000 symbols is larger than a message may be (64 KiB).
     let symbols: Vec<String> = (0..10_000).map(|i| format!("SYM{i}")).collect();
     w.send(&mut c, json!({"action":"subscribe","channel":"quotes","symbols":symbols}));
     assert!(c.stopped);
     assert_eq!(close_of(&w.recv(&mut c)), Some((1009, "message too big".into())));
     // 5,000 fit in a message but not in the subscription limit: an error, and the connection lives.
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     let symbols: Vec<String> = (0..5_000).map(|i| format!("S{i}")).collect();
     w.send(&mut c, json!({"action":"subscribe","channel":"quotes","symbols":symbols,"id":"big"}));
     let reply = w.texts(&mut c).remove(0);
@@ -295,14 +295,14 @@ fn a_message_over_the_limit_is_closed_1009_and_too_many_subscriptions_is_an_erro
 #[test]
 fn a_clients_close_is_echoed_and_a_code_it_may_not_send_is_1002() {
     let mut w = World::new();
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.frame(&mut c, true, 8, &[0x03, 0xE9, b'b', b'y', b'e']); // 1001 "bye"
     assert!(c.stopped);
     assert_eq!(w.recv(&mut c), [Frame::Close(1001, String::new())]);
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.frame(&mut c, true, 8, &1005u16.to_be_bytes());
     assert_eq!(w.recv(&mut c), [Frame::Close(1002, "invalid close code".into())]);
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.frame(&mut c, true, 8, b"");
     assert_eq!(w.recv(&mut c), [Frame::Close(1000, String::new())]);
 }
@@ -320,7 +320,7 @@ fn frames_the_codec_refuses_close_the_connection_with_their_codes() {
         (vec![(false, 9, b"ping".to_vec())], 1002),
     ];
     for (frames, code) in cases {
-        let mut c = w.connect(Kind::Subscriber, None);
+        let mut c = w.connect(Kind::STREAM, None);
         for (fin, op, payload) in frames {
             w.frame(&mut c, fin, op, &payload);
         }
@@ -328,7 +328,7 @@ fn frames_the_codec_refuses_close_the_connection_with_their_codes() {
         assert_eq!(close_of(&w.recv(&mut c)).map(|c| c.0), Some(code));
     }
     // Fragments adding up past the message limit: 1009, before the whole arrives.
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.frame(&mut c, false, 1, &[b' '; 1000]);
     for _ in 0..80 {
         if c.stopped {
@@ -338,7 +338,7 @@ fn frames_the_codec_refuses_close_the_connection_with_their_codes() {
     }
     assert_eq!(close_of(&w.recv(&mut c)).map(|c| c.0), Some(1009));
     // A request in one-byte fragments, with pings between them, is reassembled and answered.
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     let req = br#"{"action":"ping","id":"frag"}"#;
     for (i, b) in req.iter().enumerate() {
         w.frame(&mut c, i == req.len() - 1, if i == 0 { 1 } else { 0 }, &[*b]);
@@ -352,7 +352,7 @@ fn frames_the_codec_refuses_close_the_connection_with_their_codes() {
 #[test]
 fn the_message_rate_warns_once_then_closes_1008_and_is_counted() {
     let mut w = World::with(|s| s.max_messages_per_s = 20, Limits::default());
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     for i in 0..25 {
         w.send(&mut c, json!({"action":"ping","id":format!("p{i}")}));
     }
@@ -380,7 +380,7 @@ fn the_message_rate_warns_once_then_closes_1008_and_is_counted() {
     assert_eq!(close_of(&w.recv(&mut c)), Some((1008, "rate limit exceeded".into())));
     assert_eq!(w.stats.rate_limited_closes.load(Ordering::Relaxed), 1);
     // Twice the rate in one window closes at once; WebSocket pings count too.
-    let mut flood = w.connect(Kind::Subscriber, None);
+    let mut flood = w.connect(Kind::STREAM, None);
     let mut pongs = 0;
     for _ in 0..5_000 {
         if flood.stopped {
@@ -392,7 +392,7 @@ fn the_message_rate_warns_once_then_closes_1008_and_is_counted() {
     assert_eq!(pongs, 20, "the excess is dropped");
     assert_eq!(close_of(&w.recv(&mut flood)).map(|c| c.0), Some(1008));
     // So do subscribes: the excess is dropped, not subscribed.
-    let mut flood = w.connect(Kind::Subscriber, None);
+    let mut flood = w.connect(Kind::STREAM, None);
     let mut frames = Vec::new();
     for i in 0..3_000 {
         if flood.stopped {
@@ -458,7 +458,7 @@ proptest::proptest! {
 #[test]
 fn publishers_are_not_rate_limited() {
     let mut w = World::with(|s| s.max_messages_per_s = 10, Limits::default());
-    let mut sub = w.connect(Kind::Subscriber, None);
+    let mut sub = w.connect(Kind::STREAM, None);
     w.send(&mut sub, json!({"action":"subscribe","channel":"trades","symbols":["QQQ"]}));
     let mut publisher = w.connect(Kind::Publisher, Some("feed"));
     for i in 0..200 {
@@ -474,8 +474,8 @@ fn publishers_are_not_rate_limited() {
 #[test]
 fn a_silent_client_is_pinged_each_interval_then_closed_4000_while_a_live_one_stays() {
     let mut w = World::with(|s| s.heartbeat_s = 1, Limits::default());
-    let mut silent = w.connect(Kind::Subscriber, None);
-    let mut live = w.connect(Kind::Subscriber, None);
+    let mut silent = w.connect(Kind::STREAM, None);
+    let mut live = w.connect(Kind::STREAM, None);
     let ping = w.ping.clone();
     let mut visits = 0;
     while !silent.link.conn.borrow().is_closing() {
@@ -507,7 +507,7 @@ fn a_client_behind_gets_each_topics_latest_then_1013_if_it_stays_behind() {
         },
         Limits::default(),
     );
-    let mut slow = w.connect(Kind::Subscriber, None);
+    let mut slow = w.connect(Kind::STREAM, None);
     w.send(&mut slow, json!({"action":"subscribe","channel":"quotes","symbols":["BULK","TINY"]}));
     assert_eq!(w.texts(&mut slow)[0]["type"], "subscribed");
     // Frames of 4 KB on one topic, never read: past 64 KiB the queue conflates to the latest of BULK.
@@ -547,7 +547,7 @@ fn a_client_behind_gets_each_topics_latest_then_1013_if_it_stays_behind() {
 #[test]
 fn a_queue_past_its_bound_with_nothing_to_conflate_closes_1013_at_once() {
     let mut w = World::with(|s| s.max_queued_bytes = 16 * 1024, Limits::default());
-    let mut c = w.connect(Kind::Subscriber, Some("alice"));
+    let mut c = w.connect(Kind::STREAM, Some("alice"));
     w.send(&mut c, json!({"action":"subscribe","channel":"portfolio"}));
     w.recv(&mut c);
     let pad = "x".repeat(4_000);
@@ -561,7 +561,7 @@ fn a_queue_past_its_bound_with_nothing_to_conflate_closes_1013_at_once() {
 #[test]
 fn a_throttled_subscription_gets_one_update_per_window_the_latest() {
     let mut w = World::new();
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.send(&mut c, json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"throttle_ms":250,"id":"t"}));
     assert_eq!(w.texts(&mut c)[0]["throttle_ms"], 250);
     w.publish(quotes("AAPL", 100));
@@ -584,13 +584,13 @@ fn a_resume_replays_what_was_missed_once_or_resets_then_snapshots() {
     w.publish(quotes("AAPL", 10));
     let resume = |from: u64, epoch: &str| json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"],"from_sequence":{"AAPL":from},"epoch":epoch});
     // Beyond the history of 4: reset, then the snapshot.
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.send(&mut c, resume(2, "epoch-1"));
     let frames = w.texts(&mut c);
     assert_eq!(frames[1], json!({"type":"reset","channel":"quotes","symbol":"AAPL","reason":"history_unavailable"}));
     assert_eq!((frames[2]["type"].as_str(), frames[2]["sequence"].as_u64()), (Some("snapshot"), Some(10)));
     // Within it: every missed sequence, once, then live.
-    let mut d = w.connect(Kind::Subscriber, None);
+    let mut d = w.connect(Kind::STREAM, None);
     w.send(&mut d, resume(6, "epoch-1"));
     w.publish(quotes("AAPL", 2));
     let frames = w.texts(&mut d);
@@ -599,7 +599,7 @@ fn a_resume_replays_what_was_missed_once_or_resets_then_snapshots() {
     assert_eq!(w.stats.replayed_frames.load(Ordering::Relaxed), 4);
     // Another epoch's sequences cannot be resumed, even in range; ahead of the topic neither.
     for (from, epoch, reason) in [(10, "another-run", "epoch_changed"), (99, "epoch-1", "sequence_ahead")] {
-        let mut e = w.connect(Kind::Subscriber, None);
+        let mut e = w.connect(Kind::STREAM, None);
         w.send(&mut e, resume(from, epoch));
         let frames = w.texts(&mut e);
         assert_eq!(frames[1]["reason"], reason);
@@ -618,18 +618,18 @@ fn a_critical_message_comes_again_on_each_subscribe_until_acknowledged() {
     let mut w = World::new();
     w.publish(order("alice", "o-1"));
     let sub = json!({"action":"subscribe","channel":"orders"});
-    let mut first = w.connect(Kind::Subscriber, Some("alice"));
+    let mut first = w.connect(Kind::STREAM, Some("alice"));
     w.send(&mut first, sub.clone());
     let frames = w.texts(&mut first);
     assert_eq!((frames[1]["sequence"].as_u64(), frames[1]["data"]["order_id"].as_str()), (Some(1), Some("o-1")));
     w.bytes(&mut first, &close_frame_from_client());
     // Not acknowledged: delivered again to the next connection of the user.
-    let mut second = w.connect(Kind::Subscriber, Some("alice"));
+    let mut second = w.connect(Kind::STREAM, Some("alice"));
     w.send(&mut second, sub.clone());
     assert_eq!(sequences(&w.texts(&mut second), "order"), [1]);
     w.send(&mut second, json!({"action":"ack","channel":"orders","sequence":1}));
     assert_eq!(w.stats.critical_acked.load(Ordering::Relaxed), 1);
-    let mut third = w.connect(Kind::Subscriber, Some("alice"));
+    let mut third = w.connect(Kind::STREAM, Some("alice"));
     w.send(&mut third, sub);
     assert_eq!(w.texts(&mut third).len(), 1, "acknowledged: only the subscribed reply");
     w.publish(order("alice", "o-2"));
@@ -650,7 +650,7 @@ fn a_full_critical_queue_drops_the_oldest_and_tells_the_user() {
     let mut w = World::with(|_| {}, Limits { critical_queue: 3, ..Limits::default() });
     let alert = |i: u64| json!({"channel":"alerts","user_id":"alice","data":{"alert_id":format!("a-{i}"),"type":"risk","level":"warning","message":"m"}});
     w.publish(Value::Array((1..=5).map(alert).collect()));
-    let mut c = w.connect(Kind::Subscriber, Some("alice"));
+    let mut c = w.connect(Kind::STREAM, Some("alice"));
     w.send(&mut c, json!({"action":"subscribe","channel":"alerts"}));
     let frames = w.texts(&mut c);
     assert_eq!(frames[1]["code"], "QUEUE_OVERFLOW", "{frames:?}");
@@ -667,8 +667,8 @@ fn a_full_critical_queue_drops_the_oldest_and_tells_the_user() {
 #[test]
 fn private_channels_are_the_users_own_whatever_the_request_names() {
     let mut w = World::new();
-    let mut mallory = w.connect(Kind::Subscriber, Some("mallory"));
-    let mut alice = w.connect(Kind::Subscriber, Some("alice"));
+    let mut mallory = w.connect(Kind::STREAM, Some("mallory"));
+    let mut alice = w.connect(Kind::STREAM, Some("alice"));
     let attempts = [
         json!({"action":"subscribe","channel":"orders","user_id":"alice","id":"m1"}),
         json!({"action":"subscribe","channel":"orders","symbols":["alice","ALICE","Alice"],"id":"m2"}),
@@ -710,7 +710,7 @@ fn private_channels_are_the_users_own_whatever_the_request_names() {
 #[test]
 fn a_shutdown_sends_a_notice_then_closes_1001_with_the_retry_hint_after_what_is_queued() {
     let mut w = World::new();
-    let mut c = w.connect(Kind::Subscriber, None);
+    let mut c = w.connect(Kind::STREAM, None);
     w.send(&mut c, json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"]}));
     w.publish(quotes("AAPL", 2));
     let now = w.now();

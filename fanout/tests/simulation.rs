@@ -461,7 +461,7 @@ impl Sim {
         self.log(|| format!("client {c} connects to shard {s} as {key}"));
         let user = Arc::<str>::from(self.clients[c].user.as_str());
         let stats = Arc::new(Stats::default());
-        let mut engine = Connection::new(s, key, Kind::Subscriber, Some(user), self.settings.clone(), stats, self.now);
+        let mut engine = Connection::new(s, key, Kind::STREAM, Some(user), self.settings.clone(), stats, self.now);
         engine.welcome(self.now, "client");
         let conn = Rc::new(RefCell::new(engine));
         let link = Link { key, conn, clock: self.clock.clone(), pushes: Pushes::default() };

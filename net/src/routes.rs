@@ -11,6 +11,7 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::Serialize;
 use tickwire_core::channel::{Scope, CATALOG};
 use tickwire_core::event::parse_publish;
+use tickwire_core::protocol as dialects;
 
 use crate::auth::{find_token, Identity, Role};
 use crate::http::{self, parse_request, HttpError, Request};
@@ -69,10 +70,14 @@ where
             Ok(Ok(Some(r))) => r,
         };
         let keep_alive = req.keep_alive();
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v1/stream") => return upgrade(shard, stream, fd, buf, req, Kind::Subscriber, ip).await,
-            ("GET", "/v1/publish") => return upgrade(shard, stream, fd, buf, req, Kind::Publisher, ip).await,
-            _ => {}
+        if req.method == "GET" {
+            let kind = match req.path.as_str() {
+                "/v1/publish" => Some(Kind::Publisher),
+                path => dialects::by_path(path).map(|d| Kind::Subscriber(d.id)),
+            };
+            if let Some(kind) = kind {
+                return upgrade(shard, stream, fd, buf, req, kind, ip).await;
+            }
         }
         let resp = route(&shard, &req, &body, keep_alive).await;
         if stream.write_all(&resp).await.is_err() || !keep_alive {
@@ -162,7 +167,7 @@ async fn upgrade<S>(
             (Kind::Publisher, Some(i)) if !i.role.can_publish() => {
                 return Err(refuse(403, "publishing needs role publisher or admin"));
             }
-            (Kind::Subscriber, None) if !shard.shared.config.allow_anonymous => {
+            (Kind::Subscriber(_), None) if !shard.shared.config.allow_anonymous => {
                 return Err(refuse(401, "a token is required"));
             }
             _ => {}
@@ -191,7 +196,7 @@ async fn upgrade<S>(
         None
     };
     // Connection limits, counted across shards; the slot is held for the whole session.
-    let user = identity.as_ref().filter(|_| kind == Kind::Subscriber).map(|i| &i.user);
+    let user = identity.as_ref().filter(|_| kind.is_subscriber()).map(|i| &i.user);
     let slot = match shard.shared.security.limits.admit(ip, user) {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -244,11 +249,13 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
             | "/api/ws/channels"
             | "/api/ws/status"
             | "/api/publish"
-            | "/v1/stream"
             | "/v1/publish"
             | "/metrics"
             | "/api/admin/websocket-stats",
         ) => http::error(405, &format!("method {} not allowed here", req.method), keep_alive),
+        (_, path) if dialects::by_path(path).is_some() => {
+            http::error(405, &format!("method {} not allowed here", req.method), keep_alive)
+        }
         _ => http::error(
             404,
             &format!("no such endpoint: {}", req.path.chars().take(80).collect::<String>()),

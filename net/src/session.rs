@@ -88,7 +88,7 @@ where
         connected_at: now,
     });
     let welcome = |c: &mut Connection| {
-        if kind == Kind::Subscriber {
+        if kind.is_subscriber() {
             c.welcome(now, &conn.client_id());
         }
     };

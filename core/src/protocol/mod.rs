@@ -4,6 +4,9 @@
 //! updates and snapshots (once per topic update, shared by all subscribers) and replies. The canonical v1
 //! protocol of PROTOCOL.md is [`canonical::Canonical`]; the seed systems' dialects implement the same trait,
 //! so fanout never learns which dialect a connection speaks.
+//!
+//! Every dialect the server speaks is one entry of [`DIALECTS`], the only place that names them: the server
+//! routes an upgrade by its path to an entry ([`by_path`]) and carries the entry's [`DialectId`] from then on.
 
 pub mod canonical;
 
@@ -195,4 +198,82 @@ pub trait Dialect {
     fn encode_update(&self, update: &Update<'_>, out: &mut Vec<u8>);
     /// Appends the JSON of a reply to `out`; `now` stamps replies that carry a time.
     fn encode_reply(&self, reply: &Reply<'_>, now: Micros, out: &mut Vec<u8>);
+}
+
+/// A dialect's place in [`DIALECTS`]: what connections, subscriptions and rendered frames carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DialectId(pub u8);
+
+impl DialectId {
+    /// The canonical v1 protocol of `/v1/stream`.
+    pub const CANONICAL: DialectId = DialectId(0);
+
+    /// This dialect's entry.
+    pub fn entry(self) -> &'static DialectEntry {
+        &DIALECTS[usize::from(self.0)]
+    }
+
+    /// This dialect's codec.
+    pub fn codec(self) -> &'static (dyn Dialect + Sync) {
+        self.entry().codec
+    }
+}
+
+/// How a dialect's endpoint authenticates its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// A token is needed unless the server allows anonymous subscribers (`allow_anonymous`).
+    Required,
+}
+
+/// One dialect the server speaks: the path its clients upgrade at, and its codec.
+pub struct DialectEntry {
+    pub id: DialectId,
+    /// Its name in logs, metrics (`dialect` label) and the configuration.
+    pub name: &'static str,
+    /// The request path whose WebSocket upgrade speaks it.
+    pub path: &'static str,
+    pub auth: Auth,
+    pub codec: &'static (dyn Dialect + Sync),
+}
+
+impl fmt::Debug for DialectEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialectEntry")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// The dialect table: entry `i` has id `DialectId(i)`.
+pub static DIALECTS: &[DialectEntry] = &[DialectEntry {
+    id: DialectId::CANONICAL,
+    name: "canonical",
+    path: "/v1/stream",
+    auth: Auth::Required,
+    codec: &canonical::Canonical,
+}];
+
+/// The dialect whose clients upgrade at `path`.
+pub fn by_path(path: &str) -> Option<&'static DialectEntry> {
+    DIALECTS.iter().find(|d| d.path == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_indexed_by_id_with_one_entry_per_path_and_name() {
+        for (i, d) in DIALECTS.iter().enumerate() {
+            assert_eq!(usize::from(d.id.0), i, "{} is at {i} with id {:?}", d.name, d.id);
+            assert_eq!(by_path(d.path).map(|e| e.id), Some(d.id), "path {} is served by another entry", d.path);
+            assert_eq!(DIALECTS.iter().filter(|e| e.name == d.name).count(), 1, "name {} twice", d.name);
+            assert!(d.path.starts_with('/'), "{}: path {}", d.name, d.path);
+        }
+        assert_eq!(DialectId::CANONICAL.entry().path, "/v1/stream");
+        assert!(by_path("/v1/publish").is_none(), "publishing is not a dialect");
+    }
 }

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tickwire_core::channel::Scope;
 use tickwire_core::event::{parse_publish, Ingest};
-use tickwire_core::protocol::canonical::Canonical;
-use tickwire_core::protocol::{ClientRequest, Dialect, ErrorCode, Reply, Subscribe, Unsubscribe};
+use tickwire_core::protocol::{ClientRequest, DialectId, ErrorCode, Reply, Subscribe, Unsubscribe};
 use tickwire_core::time::Micros;
 use tickwire_core::topic::ALL;
 use tickwire_core::ws::{self, close, Message, MessageReader, Opcode};
@@ -48,10 +47,27 @@ pub struct Settings {
 /// What a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `/v1/stream`: subscribes and receives.
-    Subscriber,
+    /// Subscribes and receives, speaking a dialect of the table (`/v1/stream`: the canonical protocol).
+    Subscriber(DialectId),
     /// `/v1/publish`: sends events (trusted feeds: no message rate limit).
     Publisher,
+}
+
+impl Kind {
+    /// A subscriber of `/v1/stream`.
+    pub const STREAM: Kind = Kind::Subscriber(DialectId::CANONICAL);
+
+    pub fn is_subscriber(self) -> bool {
+        matches!(self, Kind::Subscriber(_))
+    }
+
+    /// The dialect its requests and replies are written in (a publisher's errors: the canonical one).
+    pub fn dialect(self) -> DialectId {
+        match self {
+            Kind::Subscriber(d) => d,
+            Kind::Publisher => DialectId::CANONICAL,
+        }
+    }
 }
 
 /// What the shard must do for the connection, in the order the client asked.
@@ -232,7 +248,7 @@ impl Connection {
     /// The `welcome` of a subscriber, first of its frames.
     pub fn welcome(&mut self, now: Micros, client_id: &str) {
         let frame = reply_frame(
-            &Canonical,
+            self.kind.dialect().codec(),
             &Reply::Welcome {
                 connection_id: &self.id(),
                 client_id,
@@ -277,7 +293,7 @@ impl Connection {
         self.messages_in += 1;
         self.last_in = now;
         self.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-        if self.kind == Kind::Subscriber && !matches!(msg, Message::Close(_)) {
+        if self.kind.is_subscriber() && !matches!(msg, Message::Close(_)) {
             match self.rate.check(now) {
                 Verdict::Accept => {}
                 Verdict::Limit { notify } => {
@@ -297,7 +313,7 @@ impl Connection {
         }
         match msg {
             Message::Text(text) => match self.kind {
-                Kind::Subscriber => self.handle_request(now, &text),
+                Kind::Subscriber(_) => self.handle_request(now, &text),
                 Kind::Publisher => match parse_publish(&text) {
                     Ok(events) => self.requests.push(Request::Publish(events)),
                     Err(e) => self.error(now, None, ErrorCode::InvalidMessage, &e.to_string()),
@@ -328,7 +344,7 @@ impl Connection {
     }
 
     fn handle_request(&mut self, now: Micros, text: &[u8]) {
-        match Canonical.decode(text) {
+        match self.kind.dialect().codec().decode(text) {
             Ok(ClientRequest::Subscribe(s)) => self.subscribe(now, s),
             Ok(ClientRequest::Unsubscribe(u)) => self.unsubscribe(now, u),
             Ok(ClientRequest::Ping { id }) => self.reply(now, &Reply::Pong { id: id.as_deref() }),
@@ -448,7 +464,7 @@ impl Connection {
     // ---- outbound ----
 
     fn reply(&mut self, now: Micros, reply: &Reply<'_>) {
-        self.send(now, reply_frame(&Canonical, reply, now));
+        self.send(now, reply_frame(self.kind.dialect().codec(), reply, now));
     }
 
     /// Queues an `error` reply.
