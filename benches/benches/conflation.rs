@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tickwire_benches::{drain, quote_frame, subscribed, write_buffers};
 use tickwire_core::{Channel, Topic};
+use tickwire_fanout::frame::Rendered;
 use tickwire_fanout::outbound::NO_STAMP;
 
 const SUBSCRIBERS: u64 = 1_000;
@@ -18,11 +19,11 @@ const UPDATES: i64 = 10;
 
 fn conflation(c: &mut Criterion) {
     let topic = Topic::new(Channel::Quotes, "AAPL");
-    let frame = quote_frame();
+    let frame = Rendered::canonical(quote_frame());
     let (mut index, conns) = subscribed(&topic, SUBSCRIBERS, THROTTLE_MS);
     let mut bufs = write_buffers(conns.len());
     // The first update goes out at once and opens everyone's window at 0.
-    assert_eq!(index.deliver(&topic, &frame, NO_STAMP, 0), SUBSCRIBERS as usize);
+    assert_eq!(index.deliver(&topic, &frame, NO_STAMP, 0).0, SUBSCRIBERS as usize);
     drain(&conns, &mut bufs);
 
     let mut group = c.benchmark_group("conflation_1k");

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tickwire_benches::{drain, quote_frame, subscribed, write_buffers, NOW};
 use tickwire_core::{Channel, Topic};
+use tickwire_fanout::frame::Rendered;
 use tickwire_fanout::outbound::NO_STAMP;
 
 const SUBSCRIBERS: u64 = 10_000;
 
 fn fanout(c: &mut Criterion) {
     let topic = Topic::new(Channel::Quotes, "AAPL");
-    let frame = quote_frame();
+    let frame = Rendered::canonical(quote_frame());
     let (mut index, conns) = subscribed(&topic, SUBSCRIBERS, 0);
     let mut bufs = write_buffers(conns.len());
 

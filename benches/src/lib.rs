@@ -145,12 +145,12 @@ mod tests {
     fn subscribed_connections_get_and_flush_frames() {
         let topic = Topic::new(Channel::Quotes, "AAPL");
         let (mut index, conns) = subscribed(&topic, 3, 0);
-        let frame = quote_frame();
-        assert_eq!(index.deliver(&topic, &frame, NO_STAMP, NOW), 3);
-        assert_eq!(index.deliver(&topic, &frame, NO_STAMP, NOW), 3);
+        let frame = tickwire_fanout::frame::Rendered::canonical(quote_frame());
+        assert_eq!(index.deliver(&topic, &frame, NO_STAMP, NOW).0, 3);
+        assert_eq!(index.deliver(&topic, &frame, NO_STAMP, NOW).0, 3);
         let mut bufs = write_buffers(conns.len());
         assert_eq!(drain(&conns, &mut bufs), 6);
         assert!(conns.iter().all(|c| c.out.borrow().is_empty()));
-        assert_eq!(bufs[2].len(), 2 * frame.len());
+        assert_eq!(bufs[2].len(), 2 * quote_frame().len());
     }
 }

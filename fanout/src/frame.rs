@@ -4,9 +4,43 @@
 //! written at the end of the reserved space and the buffer is sliced, so the frame is one contiguous `Bytes`.
 
 use bytes::Bytes;
-use tickwire_core::protocol::{Dialect, Reply, Update};
+use tickwire_core::protocol::{Dialect, DialectId, Reply, Update, DIALECT_COUNT};
 use tickwire_core::time::Micros;
 use tickwire_core::ws::{write_header, Opcode, MAX_HEADER_LEN};
+
+/// One update's frames: one per dialect that has subscribers of its topic, each rendered once and shared
+/// by all of that dialect's subscribers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendered([Option<Bytes>; DIALECT_COUNT]);
+
+impl Rendered {
+    /// Only `dialect`'s frame.
+    pub fn one(dialect: DialectId, frame: Bytes) -> Rendered {
+        let mut r = Rendered::default();
+        r.set(dialect, frame);
+        r
+    }
+
+    /// Only the canonical protocol's frame.
+    pub fn canonical(frame: Bytes) -> Rendered {
+        Rendered::one(DialectId::CANONICAL, frame)
+    }
+
+    pub fn set(&mut self, dialect: DialectId, frame: Bytes) {
+        self.0[usize::from(dialect.0)] = Some(frame);
+    }
+
+    /// The frame of `dialect`, if rendered.
+    #[inline]
+    pub fn get(&self, dialect: DialectId) -> Option<&Bytes> {
+        self.0[usize::from(dialect.0)].as_ref()
+    }
+
+    /// The dialects rendered, with their frames.
+    pub fn iter(&self) -> impl Iterator<Item = (DialectId, &Bytes)> {
+        self.0.iter().enumerate().filter_map(|(d, f)| Some((DialectId(d as u8), f.as_ref()?)))
+    }
+}
 
 /// Builds a text frame from whatever `write` appends.
 pub fn text_frame(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
@@ -22,6 +56,18 @@ pub fn text_frame(capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
 /// An update or snapshot frame.
 pub fn update_frame<D: Dialect + ?Sized>(dialect: &D, update: &Update<'_>) -> Bytes {
     text_frame(96 + update.data.len(), |out| dialect.encode_update(update, out))
+}
+
+/// An update or snapshot frame, or `None` when the dialect has nothing to say of it (a channel it does not
+/// carry).
+pub fn try_update_frame<D: Dialect + ?Sized>(dialect: &D, update: &Update<'_>) -> Option<Bytes> {
+    let mut written = false;
+    let frame = text_frame(96 + update.data.len(), |out| {
+        let start = out.len();
+        dialect.encode_update(update, out);
+        written = out.len() > start;
+    });
+    written.then_some(frame)
 }
 
 /// An update frame with a `"signature"` field after its other fields: the object of [`update_frame`] with
@@ -42,6 +88,17 @@ pub fn signed_update_frame<D: Dialect + ?Sized>(dialect: &D, update: &Update<'_>
 /// A reply frame.
 pub fn reply_frame<D: Dialect + ?Sized>(dialect: &D, reply: &Reply<'_>, now: Micros) -> Bytes {
     text_frame(160, |out| dialect.encode_reply(reply, now, out))
+}
+
+/// A reply frame, or `None` when the dialect has no such reply (a welcome, a pong).
+pub fn try_reply_frame<D: Dialect + ?Sized>(dialect: &D, reply: &Reply<'_>, now: Micros) -> Option<Bytes> {
+    let mut written = false;
+    let frame = text_frame(160, |out| {
+        let start = out.len();
+        dialect.encode_reply(reply, now, out);
+        written = out.len() > start;
+    });
+    written.then_some(frame)
 }
 
 /// The JSON payload of a server frame built here (skips its header); for tests and tools.

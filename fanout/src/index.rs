@@ -9,15 +9,21 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
+use tickwire_core::protocol::{DialectId, DIALECT_COUNT};
 use tickwire_core::time::Micros;
 use tickwire_core::Topic;
 
+use crate::frame::Rendered;
 use crate::outbound::{KEEP, NO_STAMP};
 
 /// Where a subscriber's frames go (a connection's outbound queue, in the server).
 pub trait Sink {
     /// A key unique among the shard's live connections.
     fn key(&self) -> u64;
+    /// The dialect its frames are rendered in.
+    fn dialect(&self) -> DialectId {
+        DialectId::CANONICAL
+    }
     /// Queues a frame for this subscriber: `ingested` is when its update was sequenced ([`NO_STAMP`] for a
     /// snapshot, a replay or a throttled frame sent later), `conflate` the key under which a slow consumer's
     /// queue may conflate it ([`KEEP`]: never; see [`crate::outbound::Outbound::push`]).
@@ -44,6 +50,7 @@ struct Subscriber<S> {
     sink: S,
     /// Which subscribe of this connection to this topic it is: only that subscribe's snapshot activates it.
     generation: u64,
+    dialect: DialectId,
     live: bool,
     throttle: Option<Throttle>,
 }
@@ -53,6 +60,8 @@ struct TopicSubs<S> {
     subs: Vec<Subscriber<S>>,
     pos: HashMap<u64, usize>,
     throttled: usize,
+    /// Subscribers per dialect.
+    dialects: [u32; DIALECT_COUNT],
     /// The topic's conflation key ([`KEEP`] for private topics, whose every frame matters).
     conflate: u64,
 }
@@ -60,7 +69,7 @@ struct TopicSubs<S> {
 /// What [`SubscriptionIndex::add`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
-    /// The topic's first subscriber on this shard: register interest.
+    /// The topic's first subscriber of its dialect on this shard: register interest.
     FirstOnShard,
     New,
     /// The connection was subscribed already; its throttle was replaced and it waits for a new snapshot.
@@ -92,8 +101,7 @@ impl<S: Sink> SubscriptionIndex<S> {
     /// Adds (or replaces) a pending subscription of `sink` to `topic`, made by the subscribe `generation`
     /// (unique per connection and topic, e.g. a shard-wide counter).
     pub fn add(&mut self, topic: &Topic, sink: S, throttle_ms: u32, generation: u64) -> Added {
-        let first = !self.topics.contains_key(topic);
-        if first {
+        if !self.topics.contains_key(topic) {
             self.last_key += 1;
         }
         let conflate = if topic.channel.is_private() { KEEP } else { self.last_key };
@@ -101,6 +109,7 @@ impl<S: Sink> SubscriptionIndex<S> {
             subs: Vec::new(),
             pos: HashMap::new(),
             throttled: 0,
+            dialects: [0; DIALECT_COUNT],
             conflate,
         });
         let throttle = (throttle_ms > 0).then(|| Throttle {
@@ -118,9 +127,13 @@ impl<S: Sink> SubscriptionIndex<S> {
             self.note_throttled(topic);
             return Added::Replaced;
         }
+        let dialect = sink.dialect();
         entry.throttled += usize::from(throttle.is_some());
         entry.pos.insert(key, entry.subs.len());
-        entry.subs.push(Subscriber { sink, generation, live: false, throttle });
+        entry.subs.push(Subscriber { sink, generation, dialect, live: false, throttle });
+        let count = &mut entry.dialects[usize::from(dialect.0)];
+        *count += 1;
+        let first = *count == 1;
         self.subscriptions += 1;
         self.note_throttled(topic);
         if first {
@@ -143,8 +156,9 @@ impl<S: Sink> SubscriptionIndex<S> {
         Some(&sub.sink)
     }
 
-    /// Removes a subscription; `Some(true)` when it was the topic's last one on this shard.
-    pub fn remove(&mut self, topic: &Topic, key: u64) -> Option<bool> {
+    /// Removes a subscription; returns its dialect, and whether it was the topic's last subscriber of that
+    /// dialect on this shard.
+    pub fn remove(&mut self, topic: &Topic, key: u64) -> Option<(DialectId, bool)> {
         let entry = self.topics.get_mut(topic)?;
         let i = entry.pos.remove(&key)?;
         let sub = entry.subs.swap_remove(i);
@@ -152,28 +166,32 @@ impl<S: Sink> SubscriptionIndex<S> {
             entry.pos.insert(moved.sink.key(), i);
         }
         entry.throttled -= usize::from(sub.throttle.is_some());
+        let count = &mut entry.dialects[usize::from(sub.dialect.0)];
+        *count -= 1;
+        let last_of_dialect = *count == 0;
         self.subscriptions -= 1;
-        let empty = entry.subs.is_empty();
-        if empty {
+        if entry.subs.is_empty() {
             self.topics.remove(topic);
         }
         self.note_throttled(topic);
-        Some(empty)
+        Some((sub.dialect, last_of_dialect))
     }
 
-    /// Delivers a frame of `topic`, an update sequenced at `ingested` ([`NO_STAMP`] for none), to its live
-    /// subscribers; returns how many got it now. Those get the stamp with it; a throttled subscriber's
+    /// Delivers an update of `topic`, sequenced at `ingested` ([`NO_STAMP`] for none), to its live
+    /// subscribers, each getting the frame of its dialect; returns how many got it now, and their bytes. Those get the stamp with it; a throttled subscriber's
     /// conflated frame, sent later by [`SubscriptionIndex::flush_throttled`], goes without it: its delay is
     /// the window the client chose.
-    pub fn deliver(&mut self, topic: &Topic, frame: &Bytes, ingested: Micros, now: Micros) -> usize {
-        let Some(entry) = self.topics.get_mut(topic) else { return 0 };
+    pub fn deliver(&mut self, topic: &Topic, frames: &Rendered, ingested: Micros, now: Micros) -> (usize, usize) {
+        let Some(entry) = self.topics.get_mut(topic) else { return (0, 0) };
         let key = entry.conflate;
-        let mut n = 0;
+        let (mut n, mut bytes) = (0, 0);
         for sub in entry.subs.iter_mut().filter(|s| s.live) {
+            let Some(frame) = frames.get(sub.dialect) else { continue };
             match &mut sub.throttle {
                 None => {
                     sub.sink.push(frame, ingested, key);
                     n += 1;
+                    bytes += frame.len();
                 }
                 Some(t) => {
                     if t.last_sent.is_none_or(|last| now >= last + t.window) {
@@ -181,13 +199,14 @@ impl<S: Sink> SubscriptionIndex<S> {
                         t.last_sent = Some(now);
                         t.pending = None;
                         n += 1;
+                        bytes += frame.len();
                     } else {
                         t.pending = Some(frame.clone());
                     }
                 }
             }
         }
-        n
+        (n, bytes)
     }
 
     /// Sends each throttled subscription's pending frame whose window has passed; returns how many.
@@ -297,10 +316,10 @@ mod tests {
         let t = Topic::new(Channel::Quotes, "AAPL");
         let a = rec(1);
         assert_eq!(idx.add(&t, a.clone(), 0, 0), Added::FirstOnShard);
-        idx.deliver(&t, &Bytes::from_static(b"u1"), NO_STAMP, 0);
+        idx.deliver(&t, &Rendered::canonical(Bytes::from_static(b"u1")), NO_STAMP, 0);
         assert!(got(&a).is_empty(), "pending subscribers skip updates older than their snapshot");
         idx.activate(&t, 1, 0).unwrap().push(&Bytes::from_static(b"snap"), NO_STAMP, KEEP);
-        idx.deliver(&t, &Bytes::from_static(b"u2"), NO_STAMP, 0);
+        idx.deliver(&t, &Rendered::canonical(Bytes::from_static(b"u2")), NO_STAMP, 0);
         assert_eq!(got(&a), ["snap", "u2"]);
     }
 
@@ -313,15 +332,15 @@ mod tests {
             idx.add(&t, s.clone(), 0, 0);
             idx.activate(&t, s.0, 0);
         }
-        assert_eq!(idx.remove(&t, 1), Some(false));
+        assert_eq!(idx.remove(&t, 1), Some((DialectId::CANONICAL, false)));
         assert_eq!(idx.remove(&t, 1), None);
-        idx.deliver(&t, &Bytes::from_static(b"x"), NO_STAMP, 0);
+        idx.deliver(&t, &Rendered::canonical(Bytes::from_static(b"x")), NO_STAMP, 0);
         let counts: Vec<_> = subs.iter().map(|s| got(s).len()).collect();
         assert_eq!(counts, [1, 0, 1, 1, 1]);
         for k in [0, 4, 2] {
-            assert_eq!(idx.remove(&t, k), Some(false));
+            assert_eq!(idx.remove(&t, k), Some((DialectId::CANONICAL, false)));
         }
-        assert_eq!(idx.remove(&t, 3), Some(true));
+        assert_eq!(idx.remove(&t, 3), Some((DialectId::CANONICAL, true)));
         assert!(!idx.has(&t));
         assert_eq!(idx.subscriptions(), 0);
     }
@@ -345,10 +364,10 @@ mod tests {
         idx.add(&t, throttled.clone(), 100, 0);
         idx.activate(&t, 1, 0);
         idx.activate(&t, 2, 0);
-        let frame = Bytes::from_static(b"12345");
-        assert_eq!(idx.deliver(&t, &frame, 7, 0), 2);
-        assert_eq!(idx.deliver(&t, &frame, 8, 1000), 1, "the throttled one waits");
-        assert_eq!(idx.deliver(&t, &frame, NO_STAMP, 2000), 1);
+        let frame = Rendered::canonical(Bytes::from_static(b"12345"));
+        assert_eq!(idx.deliver(&t, &frame, 7, 0).0, 2);
+        assert_eq!(idx.deliver(&t, &frame, 8, 1000).0, 1, "the throttled one waits");
+        assert_eq!(idx.deliver(&t, &frame, NO_STAMP, 2000).0, 1);
         let mut sent = Vec::new();
         idx.flush_throttled_each(200_000, |topic, frames, bytes| sent.push((topic.clone(), frames, bytes)));
         assert_eq!(sent, [(t.clone(), 1, 5)]);
@@ -368,7 +387,7 @@ mod tests {
         idx.activate(&t, 2, 0);
         let ms = 1000;
         for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
-            idx.deliver(&t, &Bytes::from_static(name.as_bytes()), NO_STAMP, i as i64 * 30 * ms);
+            idx.deliver(&t, &Rendered::canonical(Bytes::from_static(name.as_bytes())), NO_STAMP, i as i64 * 30 * ms);
         }
         // a at 0 is sent; b (30ms) and c (60ms) are conflated; d (90ms) replaces them.
         assert_eq!(got(&slow), ["a"]);

@@ -1,14 +1,16 @@
-//! Cross-shard interest: which shards have at least one subscriber of a topic.
+//! Cross-shard interest: which shards have at least one subscriber of a topic, per dialect.
 //!
-//! A fixed table of atomic bitmasks (bit `s` for shard `s`), indexed by a hash of the topic. Each shard keeps
-//! its own count per bucket and flips only its own bit, with `fetch_or`/`fetch_and`; owners read the mask
-//! with one relaxed-acquire load. No lock anywhere. Two topics may share a bucket: then a shard can receive
+//! A fixed table of atomic bitmasks (bit `s` for shard `s`), one per dialect in each bucket, indexed by a
+//! hash of the topic. Each shard keeps its own count per bucket and dialect and flips only its own bits, with
+//! `fetch_or`/`fetch_and`; owners read a bucket's masks with acquire loads, from one cache line. No lock
+//! anywhere. Two topics may share a bucket: then a shard can receive
 //! an update it has no subscriber for, and drops it; it never misses one it has.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use tickwire_core::protocol::{DialectId, DIALECT_COUNT};
 use tickwire_core::Topic;
 
 /// Most shards the bitmask can name.
@@ -17,14 +19,14 @@ pub const MAX_SHARDS: usize = 64;
 /// The shared table; clone the `Arc` into every shard.
 #[derive(Debug)]
 pub struct InterestMap {
-    buckets: Box<[AtomicU64]>,
+    buckets: Box<[[AtomicU64; DIALECT_COUNT]]>,
 }
 
 impl InterestMap {
     /// A table of `buckets` entries (rounded up to a power of two).
     pub fn new(buckets: usize) -> Arc<InterestMap> {
         let n = buckets.max(1).next_power_of_two();
-        Arc::new(InterestMap { buckets: (0..n).map(|_| AtomicU64::new(0)).collect() })
+        Arc::new(InterestMap { buckets: (0..n).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect() })
     }
 
     /// The bucket of `topic`.
@@ -34,50 +36,60 @@ impl InterestMap {
         (h.0 as usize) & (self.buckets.len() - 1)
     }
 
-    /// Shards that may have subscribers of `topic`, as a bitmask.
+    /// Shards that may have subscribers of `topic`, in any dialect, as a bitmask.
     pub fn shards(&self, topic: &Topic) -> u64 {
-        self.buckets[self.bucket(topic)].load(Ordering::Acquire)
+        self.buckets[self.bucket(topic)].iter().fold(0, |all, m| all | m.load(Ordering::Acquire))
     }
 
-    fn set(&self, bucket: usize, shard: usize) {
-        self.buckets[bucket].fetch_or(1 << shard, Ordering::AcqRel);
+    /// Per dialect (indexed by [`DialectId`]), the shards that may have subscribers of `topic` in it.
+    pub fn shards_by_dialect(&self, topic: &Topic) -> [u64; DIALECT_COUNT] {
+        let bucket = &self.buckets[self.bucket(topic)];
+        std::array::from_fn(|d| bucket[d].load(Ordering::Acquire))
     }
 
-    fn clear(&self, bucket: usize, shard: usize) {
-        self.buckets[bucket].fetch_and(!(1 << shard), Ordering::AcqRel);
+    fn set(&self, bucket: usize, dialect: DialectId, shard: usize) {
+        self.buckets[bucket][usize::from(dialect.0)].fetch_or(1 << shard, Ordering::AcqRel);
+    }
+
+    fn clear(&self, bucket: usize, dialect: DialectId, shard: usize) {
+        self.buckets[bucket][usize::from(dialect.0)].fetch_and(!(1 << shard), Ordering::AcqRel);
     }
 }
 
-/// One shard's side of the table: counts topics with subscribers per bucket, flips its bit on 0 <-> 1.
+/// One shard's side of the table: counts topics with subscribers per bucket and dialect, flips its bit on
+/// 0 <-> 1.
 #[derive(Debug)]
 pub struct ShardInterest {
     map: Arc<InterestMap>,
     shard: usize,
-    counts: Vec<u32>,
+    counts: Vec<[u32; DIALECT_COUNT]>,
 }
 
 impl ShardInterest {
     pub fn new(map: Arc<InterestMap>, shard: usize) -> ShardInterest {
         assert!(shard < MAX_SHARDS, "at most {MAX_SHARDS} shards");
         let n = map.buckets.len();
-        ShardInterest { map, shard, counts: vec![0; n] }
+        ShardInterest { map, shard, counts: vec![[0; DIALECT_COUNT]; n] }
     }
 
-    /// This shard now has subscribers of `topic` (call once per topic, on its first local subscriber).
-    pub fn add(&mut self, topic: &Topic) {
+    /// This shard now has subscribers of `topic` in `dialect` (call once per topic and dialect, on its first
+    /// local subscriber).
+    pub fn add(&mut self, topic: &Topic, dialect: DialectId) {
         let b = self.map.bucket(topic);
-        self.counts[b] += 1;
-        if self.counts[b] == 1 {
-            self.map.set(b, self.shard);
+        let count = &mut self.counts[b][usize::from(dialect.0)];
+        *count += 1;
+        if *count == 1 {
+            self.map.set(b, dialect, self.shard);
         }
     }
 
-    /// This shard no longer has subscribers of `topic` (on its last local subscriber leaving).
-    pub fn remove(&mut self, topic: &Topic) {
+    /// This shard no longer has subscribers of `topic` in `dialect` (on the last one leaving).
+    pub fn remove(&mut self, topic: &Topic, dialect: DialectId) {
         let b = self.map.bucket(topic);
-        self.counts[b] = self.counts[b].saturating_sub(1);
-        if self.counts[b] == 0 {
-            self.map.clear(b, self.shard);
+        let count = &mut self.counts[b][usize::from(dialect.0)];
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.map.clear(b, dialect, self.shard);
         }
     }
 }
@@ -102,6 +114,8 @@ mod tests {
     use super::*;
     use tickwire_core::Channel;
 
+    const C: DialectId = DialectId::CANONICAL;
+
     #[test]
     fn bits_follow_counts_even_when_topics_share_a_bucket() {
         let map = InterestMap::new(1); // one bucket: every topic collides
@@ -109,14 +123,14 @@ mod tests {
         let mut s3 = ShardInterest::new(map.clone(), 3);
         let a = Topic::new(Channel::Quotes, "AAPL");
         let m = Topic::new(Channel::Quotes, "MSFT");
-        s0.add(&a);
-        s0.add(&m);
-        s3.add(&m);
+        s0.add(&a, C);
+        s0.add(&m, C);
+        s3.add(&m, C);
         assert_eq!(map.shards(&a), 0b1001);
-        s0.remove(&a);
+        s0.remove(&a, C);
         assert_eq!(map.shards(&a), 0b1001, "MSFT still holds shard 0's bit");
-        s0.remove(&m);
-        s3.remove(&m);
+        s0.remove(&m, C);
+        s3.remove(&m, C);
         assert_eq!(map.shards(&m), 0);
     }
 
@@ -131,10 +145,10 @@ mod tests {
                 s.spawn(move || {
                     let mut mine = ShardInterest::new(map, shard);
                     for _ in 0..1000 {
-                        mine.add(&topic);
-                        mine.remove(&topic);
+                        mine.add(&topic, C);
+                        mine.remove(&topic, C);
                     }
-                    mine.add(&topic);
+                    mine.add(&topic, C);
                 });
             }
         });

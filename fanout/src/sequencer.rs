@@ -14,7 +14,7 @@ use tickwire_core::time::Micros;
 use tickwire_core::topic::ALL;
 use tickwire_core::Topic;
 
-use crate::frame::{reply_frame, signed_update_frame, update_frame};
+use crate::frame::{reply_frame, signed_update_frame, try_update_frame, update_frame};
 
 /// How much each topic keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +239,32 @@ impl<D: Dialect> Sequencer<D> {
             frames.push(snapshot);
         }
         Start { sequence, frames, reset: reason, ..Start::default() }
+    }
+
+    /// Where a new subscriber of `topic` in another dialect than this sequencer's starts: at the latest
+    /// state, rendered by `codec` as a snapshot (other dialects have no resume; history and critical queues
+    /// hold this sequencer's frames).
+    pub fn start_in(&self, topic: &Topic, codec: &dyn Dialect) -> Start {
+        let Some(state) = self.topics.get(topic) else { return Start::default() };
+        let frames = state
+            .latest
+            .as_ref()
+            .and_then(|latest| {
+                try_update_frame(
+                    codec,
+                    &Update {
+                        kind: UpdateKind::Snapshot,
+                        channel: topic.channel,
+                        sequence: state.sequence,
+                        timestamp: latest.timestamp,
+                        source_ts: latest.source_ts.as_deref(),
+                        data: &latest.data,
+                    },
+                )
+            })
+            .into_iter()
+            .collect();
+        Start { sequence: state.sequence, frames, ..Start::default() }
     }
 
     /// Acknowledges a critical topic's messages up to `sequence`; returns how many were released.

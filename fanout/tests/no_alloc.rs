@@ -62,7 +62,7 @@ fn fanout_to_10k_subscribers_allocates_nothing_per_subscriber() {
         index.add(&topic, c.clone(), 0, 0);
         index.activate(&topic, c.0, 0);
     }
-    let frame = Bytes::from(vec![b'x'; 120]);
+    let frame = tickwire_fanout::frame::Rendered::canonical(Bytes::from(vec![b'x'; 120]));
     let mut write_buf = Vec::with_capacity(64 * 1024);
 
     // Warm up once, then measure steady state: deliver and flush, ten rounds.
@@ -75,7 +75,7 @@ fn fanout_to_10k_subscribers_allocates_nothing_per_subscriber() {
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let mut delivered = 0;
     for round in 0..10 {
-        delivered += index.deliver(&topic, &frame, NO_STAMP, round);
+        delivered += index.deliver(&topic, &frame, NO_STAMP, round).0;
         for c in &conns {
             write_buf.clear();
             c.1.borrow_mut().drain_into(&mut write_buf, 64 * 1024);

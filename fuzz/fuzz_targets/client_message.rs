@@ -1,12 +1,41 @@
-//! The canonical client-message decoder: any text gives a request or an error frame's code, never a panic.
+//! Every dialect's client-message decoder (the table's, `DIALECTS`): any text gives a request or an error,
+//! never a panic, and the dialect can answer either (its reply, its error frame or its close).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tickwire_core::protocol::canonical::Canonical;
-use tickwire_core::protocol::Dialect;
+use tickwire_core::protocol::{ClientRequest, Reply, DIALECTS};
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(e) = Canonical.decode(data) {
-        assert!(!e.code.as_str().is_empty());
+    for d in &DIALECTS {
+        let mut out = Vec::new();
+        match d.codec.decode(data) {
+            Ok(ClientRequest::Subscribe(s)) => d.codec.encode_reply(
+                &Reply::Subscribed {
+                    id: s.id.as_deref(),
+                    channel: s.channel,
+                    symbols: &s.symbols,
+                    interval: s.interval,
+                    throttle_ms: s.throttle_ms,
+                    subscription_id: "s",
+                },
+                0,
+                &mut out,
+            ),
+            Ok(ClientRequest::Unsubscribe(u)) => d.codec.encode_reply(
+                &Reply::Unsubscribed { id: u.id.as_deref(), channel: u.channel, symbols: &[] },
+                0,
+                &mut out,
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                assert!(!e.code.as_str().is_empty());
+                if d.codec.error_close(&e).is_none() {
+                    d.codec.encode_reply(&Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message }, 0, &mut out);
+                }
+            }
+        }
+        if !out.is_empty() {
+            assert!(std::str::from_utf8(&out).is_ok(), "{}: a reply that is not UTF-8", d.name);
+        }
     }
 });

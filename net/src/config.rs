@@ -209,7 +209,8 @@ settings! {
     simulator_rate: u64 = 1000, value "EVENTS_PER_S";
     /// Number of symbols the simulated feed quotes (real tickers first: AAPL, MSFT, GOOGL, ...)
     simulator_symbols: usize = 100, value "N";
-    /// Whether clients without a token may connect (public channels only)
+    /// Whether clients without a token may connect to /v1/stream (public channels only); /api/v1/ws admits
+    /// them whatever this says, as its seed does
     allow_anonymous: bool = true, value "BOOL";
     /// Seconds between the server's WebSocket pings; a client that sends nothing (pongs count) for two
     /// intervals is closed with 4000

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_lite::io::{AsyncWrite, AsyncWriteExt};
-use tickwire_core::protocol::ErrorCode;
+use tickwire_core::protocol::{DialectId, ErrorCode};
 use tickwire_core::time::Micros;
 use tickwire_core::ws::close;
 use tickwire_core::Topic;
@@ -46,6 +46,8 @@ pub struct Conn {
     pub(crate) corked: Cell<bool>,
     /// The write half is gone: the socket failed, or the session ended.
     pub(crate) writer_gone: Cell<bool>,
+    /// The dialect its client speaks (a publisher's: the canonical one).
+    pub(crate) dialect: DialectId,
     pub(crate) shared: Arc<Shared>,
     pub(crate) shard: usize,
 }
@@ -344,6 +346,10 @@ pub struct ConnRef(pub Rc<Conn>);
 impl Sink for ConnRef {
     fn key(&self) -> u64 {
         self.0.key
+    }
+
+    fn dialect(&self) -> DialectId {
+        self.0.dialect
     }
 
     fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64) {

@@ -76,6 +76,17 @@ pub fn render_prometheus(shared: &Shared) -> String {
     );
     header(
         &mut out,
+        "tickwire_renders_total",
+        "counter",
+        "Update frames rendered by topics' owner shards, by dialect: one per update for each dialect with subscribers of its topic (the canonical one always: history keeps it), however many subscribers share it.",
+    );
+    for (i, s) in shared.stats.iter().enumerate() {
+        for (d, n) in tickwire_core::protocol::DIALECTS.iter().zip(&s.renders_by_dialect) {
+            let _ = writeln!(out, "tickwire_renders_total{{shard=\"{i}\",dialect=\"{}\"}} {}", d.name, load(n));
+        }
+    }
+    header(
+        &mut out,
         "tickwire_events_received_total",
         "counter",
         "Events entering the server at the shard, by source (before routing to their topics' owners).",

@@ -167,7 +167,9 @@ async fn upgrade<S>(
             (Kind::Publisher, Some(i)) if !i.role.can_publish() => {
                 return Err(refuse(403, "publishing needs role publisher or admin"));
             }
-            (Kind::Subscriber(_), None) if !shard.shared.config.allow_anonymous => {
+            (Kind::Subscriber(d), None)
+                if d.entry().auth == dialects::Auth::Required && !shard.shared.config.allow_anonymous =>
+            {
                 return Err(refuse(401, "a token is required"));
             }
             _ => {}

@@ -75,6 +75,7 @@ where
         fd: Cell::new(fd),
         corked: Cell::new(false),
         writer_gone: Cell::new(false),
+        dialect: kind.dialect(),
         shared: shard.shared.clone(),
         shard: shard.id,
     });

@@ -9,6 +9,7 @@
 //! routes an upgrade by its path to an entry ([`by_path`]) and carries the entry's [`DialectId`] from then on.
 
 pub mod canonical;
+pub mod fastws;
 
 use std::fmt;
 
@@ -196,8 +197,14 @@ pub trait Dialect {
     fn decode(&self, text: &[u8]) -> Result<ClientRequest, RequestError>;
     /// Appends the JSON of an update or snapshot frame to `out`.
     fn encode_update(&self, update: &Update<'_>, out: &mut Vec<u8>);
-    /// Appends the JSON of a reply to `out`; `now` stamps replies that carry a time.
+    /// Appends the JSON of a reply to `out`; `now` stamps replies that carry a time. A reply the dialect
+    /// does not have (a welcome, a pong) appends nothing and is not sent.
     fn encode_reply(&self, reply: &Reply<'_>, now: Micros, out: &mut Vec<u8>);
+    /// Whether a request error closes the connection (with this code and reason) rather than being answered
+    /// with an error reply.
+    fn error_close(&self, _error: &RequestError) -> Option<(u16, &'static str)> {
+        None
+    }
 }
 
 /// A dialect's place in [`DIALECTS`]: what connections, subscriptions and rendered frames carry.
@@ -224,6 +231,8 @@ impl DialectId {
 pub enum Auth {
     /// A token is needed unless the server allows anonymous subscribers (`allow_anonymous`).
     Required,
+    /// A token is optional: an anonymous client gets public channels only.
+    Optional,
 }
 
 /// One dialect the server speaks: the path its clients upgrade at, and its codec.
@@ -247,14 +256,20 @@ impl fmt::Debug for DialectEntry {
     }
 }
 
+/// How many dialects [`DIALECTS`] has.
+pub const DIALECT_COUNT: usize = 2;
+
 /// The dialect table: entry `i` has id `DialectId(i)`.
-pub static DIALECTS: &[DialectEntry] = &[DialectEntry {
-    id: DialectId::CANONICAL,
-    name: "canonical",
-    path: "/v1/stream",
-    auth: Auth::Required,
-    codec: &canonical::Canonical,
-}];
+pub static DIALECTS: [DialectEntry; DIALECT_COUNT] = [
+    DialectEntry {
+        id: DialectId::CANONICAL,
+        name: "canonical",
+        path: "/v1/stream",
+        auth: Auth::Required,
+        codec: &canonical::Canonical,
+    },
+    DialectEntry { id: DialectId(1), name: "fastws", path: "/api/v1/ws", auth: Auth::Optional, codec: &fastws::FastWs },
+];
 
 /// The dialect whose clients upgrade at `path`.
 pub fn by_path(path: &str) -> Option<&'static DialectEntry> {

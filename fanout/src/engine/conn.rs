@@ -14,14 +14,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tickwire_core::channel::Scope;
 use tickwire_core::event::{parse_publish, Ingest};
-use tickwire_core::protocol::{ClientRequest, DialectId, ErrorCode, Reply, Subscribe, Unsubscribe};
+use tickwire_core::protocol::{ClientRequest, DialectId, ErrorCode, Reply, RequestError, Subscribe, Unsubscribe};
 use tickwire_core::time::Micros;
 use tickwire_core::topic::ALL;
 use tickwire_core::ws::{self, close, Message, MessageReader, Opcode};
 use tickwire_core::{BarInterval, Channel, Topic};
 
 use super::stats::Stats;
-use crate::frame::reply_frame;
+use crate::frame::try_reply_frame;
 use crate::outbound::{Drained, Outbound, Pushed, KEEP, NO_STAMP};
 use crate::sequencer::{reset, Resume};
 
@@ -247,18 +247,15 @@ impl Connection {
 
     /// The `welcome` of a subscriber, first of its frames.
     pub fn welcome(&mut self, now: Micros, client_id: &str) {
-        let frame = reply_frame(
-            self.kind.dialect().codec(),
-            &Reply::Welcome {
-                connection_id: &self.id(),
-                client_id,
-                user_id: self.user.as_deref(),
-                epoch: &self.settings.epoch,
-                heartbeat_s: self.settings.heartbeat_s,
-            },
-            now,
-        );
-        self.send(now, frame);
+        let (user, settings) = (self.user.clone(), self.settings.clone());
+        let welcome = Reply::Welcome {
+            connection_id: &self.id(),
+            client_id,
+            user_id: user.as_deref(),
+            epoch: &settings.epoch,
+            heartbeat_s: settings.heartbeat_s,
+        };
+        self.reply(now, &welcome);
     }
 
     // ---- inbound ----
@@ -313,18 +310,26 @@ impl Connection {
         }
         match msg {
             Message::Text(text) => match self.kind {
-                Kind::Subscriber(_) => self.handle_request(now, &text),
+                Kind::Subscriber(_) => {
+                    if !self.handle_request(now, &text) {
+                        return false;
+                    }
+                }
                 Kind::Publisher => match parse_publish(&text) {
                     Ok(events) => self.requests.push(Request::Publish(events)),
                     Err(e) => self.error(now, None, ErrorCode::InvalidMessage, &e.to_string()),
                 },
             },
-            Message::Binary(_) => self.error(
-                now,
-                None,
-                ErrorCode::UnsupportedData,
-                "binary frames are not supported: send JSON text frames",
-            ),
+            Message::Binary(_) => {
+                let e = RequestError::new(
+                    None,
+                    ErrorCode::UnsupportedData,
+                    "binary frames are not supported: send JSON text frames",
+                );
+                if !self.request_error(now, e) {
+                    return false;
+                }
+            }
             Message::Ping(payload) => {
                 self.send(now, ws::frame(Opcode::Pong, &payload));
             }
@@ -343,14 +348,31 @@ impl Connection {
         true
     }
 
-    fn handle_request(&mut self, now: Micros, text: &[u8]) {
-        match self.kind.dialect().codec().decode(text) {
+    fn handle_request(&mut self, now: Micros, text: &[u8]) -> bool {
+        let codec = self.kind.dialect().codec();
+        match codec.decode(text) {
             Ok(ClientRequest::Subscribe(s)) => self.subscribe(now, s),
             Ok(ClientRequest::Unsubscribe(u)) => self.unsubscribe(now, u),
             Ok(ClientRequest::Ping { id }) => self.reply(now, &Reply::Pong { id: id.as_deref() }),
             Ok(ClientRequest::Ack { id, channel, sequence }) => self.ack(now, id.as_deref(), channel, sequence),
             Ok(_) => self.error(now, None, ErrorCode::UnknownAction, "unsupported action"),
-            Err(e) => self.error(now, e.id.as_deref(), e.code, &e.message),
+            Err(e) => return self.request_error(now, e),
+        }
+        true
+    }
+
+    /// A request the connection cannot act on: an error reply, or the close its dialect makes of it
+    /// (`false`: stop reading).
+    fn request_error(&mut self, now: Micros, e: RequestError) -> bool {
+        match self.kind.dialect().codec().error_close(&e) {
+            Some((code, reason)) => {
+                self.request_close(code, reason);
+                false
+            }
+            None => {
+                self.error(now, e.id.as_deref(), e.code, &e.message);
+                true
+            }
         }
     }
 
@@ -464,7 +486,9 @@ impl Connection {
     // ---- outbound ----
 
     fn reply(&mut self, now: Micros, reply: &Reply<'_>) {
-        self.send(now, reply_frame(self.kind.dialect().codec(), reply, now));
+        if let Some(frame) = try_reply_frame(self.kind.dialect().codec(), reply, now) {
+            self.send(now, frame);
+        }
     }
 
     /// Queues an `error` reply.

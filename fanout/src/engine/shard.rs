@@ -22,17 +22,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tickwire_core::event::{Ingest, TradePoint};
 use tickwire_core::protocol::canonical::Canonical;
-use tickwire_core::protocol::{ErrorCode, Reply};
+use tickwire_core::protocol::{DialectId, ErrorCode, Reply, Update, UpdateKind, DIALECTS};
 use tickwire_core::time::Micros;
 use tickwire_core::Topic;
 
 use super::stats::Stats;
 use crate::bars::{BarAggregator, ClosedBar};
-use crate::frame::reply_frame;
+use crate::frame::{reply_frame, try_update_frame, Rendered};
 use crate::index::{Added, Sink, SubscriptionIndex};
 use crate::interest::{InterestMap, ShardInterest};
 use crate::outbound::NO_STAMP;
-use crate::sequencer::{Limits, Resume, Sequencer, SignFn};
+use crate::sequencer::{Limits, Resume, Sequenced, Sequencer, SignFn};
 
 /// How often bars whose interval ended are closed.
 pub const BARS_EVERY: Micros = 100_000;
@@ -86,11 +86,12 @@ pub enum ShardMsg<R> {
     /// Back to the origin: the sequences given, as `(event, topic, sequence)`, and one entry per critical
     /// item: its receipt from the journal.
     Ingested { request: u64, sequences: Vec<(usize, Topic, u64)>, receipts: Vec<Option<R>> },
-    /// From a topic's owner to a shard with subscribers: one sequenced frame, sequenced at `ingested`.
-    Fanout { topic: Topic, frame: Bytes, ingested: Micros },
-    /// To a topic's owner: connection `conn` of shard `from` subscribes (its subscribe `generation`),
-    /// resuming as asked.
-    SnapshotRequest { topic: Topic, from: usize, conn: u64, generation: u64, resume: Resume },
+    /// From a topic's owner to a shard with subscribers: one update sequenced at `ingested`, rendered in
+    /// each dialect with subscribers of the topic.
+    Fanout { topic: Topic, frames: Rendered, ingested: Micros },
+    /// To a topic's owner: connection `conn` of shard `from`, speaking `dialect`, subscribes (its subscribe
+    /// `generation`), resuming as asked.
+    SnapshotRequest { topic: Topic, from: usize, conn: u64, generation: u64, dialect: DialectId, resume: Resume },
     /// From the owner: what the subscriber gets first (snapshot, replayed history, a `reset`, or unacked
     /// critical messages, see [`crate::sequencer::Start`]); live updates on this channel follow.
     /// The `generation` of the request: the answer to an earlier subscribe that the connection replaced or
@@ -283,12 +284,16 @@ impl<S: Sink, J: Journal> Shard<S, J> {
                     self.completed.push(request);
                 }
             }
-            ShardMsg::Fanout { topic, frame, ingested } => self.deliver(&topic, &frame, ingested, now),
-            ShardMsg::SnapshotRequest { topic, from, conn, generation, mut resume } => {
+            ShardMsg::Fanout { topic, frames, ingested } => self.deliver(&topic, &frames, ingested, now),
+            ShardMsg::SnapshotRequest { topic, from, conn, generation, dialect, mut resume } => {
                 if let (Some(Fault::ResumeOffByOne), Resume::After(n)) = (self.fault, resume) {
                     resume = Resume::After(n + 1);
                 }
-                let start = self.sequencer.start(&topic, resume, now);
+                let start = if dialect == DialectId::CANONICAL {
+                    self.sequencer.start(&topic, resume, now)
+                } else {
+                    self.sequencer.start_in(&topic, dialect.codec())
+                };
                 self.stats.replayed_frames.fetch_add(start.replayed as u64, Ordering::Relaxed);
                 if start.reset.is_some() {
                     self.stats.resets.fetch_add(1, Ordering::Relaxed);
@@ -327,7 +332,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
         now: Micros,
         receipts: &mut Vec<Option<J::Receipt>>,
     ) -> (usize, Topic, u64) {
-        let out = self.sequencer.ingest(&item.topic, item.data, item.source_ts, now);
+        let (out, frames) = self.ingest(&item.topic, item.data, item.source_ts, now);
         self.stats.ingested.fetch_add(1, Ordering::Relaxed);
         if item.topic.channel.is_critical() {
             receipts.push(self.journal.critical_enqueued(&item.topic, out.sequence, &out.frame, now));
@@ -337,7 +342,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
         if out.dropped > 0 {
             self.queue_overflowed(&item.topic, out.dropped, now);
         }
-        self.fan_out(&item.topic, out.frame, now, now);
+        self.fan_out(&item.topic, frames, now, now);
         if let Some(t) = item.trade {
             let mut closed = Vec::new();
             self.bars.on_trade(&item.topic.key, t.price, t.size, now, &mut closed);
@@ -349,9 +354,37 @@ impl<S: Sink, J: Journal> Shard<S, J> {
     /// Sequences and fans out bars that closed.
     fn publish_bars(&mut self, closed: Vec<ClosedBar>, now: Micros) {
         for bar in closed {
-            let out = self.sequencer.ingest(&bar.topic, bar.data, None, now);
-            self.fan_out(&bar.topic, out.frame, now, now);
+            let (_, frames) = self.ingest(&bar.topic, bar.data, None, now);
+            self.fan_out(&bar.topic, frames, now, now);
         }
+    }
+
+    /// Owner side: sequences one update and renders it once in each dialect with subscribers of its topic
+    /// (the sequencer's own, always).
+    fn ingest(&mut self, topic: &Topic, data: Bytes, source_ts: Option<Bytes>, now: Micros) -> (Sequenced, Rendered) {
+        let masks = self.map.shards_by_dialect(topic);
+        let others = masks[1..].iter().any(|&m| m != 0);
+        let kept = others.then(|| (data.clone(), source_ts.clone()));
+        let out = self.sequencer.ingest(topic, data, source_ts, now);
+        self.stats.renders_by_dialect[0].fetch_add(1, Ordering::Relaxed);
+        let mut frames = Rendered::canonical(out.frame.clone());
+        if let Some((data, source_ts)) = kept {
+            let update = Update {
+                kind: UpdateKind::Update,
+                channel: topic.channel,
+                sequence: out.sequence,
+                timestamp: now,
+                source_ts: source_ts.as_deref(),
+                data: &data,
+            };
+            for (d, _) in masks.iter().enumerate().skip(1).filter(|(_, &m)| m != 0) {
+                if let Some(frame) = try_update_frame(DIALECTS[d].codec, &update) {
+                    self.stats.renders_by_dialect[d].fetch_add(1, Ordering::Relaxed);
+                    frames.set(DIALECTS[d].id, frame);
+                }
+            }
+        }
+        (out, frames)
     }
 
     /// Owner side: a critical topic's queue dropped its oldest messages. A user online is told now; one
@@ -363,27 +396,28 @@ impl<S: Sink, J: Journal> Shard<S, J> {
         }
         self.sequencer.dropped_told(topic);
         let frame = queue_overflow_frame(topic, dropped, self.critical_queue, now);
-        self.fan_out(topic, frame, NO_STAMP, now);
+        self.fan_out(topic, Rendered::canonical(frame), NO_STAMP, now);
     }
 
-    /// Owner side: sends a frame, sequenced at `ingested`, to every shard with subscribers of `topic`.
-    fn fan_out(&mut self, topic: &Topic, frame: Bytes, ingested: Micros, now: Micros) {
+    /// Owner side: sends an update's frames, sequenced at `ingested`, to every shard with subscribers of
+    /// `topic`.
+    fn fan_out(&mut self, topic: &Topic, frames: Rendered, ingested: Micros, now: Micros) {
         let mut mask = self.map.shards(topic);
         while mask != 0 {
             let shard = mask.trailing_zeros() as usize;
             mask &= mask - 1;
             if shard == self.id {
-                self.deliver(topic, &frame, ingested, now);
+                self.deliver(topic, &frames, ingested, now);
             } else if shard < self.shards {
-                self.send(shard, ShardMsg::Fanout { topic: topic.clone(), frame: frame.clone(), ingested });
+                self.send(shard, ShardMsg::Fanout { topic: topic.clone(), frames: frames.clone(), ingested });
             }
         }
     }
 
-    /// Subscriber side: pushes a frame to every local subscriber, with its ingest stamp.
-    fn deliver(&mut self, topic: &Topic, frame: &Bytes, ingested: Micros, now: Micros) {
-        let n = self.index.deliver(topic, frame, ingested, now);
-        self.stats.delivered(topic.channel, n, n * frame.len());
+    /// Subscriber side: pushes an update to every local subscriber, in its dialect, with its ingest stamp.
+    fn deliver(&mut self, topic: &Topic, frames: &Rendered, ingested: Micros, now: Micros) {
+        let (n, bytes) = self.index.deliver(topic, frames, ingested, now);
+        self.stats.delivered(topic.channel, n, bytes);
     }
 
     /// Routes events to their topics' owners. With `wait`, returns the request whose result
@@ -418,20 +452,21 @@ impl<S: Sink, J: Journal> Shard<S, J> {
     /// Subscribes `sink` to `topic`: pending until the owner's answer (snapshot, replay, unacked critical
     /// messages) arrives.
     pub fn subscribe(&mut self, now: Micros, sink: S, topic: Topic, throttle_ms: u32, resume: Resume) {
-        let conn = sink.key();
+        let (conn, dialect) = (sink.key(), sink.dialect());
         let generation = self.next_id();
         if self.index.add(&topic, sink, throttle_ms, generation) == Added::FirstOnShard {
-            self.interest.add(&topic);
+            self.interest.add(&topic, dialect);
         }
         let owner = topic.owner(self.shards);
-        self.route(now, owner, ShardMsg::SnapshotRequest { topic, from: self.id, conn, generation, resume });
+        let msg = ShardMsg::SnapshotRequest { topic, from: self.id, conn, generation, dialect, resume };
+        self.route(now, owner, msg);
         self.note_index();
     }
 
     /// Removes one subscription of the connection `conn`.
     pub fn unsubscribe(&mut self, conn: u64, topic: &Topic) {
-        if self.index.remove(topic, conn) == Some(true) {
-            self.interest.remove(topic);
+        if let Some((dialect, true)) = self.index.remove(topic, conn) {
+            self.interest.remove(topic, dialect);
         }
         self.note_index();
     }
@@ -529,6 +564,24 @@ mod tests {
         }
     }
 
+    /// A subscriber speaking a dialect, keeping what it got.
+    #[derive(Debug, Clone)]
+    struct Speaker(u64, DialectId, Rc<RefCell<Vec<Bytes>>>);
+
+    impl Sink for Speaker {
+        fn key(&self) -> u64 {
+            self.0
+        }
+
+        fn dialect(&self) -> DialectId {
+            self.1
+        }
+
+        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
+            self.2.borrow_mut().push(frame.clone());
+        }
+    }
+
     fn pair() -> [Shard<Inbox, NoJournal>; 2] {
         let map = InterestMap::new(16);
         [0, 1].map(|id| Shard::new(id, 2, map.clone(), Limits::default(), None, NoJournal, Arc::default()))
@@ -610,5 +663,81 @@ mod tests {
         assert_eq!(events, [0, 1, 2, 3, 4, 5]);
         assert!(done.sequences.iter().all(|s| s.2 == 1));
         assert!(shards[0].take_published(request).is_none(), "taken once");
+    }
+
+    /// Every subscriber of a dialect, on any shard, gets the same bytes, rendered once by the owner; a
+    /// dialect without subscribers is not rendered.
+    #[test]
+    fn an_update_is_rendered_once_per_dialect_with_subscribers() {
+        let map = InterestMap::new(16);
+        let stats: [Arc<Stats>; 2] = [Arc::default(), Arc::default()];
+        let mut shards: [Shard<Speaker, NoJournal>; 2] =
+            [0, 1].map(|id| Shard::new(id, 2, map.clone(), Limits::default(), None, NoJournal, stats[id].clone()));
+        let topic = (0..)
+            .map(|i| Topic::bar(format!("S{i}"), tickwire_core::BarInterval::M1))
+            .find(|t| t.owner(2) == 1)
+            .unwrap();
+        let fastws = tickwire_core::protocol::by_path("/api/v1/ws").unwrap().id;
+        let canonical = Speaker(1, DialectId::CANONICAL, Rc::default());
+        let remote = [2, 3].map(|k| Speaker(k, fastws, Rc::default()));
+        let local = Speaker(4, fastws, Rc::default());
+        for s in [&canonical, &remote[0], &remote[1]] {
+            shards[0].subscribe(1, s.clone(), topic.clone(), 0, Resume::Latest);
+        }
+        shards[1].subscribe(1, local.clone(), topic.clone(), 0, Resume::Latest);
+        let settle2 = |shards: &mut [Shard<Speaker, NoJournal>; 2], now| loop {
+            let mut moved = false;
+            for from in 0..2 {
+                while let Some((to, batch)) = shards[from].poll_shard_msg() {
+                    batch.into_iter().for_each(|m| shards[to].handle_shard_msg(now, m));
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        };
+        settle2(&mut shards, 2);
+        let bar = |n: u32| {
+            let data = format!(
+                r#"{{"symbol":"{}","interval":"1m","start":"2026-12-01T10:0{n}:00.000000Z","open":1.0,"high":2.0,"low":0.5,"close":1.5,"volume":10.0,"vwap":1.2}}"#,
+                topic.key
+            );
+            Ingest {
+                channel: Channel::Bars,
+                topics: vec![topic.clone()],
+                data: data.into_bytes(),
+                source_ts: None,
+                trade: None,
+            }
+        };
+        shards[1].publish(3, vec![bar(1)], false);
+        settle2(&mut shards, 4);
+        let renders = |s: &Stats| s.renders_by_dialect.each_ref().map(|a| a.load(Ordering::Relaxed));
+        assert_eq!(renders(&stats[1]), [1, 1], "one render per dialect, on the owner");
+        assert_eq!(renders(&stats[0]), [0, 0], "nothing rendered where the subscribers are");
+        let got = |s: &Speaker| s.2.borrow().clone();
+        let (c, r0, r1, l) = (got(&canonical), got(&remote[0]), got(&remote[1]), got(&local));
+        assert_eq!([c.len(), r0.len(), r1.len(), l.len()], [1, 1, 1, 1], "no snapshot: the topic had no state");
+        let text = |f: &Bytes| String::from_utf8(payload(f).to_vec()).unwrap();
+        assert!(text(&c[0]).starts_with(r#"{"type":"bar","channel":"bars","sequence":1,"#), "{}", text(&c[0]));
+        assert!(
+            text(&r0[0]).starts_with(r#"{"type":"bars.update","topic":"bars:{\"resolution\":\"1\""#),
+            "{}",
+            text(&r0[0])
+        );
+        for other in [&r1[0], &l[0]] {
+            assert_eq!(other.as_ptr(), r0[0].as_ptr(), "the same bytes for every subscriber of the dialect");
+        }
+        // Once the last subscriber of the dialect leaves, it is no longer rendered.
+        shards[0].unsubscribe(2, &topic);
+        shards[0].unsubscribe(3, &topic);
+        shards[1].unsubscribe(4, &topic);
+        settle2(&mut shards, 5);
+        shards[1].publish(6, vec![bar(2)], false);
+        settle2(&mut shards, 7);
+        assert_eq!(renders(&stats[1]), [2, 1]);
+        assert_eq!(got(&canonical).len(), 2);
+        assert_eq!(got(&local).len(), 1);
     }
 }

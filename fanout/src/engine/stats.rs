@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tickwire_core::protocol::DIALECT_COUNT;
 use tickwire_core::Channel;
 
 /// A Prometheus metric type.
@@ -152,6 +153,9 @@ pub struct Stats {
     pub deliveries_by_channel: [AtomicU64; CHANNELS],
     /// Their bytes (frame length times subscribers), by channel.
     pub delivered_bytes_by_channel: [AtomicU64; CHANNELS],
+    /// Update frames rendered by this shard as a topic's owner, by dialect (indexed by `DialectId`): one per
+    /// update for each dialect with subscribers of its topic, whatever their number.
+    pub renders_by_dialect: [AtomicU64; DIALECT_COUNT],
 }
 
 impl std::ops::Deref for Stats {

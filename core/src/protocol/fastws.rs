@@ -1,0 +1,297 @@
+//! Seed 003's dialect, `/api/v1/ws` (a FastWS server): `{"type","payload"}` envelopes, `bars.subscribe` and
+//! `bars.unsubscribe` answered by `*.response`, `bars.update` broadcasts, and topics named by the seed's
+//! topic-builder contract (`bars:{"resolution":"1","symbol":"AAPL"}`).
+//!
+//! Its errors are closes, as FastWS's are: text that is not JSON (or a binary frame) closes with 1003
+//! `Unsupported Data`, an unknown `type` with 1003 `No matching type`, a payload that does not validate with
+//! 1003 `Could not validate payload` ([`Dialect::error_close`]).
+//!
+//! The request's operation, symbol and resolution travel through the engine as the request's `id` (the
+//! dialect's own correlation, never sent), so that a reply or an error can name them.
+
+use sonic_rs::{JsonValueTrait, Value};
+
+use super::{ClientRequest, Dialect, ErrorCode, Reply, RequestError, Subscribe, Unsubscribe, Update, UpdateKind};
+use crate::channel::Channel;
+use crate::json::{write_str, write_u64};
+use crate::time::{parse_rfc3339, Micros};
+use crate::topic::{normalize_symbol, BarInterval};
+use crate::ws::close;
+
+/// The close of a text that is not JSON.
+pub const NOT_JSON: (u16, &str) = (close::UNSUPPORTED_DATA, "Unsupported Data");
+/// The close of an unknown operation.
+pub const NO_MATCHING_TYPE: (u16, &str) = (close::UNSUPPORTED_DATA, "No matching type");
+/// The close of a payload that does not validate.
+pub const INVALID_PAYLOAD: (u16, &str) = (close::UNSUPPORTED_DATA, "Could not validate payload");
+
+/// Separates the parts of the correlation carried as a request's `id`.
+const SEP: char = '\u{1f}';
+
+/// Seed 003's dialect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastWs;
+
+/// The resolutions of the seed: minutes, day, week, month.
+pub const RESOLUTIONS: [&str; 8] = ["1", "5", "15", "30", "60", "D", "W", "M"];
+
+/// The bar interval serving a resolution, if the server aggregates it.
+pub fn interval_of(resolution: &str) -> Option<BarInterval> {
+    match resolution {
+        "1" => Some(BarInterval::M1),
+        "5" => Some(BarInterval::M5),
+        _ => None,
+    }
+}
+
+/// The resolution of a bar interval, if the dialect has one for it.
+fn resolution_of(interval: &str) -> Option<&'static str> {
+    match interval {
+        "1m" => Some("1"),
+        "5m" => Some("5"),
+        _ => None,
+    }
+}
+
+/// Appends the topic of a bars subscription as a JSON string: `bars:` and the sorted compact JSON of its
+/// parameters.
+fn write_bars_topic(out: &mut Vec<u8>, symbol: &str, resolution: &str) {
+    let mut params = Vec::with_capacity(48);
+    params.extend_from_slice(b"bars:{\"resolution\":");
+    write_str(&mut params, resolution);
+    params.extend_from_slice(b",\"symbol\":");
+    write_str(&mut params, symbol);
+    params.push(b'}');
+    // The parts are strings of valid UTF-8 joined by ASCII.
+    write_str(out, std::str::from_utf8(&params).unwrap_or_default());
+}
+
+/// The topic of a bars subscription, `bars:{"resolution":"1","symbol":"AAPL"}`.
+pub fn bars_topic(symbol: &str, resolution: &str) -> String {
+    let mut out = Vec::new();
+    write_bars_topic(&mut out, symbol, resolution);
+    sonic_rs::from_slice(&out).unwrap_or_default()
+}
+
+fn invalid(id: Option<String>, message: impl Into<String>) -> RequestError {
+    RequestError::new(id, ErrorCode::InvalidField, message)
+}
+
+impl Dialect for FastWs {
+    fn decode(&self, text: &[u8]) -> Result<ClientRequest, RequestError> {
+        let value: Value = sonic_rs::from_slice(text)
+            .map_err(|e| RequestError::new(None, ErrorCode::InvalidJson, format!("malformed JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(RequestError::new(None, ErrorCode::InvalidJson, "a message must be a JSON object"));
+        }
+        let op = match value.get("type").and_then(|t| t.as_str()) {
+            Some(op @ ("bars.subscribe" | "bars.unsubscribe")) => op,
+            _ => return Err(RequestError::new(None, ErrorCode::UnknownAction, "no matching type")),
+        };
+        let payload = value.get("payload").filter(|p| p.is_object()).ok_or_else(|| invalid(None, "no payload"))?;
+        let raw = payload.get("symbol").and_then(|s| s.as_str()).ok_or_else(|| invalid(None, "no symbol"))?;
+        let symbol = normalize_symbol(raw).ok_or_else(|| invalid(None, "invalid symbol"))?;
+        let resolution = match payload.get("params") {
+            None => "1",
+            Some(p) if p.is_null() => "1",
+            Some(p) if p.is_object() => match p.get("resolution") {
+                None => "1",
+                Some(r) => r.as_str().ok_or_else(|| invalid(None, "resolution must be a string"))?,
+            },
+            Some(_) => return Err(invalid(None, "params must be an object")),
+        };
+        let Some(resolution) = RESOLUTIONS.iter().find(|r| **r == resolution) else {
+            return Err(invalid(None, "unknown resolution"));
+        };
+        let id = Some(format!("{op}{SEP}{symbol}{SEP}{resolution}"));
+        let Some(interval) = interval_of(resolution) else {
+            let msg = format!("resolution {resolution} is not served yet: 1 and 5 are");
+            return Err(RequestError::new(id, ErrorCode::Unavailable, msg));
+        };
+        Ok(if op == "bars.subscribe" {
+            ClientRequest::Subscribe(Subscribe {
+                id,
+                channel: Channel::Bars,
+                symbols: vec![symbol],
+                throttle_ms: 0,
+                interval: Some(interval),
+                from_sequence: Vec::new(),
+                epoch: None,
+                restore: false,
+            })
+        } else {
+            ClientRequest::Unsubscribe(Unsubscribe {
+                id,
+                channel: Channel::Bars,
+                symbols: Some(vec![symbol]),
+                interval: Some(interval),
+            })
+        })
+    }
+
+    fn error_close(&self, error: &RequestError) -> Option<(u16, &'static str)> {
+        match error.code {
+            ErrorCode::InvalidJson | ErrorCode::UnsupportedData => Some(NOT_JSON),
+            ErrorCode::UnknownAction => Some(NO_MATCHING_TYPE),
+            ErrorCode::InvalidField | ErrorCode::InvalidSymbol | ErrorCode::InvalidMessage => Some(INVALID_PAYLOAD),
+            _ => None,
+        }
+    }
+
+    fn encode_update(&self, u: &Update<'_>, out: &mut Vec<u8>) {
+        // Live bars only: FastWS sends nothing on subscribe.
+        if u.channel != Channel::Bars || u.kind != UpdateKind::Update {
+            return;
+        }
+        let Ok(bar) = sonic_rs::from_slice::<Value>(u.data) else { return };
+        let text = |k: &str| bar.get(k).and_then(|v| v.as_str());
+        let (Some(symbol), Some(resolution), Some(start)) =
+            (text("symbol"), text("interval").and_then(resolution_of), text("start").and_then(parse_rfc3339))
+        else {
+            return;
+        };
+        out.extend_from_slice(b"{\"type\":\"bars.update\",\"topic\":");
+        write_bars_topic(out, symbol, resolution);
+        out.extend_from_slice(b",\"payload\":{\"time\":");
+        write_u64(out, (start / 1000).max(0) as u64);
+        for key in ["open", "high", "low", "close"] {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            match bar.get(key).and_then(|v| v.as_f64()) {
+                Some(v) => crate::json::write_f64(out, v),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.extend_from_slice(b",\"volume\":");
+        let volume = bar.get("volume").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        write_u64(out, if volume.is_finite() && volume > 0.0 { volume.round() as u64 } else { 0 });
+        out.extend_from_slice(b"}}");
+    }
+
+    fn encode_reply(&self, reply: &Reply<'_>, _now: Micros, out: &mut Vec<u8>) {
+        let (id, status, message) = match reply {
+            Reply::Subscribed { id, .. } | Reply::Unsubscribed { id, .. } => (*id, "ok", None),
+            Reply::Error { id: Some(id), message, .. } => (Some(*id), "error", Some(*message)),
+            Reply::Error { id: None, code, message } => {
+                // Not one of the seed's: an error no request caused (the rate limit, a dropped critical message).
+                out.extend_from_slice(b"{\"type\":\"error\",\"payload\":{\"code\":");
+                write_str(out, code.as_str());
+                out.extend_from_slice(b",\"message\":");
+                write_str(out, message);
+                out.extend_from_slice(b"}}");
+                return;
+            }
+            // No welcome, pong, reset or notice in this dialect.
+            _ => return,
+        };
+        let Some(mut parts) = id.map(|id| id.split(SEP)) else { return };
+        let (Some(op), Some(symbol), Some(resolution)) = (parts.next(), parts.next(), parts.next()) else { return };
+        out.extend_from_slice(b"{\"type\":");
+        write_str(out, &format!("{op}.response"));
+        out.extend_from_slice(b",\"payload\":{\"status\":\"");
+        out.extend_from_slice(status.as_bytes());
+        out.extend_from_slice(b"\",\"symbol\":");
+        write_str(out, symbol);
+        out.extend_from_slice(b",\"message\":");
+        let text = match message {
+            Some(m) => m.to_owned(),
+            None if op == "bars.subscribe" => format!("Subscribed to {symbol}"),
+            None => format!("Unsubscribed from {symbol}"),
+        };
+        write_str(out, &text);
+        out.extend_from_slice(b",\"topic\":");
+        write_bars_topic(out, symbol, resolution);
+        out.extend_from_slice(b"}}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sonic_rs::json;
+
+    fn reply(r: &Reply<'_>) -> Value {
+        let mut out = Vec::new();
+        FastWs.encode_reply(r, 0, &mut out);
+        sonic_rs::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn the_topic_follows_the_builder_contract() {
+        assert_eq!(bars_topic("AAPL", "1"), r#"bars:{"resolution":"1","symbol":"AAPL"}"#);
+    }
+
+    #[test]
+    fn the_seeds_subscribe_is_answered_as_the_seed_shows_with_the_contracts_topic() {
+        let req = br#"{"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"1"}}}"#;
+        let ClientRequest::Subscribe(s) = FastWs.decode(req).unwrap() else { panic!("not a subscribe") };
+        assert_eq!(
+            (s.channel, s.symbols.as_slice(), s.interval),
+            (Channel::Bars, &["AAPL".to_owned()][..], Some(BarInterval::M1))
+        );
+        let r = reply(&Reply::Subscribed {
+            id: s.id.as_deref(),
+            channel: s.channel,
+            symbols: &s.symbols,
+            interval: s.interval,
+            throttle_ms: 0,
+            subscription_id: "s-0-1-1",
+        });
+        let topic = r#"bars:{"resolution":"1","symbol":"AAPL"}"#;
+        let want = json!({"type":"bars.subscribe.response","payload":{"status":"ok","symbol":"AAPL","message":"Subscribed to AAPL","topic":topic}});
+        assert_eq!(r, want);
+    }
+
+    #[test]
+    fn bad_input_closes_with_the_seeds_codes() {
+        let close_of = |text: &[u8]| FastWs.error_close(&FastWs.decode(text).unwrap_err());
+        assert_eq!(close_of(b"not json"), Some(NOT_JSON));
+        assert_eq!(close_of(b"[1]"), Some(NOT_JSON));
+        assert_eq!(close_of(br#"{"type":"orders.subscribe","payload":{}}"#), Some(NO_MATCHING_TYPE));
+        assert_eq!(close_of(br#"{"payload":{}}"#), Some(NO_MATCHING_TYPE));
+        assert_eq!(close_of(br#"{"type":"bars.subscribe"}"#), Some(INVALID_PAYLOAD));
+        assert_eq!(close_of(br#"{"type":"bars.subscribe","payload":{"symbol":7}}"#), Some(INVALID_PAYLOAD));
+        assert_eq!(
+            close_of(br#"{"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"2"}}}"#),
+            Some(INVALID_PAYLOAD)
+        );
+    }
+
+    #[test]
+    fn a_resolution_not_aggregated_yet_is_an_error_response_not_a_close() {
+        let e = FastWs
+            .decode(br#"{"type":"bars.subscribe","payload":{"symbol":"msft","params":{"resolution":"D"}}}"#)
+            .unwrap_err();
+        assert_eq!(FastWs.error_close(&e), None);
+        let r = reply(&Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message });
+        assert_eq!(r["type"], "bars.subscribe.response");
+        assert_eq!(r["payload"]["status"], "error");
+        assert_eq!(r["payload"]["symbol"], "MSFT");
+        assert_eq!(r["payload"]["topic"], r#"bars:{"resolution":"D","symbol":"MSFT"}"#);
+    }
+
+    #[test]
+    fn a_closed_bar_becomes_a_bars_update_with_milliseconds_and_an_integer_volume() {
+        let data = br#"{"symbol":"AAPL","interval":"1m","start":"2023-10-12T08:00:00.000000Z","open":150.0,"high":151.0,"low":149.5,"close":150.5,"volume":1000000.0,"vwap":150.2}"#;
+        let mut out = Vec::new();
+        let u = Update {
+            kind: UpdateKind::Update,
+            channel: Channel::Bars,
+            sequence: 3,
+            timestamp: 0,
+            source_ts: None,
+            data,
+        };
+        FastWs.encode_update(&u, &mut out);
+        let v: Value = sonic_rs::from_slice(&out).unwrap();
+        let want = json!({"type":"bars.update","topic":r#"bars:{"resolution":"1","symbol":"AAPL"}"#,
+            "payload":{"time":1697097600000u64,"open":150.0,"high":151.0,"low":149.5,"close":150.5,"volume":1000000u64}});
+        assert_eq!(v, want);
+        out.clear();
+        FastWs.encode_update(&Update { kind: UpdateKind::Snapshot, ..u }, &mut out);
+        assert!(out.is_empty(), "no snapshot on subscribe");
+        FastWs.encode_update(&Update { channel: Channel::Quotes, ..u }, &mut out);
+        assert!(out.is_empty(), "bars only");
+    }
+}

@@ -1,0 +1,107 @@
+//! The seed dialects against the real binary, with real WebSocket clients: each dialect's documented client
+//! messages, sent literally as its seed shows them, and the replies and closes the seed documents.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{metric_where, Client, Server};
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+const SECS: Duration = Duration::from_secs(5);
+
+/// Reads until the server closes; returns the close code and reason.
+fn close_of(c: &mut Client, what: &str) -> (u16, String) {
+    c.ws.get_mut().set_read_timeout(Some(SECS)).unwrap();
+    loop {
+        match c.ws.read() {
+            Ok(Message::Close(Some(f))) => return (u16::from(f.code), f.reason.to_string()),
+            Ok(Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame after {what}: {e}"),
+        }
+    }
+}
+
+fn send_raw(c: &mut Client, text: &str) {
+    c.ws.send(Message::text(text.to_owned())).unwrap();
+}
+
+/// Seed 003 (`/api/v1/ws`), its "Subscribe to Bar Updates" and "Unsubscribe from Updates" examples: the
+/// replies have every field the seed shows, with the topic its topic-builder contract gives (the seed's own
+/// `bars:AAPL:1` contradicts that contract; docs/dialects.md says so).
+#[test]
+fn fastws_subscribe_and_unsubscribe_are_answered_as_the_seed_shows() {
+    // Anonymous clients of /v1/stream are refused here; the seed's endpoint needs no token.
+    let server = Server::start(&["--allow-anonymous", "false", "--no-simulator"]);
+    assert!(Client::connect(server.addr, "/v1/stream", None).is_err(), "the canonical endpoint needs a token");
+    let mut c = Client::connect(server.addr, "/api/v1/ws", None).expect("connect without a token");
+    let topic = r#"bars:{"resolution":"1","symbol":"AAPL"}"#;
+    send_raw(
+        &mut c,
+        r#"{
+  "type": "bars.subscribe",
+  "payload": {
+    "symbol": "AAPL",
+    "params": {
+      "resolution": "1"
+    }
+  }
+}"#,
+    );
+    let want = json!({"type":"bars.subscribe.response","payload":{"status":"ok","symbol":"AAPL","message":"Subscribed to AAPL","topic":topic}});
+    assert_eq!(c.recv().expect("the subscribe's response"), want, "no welcome or other frame first");
+    send_raw(
+        &mut c,
+        r#"{
+  "type": "bars.unsubscribe",
+  "payload": {
+    "symbol": "AAPL",
+    "params": {
+      "resolution": "1"
+    }
+  }
+}"#,
+    );
+    let want = json!({"type":"bars.unsubscribe.response","payload":{"status":"ok","symbol":"AAPL","message":"Unsubscribed from AAPL","topic":topic}});
+    assert_eq!(c.recv().unwrap(), want);
+    // A resolution of the seed's list that the server does not aggregate yet: an error response, no close.
+    c.send(json!({"type":"bars.subscribe","payload":{"symbol":"MSFT","params":{"resolution":"W"}}}));
+    let r = c.recv().unwrap();
+    assert_eq!((&r["type"], &r["payload"]["status"]), (&json!("bars.subscribe.response"), &json!("error")), "{r}");
+    assert_eq!(r["payload"]["topic"], r#"bars:{"resolution":"W","symbol":"MSFT"}"#);
+    // The default resolution is "1".
+    c.send(json!({"type":"bars.subscribe","payload":{"symbol":"msft"}}));
+    let r: Value = c.recv().unwrap();
+    assert_eq!(r["payload"]["topic"], r#"bars:{"resolution":"1","symbol":"MSFT"}"#, "{r}");
+}
+
+/// Seed 003's closes: not JSON, an unknown type, a payload that does not validate; each closes only its
+/// own connection.
+#[test]
+fn fastws_bad_input_closes_with_1003_and_the_seeds_reasons() {
+    let server = Server::start(&["--no-simulator"]);
+    let mut bystander = Client::connect(server.addr, "/api/v1/ws", None).unwrap();
+    let cases = [
+        ("not json", "Unsupported Data"),
+        (r#"{"type":"orders.subscribe","payload":{"accountId":"X"}}"#, "No matching type"),
+        (r#"{"type":"bars.subscribe","payload":{"params":{"resolution":"1"}}}"#, "Could not validate payload"),
+        (
+            r#"{"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"2"}}}"#,
+            "Could not validate payload",
+        ),
+    ];
+    for (text, reason) in cases {
+        let mut c = Client::connect(server.addr, "/api/v1/ws", None).unwrap();
+        send_raw(&mut c, text);
+        assert_eq!(close_of(&mut c, text), (1003, reason.to_owned()));
+    }
+    let mut c = Client::connect(server.addr, "/api/v1/ws", None).unwrap();
+    c.ws.send(Message::binary(vec![1u8, 2, 3])).unwrap();
+    assert_eq!(close_of(&mut c, "a binary frame"), (1003, "Unsupported Data".to_owned()));
+    bystander.send(json!({"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"5"}}}));
+    assert_eq!(bystander.recv().unwrap()["payload"]["status"], "ok", "the other connection is untouched");
+    // Renders are counted per dialect in /metrics (nothing has been published: none yet).
+    assert_eq!(metric_where(server.addr, "tickwire_renders_total", &[r#"dialect="fastws""#]), 0.0);
+}
