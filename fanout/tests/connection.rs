@@ -90,6 +90,7 @@ impl World {
             max_subscriptions: 1024,
             heartbeat_s: 30,
             slow_consumer_grace_ms: 5_000,
+            session_limits: Default::default(),
         };
         tweak(&mut settings);
         let stats = Arc::new(Stats::default());
@@ -121,7 +122,7 @@ impl World {
         }
         let mut c =
             Client { link: Link { key, conn, clock: self.clock.clone() }, buf: BytesMut::new(), stopped: false };
-        if kind.is_subscriber() {
+        if kind == Kind::STREAM {
             assert_eq!(self.recv(&mut c)[0].json()["type"], "welcome");
         }
         c
@@ -722,4 +723,74 @@ fn a_shutdown_sends_a_notice_then_closes_1001_with_the_retry_hint_after_what_is_
     let notice = texts.last().unwrap();
     assert_eq!((notice["type"].as_str(), notice["data"]["retry_after_ms"].as_u64()), (Some("system"), Some(1500)));
     assert_eq!(frames.last(), Some(&Frame::Close(1001, "server shutting down; retry_after_ms=1500".into())));
+}
+
+/// The fastws dialect of `/api/v1/ws`.
+fn fastws() -> Kind {
+    Kind::Subscriber(tickwire_core::protocol::by_path("/api/v1/ws").unwrap().id)
+}
+
+fn with_fastws_limits(heartbeat_s: u32, lifespan_s: u32) -> World {
+    let limits = tickwire_core::protocol::fastws::session_limits(heartbeat_s, lifespan_s);
+    World::with(
+        |s| {
+            s.heartbeat_s = 1;
+            s.session_limits[usize::from(fastws().dialect().0)] = Some(limits);
+        },
+        Limits::default(),
+    )
+}
+
+/// Seed 003's liveness rule: no pings; a client silent for the heartbeat interval is closed with 1003 and
+/// the seed's reason, and so is one connected longer than the lifespan, however live.
+#[test]
+fn fastws_closes_the_silent_and_the_old_with_1003_and_never_pings() {
+    let mut w = with_fastws_limits(3, 6);
+    let mut silent = w.connect(fastws(), None);
+    let mut live = w.connect(fastws(), None);
+    let ping = w.ping.clone();
+    let reason = "Connection timed out. Heartbeat interval 3.0. Max connection lifespan 6.0";
+    let heartbeat = json!({"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"1"}}});
+    let mut closed_at = [None, None];
+    for second in 1..=8 {
+        w.advance(SECOND);
+        for (i, c) in [&mut silent, &mut live].into_iter().enumerate() {
+            let was = c.link.conn.borrow().is_closing();
+            c.link.conn.borrow_mut().heartbeat(w.now(), &ping);
+            if !was && c.link.conn.borrow().is_closing() {
+                closed_at[i] = Some(second);
+            }
+        }
+        let frames = w.recv(&mut silent);
+        assert!(!frames.iter().any(|f| matches!(f, Frame::Ping(_))), "no pings: {frames:?}");
+        if second == 3 {
+            assert_eq!(close_of(&frames), Some((1003, reason.into())));
+        }
+        if !live.link.conn.borrow().is_closing() {
+            w.send(&mut live, heartbeat.clone()); // the seed's heartbeat: subscribe again
+            let got = w.recv(&mut live);
+            assert!(!got.iter().any(|f| matches!(f, Frame::Ping(_))), "{got:?}");
+        }
+    }
+    assert_eq!(closed_at, [Some(3), Some(6)], "silent for 3 s; connected for 6 s");
+    assert_eq!(close_of(&w.recv(&mut live)), Some((1003, reason.into())));
+    assert_eq!(w.stats.heartbeat_closes.load(Ordering::Relaxed), 2);
+}
+
+/// The seed's clients keep their connection alive by subscribing again to what they have: answered, and
+/// the subscription goes on as it was (no new start, so no update can fall between the two).
+#[test]
+fn a_fastws_resubscribe_is_answered_without_restarting_the_subscription() {
+    let settings = World::new().settings.clone();
+    let mut c = Connection::new(0, 1, fastws(), None, settings, Arc::default(), 0);
+    let mut frame = Vec::new();
+    let text = br#"{"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"1"}}}"#;
+    write_client_frame(&mut frame, true, 1, text, MASK);
+    let mut buf = BytesMut::from(&frame[..]);
+    assert!(c.handle_bytes(1, &mut buf));
+    assert!(matches!(c.poll_request(), Some(Request::Subscribe { ref topics, .. }) if topics.len() == 1));
+    let mut buf = BytesMut::from(&frame[..]);
+    assert!(c.handle_bytes(2, &mut buf));
+    assert!(c.poll_request().is_none(), "nothing for the shard to do");
+    assert_eq!(c.queued().1, 2, "both subscribes answered");
 }

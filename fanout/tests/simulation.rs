@@ -162,6 +162,7 @@ impl Sim {
             max_subscriptions: 1024,
             heartbeat_s: 30,
             slow_consumer_grace_ms: 60_000,
+            session_limits: Default::default(),
         });
         let mut shards: Vec<SimShard> = (0..setup.shards)
             .map(|id| {

@@ -215,6 +215,11 @@ settings! {
     /// Seconds between the server's WebSocket pings; a client that sends nothing (pongs count) for two
     /// intervals is closed with 4000
     heartbeat_s: u32 = 30, value "SECONDS";
+    /// /api/v1/ws (seed 003): a client that sends no message for this long is closed with 1003 (checked at
+    /// each heartbeat_s visit, so the close comes within heartbeat_s after it)
+    fastws_heartbeat_s: u32 = 30, value "SECONDS";
+    /// /api/v1/ws (seed 003): a connection older than this is closed with 1003
+    fastws_lifespan_s: u32 = 3600, value "SECONDS";
     /// Largest client message, in bytes; a larger one is closed with 1009
     max_message_bytes: usize = 64 * 1024, value "BYTES";
     /// Most topics one connection may subscribe to (more: SUBSCRIPTION_LIMIT errors)
@@ -492,6 +497,10 @@ impl Config {
         anyhow::ensure!(self.max_messages_per_s > 0, "max_messages_per_s must be at least 1");
         anyhow::ensure!(self.handshake_timeout_s > 0, "handshake_timeout_s must be at least 1");
         anyhow::ensure!((1..=3600).contains(&self.heartbeat_s), "heartbeat_s must be 1 to 3600");
+        anyhow::ensure!(
+            self.fastws_heartbeat_s >= 1 && self.fastws_lifespan_s >= 1,
+            "fastws_heartbeat_s and fastws_lifespan_s must be at least 1"
+        );
         anyhow::ensure!((1..=3600).contains(&self.metrics_interval_s), "metrics_interval_s must be 1 to 3600");
         anyhow::ensure!(
             self.critical_buffer >= 1 && self.store_backlog >= 1,

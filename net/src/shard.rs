@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tickwire_core::event::Ingest;
+use tickwire_core::protocol::{self as dialects, DIALECT_COUNT};
 use tickwire_core::time::Micros;
 use tickwire_core::ws::{self, Opcode};
 use tickwire_core::Topic;
@@ -137,6 +138,7 @@ impl Shard {
             max_subscriptions: config.max_subscriptions,
             heartbeat_s: config.heartbeat_s,
             slow_consumer_grace_ms: config.slow_consumer_grace_ms,
+            session_limits: session_limits(config),
         });
         Shard {
             id,
@@ -415,4 +417,14 @@ pub mod debug_stall {
         *RELEASES.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         RELEASED.notify_all();
     }
+}
+
+/// Each dialect's liveness rule, from its settings (the table's dialects without one use the heartbeat).
+fn session_limits(config: &crate::config::Config) -> [Option<engine::SessionLimits>; DIALECT_COUNT] {
+    let mut limits = [None; DIALECT_COUNT];
+    if let Some(d) = dialects::DIALECTS.iter().find(|d| d.name == "fastws") {
+        let fastws = dialects::fastws::session_limits(config.fastws_heartbeat_s, config.fastws_lifespan_s);
+        limits[usize::from(d.id.0)] = Some(fastws);
+    }
+    limits
 }

@@ -105,3 +105,13 @@ fn fastws_bad_input_closes_with_1003_and_the_seeds_reasons() {
     // Renders are counted per dialect in /metrics (nothing has been published: none yet).
     assert_eq!(metric_where(server.addr, "tickwire_renders_total", &[r#"dialect="fastws""#]), 0.0);
 }
+
+/// Seed 003's heartbeat rule in the binary, with its settings: a client that sends nothing for
+/// `--fastws-heartbeat-s` is closed with 1003 and the seed's reason naming the configured figures.
+#[test]
+fn a_silent_fastws_client_is_closed_with_the_seeds_reason() {
+    let server = Server::start(&["--no-simulator", "--heartbeat-s", "1", "--fastws-heartbeat-s", "1"]);
+    let mut c = Client::connect(server.addr, "/api/v1/ws", None).unwrap();
+    let reason = "Connection timed out. Heartbeat interval 1.0. Max connection lifespan 3600.0";
+    assert_eq!(close_of(&mut c, "a second of silence"), (1003, reason.to_owned()));
+}

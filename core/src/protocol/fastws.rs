@@ -11,7 +11,9 @@
 
 use sonic_rs::{JsonValueTrait, Value};
 
-use super::{ClientRequest, Dialect, ErrorCode, Reply, RequestError, Subscribe, Unsubscribe, Update, UpdateKind};
+use super::{
+    ClientRequest, Dialect, ErrorCode, Reply, RequestError, SessionLimits, Subscribe, Unsubscribe, Update, UpdateKind,
+};
 use crate::channel::Channel;
 use crate::json::{write_str, write_u64};
 use crate::time::{parse_rfc3339, Micros};
@@ -24,6 +26,19 @@ pub const NOT_JSON: (u16, &str) = (close::UNSUPPORTED_DATA, "Unsupported Data");
 pub const NO_MATCHING_TYPE: (u16, &str) = (close::UNSUPPORTED_DATA, "No matching type");
 /// The close of a payload that does not validate.
 pub const INVALID_PAYLOAD: (u16, &str) = (close::UNSUPPORTED_DATA, "Could not validate payload");
+
+/// FastWS's liveness rule: a client that sent no message for `heartbeat_s`, or connected for longer than
+/// `lifespan_s`, is closed with 1003 and the seed's reason, which names both figures.
+pub fn session_limits(heartbeat_s: u32, lifespan_s: u32) -> SessionLimits {
+    let reason =
+        format!("Connection timed out. Heartbeat interval {heartbeat_s}.0. Max connection lifespan {lifespan_s}.0");
+    SessionLimits {
+        silent: i64::from(heartbeat_s) * 1_000_000,
+        lifespan: i64::from(lifespan_s) * 1_000_000,
+        // Made once per server start: a close reason outlives every connection.
+        close: (close::UNSUPPORTED_DATA, Box::leak(reason.into_boxed_str())),
+    }
+}
 
 /// Separates the parts of the correlation carried as a request's `id`.
 const SEP: char = '\u{1f}';
@@ -136,6 +151,11 @@ impl Dialect for FastWs {
             ErrorCode::InvalidField | ErrorCode::InvalidSymbol | ErrorCode::InvalidMessage => Some(INVALID_PAYLOAD),
             _ => None,
         }
+    }
+
+    /// The seed's clients subscribe again to what they have as their heartbeat: that must not interrupt it.
+    fn resubscribe_restarts(&self) -> bool {
+        false
     }
 
     fn encode_update(&self, u: &Update<'_>, out: &mut Vec<u8>) {

@@ -205,6 +205,20 @@ pub trait Dialect {
     fn error_close(&self, _error: &RequestError) -> Option<(u16, &'static str)> {
         None
     }
+    /// Whether a subscribe of a topic the connection has already restarts it (a new snapshot, or a resume),
+    /// as the canonical protocol's does; otherwise it is only answered, and the subscription goes on.
+    fn resubscribe_restarts(&self) -> bool {
+        true
+    }
+}
+
+/// A dialect's own liveness rule, checked at each heartbeat visit: a client that sent nothing for `silent`
+/// microseconds, or connected longer than `lifespan`, is closed with `close` (and is not pinged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub silent: Micros,
+    pub lifespan: Micros,
+    pub close: (u16, &'static str),
 }
 
 /// A dialect's place in [`DIALECTS`]: what connections, subscriptions and rendered frames carry.

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tickwire_core::channel::Scope;
 use tickwire_core::event::{parse_publish, Ingest};
-use tickwire_core::protocol::{ClientRequest, DialectId, ErrorCode, Reply, RequestError, Subscribe, Unsubscribe};
+use tickwire_core::protocol::{
+    ClientRequest, DialectId, ErrorCode, Reply, RequestError, SessionLimits, Subscribe, Unsubscribe, DIALECT_COUNT,
+};
 use tickwire_core::time::Micros;
 use tickwire_core::topic::ALL;
 use tickwire_core::ws::{self, close, Message, MessageReader, Opcode};
@@ -42,6 +44,10 @@ pub struct Settings {
     pub max_subscriptions: usize,
     pub heartbeat_s: u32,
     pub slow_consumer_grace_ms: u64,
+    /// Per dialect (indexed by `DialectId`), the silence and lifespan after which its connections are closed
+    /// instead of pinged; `None`: the canonical heartbeat (pings, and a close 4000 after two silent
+    /// intervals).
+    pub session_limits: [Option<SessionLimits>; DIALECT_COUNT],
 }
 
 /// What a connection is for.
@@ -167,6 +173,8 @@ pub struct Connection {
     rate: RateLimiter,
     /// When the client's last frame arrived (heartbeats).
     last_in: Micros,
+    /// When the connection opened, in whole seconds since the epoch (a dialect's lifespan).
+    opened_s: u32,
     /// Since when the outbound queue has been conflated and not drained (slow consumers).
     behind: Option<Micros>,
     /// Topics subscribed, each with the number of the subscribe that made it.
@@ -203,6 +211,7 @@ impl Connection {
             writing: false,
             rate: RateLimiter::new(settings.max_messages_per_s),
             last_in: now,
+            opened_s: (now / 1_000_000) as u32,
             behind: None,
             subs: HashMap::new(),
             next_sub: 1,
@@ -417,7 +426,9 @@ impl Connection {
             },
         );
         let other_epoch = s.epoch.as_deref().is_some_and(|e| e != &*self.settings.epoch);
-        let topics = topics
+        let restarts = self.kind.dialect().codec().resubscribe_restarts();
+        let topics: Vec<Topic> = topics.into_iter().filter(|t| restarts || !self.subs.contains_key(t)).collect();
+        let topics: Vec<_> = topics
             .into_iter()
             .map(|topic| {
                 let resume = match s.from_sequence.iter().find(|(k, _)| resume_key(&topic) == k.as_str()) {
@@ -429,7 +440,9 @@ impl Connection {
                 (topic, resume)
             })
             .collect();
-        self.requests.push(Request::Subscribe { topics, throttle_ms: s.throttle_ms, restore });
+        if !topics.is_empty() || restore.is_some() {
+            self.requests.push(Request::Subscribe { topics, throttle_ms: s.throttle_ms, restore });
+        }
     }
 
     fn unsubscribe(&mut self, now: Micros, u: Unsubscribe) {
@@ -665,9 +678,18 @@ impl Connection {
     }
 
     /// The heartbeat's visit, once per interval: a client silent for two intervals is closed with 4000,
-    /// another gets `ping` (a frame the driver built once).
+    /// another gets `ping` (a frame the driver built once). A dialect with [`SessionLimits`] gets no ping:
+    /// its client is closed once silent or connected for longer than they allow.
     pub fn heartbeat(&mut self, now: Micros, ping: &Bytes) {
         if self.close.is_some() {
+            return;
+        }
+        if let Some(limits) = self.settings.session_limits[usize::from(self.kind.dialect().0)] {
+            let age = now - i64::from(self.opened_s) * 1_000_000;
+            if now - self.last_in >= limits.silent || age >= limits.lifespan {
+                self.stats.heartbeat_closes.fetch_add(1, Ordering::Relaxed);
+                self.request_close(limits.close.0, limits.close.1);
+            }
             return;
         }
         let silent_after = 2 * i64::from(self.settings.heartbeat_s.max(1)) * 1_000_000;

@@ -18,3 +18,4 @@ pub mod stats;
 
 pub use conn::{Connection, Kind, Queued, Request, Settings};
 pub use shard::{Fault, IngestItem, Journal, NoJournal, Published, Shard, ShardMsg};
+pub use tickwire_core::protocol::SessionLimits;
