@@ -91,7 +91,7 @@ pub const CATALOG: &[ChannelInfo] = &[
         publishable: false,
         snapshot: true,
         fields: &["symbol", "interval", "start", "open", "high", "low", "close", "volume", "vwap"],
-        description: "OHLC bars (1s, 1m, 5m) aggregated by the server from trades",
+        description: "OHLC bars (1s, 1m, 5m, 15m, 30m, 1h, 1d, 1w, 1mo) aggregated by the server from trades",
     },
     ChannelInfo {
         channel: Channel::News,

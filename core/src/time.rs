@@ -96,6 +96,21 @@ fn put(dst: &mut [u8], mut v: u32) {
     }
 }
 
+const DAY: Micros = 86_400_000_000;
+
+/// The start (00:00 UTC on the 1st) of the calendar month holding `micros`.
+pub fn month_start(micros: Micros) -> Micros {
+    let (y, m, _) = civil_from_days(micros.div_euclid(DAY));
+    days_from_civil(y, m, 1) * DAY
+}
+
+/// The start of the calendar month after the one holding `micros`.
+pub fn next_month_start(micros: Micros) -> Micros {
+    let (y, m, _) = civil_from_days(micros.div_euclid(DAY));
+    let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    days_from_civil(y, m, 1) * DAY
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -14,25 +14,40 @@ pub const ALL: &str = "*";
 /// Longest accepted symbol.
 pub const MAX_SYMBOL_LEN: usize = 24;
 
-/// Bar intervals the server aggregates.
+/// Bar intervals the server aggregates: fixed lengths aligned to the Unix epoch (so hours and days start on
+/// the UTC hour and midnight), weeks from Monday 00:00 UTC, months from the 1st 00:00 UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum BarInterval {
     S1,
     M1,
     M5,
+    M15,
+    M30,
+    H1,
+    D1,
+    W1,
+    Mo1,
 }
 
+const MINUTE: i64 = 60_000_000;
+const DAY: i64 = 1440 * MINUTE;
+
 impl BarInterval {
-    pub const ALL: [BarInterval; 3] = [BarInterval::S1, BarInterval::M1, BarInterval::M5];
+    pub const ALL: [BarInterval; 9] = [
+        BarInterval::S1,
+        BarInterval::M1,
+        BarInterval::M5,
+        BarInterval::M15,
+        BarInterval::M30,
+        BarInterval::H1,
+        BarInterval::D1,
+        BarInterval::W1,
+        BarInterval::Mo1,
+    ];
 
     pub fn parse(s: &str) -> Option<BarInterval> {
-        match s {
-            "1s" => Some(BarInterval::S1),
-            "1m" => Some(BarInterval::M1),
-            "5m" => Some(BarInterval::M5),
-            _ => None,
-        }
+        BarInterval::ALL.into_iter().find(|i| i.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -40,15 +55,43 @@ impl BarInterval {
             BarInterval::S1 => "1s",
             BarInterval::M1 => "1m",
             BarInterval::M5 => "5m",
+            BarInterval::M15 => "15m",
+            BarInterval::M30 => "30m",
+            BarInterval::H1 => "1h",
+            BarInterval::D1 => "1d",
+            BarInterval::W1 => "1w",
+            BarInterval::Mo1 => "1mo",
         }
     }
 
-    /// Length of the interval in microseconds.
-    pub fn micros(self) -> i64 {
+    /// The start of the interval holding `t` (microseconds since the epoch).
+    pub fn start_of(self, t: i64) -> i64 {
+        match self {
+            BarInterval::Mo1 => crate::time::month_start(t),
+            // 1970-01-01 was a Thursday: Mondays fall 3 days before each multiple of 7 days.
+            BarInterval::W1 => t - (t + 3 * DAY).rem_euclid(7 * DAY),
+            fixed => t - t.rem_euclid(fixed.fixed_len()),
+        }
+    }
+
+    /// The end of the interval that starts at `start` (the start of the next).
+    pub fn end_of(self, start: i64) -> i64 {
+        match self {
+            BarInterval::Mo1 => crate::time::next_month_start(start),
+            BarInterval::W1 => start + 7 * DAY,
+            fixed => start + fixed.fixed_len(),
+        }
+    }
+
+    fn fixed_len(self) -> i64 {
         match self {
             BarInterval::S1 => 1_000_000,
-            BarInterval::M1 => 60_000_000,
-            BarInterval::M5 => 300_000_000,
+            BarInterval::M1 => MINUTE,
+            BarInterval::M5 => 5 * MINUTE,
+            BarInterval::M15 => 15 * MINUTE,
+            BarInterval::M30 => 30 * MINUTE,
+            BarInterval::H1 => 60 * MINUTE,
+            BarInterval::D1 | BarInterval::W1 | BarInterval::Mo1 => DAY,
         }
     }
 }
@@ -134,6 +177,32 @@ pub fn normalize_symbol(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::{parse_rfc3339, rfc3339};
+
+    #[test]
+    fn intervals_start_on_the_utc_hour_day_monday_and_first_of_the_month() {
+        let t = parse_rfc3339("2024-02-29T13:47:12.5Z").unwrap(); // a Thursday of a leap February
+        let cases = [
+            (BarInterval::S1, "2024-02-29T13:47:12.000000Z", "2024-02-29T13:47:13.000000Z"),
+            (BarInterval::M15, "2024-02-29T13:45:00.000000Z", "2024-02-29T14:00:00.000000Z"),
+            (BarInterval::M30, "2024-02-29T13:30:00.000000Z", "2024-02-29T14:00:00.000000Z"),
+            (BarInterval::H1, "2024-02-29T13:00:00.000000Z", "2024-02-29T14:00:00.000000Z"),
+            (BarInterval::D1, "2024-02-29T00:00:00.000000Z", "2024-03-01T00:00:00.000000Z"),
+            (BarInterval::W1, "2024-02-26T00:00:00.000000Z", "2024-03-04T00:00:00.000000Z"),
+            (BarInterval::Mo1, "2024-02-01T00:00:00.000000Z", "2024-03-01T00:00:00.000000Z"),
+        ];
+        for (interval, start, end) in cases {
+            let s = interval.start_of(t);
+            assert_eq!((rfc3339(s).as_str(), rfc3339(interval.end_of(s)).as_str()), (start, end), "{interval:?}");
+        }
+        let dec = parse_rfc3339("2023-12-31T23:59:59Z").unwrap();
+        assert_eq!(rfc3339(BarInterval::Mo1.end_of(BarInterval::Mo1.start_of(dec))), "2024-01-01T00:00:00.000000Z");
+        let monday = parse_rfc3339("2024-03-04T00:00:00Z").unwrap();
+        assert_eq!(BarInterval::W1.start_of(monday), monday, "a Monday midnight starts its own week");
+        for i in BarInterval::ALL {
+            assert_eq!(BarInterval::parse(i.as_str()), Some(i));
+        }
+    }
 
     #[test]
     fn related_topics_share_an_owner() {

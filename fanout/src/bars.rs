@@ -31,10 +31,10 @@ struct Open {
     notional: f64,
 }
 
-/// Bars in progress for every (symbol, interval) that has traded.
+/// Bars in progress for every symbol that has traded, one slot per interval of [`BarInterval::ALL`].
 #[derive(Debug, Default)]
 pub struct BarAggregator {
-    open: HashMap<(Arc<str>, BarInterval), Open>,
+    open: HashMap<Arc<str>, [Option<Open>; BarInterval::ALL.len()]>,
 }
 
 impl BarAggregator {
@@ -44,10 +44,13 @@ impl BarAggregator {
 
     /// Adds a trade at server time `now`; bars it closes are appended to `closed`.
     pub fn on_trade(&mut self, symbol: &Arc<str>, price: f64, size: f64, now: Micros, closed: &mut Vec<ClosedBar>) {
-        for interval in BarInterval::ALL {
-            let start = now - now.rem_euclid(interval.micros());
-            let key = (symbol.clone(), interval);
-            match self.open.get_mut(&key) {
+        let slots = match self.open.get_mut(symbol) {
+            Some(slots) => slots,
+            None => self.open.entry(symbol.clone()).or_default(),
+        };
+        for (interval, slot) in BarInterval::ALL.into_iter().zip(slots.iter_mut()) {
+            let start = interval.start_of(now);
+            match slot {
                 Some(bar) if bar.start == start => {
                     bar.high = bar.high.max(price);
                     bar.low = bar.low.min(price);
@@ -55,7 +58,7 @@ impl BarAggregator {
                     bar.volume += size;
                     bar.notional += price * size;
                 }
-                slot => {
+                _ => {
                     let fresh = Open {
                         start,
                         open: price,
@@ -65,14 +68,8 @@ impl BarAggregator {
                         volume: size,
                         notional: price * size,
                     };
-                    match slot {
-                        Some(bar) => {
-                            closed.push(finish(symbol, interval, bar));
-                            *bar = fresh;
-                        }
-                        None => {
-                            self.open.insert(key, fresh);
-                        }
+                    if let Some(bar) = slot.replace(fresh) {
+                        closed.push(finish(symbol, interval, &bar));
                     }
                 }
             }
@@ -81,13 +78,15 @@ impl BarAggregator {
 
     /// Closes every bar whose interval ended at or before `now`.
     pub fn close_due(&mut self, now: Micros, closed: &mut Vec<ClosedBar>) {
-        self.open.retain(|(symbol, interval), bar| {
-            if bar.start + interval.micros() <= now {
-                closed.push(finish(symbol, *interval, bar));
-                false
-            } else {
-                true
+        self.open.retain(|symbol, slots| {
+            for (interval, slot) in BarInterval::ALL.into_iter().zip(slots.iter_mut()) {
+                if slot.is_some_and(|bar| interval.end_of(bar.start) <= now) {
+                    if let Some(bar) = slot.take() {
+                        closed.push(finish(symbol, interval, &bar));
+                    }
+                }
             }
+            slots.iter().any(Option::is_some)
         });
     }
 }
@@ -147,6 +146,35 @@ mod tests {
         assert_eq!(closed.len(), 1, "the second 1s bar closes on time; 1m and 5m stay open");
         agg.close_due(t0 + 300_000_000, &mut closed);
         assert_eq!(closed.len(), 3);
+    }
+
+    #[test]
+    fn day_week_and_month_bars_close_at_utc_midnight_monday_and_the_first() {
+        let mut agg = BarAggregator::new();
+        let sym: Arc<str> = "AAPL".into();
+        let mut closed = Vec::new();
+        let at = |s: &str| tickwire_core::time::parse_rfc3339(s).unwrap();
+        agg.on_trade(&sym, 10.0, 1.0, at("2024-02-29T10:00:00Z"), &mut closed); // a Thursday
+        agg.on_trade(&sym, 12.0, 3.0, at("2024-02-29T23:59:59Z"), &mut closed);
+        // The day, week and month bars among those closed (the shorter ones close along).
+        let names = |closed: &[ClosedBar]| -> Vec<String> {
+            let long = |i: &&str| ["1d", "1w", "1mo"].contains(i);
+            closed.iter().map(|b| v(b)["interval"].as_str().unwrap().to_owned()).filter(|i| long(&i.as_str())).collect()
+        };
+        closed.clear();
+        agg.close_due(at("2024-03-01T00:00:00Z"), &mut closed);
+        assert_eq!(names(&closed), ["1d", "1mo"], "midnight of the 1st ends the day and February");
+        let day = closed.iter().find(|b| b.topic.interval == Some(BarInterval::D1)).map(v).unwrap();
+        assert_eq!(
+            (day["start"].as_str(), day["open"].as_f64(), day["close"].as_f64(), day["volume"].as_f64()),
+            (Some("2024-02-29T00:00:00.000000Z"), Some(10.0), Some(12.0), Some(4.0))
+        );
+        closed.clear();
+        agg.close_due(at("2024-03-03T23:59:59Z"), &mut closed);
+        assert!(closed.is_empty(), "the week runs to Monday");
+        agg.close_due(at("2024-03-04T00:00:00Z"), &mut closed);
+        assert_eq!(names(&closed), ["1w"]);
+        assert_eq!(v(&closed[0])["start"], "2024-02-26T00:00:00.000000Z");
     }
 
     proptest! {

@@ -66,11 +66,14 @@ fn fastws_subscribe_and_unsubscribe_are_answered_as_the_seed_shows() {
     );
     let want = json!({"type":"bars.unsubscribe.response","payload":{"status":"ok","symbol":"AAPL","message":"Unsubscribed from AAPL","topic":topic}});
     assert_eq!(c.recv().unwrap(), want);
-    // A resolution of the seed's list that the server does not aggregate yet: an error response, no close.
-    c.send(json!({"type":"bars.subscribe","payload":{"symbol":"MSFT","params":{"resolution":"W"}}}));
-    let r = c.recv().unwrap();
-    assert_eq!((&r["type"], &r["payload"]["status"]), (&json!("bars.subscribe.response"), &json!("error")), "{r}");
-    assert_eq!(r["payload"]["topic"], r#"bars:{"resolution":"W","symbol":"MSFT"}"#);
+    // Every resolution of the seed is served.
+    for resolution in ["1", "5", "15", "30", "60", "D", "W", "M"] {
+        c.send(json!({"type":"bars.subscribe","payload":{"symbol":"MSFT","params":{"resolution":resolution}}}));
+        let r = c.recv().unwrap();
+        assert_eq!((&r["type"], &r["payload"]["status"]), (&json!("bars.subscribe.response"), &json!("ok")), "{r}");
+        let topic = format!(r#"bars:{{"resolution":"{resolution}","symbol":"MSFT"}}"#);
+        assert_eq!(r["payload"]["topic"], topic);
+    }
     // The default resolution is "1".
     c.send(json!({"type":"bars.subscribe","payload":{"symbol":"msft"}}));
     let r: Value = c.recv().unwrap();

@@ -223,9 +223,12 @@ impl<'v> Request<'v> {
         }
         match raw {
             None => Ok(Some(BarInterval::M1)),
-            Some(s) => BarInterval::parse(s)
-                .map(Some)
-                .ok_or_else(|| self.err(ErrorCode::InvalidField, "field 'interval' must be one of 1s, 1m, 5m")),
+            Some(s) => BarInterval::parse(s).map(Some).ok_or_else(|| {
+                self.err(
+                    ErrorCode::InvalidField,
+                    "field 'interval' must be one of 1s, 1m, 5m, 15m, 30m, 1h, 1d, 1w, 1mo",
+                )
+            }),
         }
     }
 

@@ -47,25 +47,26 @@ const SEP: char = '\u{1f}';
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FastWs;
 
-/// The resolutions of the seed: minutes, day, week, month.
-pub const RESOLUTIONS: [&str; 8] = ["1", "5", "15", "30", "60", "D", "W", "M"];
+/// The seed's resolutions and the server's bar intervals that serve them.
+const SERVED: [(&str, BarInterval); 8] = [
+    ("1", BarInterval::M1),
+    ("5", BarInterval::M5),
+    ("15", BarInterval::M15),
+    ("30", BarInterval::M30),
+    ("60", BarInterval::H1),
+    ("D", BarInterval::D1),
+    ("W", BarInterval::W1),
+    ("M", BarInterval::Mo1),
+];
 
-/// The bar interval serving a resolution, if the server aggregates it.
+/// The bar interval serving a resolution.
 pub fn interval_of(resolution: &str) -> Option<BarInterval> {
-    match resolution {
-        "1" => Some(BarInterval::M1),
-        "5" => Some(BarInterval::M5),
-        _ => None,
-    }
+    SERVED.iter().find(|(r, _)| *r == resolution).map(|(_, i)| *i)
 }
 
-/// The resolution of a bar interval, if the dialect has one for it.
+/// The resolution of a bar interval (by its name, `1m`), if the dialect has one for it (not `1s`).
 fn resolution_of(interval: &str) -> Option<&'static str> {
-    match interval {
-        "1m" => Some("1"),
-        "5m" => Some("5"),
-        _ => None,
-    }
+    SERVED.iter().find(|(_, i)| i.as_str() == interval).map(|(r, _)| *r)
 }
 
 /// Appends the topic of a bars subscription as a JSON string: `bars:` and the sorted compact JSON of its
@@ -115,14 +116,10 @@ impl Dialect for FastWs {
             },
             Some(_) => return Err(invalid(None, "params must be an object")),
         };
-        let Some(resolution) = RESOLUTIONS.iter().find(|r| **r == resolution) else {
+        let Some(interval) = interval_of(resolution) else {
             return Err(invalid(None, "unknown resolution"));
         };
         let id = Some(format!("{op}{SEP}{symbol}{SEP}{resolution}"));
-        let Some(interval) = interval_of(resolution) else {
-            let msg = format!("resolution {resolution} is not served yet: 1 and 5 are");
-            return Err(RequestError::new(id, ErrorCode::Unavailable, msg));
-        };
         Ok(if op == "bars.subscribe" {
             ClientRequest::Subscribe(Subscribe {
                 id,
@@ -279,16 +276,28 @@ mod tests {
     }
 
     #[test]
-    fn a_resolution_not_aggregated_yet_is_an_error_response_not_a_close() {
-        let e = FastWs
+    fn every_resolution_of_the_seed_is_served_and_named_back() {
+        for (resolution, interval) in SERVED {
+            let text = format!(
+                r#"{{"type":"bars.subscribe","payload":{{"symbol":"msft","params":{{"resolution":"{resolution}"}}}}}}"#
+            );
+            let ClientRequest::Subscribe(s) = FastWs.decode(text.as_bytes()).unwrap() else { panic!("{text}") };
+            assert_eq!(s.interval, Some(interval));
+            assert_eq!(resolution_of(interval.as_str()), Some(resolution));
+        }
+        assert_eq!(resolution_of("1s"), None, "1-second bars have no resolution in this dialect");
+    }
+
+    #[test]
+    fn an_error_of_a_request_is_its_response_with_status_error() {
+        let s = FastWs
             .decode(br#"{"type":"bars.subscribe","payload":{"symbol":"msft","params":{"resolution":"D"}}}"#)
-            .unwrap_err();
-        assert_eq!(FastWs.error_close(&e), None);
-        let r = reply(&Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message });
-        assert_eq!(r["type"], "bars.subscribe.response");
-        assert_eq!(r["payload"]["status"], "error");
-        assert_eq!(r["payload"]["symbol"], "MSFT");
-        assert_eq!(r["payload"]["topic"], r#"bars:{"resolution":"D","symbol":"MSFT"}"#);
+            .unwrap();
+        let ClientRequest::Subscribe(s) = s else { panic!("not a subscribe") };
+        let r = reply(&Reply::Error { id: s.id.as_deref(), code: ErrorCode::SubscriptionLimit, message: "at most 2" });
+        let topic = r#"bars:{"resolution":"D","symbol":"MSFT"}"#;
+        let want = json!({"type":"bars.subscribe.response","payload":{"status":"error","symbol":"MSFT","message":"at most 2","topic":topic}});
+        assert_eq!(r, want);
     }
 
     #[test]
