@@ -8,6 +8,7 @@
 //!
 //! Layout, in the order modules may use each other (each only those before it; a test holds it):
 //! [`stats`] (a shard's counters, declared once, from the engine), [`util`], [`http`] (request parsing),
+//! [`asyncapi`] (the endpoints' AsyncAPI documents and their pages),
 //! [`tls`], [`auth`], [`histogram`], [`config`] (CLI, TOML, env), [`limits`] (connection limits),
 //! [`signing`], [`security`] (their shared state), [`state`] (what shards share, their figures), [`lag`]
 //! (the stall detector), [`metrics`] (`/metrics` and the admin stats), [`conn`] (a connection as its shard
@@ -20,6 +21,7 @@
 //! tickwire_net::server::run(config).unwrap(); // serves until SIGINT/SIGTERM
 //! ```
 
+pub mod asyncapi;
 pub mod auth;
 pub mod config;
 pub mod conn;
@@ -45,8 +47,8 @@ pub mod util;
 #[cfg(test)]
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
-    "stats", "util", "http", "tls", "auth", "histogram", "config", "limits", "signing", "security", "state",
-    "lag", "metrics", "conn", "shard", "store", "session", "feed", "routes", "server",
+    "stats", "util", "http", "asyncapi", "tls", "auth", "histogram", "config", "limits", "signing", "security",
+    "state", "lag", "metrics", "conn", "shard", "store", "session", "feed", "routes", "server",
 ];
 
 #[cfg(test)]

@@ -232,6 +232,8 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/healthz") => healthz(shard, keep_alive),
         ("GET", "/api/ws/channels") => http::json(200, &channels_json(), keep_alive),
+        ("GET", "/api/v1/ws/asyncapi.json") => http::json(200, crate::asyncapi::FASTWS.as_bytes(), keep_alive),
+        ("GET", "/api/v1/ws/asyncapi") => asyncapi_page(crate::asyncapi::FASTWS, keep_alive),
         ("GET", "/api/ws/status") => http::json(200, &status_json(shard), keep_alive),
         ("POST", "/api/publish") => publish(shard, req, body, keep_alive).await,
         ("GET", "/metrics") => {
@@ -249,6 +251,8 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
             | "/api/ws/signing-key"
             | "/healthz"
             | "/api/ws/channels"
+            | "/api/v1/ws/asyncapi.json"
+            | "/api/v1/ws/asyncapi"
             | "/api/ws/status"
             | "/api/publish"
             | "/v1/publish"
@@ -264,6 +268,17 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
             keep_alive,
         ),
     }
+}
+
+/// The readable page of an AsyncAPI document: static HTML, no script or style, so the strictest policy.
+fn asyncapi_page(document: &str, keep_alive: bool) -> Vec<u8> {
+    let body = crate::asyncapi::html(document);
+    let mut resp = http::response(200, "text/html; charset=utf-8", body.as_bytes(), keep_alive);
+    let policy = b"Content-Security-Policy: default-src 'none'\r\n";
+    if let Some(at) = resp.windows(2).position(|w| w == b"\r\n") {
+        resp.splice(at + 2..at + 2, policy.iter().copied());
+    }
+    resp
 }
 
 /// 200 while every shard runs its timers; 503 while one's last tick is over a second old (it recovers by

@@ -118,3 +118,64 @@ fn a_silent_fastws_client_is_closed_with_the_seeds_reason() {
     let reason = "Connection timed out. Heartbeat interval 1.0. Max connection lifespan 3600.0";
     assert_eq!(close_of(&mut c, "a second of silence"), (1003, reason.to_owned()));
 }
+
+/// The shape of a JSON value: objects by their keys, each value by its shape; numbers as numbers.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+        other => other.clone(),
+    }
+}
+
+/// The message an AsyncAPI `$ref` names (through the channel's reference to the component).
+fn resolve<'a>(doc: &'a Value, r: &Value) -> &'a Value {
+    let mut v = doc.pointer(r["$ref"].as_str().unwrap().strip_prefix('#').unwrap()).unwrap();
+    if let Some(next) = v["$ref"].as_str() {
+        v = doc.pointer(next.strip_prefix('#').unwrap()).unwrap();
+    }
+    v
+}
+
+/// `/api/v1/ws/asyncapi.json` is the committed document, and it is true: every example a client sends gets
+/// exactly the reply of the document's example; the update's example has the fields of a real bar from the
+/// simulated feed (which takes up to a minute: 1-minute bars close on the minute).
+#[test]
+fn the_fastws_asyncapi_examples_hold_against_the_live_server() {
+    let server = Server::start(&["--simulator-rate", "2000", "--simulator-symbols", "2"]);
+    let (status, served) = common::http(server.addr, "GET", "/api/v1/ws/asyncapi.json", None, "");
+    assert_eq!(status, 200);
+    let committed: Value =
+        serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/asyncapi-fastws.json"))).unwrap();
+    assert_eq!(served, committed);
+    let doc = &committed;
+    let (status, page) =
+        common::http_raw(server.addr, b"GET /api/v1/ws/asyncapi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(page.contains("<h3 id=\"barsSubscribe\">"), "the readable page");
+    let mut c = Client::connect(server.addr, "/api/v1/ws", None).unwrap();
+    let mut checked = 0;
+    for op in doc["operations"].as_object().unwrap().values().filter(|op| op["action"] == "receive") {
+        let message = resolve(doc, &op["messages"][0]);
+        let reply = resolve(doc, &op["reply"]["messages"][0]);
+        for (example, want) in message["examples"].as_array().unwrap().iter().zip(reply["examples"].as_array().unwrap())
+        {
+            c.send(example["payload"].clone());
+            assert_eq!(c.recv().expect("a reply"), want["payload"], "the reply to {}", example["payload"]);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2, "subscribe and unsubscribe");
+    let update = resolve(doc, &doc["operations"]["barsUpdate"]["messages"][0]);
+    let example = &update["examples"][0]["payload"];
+    c.send(json!({"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"1"}}}));
+    assert_eq!(c.recv().unwrap()["payload"]["status"], "ok");
+    let bar = c.recv_until(Duration::from_secs(75), |v| v["type"] == "bars.update").expect("a closed 1-minute bar");
+    assert_eq!(shape(&bar), shape(example), "{bar}");
+    assert_eq!(bar["topic"], example["topic"]);
+    assert!(bar["payload"]["volume"].is_u64() && bar["payload"]["time"].as_u64().unwrap() % 60_000 == 0, "{bar}");
+    let renders = metric_where(server.addr, "tickwire_renders_total", &[r#"dialect="fastws""#]);
+    assert!(renders >= 1.0, "the bar was rendered for the dialect: {renders}");
+}
