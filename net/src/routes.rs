@@ -234,6 +234,8 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
         ("GET", "/api/ws/channels") => http::json(200, &channels_json(), keep_alive),
         ("GET", "/api/v1/ws/asyncapi.json") => http::json(200, crate::asyncapi::FASTWS.as_bytes(), keep_alive),
         ("GET", "/api/v1/ws/asyncapi") => asyncapi_page(crate::asyncapi::FASTWS, keep_alive),
+        ("GET", "/api/ws/asyncapi.json") => http::json(200, crate::asyncapi::STREAM.as_bytes(), keep_alive),
+        ("GET", "/api/ws/asyncapi") => asyncapi_page(crate::asyncapi::STREAM, keep_alive),
         ("GET", "/api/ws/status") => http::json(200, &status_json(shard), keep_alive),
         ("POST", "/api/publish") => publish(shard, req, body, keep_alive).await,
         ("GET", "/metrics") => {
@@ -253,6 +255,8 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
             | "/api/ws/channels"
             | "/api/v1/ws/asyncapi.json"
             | "/api/v1/ws/asyncapi"
+            | "/api/ws/asyncapi.json"
+            | "/api/ws/asyncapi"
             | "/api/ws/status"
             | "/api/publish"
             | "/v1/publish"

@@ -101,3 +101,51 @@ fn every_example_of_the_protocol_doc_holds() {
         );
     }
 }
+
+/// `/api/ws/asyncapi.json` is the committed document and carries exactly docs/protocol.md's examples: the
+/// client examples as its requests' (operations the server receives), the server examples as the rest; so
+/// the test above, which checks every one of them against a live server, checks the document's too.
+#[test]
+fn the_stream_asyncapi_document_carries_the_protocol_docs_examples() {
+    let committed: Value =
+        serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/asyncapi-stream.json"))).unwrap();
+    let server = Server::start(&["--no-simulator"]);
+    let (status, served) = http(server.addr, "GET", "/api/ws/asyncapi.json", None, "");
+    assert_eq!((status, &served), (200, &committed));
+    let resolve = |r: &Value| -> Value {
+        let v = committed.pointer(r["$ref"].as_str().unwrap().strip_prefix('#').unwrap()).unwrap();
+        let next = v["$ref"].as_str().unwrap().strip_prefix('#').unwrap();
+        committed.pointer(next).unwrap().clone()
+    };
+    let (mut clients, mut servers) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    for op in committed["operations"].as_object().unwrap().values() {
+        let mut refs: Vec<(bool, &Value)> =
+            op["messages"].as_array().unwrap().iter().map(|m| (op["action"] == "receive", m)).collect();
+        refs.extend(op["reply"]["messages"].as_array().into_iter().flatten().map(|m| (false, m)));
+        for (from_client, r) in refs {
+            if !seen.insert(r["$ref"].as_str().unwrap().to_owned()) {
+                continue;
+            }
+            for ex in resolve(r)["examples"].as_array().into_iter().flatten() {
+                if from_client {
+                    clients.push(ex["payload"].clone())
+                } else {
+                    servers.push(ex["payload"].clone())
+                }
+            }
+        }
+    }
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
+    let blocks = blocks(&doc);
+    let of = |tag: &str| -> Vec<Value> {
+        blocks.iter().filter(|(i, _)| i == tag).map(|(_, b)| serde_json::from_str(b).unwrap()).collect()
+    };
+    let sorted = |mut v: Vec<Value>| {
+        v.sort_by_key(|e| e.to_string());
+        v
+    };
+    let fix = "run python3 net/tests/asyncapi/gen_stream.py";
+    assert_eq!(sorted(clients), sorted(of("json client")), "the client examples differ: {fix}");
+    assert_eq!(sorted(servers), sorted(of("json server")), "the server examples differ: {fix}");
+}
