@@ -10,6 +10,7 @@
 
 pub mod canonical;
 pub mod fastws;
+pub mod legacy;
 
 use std::fmt;
 
