@@ -104,7 +104,10 @@ impl<S: Sink> SubscriptionIndex<S> {
         if !self.topics.contains_key(topic) {
             self.last_key += 1;
         }
-        let conflate = if topic.channel.is_private() { KEEP } else { self.last_key };
+        // A wildcard of a per-symbol channel carries every symbol: conflating it would drop symbols.
+        let wildcard =
+            topic.channel.scope() == tickwire_core::Scope::PerSymbol && &*topic.key == tickwire_core::topic::ALL;
+        let conflate = if topic.channel.is_private() || wildcard { KEEP } else { self.last_key };
         let entry = self.topics.entry(topic.clone()).or_insert_with(|| TopicSubs {
             subs: Vec::new(),
             pos: HashMap::new(),

@@ -390,7 +390,8 @@ impl Connection {
         match channel.scope() {
             Scope::Private => self.user.as_ref().map(|u| vec![Topic::new(channel, u.clone())]).unwrap_or_default(),
             Scope::Everyone => vec![Topic::new(channel, ALL)],
-            Scope::PerSymbolOrAll if symbols.is_empty() => vec![Topic::new(channel, ALL)],
+            // Per-symbol channels without symbols: every symbol (only dialects that allow it ask for it).
+            Scope::PerSymbolOrAll | Scope::PerSymbol if symbols.is_empty() => vec![Topic::new(channel, ALL)],
             _ => symbols.iter().map(|s| Topic { channel, key: s.as_str().into(), interval }).collect(),
         }
     }

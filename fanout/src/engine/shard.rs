@@ -20,10 +20,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tickwire_core::channel::{Scope, CATALOG};
 use tickwire_core::event::{Ingest, TradePoint};
 use tickwire_core::protocol::canonical::Canonical;
+use tickwire_core::protocol::DIALECT_COUNT;
 use tickwire_core::protocol::{DialectId, ErrorCode, Reply, Update, UpdateKind, DIALECTS};
 use tickwire_core::time::Micros;
+use tickwire_core::topic::ALL;
 use tickwire_core::Topic;
 
 use super::stats::Stats;
@@ -159,6 +162,10 @@ pub struct Shard<S, J: Journal> {
     journal: J,
     stats: Arc<Stats>,
     fault: Option<Fault>,
+    /// Per channel (catalog order), its wildcard topic `(channel, *)` if it is a per-symbol channel.
+    wildcards: Vec<Option<Topic>>,
+    /// Per channel, whether this shard has subscribers of its wildcard.
+    wild_local: Vec<bool>,
 }
 
 impl<S: Sink, J: Journal> Shard<S, J> {
@@ -195,6 +202,11 @@ impl<S: Sink, J: Journal> Shard<S, J> {
             journal,
             stats,
             fault: None,
+            wildcards: CATALOG
+                .iter()
+                .map(|c| (c.scope == Scope::PerSymbol).then(|| Topic::new(c.channel, ALL)))
+                .collect(),
+            wild_local: vec![false; CATALOG.len()],
         }
     }
 
@@ -362,7 +374,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
     /// Owner side: sequences one update and renders it once in each dialect with subscribers of its topic
     /// (the sequencer's own, always).
     fn ingest(&mut self, topic: &Topic, data: Bytes, source_ts: Option<Bytes>, now: Micros) -> (Sequenced, Rendered) {
-        let masks = self.map.shards_by_dialect(topic);
+        let masks = self.interest_in(topic);
         let others = masks[1..].iter().any(|&m| m != 0);
         let kept = others.then(|| (data.clone(), source_ts.clone()));
         let out = self.sequencer.ingest(topic, data, source_ts, now);
@@ -402,7 +414,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
     /// Owner side: sends an update's frames, sequenced at `ingested`, to every shard with subscribers of
     /// `topic`.
     fn fan_out(&mut self, topic: &Topic, frames: Rendered, ingested: Micros, now: Micros) {
-        let mut mask = self.map.shards(topic);
+        let mut mask = self.interest_in(topic).iter().fold(0, |all, m| all | m);
         while mask != 0 {
             let shard = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -416,8 +428,34 @@ impl<S: Sink, J: Journal> Shard<S, J> {
 
     /// Subscriber side: pushes an update to every local subscriber, in its dialect, with its ingest stamp.
     fn deliver(&mut self, topic: &Topic, frames: &Rendered, ingested: Micros, now: Micros) {
-        let (n, bytes) = self.index.deliver(topic, frames, ingested, now);
+        let (mut n, mut bytes) = self.index.deliver(topic, frames, ingested, now);
+        if !self.wild_local[topic.channel as usize] {
+            self.stats.delivered(topic.channel, n, bytes);
+            return;
+        }
+        if let Some(wild) = self.wildcard_of(topic).cloned() {
+            let (wn, wb) = self.index.deliver(&wild, frames, ingested, now);
+            (n, bytes) = (n + wn, bytes + wb);
+        }
         self.stats.delivered(topic.channel, n, bytes);
+    }
+
+    /// The "every symbol" topic `(channel, *)` whose subscribers also get `topic`'s updates: per-symbol
+    /// channels only (a dialect's subscription to all symbols; the canonical protocol names symbols).
+    fn wildcard_of(&self, topic: &Topic) -> Option<&Topic> {
+        let wild = self.wildcards[topic.channel as usize].as_ref()?;
+        (topic.interval.is_none() && topic.key != wild.key).then_some(wild)
+    }
+
+    /// Per dialect, the shards with subscribers of `topic` or of its wildcard.
+    fn interest_in(&self, topic: &Topic) -> [u64; DIALECT_COUNT] {
+        let mut masks = self.map.shards_by_dialect(topic);
+        if let Some(wild) = self.wildcard_of(topic) {
+            for (m, w) in masks.iter_mut().zip(self.map.shards_by_dialect(wild)) {
+                *m |= w;
+            }
+        }
+        masks
     }
 
     /// Routes events to their topics' owners. With `wait`, returns the request whose result
@@ -457,6 +495,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
         if self.index.add(&topic, sink, throttle_ms, generation) == Added::FirstOnShard {
             self.interest.add(&topic, dialect);
         }
+        self.note_wildcard(&topic);
         let owner = topic.owner(self.shards);
         let msg = ShardMsg::SnapshotRequest { topic, from: self.id, conn, generation, dialect, resume };
         self.route(now, owner, msg);
@@ -468,7 +507,16 @@ impl<S: Sink, J: Journal> Shard<S, J> {
         if let Some((dialect, true)) = self.index.remove(topic, conn) {
             self.interest.remove(topic, dialect);
         }
+        self.note_wildcard(topic);
         self.note_index();
+    }
+
+    /// Keeps whether this shard has subscribers of a channel's wildcard (so that deliveries look it up only
+    /// then).
+    fn note_wildcard(&mut self, topic: &Topic) {
+        if let Some(wild) = self.wildcards[topic.channel as usize].as_ref().filter(|w| w.key == topic.key) {
+            self.wild_local[topic.channel as usize] = topic.interval.is_none() && self.index.has(wild);
+        }
     }
 
     fn note_index(&self) {
@@ -739,5 +787,55 @@ mod tests {
         assert_eq!(renders(&stats[1]), [2, 1]);
         assert_eq!(got(&canonical).len(), 2);
         assert_eq!(got(&local).len(), 1);
+    }
+
+    /// A subscriber of a channel's wildcard `(quotes, *)` gets every symbol's updates, from whichever shard
+    /// owns each, the same bytes as the symbol's own subscribers; after it leaves, nothing more is sent.
+    #[test]
+    fn a_wildcard_subscriber_gets_every_symbols_updates() {
+        let map = InterestMap::new(64);
+        let mut shards: [Shard<Speaker, NoJournal>; 2] =
+            [0, 1].map(|id| Shard::new(id, 2, map.clone(), Limits::default(), None, NoJournal, Arc::default()));
+        let settle = |shards: &mut [Shard<Speaker, NoJournal>; 2], now| loop {
+            let mut moved = false;
+            for from in 0..2 {
+                while let Some((to, batch)) = shards[from].poll_shard_msg() {
+                    batch.into_iter().for_each(|m| shards[to].handle_shard_msg(now, m));
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        };
+        let owned_by =
+            |o: usize| (0..).map(|i| Topic::new(Channel::Quotes, format!("S{i}"))).find(|t| t.owner(2) == o).unwrap();
+        let (a, b) = (owned_by(0), owned_by(1));
+        let all = Speaker(1, DialectId::CANONICAL, Rc::default());
+        let only_a = Speaker(2, DialectId::CANONICAL, Rc::default());
+        shards[0].subscribe(1, all.clone(), Topic::new(Channel::Quotes, ALL), 0, Resume::Latest);
+        shards[0].subscribe(1, only_a.clone(), a.clone(), 0, Resume::Latest);
+        settle(&mut shards, 2);
+        for (n, t) in [(1, &a), (2, &b), (3, &a), (4, &b)] {
+            shards[t.owner(2)].publish(3, vec![quote(t, n)], false);
+            settle(&mut shards, 4);
+        }
+        let ns = |s: &Speaker| -> Vec<u64> {
+            s.2.borrow()
+                .iter()
+                .map(|f| {
+                    serde_json::from_slice::<serde_json::Value>(payload(f)).unwrap()["data"]["n"].as_u64().unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(ns(&all), [1, 2, 3, 4], "every symbol, from both owners, in order");
+        assert_eq!(ns(&only_a), [1, 3]);
+        assert_eq!(all.2.borrow()[0].as_ptr(), only_a.2.borrow()[0].as_ptr(), "the same frame");
+        shards[0].unsubscribe(1, &Topic::new(Channel::Quotes, ALL));
+        settle(&mut shards, 5);
+        shards[1].publish(6, vec![quote(&b, 5)], false);
+        settle(&mut shards, 7);
+        assert_eq!(ns(&all).len(), 4, "nothing after the wildcard is gone");
+        assert_eq!(map.shards(&Topic::new(Channel::Quotes, ALL)), 0, "its interest is cleared");
     }
 }
