@@ -97,6 +97,20 @@ struct Latest {
     data: Bytes,
 }
 
+impl Latest {
+    /// The topic's state at `sequence`, as a snapshot to render.
+    fn snapshot(&self, topic: &Topic, sequence: u64) -> Update<'_> {
+        Update {
+            kind: UpdateKind::Snapshot,
+            channel: topic.channel,
+            sequence,
+            timestamp: self.timestamp,
+            source_ts: self.source_ts.as_deref(),
+            data: &self.data,
+        }
+    }
+}
+
 /// Signs the `data` of updates of some topics: `None` for a topic whose frames carry no signature.
 pub type SignFn = Box<dyn Fn(&Topic, &[u8]) -> Option<String>>;
 
@@ -249,19 +263,7 @@ impl<D: Dialect> Sequencer<D> {
         let frames = state
             .latest
             .as_ref()
-            .and_then(|latest| {
-                try_update_frame(
-                    codec,
-                    &Update {
-                        kind: UpdateKind::Snapshot,
-                        channel: topic.channel,
-                        sequence: state.sequence,
-                        timestamp: latest.timestamp,
-                        source_ts: latest.source_ts.as_deref(),
-                        data: &latest.data,
-                    },
-                )
-            })
+            .and_then(|latest| try_update_frame(codec, &latest.snapshot(topic, state.sequence)))
             .into_iter()
             .collect();
         Start { sequence: state.sequence, frames, ..Start::default() }
@@ -327,17 +329,7 @@ impl<D: Dialect> Sequencer<D> {
 fn snapshot_of<D: Dialect>(dialect: &D, topic: &Topic, state: &mut TopicState) -> Option<Bytes> {
     if state.snapshot.is_none() {
         let latest = state.latest.as_ref()?;
-        state.snapshot = Some(update_frame(
-            dialect,
-            &Update {
-                kind: UpdateKind::Snapshot,
-                channel: topic.channel,
-                sequence: state.sequence,
-                timestamp: latest.timestamp,
-                source_ts: latest.source_ts.as_deref(),
-                data: &latest.data,
-            },
-        ));
+        state.snapshot = Some(update_frame(dialect, &latest.snapshot(topic, state.sequence)));
     }
     state.snapshot.clone()
 }

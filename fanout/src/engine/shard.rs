@@ -636,7 +636,7 @@ mod tests {
     }
 
     /// Carries every message between the two shards until none is left.
-    fn settle(shards: &mut [Shard<Inbox, NoJournal>; 2], now: Micros) {
+    fn settle<S: Sink>(shards: &mut [Shard<S, NoJournal>; 2], now: Micros) {
         loop {
             let mut moved = false;
             for from in 0..2 {
@@ -733,19 +733,7 @@ mod tests {
             shards[0].subscribe(1, s.clone(), topic.clone(), 0, Resume::Latest);
         }
         shards[1].subscribe(1, local.clone(), topic.clone(), 0, Resume::Latest);
-        let settle2 = |shards: &mut [Shard<Speaker, NoJournal>; 2], now| loop {
-            let mut moved = false;
-            for from in 0..2 {
-                while let Some((to, batch)) = shards[from].poll_shard_msg() {
-                    batch.into_iter().for_each(|m| shards[to].handle_shard_msg(now, m));
-                    moved = true;
-                }
-            }
-            if !moved {
-                break;
-            }
-        };
-        settle2(&mut shards, 2);
+        settle(&mut shards, 2);
         let bar = |n: u32| {
             let data = format!(
                 r#"{{"symbol":"{}","interval":"1m","start":"2026-12-01T10:0{n}:00.000000Z","open":1.0,"high":2.0,"low":0.5,"close":1.5,"volume":10.0,"vwap":1.2}}"#,
@@ -760,7 +748,7 @@ mod tests {
             }
         };
         shards[1].publish(3, vec![bar(1)], false);
-        settle2(&mut shards, 4);
+        settle(&mut shards, 4);
         let renders = |s: &Stats| s.renders_by_dialect.each_ref().map(|a| a.load(Ordering::Relaxed));
         assert_eq!(renders(&stats[1]), [1, 1], "one render per dialect, on the owner");
         assert_eq!(renders(&stats[0]), [0, 0], "nothing rendered where the subscribers are");
@@ -781,9 +769,9 @@ mod tests {
         shards[0].unsubscribe(2, &topic);
         shards[0].unsubscribe(3, &topic);
         shards[1].unsubscribe(4, &topic);
-        settle2(&mut shards, 5);
+        settle(&mut shards, 5);
         shards[1].publish(6, vec![bar(2)], false);
-        settle2(&mut shards, 7);
+        settle(&mut shards, 7);
         assert_eq!(renders(&stats[1]), [2, 1]);
         assert_eq!(got(&canonical).len(), 2);
         assert_eq!(got(&local).len(), 1);
@@ -796,18 +784,6 @@ mod tests {
         let map = InterestMap::new(64);
         let mut shards: [Shard<Speaker, NoJournal>; 2] =
             [0, 1].map(|id| Shard::new(id, 2, map.clone(), Limits::default(), None, NoJournal, Arc::default()));
-        let settle = |shards: &mut [Shard<Speaker, NoJournal>; 2], now| loop {
-            let mut moved = false;
-            for from in 0..2 {
-                while let Some((to, batch)) = shards[from].poll_shard_msg() {
-                    batch.into_iter().for_each(|m| shards[to].handle_shard_msg(now, m));
-                    moved = true;
-                }
-            }
-            if !moved {
-                break;
-            }
-        };
         let owned_by =
             |o: usize| (0..).map(|i| Topic::new(Channel::Quotes, format!("S{i}"))).find(|t| t.owner(2) == o).unwrap();
         let (a, b) = (owned_by(0), owned_by(1));
