@@ -43,7 +43,15 @@ pub fn quote() -> Quote<'static> {
 
 /// The update of a `quotes` topic carrying `data` (raw JSON).
 pub fn quote_update(data: &[u8], sequence: u64) -> Update<'_> {
-    Update { kind: UpdateKind::Update, channel: Channel::Quotes, sequence, timestamp: NOW, source_ts: None, data }
+    Update {
+        kind: UpdateKind::Update,
+        channel: Channel::Quotes,
+        sequence,
+        timestamp: NOW,
+        source_ts: None,
+        data,
+        day: None,
+    }
 }
 
 /// A whole canonical quote frame, header included, as fanout shares it.

@@ -24,6 +24,8 @@ pub struct Ingest {
     pub source_ts: Option<Vec<u8>>,
     /// Price and size of a trade, for bar aggregation.
     pub trade: Option<TradePoint>,
+    /// Last price and day volume of a quote, for the symbol's day statistics.
+    pub quote: Option<QuotePoint>,
 }
 
 /// What bar aggregation needs of a trade.
@@ -31,6 +33,55 @@ pub struct Ingest {
 pub struct TradePoint {
     pub price: f64,
     pub size: f64,
+}
+
+/// What a symbol's day statistics need of a quote: its last price (the mid when it has none) and the
+/// day's volume, when the feed reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuotePoint {
+    pub last: f64,
+    pub volume: Option<f64>,
+}
+
+impl QuotePoint {
+    /// The point of a quote's data, if it has a price.
+    pub fn of(data: &Value) -> Option<QuotePoint> {
+        let num = |k: &str| data.get(k).and_then(|x| x.as_f64()).filter(|x| x.is_finite() && *x >= 0.0);
+        let mid = || Some((num("bid")? + num("ask")?) / 2.0);
+        Some(QuotePoint { last: num("last").or_else(mid)?, volume: num("volume") })
+    }
+}
+
+/// A symbol's figures of the current UTC day, from its quotes: the open (the day's first price), high, low,
+/// last and volume. Kept by the symbol's owner shard, so computed once per quote.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DayStats {
+    /// Days since the epoch (UTC).
+    pub day: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub last: f64,
+    pub volume: f64,
+}
+
+impl DayStats {
+    /// Folds a quote at `now` in; the first quote of a UTC day starts the day again.
+    pub fn on_quote(slot: &mut Option<DayStats>, now: i64, q: QuotePoint) {
+        let day = now.div_euclid(86_400_000_000);
+        match slot {
+            Some(d) if d.day == day => {
+                d.high = d.high.max(q.last);
+                d.low = d.low.min(q.last);
+                d.last = q.last;
+                d.volume = q.volume.unwrap_or(d.volume);
+            }
+            _ => {
+                let volume = q.volume.unwrap_or(0.0);
+                *slot = Some(DayStats { day, open: q.last, high: q.last, low: q.last, last: q.last, volume });
+            }
+        }
+    }
 }
 
 /// Why a published event was refused.
@@ -138,8 +189,9 @@ pub fn parse_event(index: usize, v: &Value) -> Result<Ingest, PublishError> {
     } else {
         None
     };
+    let quote = if channel == Channel::Quotes { QuotePoint::of(data) } else { None };
     let data = sonic_rs::to_vec(data).map_err(|e| err(e.to_string()))?;
-    Ok(Ingest { channel, topics, data, source_ts, trade })
+    Ok(Ingest { channel, topics, data, source_ts, trade, quote })
 }
 
 /// `quotes` data.
@@ -251,6 +303,24 @@ pub struct Alert<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn day_statistics_start_again_each_utc_day() {
+        let at = |t: &str| crate::time::parse_rfc3339(t).unwrap();
+        let q = |last: f64, volume: Option<f64>| QuotePoint { last, volume };
+        let mut day = None;
+        DayStats::on_quote(&mut day, at("2024-12-19T09:30:00Z"), q(150.0, Some(100.0)));
+        DayStats::on_quote(&mut day, at("2024-12-19T10:00:00Z"), q(151.0, None));
+        DayStats::on_quote(&mut day, at("2024-12-19T23:59:59Z"), q(149.5, Some(900.0)));
+        let d = day.unwrap();
+        assert_eq!((d.open, d.high, d.low, d.last, d.volume), (150.0, 151.0, 149.5, 149.5, 900.0));
+        DayStats::on_quote(&mut day, at("2024-12-20T00:00:00Z"), q(149.0, None));
+        let d = day.unwrap();
+        assert_eq!((d.open, d.high, d.low, d.last, d.volume), (149.0, 149.0, 149.0, 149.0, 0.0), "a new day");
+        let published =
+            parse_publish(br#"{"channel":"quotes","data":{"symbol":"AAPL","bid":10.0,"ask":10.5}}"#).unwrap();
+        assert_eq!(published[0].quote, Some(q(10.25, None)), "the mid, without a last");
+    }
 
     #[test]
     fn single_array_and_ndjson() {

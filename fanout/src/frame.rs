@@ -130,6 +130,7 @@ mod tests {
                 timestamp: 0,
                 source_ts: None,
                 data: data.as_bytes(),
+                day: None,
             };
             let f = update_frame(&Canonical, &u);
             assert_eq!(f[0], 0x81);

@@ -107,6 +107,7 @@ impl Latest {
             timestamp: self.timestamp,
             source_ts: self.source_ts.as_deref(),
             data: &self.data,
+            day: None,
         }
     }
 }
@@ -173,6 +174,7 @@ impl<D: Dialect> Sequencer<D> {
             timestamp: now,
             source_ts: source_ts.as_deref(),
             data: &data,
+            day: None,
         };
         let frame = match self.signing.0.as_ref().and_then(|sign| sign(topic, &data)) {
             Some(signature) => signed_update_frame(&self.dialect, &update, &signature),

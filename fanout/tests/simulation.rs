@@ -249,7 +249,14 @@ impl Sim {
         let topic = self.topics[self.rng.random_range(0..self.topics.len())].clone();
         let n: u32 = self.rng.random();
         let data = format!("{{\"k\":\"{}\",\"n\":{n}}}", topic.key).into_bytes();
-        let event = Ingest { channel: topic.channel, topics: vec![topic.clone()], data, source_ts: None, trade: None };
+        let event = Ingest {
+            channel: topic.channel,
+            topics: vec![topic.clone()],
+            data,
+            source_ts: None,
+            trade: None,
+            quote: None,
+        };
         self.log(|| format!("publish {topic:?} on shard {s}"));
         if let Some(request) = self.shards[s].publish(self.now, vec![event], true) {
             self.waiting.push((s, request));

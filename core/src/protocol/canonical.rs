@@ -475,6 +475,7 @@ mod tests {
             timestamp: 1_770_474_600_123_456,
             source_ts: Some(b"\"2026-02-07T14:30:00.120000Z\""),
             data,
+            day: None,
         };
         Canonical.encode_update(&u, &mut out);
         let v: J = serde_json::from_slice(&out).unwrap();

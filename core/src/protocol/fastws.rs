@@ -311,6 +311,7 @@ mod tests {
             timestamp: 0,
             source_ts: None,
             data,
+            day: None,
         };
         FastWs.encode_update(&u, &mut out);
         let v: Value = sonic_rs::from_slice(&out).unwrap();

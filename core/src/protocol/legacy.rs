@@ -10,6 +10,7 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 use super::{ClientRequest, Dialect, ErrorCode, Reply, RequestError, Subscribe, Unsubscribe, Update, UpdateKind};
 use crate::channel::Channel;
+use crate::event::DayStats;
 use crate::json::{write_f64, write_str, write_u64};
 use crate::time::{format_rfc3339, Micros};
 use crate::topic::normalize_symbol;
@@ -38,22 +39,15 @@ fn error(message: impl Into<String>) -> RequestError {
     RequestError::new(None, ErrorCode::InvalidMessage, message)
 }
 
-/// The day's figures of a symbol, for its price piece.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Day {
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub volume: f64,
-}
-
 /// Rounds to cents (and percents to two decimals), as the seed's figures are.
 fn cents(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// One symbol's entry of a `price_update`'s `symbols` map: `"AAPL":{"price":...,"close":...}`.
-pub fn write_price_piece(out: &mut Vec<u8>, symbol: &str, last: f64, day: &Day) {
+/// One symbol's entry of a `price_update`'s `symbols` map, `"AAPL":{"price":...,"close":...}`, from its day
+/// statistics (the price is the last).
+pub fn write_price_piece(out: &mut Vec<u8>, symbol: &str, day: &DayStats) {
+    let last = day.last;
     write_str(out, symbol);
     out.extend_from_slice(b":{\"price\":");
     write_f64(out, last);
@@ -156,6 +150,12 @@ impl Dialect for Legacy {
                 out.push(b'}');
             }
             Channel::Portfolio => write_portfolio(out, &data, u.timestamp),
+            // A piece of the interval's price_update, not a frame (docs/dialects.md: boards).
+            Channel::Quotes => {
+                if let (Some(day), Some(symbol)) = (u.day, data.get("symbol").and_then(|s| s.as_str())) {
+                    write_price_piece(out, symbol, day);
+                }
+            }
             _ => {}
         }
     }
@@ -238,7 +238,7 @@ mod tests {
 
     fn update(channel: Channel, data: &[u8]) -> Value {
         let timestamp = parse_rfc3339("2024-12-19T12:00:00.250Z").unwrap();
-        let u = Update { kind: UpdateKind::Update, channel, sequence: 1, timestamp, source_ts: None, data };
+        let u = Update { kind: UpdateKind::Update, channel, sequence: 1, timestamp, source_ts: None, data, day: None };
         let mut out = Vec::new();
         Legacy.encode_update(&u, &mut out);
         sonic_rs::from_slice(&out).unwrap()
@@ -311,14 +311,24 @@ mod tests {
     #[test]
     fn a_price_piece_is_the_seeds_symbol_entry() {
         let mut out = b"{".to_vec();
-        write_price_piece(
-            &mut out,
-            "AAPL",
-            150.25,
-            &Day { open: 149.75, high: 151.0, low: 149.5, volume: 1_000_000.0 },
-        );
+        let day = DayStats { day: 0, open: 149.75, high: 151.0, low: 149.5, last: 150.25, volume: 1_000_000.0 };
+        write_price_piece(&mut out, "AAPL", &day);
         out.push(b'}');
         let want = json!({"AAPL":{"price":150.25,"change":0.5,"change_pct":0.33,"volume":1000000,"high":151.0,"low":149.5,"open":149.75,"close":150.25}});
         assert_eq!(sonic_rs::from_slice::<Value>(&out).unwrap(), want);
+        // A quote with its day statistics renders as that piece.
+        let mut piece = Vec::new();
+        let data = br#"{"symbol":"AAPL","bid":150.2,"ask":150.3,"last":150.25}"#;
+        let u = Update {
+            kind: UpdateKind::Update,
+            channel: Channel::Quotes,
+            sequence: 1,
+            timestamp: 0,
+            source_ts: None,
+            data,
+            day: Some(&day),
+        };
+        Legacy.encode_update(&u, &mut piece);
+        assert_eq!(&piece[..], &out[1..out.len() - 1]);
     }
 }

@@ -144,6 +144,8 @@ pub struct Update<'a> {
     pub source_ts: Option<&'a [u8]>,
     /// Raw JSON object.
     pub data: &'a [u8],
+    /// A quote's symbol's day statistics (quotes only, on the owner: for dialects that report them).
+    pub day: Option<&'a crate::event::DayStats>,
 }
 
 /// Control replies.

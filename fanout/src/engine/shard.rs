@@ -20,8 +20,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tickwire_core::channel::{Scope, CATALOG};
-use tickwire_core::event::{Ingest, TradePoint};
+use tickwire_core::channel::{Channel, Scope, CATALOG};
+use tickwire_core::event::{DayStats, Ingest, QuotePoint, TradePoint};
 use tickwire_core::protocol::canonical::Canonical;
 use tickwire_core::protocol::DIALECT_COUNT;
 use tickwire_core::protocol::{DialectId, ErrorCode, Reply, Update, UpdateKind, DIALECTS};
@@ -78,6 +78,7 @@ pub struct IngestItem {
     pub data: Bytes,
     pub source_ts: Option<Bytes>,
     pub trade: Option<TradePoint>,
+    pub quote: Option<QuotePoint>,
 }
 
 /// Messages between shards, sent in batches. Messages from one shard to another must arrive in the order
@@ -166,6 +167,8 @@ pub struct Shard<S, J: Journal> {
     wildcards: Vec<Option<Topic>>,
     /// Per channel, whether this shard has subscribers of its wildcard.
     wild_local: Vec<bool>,
+    /// The day statistics of the symbols whose quotes this shard owns.
+    days: HashMap<Arc<str>, Option<DayStats>>,
 }
 
 impl<S: Sink, J: Journal> Shard<S, J> {
@@ -207,6 +210,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
                 .map(|c| (c.scope == Scope::PerSymbol).then(|| Topic::new(c.channel, ALL)))
                 .collect(),
             wild_local: vec![false; CATALOG.len()],
+            days: HashMap::new(),
         }
     }
 
@@ -344,6 +348,13 @@ impl<S: Sink, J: Journal> Shard<S, J> {
         now: Micros,
         receipts: &mut Vec<Option<J::Receipt>>,
     ) -> (usize, Topic, u64) {
+        if let Some(q) = item.quote {
+            let day = match self.days.get_mut(&item.topic.key) {
+                Some(d) => d,
+                None => self.days.entry(item.topic.key.clone()).or_default(),
+            };
+            DayStats::on_quote(day, now, q);
+        }
         let (out, frames) = self.ingest(&item.topic, item.data, item.source_ts, now);
         self.stats.ingested.fetch_add(1, Ordering::Relaxed);
         if item.topic.channel.is_critical() {
@@ -388,6 +399,7 @@ impl<S: Sink, J: Journal> Shard<S, J> {
                 timestamp: now,
                 source_ts: source_ts.as_deref(),
                 data: &data,
+                day: self.days.get(&topic.key).and_then(Option::as_ref).filter(|_| topic.channel == Channel::Quotes),
             };
             for (d, _) in masks.iter().enumerate().skip(1).filter(|(_, &m)| m != 0) {
                 if let Some(frame) = try_update_frame(DIALECTS[d].codec, &update) {
@@ -468,8 +480,14 @@ impl<S: Sink, J: Journal> Shard<S, J> {
             let source_ts = ev.source_ts.map(Bytes::from);
             for topic in ev.topics {
                 let owner = topic.owner(self.shards);
-                let item =
-                    IngestItem { event, topic, data: data.clone(), source_ts: source_ts.clone(), trade: ev.trade };
+                let item = IngestItem {
+                    event,
+                    topic,
+                    data: data.clone(),
+                    source_ts: source_ts.clone(),
+                    trade: ev.trade,
+                    quote: ev.quote,
+                };
                 per_owner[owner].push(item);
                 total += 1;
             }
@@ -577,6 +595,11 @@ impl<S: Sink, J: Journal> Shard<S, J> {
     }
 
     /// The sequence of a topic this shard owns (0 before its first update).
+    /// The day statistics of a symbol whose quotes this shard owns.
+    pub fn day_of(&self, symbol: &str) -> Option<DayStats> {
+        self.days.get(symbol).copied().flatten()
+    }
+
     pub fn sequence_of(&self, topic: &Topic) -> u64 {
         self.sequencer.sequence(topic)
     }
@@ -655,7 +678,7 @@ mod tests {
 
     fn quote(topic: &Topic, n: u32) -> Ingest {
         let data = format!("{{\"n\":{n}}}").into_bytes();
-        Ingest { channel: topic.channel, topics: vec![topic.clone()], data, source_ts: None, trade: None }
+        Ingest { channel: topic.channel, topics: vec![topic.clone()], data, source_ts: None, trade: None, quote: None }
     }
 
     fn sequences(frames: &[Bytes]) -> Vec<(String, u64)> {
@@ -745,6 +768,7 @@ mod tests {
                 data: data.into_bytes(),
                 source_ts: None,
                 trade: None,
+                quote: None,
             }
         };
         shards[1].publish(3, vec![bar(1)], false);
@@ -813,5 +837,30 @@ mod tests {
         settle(&mut shards, 7);
         assert_eq!(ns(&all).len(), 4, "nothing after the wildcard is gone");
         assert_eq!(map.shards(&Topic::new(Channel::Quotes, ALL)), 0, "its interest is cleared");
+    }
+
+    /// The owner keeps each quoted symbol's day, from the quotes' last price and volume, whoever publishes.
+    #[test]
+    fn the_owner_keeps_each_symbols_day_statistics() {
+        let mut shards = pair();
+        let topic = Topic::new(Channel::Quotes, "AAPL");
+        let owner = topic.owner(2);
+        let at = |t: &str| tickwire_core::time::parse_rfc3339(t).unwrap();
+        for (t, last, volume) in [
+            ("2024-12-19T10:00:00Z", 150.0, 100),
+            ("2024-12-19T11:00:00Z", 152.0, 300),
+            ("2024-12-19T12:00:00Z", 151.0, 700),
+        ] {
+            let events = tickwire_core::event::parse_publish(
+                format!(r#"{{"channel":"quotes","data":{{"symbol":"AAPL","last":{last},"volume":{volume}}}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap();
+            shards[1 - owner].publish(at(t), events, false);
+            settle(&mut shards, at(t));
+        }
+        let day = shards[owner].day_of("AAPL").unwrap();
+        assert_eq!((day.open, day.high, day.low, day.last, day.volume), (150.0, 152.0, 150.0, 151.0, 700.0));
+        assert!(shards[1 - owner].day_of("AAPL").is_none(), "only the owner keeps it");
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tickwire_core::event::{Alert, Execution, Ingest, News, Order, Portfolio, Position, Quote, Trade, TradePoint};
+use tickwire_core::event::{
+    Alert, Execution, Ingest, News, Order, Portfolio, Position, Quote, QuotePoint, Trade, TradePoint,
+};
 use tickwire_core::time::rfc3339;
 use tickwire_core::topic::{owner_of, ALL};
 use tickwire_core::{Channel, Topic};
@@ -102,7 +104,7 @@ pub async fn run(shard: Rc<Shard>) {
 fn event<T: Serialize>(channel: Channel, topics: Vec<Topic>, data: &T, trade: Option<TradePoint>) -> Ingest {
     // Plain structs of numbers and strings always serialize.
     let data = sonic_rs::to_vec(data).unwrap_or_else(|_| b"{}".to_vec());
-    Ingest { channel, topics, data, source_ts: None, trade }
+    Ingest { channel, topics, data, source_ts: None, trade, quote: None }
 }
 
 fn market_event(rng: &mut SmallRng, s: &mut SymbolState) -> Ingest {
@@ -122,7 +124,9 @@ fn market_event(rng: &mut SmallRng, s: &mut SymbolState) -> Ingest {
             ask_size: rng.random_range(1..50) * 100,
             volume: s.volume,
         };
-        event(Channel::Quotes, vec![Topic::new(Channel::Quotes, s.symbol.clone())], &q, None)
+        let mut quote = event(Channel::Quotes, vec![Topic::new(Channel::Quotes, s.symbol.clone())], &q, None);
+        quote.quote = Some(QuotePoint { last: price, volume: Some(s.volume as f64) });
+        quote
     } else if kind < 0.988 {
         let size = rng.random_range(1..20) * 10;
         s.volume += size;
