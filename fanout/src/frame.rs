@@ -11,7 +11,11 @@ use tickwire_core::ws::{write_header, Opcode, MAX_HEADER_LEN};
 /// One update's frames: one per dialect that has subscribers of its topic, each rendered once and shared
 /// by all of that dialect's subscribers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rendered([Option<Bytes>; DIALECT_COUNT]);
+pub struct Rendered {
+    frames: [Option<Bytes>; DIALECT_COUNT],
+    /// Dialects (bit `d`) whose entry is a piece for a board ([`crate::board`]), not a frame to push.
+    pieces: u8,
+}
 
 impl Rendered {
     /// Only `dialect`'s frame.
@@ -27,18 +31,32 @@ impl Rendered {
     }
 
     pub fn set(&mut self, dialect: DialectId, frame: Bytes) {
-        self.0[usize::from(dialect.0)] = Some(frame);
+        self.frames[usize::from(dialect.0)] = Some(frame);
     }
 
-    /// The frame of `dialect`, if rendered.
+    /// `dialect`'s piece of a batch, for the boards of the shards with its subscribers.
+    pub fn set_piece(&mut self, dialect: DialectId, piece: Bytes) {
+        self.frames[usize::from(dialect.0)] = Some(piece);
+        self.pieces |= 1 << dialect.0;
+    }
+
+    /// The frame of `dialect`, if rendered (not a piece).
     #[inline]
     pub fn get(&self, dialect: DialectId) -> Option<&Bytes> {
-        self.0[usize::from(dialect.0)].as_ref()
+        if self.pieces & (1 << dialect.0) != 0 {
+            return None;
+        }
+        self.frames[usize::from(dialect.0)].as_ref()
     }
 
-    /// The dialects rendered, with their frames.
-    pub fn iter(&self) -> impl Iterator<Item = (DialectId, &Bytes)> {
-        self.0.iter().enumerate().filter_map(|(d, f)| Some((DialectId(d as u8), f.as_ref()?)))
+    /// The pieces rendered, with their dialects.
+    pub fn pieces(&self) -> impl Iterator<Item = (DialectId, &Bytes)> {
+        let mask = self.pieces;
+        self.frames
+            .iter()
+            .enumerate()
+            .filter(move |(d, _)| mask & (1 << d) != 0)
+            .filter_map(|(d, f)| Some((DialectId(d as u8), f.as_ref()?)))
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`frame`]: builds a whole WebSocket frame (header + JSON) once, into `Bytes` shared by all subscribers.
 //! - [`sequencer`]: the owner shard's per-topic sequence numbers and latest state (snapshots).
 //! - [`bars`]: OHLC bars aggregated from trades.
+//! - [`board`]: a shard's latest pieces of a batching dialect, assembled per member when an interval closes.
 //! - [`interest`]: which shards have subscribers of a topic, read and written without locks.
 //! - [`index`]: a shard's subscription index, topic to subscribers, with `throttle_ms` conflation.
 //! - [`outbound`]: a connection's outbound queue, corked into one write per flush.
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bars;
+pub mod board;
 pub mod engine;
 pub mod frame;
 pub mod index;

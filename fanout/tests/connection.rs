@@ -91,6 +91,7 @@ impl World {
             heartbeat_s: 30,
             slow_consumer_grace_ms: 5_000,
             session_limits: Default::default(),
+            auto_subscribe: true,
         };
         tweak(&mut settings);
         let stats = Arc::new(Stats::default());

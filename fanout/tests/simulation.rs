@@ -163,6 +163,7 @@ impl Sim {
             heartbeat_s: 30,
             slow_consumer_grace_ms: 60_000,
             session_limits: Default::default(),
+            auto_subscribe: true,
         });
         let mut shards: Vec<SimShard> = (0..setup.shards)
             .map(|id| {

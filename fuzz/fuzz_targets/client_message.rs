@@ -1,10 +1,8 @@
-//! Every dialect's client-message decoder (the table's, `DIALECTS`, and seed 001's, not served yet): any
-//! text gives a request or an error, never a panic, and the dialect can answer either (its reply, its error
-//! frame or its close).
+//! Every dialect's client-message decoder (the table's, `DIALECTS`): any text gives a request or an error,
+//! never a panic, and the dialect can answer either (its reply, its error frame or its close).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tickwire_core::protocol::legacy::Legacy;
 use tickwire_core::protocol::{ClientRequest, Dialect, Reply, DIALECTS};
 
 fn check(name: &str, codec: &dyn Dialect, data: &[u8]) {
@@ -42,5 +40,4 @@ fuzz_target!(|data: &[u8]| {
     for d in &DIALECTS {
         check(d.name, d.codec, data);
     }
-    check("legacy", &Legacy, data);
 });

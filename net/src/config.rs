@@ -220,6 +220,11 @@ settings! {
     fastws_heartbeat_s: u32 = 30, value "SECONDS";
     /// /api/v1/ws (seed 003): a connection older than this is closed with 1003
     fastws_lifespan_s: u32 = 3600, value "SECONDS";
+    /// /ws (seed 001): new connections get every price update and signal (and, with a token, their own
+    /// trades and portfolio) until their first subscribe, as the seed's MVP mode
+    legacy_auto_subscribe: bool = true, value "BOOL";
+    /// /ws (seed 001): seconds between price_update frames (each holds the symbols that changed)
+    legacy_price_update_interval_s: u32 = 3, value "SECONDS";
     /// Largest client message, in bytes; a larger one is closed with 1009
     max_message_bytes: usize = 64 * 1024, value "BYTES";
     /// Most topics one connection may subscribe to (more: SUBSCRIPTION_LIMIT errors)
@@ -500,6 +505,10 @@ impl Config {
         anyhow::ensure!(
             self.fastws_heartbeat_s >= 1 && self.fastws_lifespan_s >= 1,
             "fastws_heartbeat_s and fastws_lifespan_s must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&self.legacy_price_update_interval_s),
+            "legacy_price_update_interval_s must be 1 to 3600"
         );
         anyhow::ensure!((1..=3600).contains(&self.metrics_interval_s), "metrics_interval_s must be 1 to 3600");
         anyhow::ensure!(

@@ -117,6 +117,7 @@ impl Shard {
         let signer = Some(crate::signing::order_signer(shared.security.signer.clone()));
         let stats = shared.stats[id].engine.clone();
         let mut engine = Engine::new(id, shared.shards, shared.interest.clone(), limits, signer, journal, stats);
+        engine.set_board_interval(i64::from(shared.config.legacy_price_update_interval_s) * 1_000_000);
         {
             // The topics this shard owns, continued from the database; the rest stay for their owners.
             let mut recovered = shared.recovered.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,6 +140,7 @@ impl Shard {
             heartbeat_s: config.heartbeat_s,
             slow_consumer_grace_ms: config.slow_consumer_grace_ms,
             session_limits: session_limits(config),
+            auto_subscribe: config.legacy_auto_subscribe,
         });
         Shard {
             id,

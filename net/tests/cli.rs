@@ -23,11 +23,18 @@ fn help_explains_every_flag() {
         --max-messages-per-s --allowed-origin --signing-key --handshake-timeout-s --config --no-simulator";
     let commands = ["serve", "token", "report"];
     for flag in settings.chain(kept.split_whitespace().chain(commands).map(|f| format!("{f} "))) {
-        let line = help
-            .lines()
-            .find(|l| l.trim_start().starts_with(&flag))
+        let lines: Vec<&str> = help.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(&flag) || l.trim() == flag.trim_end())
             .unwrap_or_else(|| panic!("{flag} missing:\n{help}"));
-        assert!(line.trim().len() > flag.len() + 10, "{flag} has no explanation: {line}");
+        // The explanation follows on the flag's line, or (clap's layout for long flags) on the next line,
+        // indented further.
+        let (line, next) = (lines[at], lines.get(at + 1).copied().unwrap_or_default());
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let explained = line.trim().len() > flag.len() + 10
+            || (indent(next) > indent(line) && next.trim().len() > 10 && !next.trim_start().starts_with('-'));
+        assert!(explained, "{flag} has no explanation: {line} / {next}");
     }
     let token_help = String::from_utf8(tickwire(&["token", "--help"]).stdout).unwrap();
     assert!(token_help.contains("--sub") && token_help.contains("--role"));

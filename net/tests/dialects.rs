@@ -179,3 +179,50 @@ fn the_fastws_asyncapi_examples_hold_against_the_live_server() {
     let renders = metric_where(server.addr, "tickwire_renders_total", &[r#"dialect="fastws""#]);
     assert!(renders >= 1.0, "the bar was rendered for the dialect: {renders}");
 }
+
+/// Seed 001 (`/ws`) with its documented client messages: auto-subscribed, a client gets a `price_update`
+/// per interval whose `symbols` map has the seed's fields; `ping` gets `pong`; a bad message gets the
+/// seed's error frame and the connection goes on; the first subscribe switches it to exactly that.
+#[test]
+fn ws_auto_subscription_price_updates_ping_errors_and_the_switch_to_explicit() {
+    let server = Server::start(&[
+        "--simulator-rate",
+        "2000",
+        "--simulator-symbols",
+        "4",
+        "--legacy-price-update-interval-s",
+        "1",
+    ]);
+    let mut c = Client::connect(server.addr, "/ws?client_id=my-client-id", None).expect("no token needed");
+    let update = c.recv_until(SECS, |v| v["type"] == "price_update").expect("auto-subscribed: price updates");
+    let symbols = update["symbols"].as_object().unwrap();
+    assert!(symbols.contains_key("AAPL") && symbols.len() <= 4, "{update}");
+    for (symbol, p) in symbols {
+        let mut keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["change", "change_pct", "close", "high", "low", "open", "price", "volume"], "{symbol}: {p}");
+        assert_eq!(p["price"], p["close"]);
+        assert!(p["low"].as_f64() <= p["price"].as_f64() && p["price"].as_f64() <= p["high"].as_f64(), "{p}");
+    }
+    let ts = update["timestamp"].as_str().unwrap();
+    assert!(ts.len() == 20 && ts.ends_with('Z'), "the seed's timestamp, to the second: {ts}");
+    c.recv_until(SECS, |v| v["type"] == "signal").expect("auto-subscribed: signals");
+
+    send_raw(&mut c, r#"{"type": "ping"}"#);
+    let pong = c.recv_until(SECS, |v| v["type"] == "pong").unwrap();
+    assert_eq!(pong, json!({"type":"pong"}));
+    send_raw(&mut c, "not json");
+    let e = c.recv_until(SECS, |v| v["type"] == "error").unwrap();
+    assert_eq!(e["error"], "Invalid message format");
+    assert_eq!(e.as_object().unwrap().len(), 3, "type, error, timestamp: {e}");
+
+    send_raw(&mut c, r#"{"type": "subscribe", "channel": "price_updates", "symbols": ["AAPL"]}"#);
+    let only_aapl = |v: &Value| v["type"] == "price_update" && v["symbols"].as_object().unwrap().len() == 1;
+    c.recv_until(SECS, only_aapl).expect("only AAPL after the first subscribe");
+    for _ in 0..2 {
+        let v = c.recv().expect("the next interval");
+        assert!(only_aapl(&v) && v["symbols"]["AAPL"].is_object(), "no signals and no other symbol any more: {v}");
+    }
+    let renders = metric_where(server.addr, "tickwire_renders_total", &[r#"dialect="legacy""#]);
+    assert!(renders > 0.0, "pieces rendered for the dialect");
+}

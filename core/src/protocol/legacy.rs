@@ -2,9 +2,8 @@
 //! `channel` (`price_updates`, `signals`, `trades`, `portfolio`) and optional `symbols`; `pong`, `signal`,
 //! `trade_executed`, `portfolio_update` and `error` frames, stamped to the second as the seed shows them.
 //!
-//! Not served yet: its `price_update` is a batch per interval assembled from per-symbol pieces, which needs
-//! the boards and wildcards docs/dialects.md plans. What is here is the codec of everything else, and the
-//! piece writer.
+//! Its `price_update` is a batch per interval, assembled by each shard's board from per-symbol pieces that
+//! the quotes' owners render once ([`Dialect::renders_piece`], [`Dialect::encode_batch`]).
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
@@ -120,6 +119,29 @@ impl Dialect for Legacy {
 
     fn resubscribe_restarts(&self) -> bool {
         false
+    }
+
+    /// The seed's MVP mode: every price and signal, and the user's own executions and portfolio.
+    fn auto_subscribe(&self) -> &'static [Channel] {
+        &[Channel::Quotes, Channel::Signals, Channel::Executions, Channel::Portfolio]
+    }
+
+    fn renders_piece(&self, channel: Channel) -> bool {
+        channel == Channel::Quotes
+    }
+
+    /// The interval's `price_update`: `{"type":"price_update","symbols":{...},"timestamp":"..."}`.
+    fn encode_batch(&self, pieces: &[&bytes::Bytes], now: Micros, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"type\":\"price_update\",\"symbols\":{");
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(piece);
+        }
+        out.extend_from_slice(b"},\"timestamp\":");
+        write_timestamp(out, now);
+        out.push(b'}');
     }
 
     fn encode_update(&self, u: &Update<'_>, out: &mut Vec<u8>) {

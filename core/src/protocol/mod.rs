@@ -116,6 +116,22 @@ pub struct Subscribe {
     pub restore: bool,
 }
 
+impl Subscribe {
+    /// A subscribe of every symbol of `channel` (the user's topic, for a private one), with nothing else.
+    pub fn all(channel: Channel) -> Subscribe {
+        Subscribe {
+            id: None,
+            channel,
+            symbols: Vec::new(),
+            throttle_ms: 0,
+            interval: None,
+            from_sequence: Vec::new(),
+            epoch: None,
+            restore: false,
+        }
+    }
+}
+
 /// `unsubscribe`; no symbols means the whole channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsubscribe {
@@ -208,6 +224,19 @@ pub trait Dialect {
     fn error_close(&self, _error: &RequestError) -> Option<(u16, &'static str)> {
         None
     }
+    /// The channels a new connection is subscribed to before it asks for anything (all their symbols; the
+    /// private ones only with a user), when the server's `auto_subscribe` is on; its first subscribe
+    /// replaces them all.
+    fn auto_subscribe(&self) -> &'static [Channel] {
+        &[]
+    }
+    /// Whether this dialect renders `channel`'s updates as pieces of a batch (written into the batch frame
+    /// of an interval by [`Dialect::encode_batch`]) rather than as frames.
+    fn renders_piece(&self, _channel: Channel) -> bool {
+        false
+    }
+    /// Appends the JSON of a batch frame made of `pieces` (rendered by [`Dialect::encode_update`]).
+    fn encode_batch(&self, _pieces: &[&bytes::Bytes], _now: Micros, _out: &mut Vec<u8>) {}
     /// Whether a subscribe of a topic the connection has already restarts it (a new snapshot, or a resume),
     /// as the canonical protocol's does; otherwise it is only answered, and the subscription goes on.
     fn resubscribe_restarts(&self) -> bool {
@@ -274,7 +303,7 @@ impl fmt::Debug for DialectEntry {
 }
 
 /// How many dialects [`DIALECTS`] has.
-pub const DIALECT_COUNT: usize = 2;
+pub const DIALECT_COUNT: usize = 3;
 
 /// The dialect table: entry `i` has id `DialectId(i)`.
 pub static DIALECTS: [DialectEntry; DIALECT_COUNT] = [
@@ -286,6 +315,7 @@ pub static DIALECTS: [DialectEntry; DIALECT_COUNT] = [
         codec: &canonical::Canonical,
     },
     DialectEntry { id: DialectId(1), name: "fastws", path: "/api/v1/ws", auth: Auth::Optional, codec: &fastws::FastWs },
+    DialectEntry { id: DialectId(2), name: "legacy", path: "/ws", auth: Auth::Optional, codec: &legacy::Legacy },
 ];
 
 /// The dialect whose clients upgrade at `path`.

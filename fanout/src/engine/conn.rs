@@ -48,6 +48,9 @@ pub struct Settings {
     /// instead of pinged; `None`: the canonical heartbeat (pings, and a close 4000 after two silent
     /// intervals).
     pub session_limits: [Option<SessionLimits>; DIALECT_COUNT],
+    /// Whether connections of dialects with auto-subscription (`Dialect::auto_subscribe`, seed 001) start
+    /// subscribed to their channels.
+    pub auto_subscribe: bool,
 }
 
 /// What a connection is for.
@@ -170,6 +173,8 @@ pub struct Connection {
     retry_after_ms: Option<u32>,
     /// The driver holds bytes it took from the queue and has not written yet.
     writing: bool,
+    /// Subscribed by its dialect's auto-subscription, until its first subscribe.
+    auto: bool,
     rate: RateLimiter,
     /// When the client's last frame arrived (heartbeats).
     last_in: Micros,
@@ -209,6 +214,7 @@ impl Connection {
             close: None,
             retry_after_ms: None,
             writing: false,
+            auto: false,
             rate: RateLimiter::new(settings.max_messages_per_s),
             last_in: now,
             opened_s: (now / 1_000_000) as u32,
@@ -265,6 +271,16 @@ impl Connection {
             heartbeat_s: settings.heartbeat_s,
         };
         self.reply(now, &welcome);
+        let codec = self.kind.dialect().codec();
+        if self.settings.auto_subscribe && !codec.auto_subscribe().is_empty() {
+            for &channel in codec.auto_subscribe() {
+                if channel.is_private() && self.user.is_none() {
+                    continue;
+                }
+                self.subscribe(now, Subscribe::all(channel));
+            }
+            self.auto = true;
+        }
     }
 
     // ---- inbound ----
@@ -360,7 +376,14 @@ impl Connection {
     fn handle_request(&mut self, now: Micros, text: &[u8]) -> bool {
         let codec = self.kind.dialect().codec();
         match codec.decode(text) {
-            Ok(ClientRequest::Subscribe(s)) => self.subscribe(now, s),
+            Ok(ClientRequest::Subscribe(s)) => {
+                if std::mem::take(&mut self.auto) {
+                    // The first subscribe replaces what the dialect subscribed by itself.
+                    let topics = self.take_subscriptions();
+                    self.requests.push(Request::Unsubscribe { topics });
+                }
+                self.subscribe(now, s)
+            }
             Ok(ClientRequest::Unsubscribe(u)) => self.unsubscribe(now, u),
             Ok(ClientRequest::Ping { id }) => self.reply(now, &Reply::Pong { id: id.as_deref() }),
             Ok(ClientRequest::Ack { id, channel, sequence }) => self.ack(now, id.as_deref(), channel, sequence),

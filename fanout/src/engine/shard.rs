@@ -31,6 +31,7 @@ use tickwire_core::Topic;
 
 use super::stats::Stats;
 use crate::bars::{BarAggregator, ClosedBar};
+use crate::board::Board;
 use crate::frame::{reply_frame, try_update_frame, Rendered};
 use crate::index::{Added, Sink, SubscriptionIndex};
 use crate::interest::{InterestMap, ShardInterest};
@@ -169,9 +170,13 @@ pub struct Shard<S, J: Journal> {
     wild_local: Vec<bool>,
     /// The day statistics of the symbols whose quotes this shard owns.
     days: HashMap<Arc<str>, Option<DayStats>>,
+    /// Per dialect, its board of pieces on this shard (batching dialects with members here).
+    boards: Vec<Option<Board<S>>>,
+    board_every: Micros,
+    next_boards: Micros,
 }
 
-impl<S: Sink, J: Journal> Shard<S, J> {
+impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// Shard `id` of `shards`, sharing the interest `map` with its peers.
     pub fn new(
         id: usize,
@@ -211,6 +216,9 @@ impl<S: Sink, J: Journal> Shard<S, J> {
                 .collect(),
             wild_local: vec![false; CATALOG.len()],
             days: HashMap::new(),
+            boards: (0..DIALECT_COUNT).map(|_| None).collect(),
+            board_every: 3_000_000,
+            next_boards: 0,
         }
     }
 
@@ -402,7 +410,15 @@ impl<S: Sink, J: Journal> Shard<S, J> {
                 day: self.days.get(&topic.key).and_then(Option::as_ref).filter(|_| topic.channel == Channel::Quotes),
             };
             for (d, _) in masks.iter().enumerate().skip(1).filter(|(_, &m)| m != 0) {
-                if let Some(frame) = try_update_frame(DIALECTS[d].codec, &update) {
+                let codec = DIALECTS[d].codec;
+                if codec.renders_piece(topic.channel) {
+                    let mut piece = Vec::with_capacity(160);
+                    codec.encode_update(&update, &mut piece);
+                    if !piece.is_empty() {
+                        self.stats.renders_by_dialect[d].fetch_add(1, Ordering::Relaxed);
+                        frames.set_piece(DIALECTS[d].id, Bytes::from(piece));
+                    }
+                } else if let Some(frame) = try_update_frame(codec, &update) {
                     self.stats.renders_by_dialect[d].fetch_add(1, Ordering::Relaxed);
                     frames.set(DIALECTS[d].id, frame);
                 }
@@ -440,6 +456,11 @@ impl<S: Sink, J: Journal> Shard<S, J> {
 
     /// Subscriber side: pushes an update to every local subscriber, in its dialect, with its ingest stamp.
     fn deliver(&mut self, topic: &Topic, frames: &Rendered, ingested: Micros, now: Micros) {
+        for (d, piece) in frames.pieces() {
+            if let Some(board) = self.boards[usize::from(d.0)].as_mut().filter(|b| b.has_members()) {
+                board.store(&topic.key, piece);
+            }
+        }
         let (mut n, mut bytes) = self.index.deliver(topic, frames, ingested, now);
         if !self.wild_local[topic.channel as usize] {
             self.stats.delivered(topic.channel, n, bytes);
@@ -509,6 +530,10 @@ impl<S: Sink, J: Journal> Shard<S, J> {
     /// messages) arrives.
     pub fn subscribe(&mut self, now: Micros, sink: S, topic: Topic, throttle_ms: u32, resume: Resume) {
         let (conn, dialect) = (sink.key(), sink.dialect());
+        if dialect.codec().renders_piece(topic.channel) {
+            let symbol = (&*topic.key != ALL).then_some(&topic.key);
+            self.boards[usize::from(dialect.0)].get_or_insert_with(Board::default).join(&sink, symbol);
+        }
         let generation = self.next_id();
         if self.index.add(&topic, sink, throttle_ms, generation) == Added::FirstOnShard {
             self.interest.add(&topic, dialect);
@@ -522,8 +547,14 @@ impl<S: Sink, J: Journal> Shard<S, J> {
 
     /// Removes one subscription of the connection `conn`.
     pub fn unsubscribe(&mut self, conn: u64, topic: &Topic) {
-        if let Some((dialect, true)) = self.index.remove(topic, conn) {
-            self.interest.remove(topic, dialect);
+        let removed = self.index.remove(topic, conn);
+        if let Some((dialect, last)) = removed {
+            if last {
+                self.interest.remove(topic, dialect);
+            }
+            if let Some(board) = self.boards[usize::from(dialect.0)].as_mut() {
+                board.leave(conn, (&*topic.key != ALL).then_some(&*topic.key));
+            }
         }
         self.note_wildcard(topic);
         self.note_index();
@@ -581,12 +612,32 @@ impl<S: Sink, J: Journal> Shard<S, J> {
             self.publish_bars(closed, now);
             self.next_bars = now + BARS_EVERY;
         }
+        if now >= self.next_boards {
+            for (d, board) in self.boards.iter_mut().enumerate() {
+                if let Some(board) = board.as_mut() {
+                    let (n, bytes) = board.flush(DIALECTS[d].codec, now);
+                    self.stats.delivered(Channel::Quotes, n, bytes);
+                }
+            }
+            self.next_boards = now - now.rem_euclid(self.board_every) + self.board_every;
+        }
+    }
+
+    /// How often the boards of batching dialects close their interval (seed 001's price updates).
+    pub fn set_board_interval(&mut self, every: Micros) {
+        self.board_every = every.max(1);
+        self.next_boards = 0;
     }
 
     /// When [`Shard::handle_timeout`] has work next: the earliest throttle window with a frame waiting, or
     /// the next bar check.
     pub fn poll_timeout(&self) -> Micros {
-        self.index.next_throttle_due().map_or(self.next_bars, |t| t.min(self.next_bars))
+        let next = self.index.next_throttle_due().map_or(self.next_bars, |t| t.min(self.next_bars));
+        if self.boards.iter().flatten().any(Board::has_members) {
+            next.min(self.next_boards)
+        } else {
+            next
+        }
     }
 
     /// Subscriptions on this shard.
@@ -659,7 +710,7 @@ mod tests {
     }
 
     /// Carries every message between the two shards until none is left.
-    fn settle<S: Sink>(shards: &mut [Shard<S, NoJournal>; 2], now: Micros) {
+    fn settle<S: Sink + Clone>(shards: &mut [Shard<S, NoJournal>; 2], now: Micros) {
         loop {
             let mut moved = false;
             for from in 0..2 {
@@ -774,8 +825,8 @@ mod tests {
         shards[1].publish(3, vec![bar(1)], false);
         settle(&mut shards, 4);
         let renders = |s: &Stats| s.renders_by_dialect.each_ref().map(|a| a.load(Ordering::Relaxed));
-        assert_eq!(renders(&stats[1]), [1, 1], "one render per dialect, on the owner");
-        assert_eq!(renders(&stats[0]), [0, 0], "nothing rendered where the subscribers are");
+        assert_eq!(renders(&stats[1])[..2], [1, 1], "one render per dialect, on the owner");
+        assert_eq!(renders(&stats[0])[..2], [0, 0], "nothing rendered where the subscribers are");
         let got = |s: &Speaker| s.2.borrow().clone();
         let (c, r0, r1, l) = (got(&canonical), got(&remote[0]), got(&remote[1]), got(&local));
         assert_eq!([c.len(), r0.len(), r1.len(), l.len()], [1, 1, 1, 1], "no snapshot: the topic had no state");
@@ -796,7 +847,7 @@ mod tests {
         settle(&mut shards, 5);
         shards[1].publish(6, vec![bar(2)], false);
         settle(&mut shards, 7);
-        assert_eq!(renders(&stats[1]), [2, 1]);
+        assert_eq!(renders(&stats[1])[..2], [2, 1]);
         assert_eq!(got(&canonical).len(), 2);
         assert_eq!(got(&local).len(), 1);
     }
@@ -862,5 +913,57 @@ mod tests {
         let day = shards[owner].day_of("AAPL").unwrap();
         assert_eq!((day.open, day.high, day.low, day.last, day.volume), (150.0, 152.0, 150.0, 151.0, 700.0));
         assert!(shards[1 - owner].day_of("AAPL").is_none(), "only the owner keeps it");
+    }
+
+    /// Seed 001's prices: the owner renders one piece per quote whatever the number of subscribers; each
+    /// shard's board assembles them when the interval closes, one frame for all its every-symbol members.
+    #[test]
+    fn prices_are_pieces_rendered_once_and_assembled_per_interval() {
+        let map = InterestMap::new(64);
+        let stats: [Arc<Stats>; 2] = [Arc::default(), Arc::default()];
+        let mut shards: [Shard<Speaker, NoJournal>; 2] =
+            [0, 1].map(|id| Shard::new(id, 2, map.clone(), Limits::default(), None, NoJournal, stats[id].clone()));
+        shards.iter_mut().for_each(|s| s.set_board_interval(1_000_000));
+        let legacy = tickwire_core::protocol::by_path("/ws").unwrap().id;
+        let every = [1, 2].map(|k| Speaker(k, legacy, Rc::default()));
+        let named = Speaker(3, legacy, Rc::default());
+        let owned_by =
+            |o: usize| (0..).map(|i| Topic::new(Channel::Quotes, format!("S{i}"))).find(|t| t.owner(2) == o).unwrap();
+        let (a, b) = (owned_by(0), owned_by(1));
+        for s in &every {
+            shards[0].subscribe(1, s.clone(), Topic::new(Channel::Quotes, ALL), 0, Resume::Latest);
+        }
+        shards[1].subscribe(1, named.clone(), b.clone(), 0, Resume::Latest);
+        settle(&mut shards, 2);
+        for (t, last) in [(&a, 10.0), (&b, 20.0), (&b, 21.0)] {
+            let data = format!(r#"{{"channel":"quotes","data":{{"symbol":"{}","last":{last}}}}}"#, t.key);
+            let events = tickwire_core::event::parse_publish(data.as_bytes()).unwrap();
+            shards[t.owner(2)].publish(3, events, false);
+            settle(&mut shards, 4);
+        }
+        let renders = |s: &Stats| s.renders_by_dialect[usize::from(legacy.0)].load(Ordering::Relaxed);
+        assert_eq!(renders(&stats[0]) + renders(&stats[1]), 3, "one piece per quote");
+        assert!(every[0].2.borrow().is_empty(), "nothing before the interval closes");
+        for s in shards.iter_mut() {
+            s.handle_timeout(1_000_000);
+        }
+        let symbols = |s: &Speaker| -> Vec<serde_json::Value> {
+            s.2.borrow()
+                .iter()
+                .map(|f| serde_json::from_slice::<serde_json::Value>(payload(f)).unwrap()["symbols"].clone())
+                .collect()
+        };
+        let all = symbols(&every[0]);
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0][&*a.key]["price"].as_f64(), all[0][&*b.key]["price"].as_f64()), (Some(10.0), Some(21.0)));
+        assert_eq!(every[0].2.borrow()[0].as_ptr(), every[1].2.borrow()[0].as_ptr(), "one frame for both");
+        let mine = symbols(&named);
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].as_object().unwrap().len(), 1, "only its symbol: {}", mine[0]);
+        assert_eq!(mine[0][&*b.key]["open"].as_f64(), Some(20.0), "the day's first price");
+        for s in shards.iter_mut() {
+            s.handle_timeout(2_000_000);
+        }
+        assert_eq!(every[0].2.borrow().len(), 1, "nothing changed: no frame");
     }
 }

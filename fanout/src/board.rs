@@ -1,0 +1,174 @@
+//! A board: one shard's latest *pieces* of a batching dialect (seed 001's per-symbol `price_update`
+//! entries), and the connections they are assembled for when an interval closes.
+//!
+//! A topic's owner renders a piece once per update; a shard with members stores it once, whatever their
+//! number (the latest per symbol, until the interval closes). At the close, members with every symbol share
+//! one frame; a member with named symbols gets a frame of the changed pieces it names, copied from the
+//! rendered bytes. A member whose symbols did not change gets nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tickwire_core::protocol::Dialect;
+use tickwire_core::time::Micros;
+
+use crate::frame::text_frame;
+use crate::index::Sink;
+use crate::outbound::{KEEP, NO_STAMP};
+
+/// See the module docs. `S` is a subscriber, as in the subscription index.
+#[derive(Debug)]
+pub struct Board<S> {
+    /// The latest piece of each symbol that changed in the current interval, by symbol (frames list them in
+    /// symbol order).
+    changed: BTreeMap<Arc<str>, Bytes>,
+    /// Members with every symbol, by key.
+    every: HashMap<u64, S>,
+    /// Members with named symbols, by key.
+    named: HashMap<u64, (S, HashSet<Arc<str>>)>,
+}
+
+impl<S> Default for Board<S> {
+    fn default() -> Self {
+        Board { changed: BTreeMap::new(), every: HashMap::new(), named: HashMap::new() }
+    }
+}
+
+impl<S: Sink + Clone> Board<S> {
+    /// `sink` now wants `symbol`'s pieces (`None`: every symbol's).
+    pub fn join(&mut self, sink: &S, symbol: Option<&Arc<str>>) {
+        match symbol {
+            None => {
+                self.every.insert(sink.key(), sink.clone());
+            }
+            Some(symbol) => {
+                self.named.entry(sink.key()).or_insert_with(|| (sink.clone(), HashSet::new())).1.insert(symbol.clone());
+            }
+        }
+    }
+
+    /// Connection `key` no longer wants `symbol` (`None`: the every-symbol membership).
+    pub fn leave(&mut self, key: u64, symbol: Option<&str>) {
+        match symbol {
+            None => {
+                self.every.remove(&key);
+            }
+            Some(symbol) => {
+                if let Some((_, symbols)) = self.named.get_mut(&key) {
+                    symbols.remove(symbol);
+                    if symbols.is_empty() {
+                        self.named.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether any connection is a member.
+    pub fn has_members(&self) -> bool {
+        !self.every.is_empty() || !self.named.is_empty()
+    }
+
+    /// A symbol's new piece: the latest of the interval.
+    pub fn store(&mut self, symbol: &Arc<str>, piece: &Bytes) {
+        match self.changed.get_mut(symbol) {
+            Some(p) => *p = piece.clone(),
+            None => {
+                self.changed.insert(symbol.clone(), piece.clone());
+            }
+        }
+    }
+
+    /// Closes the interval: pushes each member its frame of the changed pieces (written by `codec`), and
+    /// forgets them. Returns the frames pushed and their bytes.
+    pub fn flush(&mut self, codec: &dyn Dialect, now: Micros) -> (usize, usize) {
+        if self.changed.is_empty() {
+            return (0, 0);
+        }
+        let (mut frames, mut bytes) = (0, 0);
+        let every: Vec<&Bytes> = self.changed.values().collect();
+        if !self.every.is_empty() {
+            let frame = batch_frame(codec, &every, now);
+            for sink in self.every.values() {
+                sink.push(&frame, NO_STAMP, KEEP);
+            }
+            frames += self.every.len();
+            bytes += self.every.len() * frame.len();
+        }
+        for (key, (sink, symbols)) in &self.named {
+            if self.every.contains_key(key) {
+                continue; // it has every symbol already
+            }
+            let mine: Vec<&Bytes> = self.changed.iter().filter(|(s, _)| symbols.contains(*s)).map(|(_, p)| p).collect();
+            if !mine.is_empty() {
+                let frame = batch_frame(codec, &mine, now);
+                sink.push(&frame, NO_STAMP, KEEP);
+                frames += 1;
+                bytes += frame.len();
+            }
+        }
+        self.changed.clear();
+        (frames, bytes)
+    }
+}
+
+fn batch_frame(codec: &dyn Dialect, pieces: &[&Bytes], now: Micros) -> Bytes {
+    let len: usize = pieces.iter().map(|p| p.len() + 1).sum();
+    text_frame(64 + len, |out| codec.encode_batch(pieces, now, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use tickwire_core::protocol::legacy::Legacy;
+
+    #[derive(Debug, Clone)]
+    struct Rec(u64, Rc<RefCell<Vec<Bytes>>>);
+
+    impl Sink for Rec {
+        fn key(&self) -> u64 {
+            self.0
+        }
+
+        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
+            self.1.borrow_mut().push(frame.clone());
+        }
+    }
+
+    fn symbols(frame: &Bytes) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(crate::frame::payload(frame)).unwrap();
+        assert_eq!(v["type"], "price_update");
+        v["symbols"].as_object().unwrap().iter().map(|(k, p)| format!("{k}={}", p["n"])).collect()
+    }
+
+    #[test]
+    fn each_member_gets_the_changed_pieces_it_wants_once_per_interval() {
+        let mut board = Board::default();
+        let (all, also_all, some) = (Rec(1, Rc::default()), Rec(2, Rc::default()), Rec(3, Rc::default()));
+        let (aapl, msft, nvda): (Arc<str>, Arc<str>, Arc<str>) = ("AAPL".into(), "MSFT".into(), "NVDA".into());
+        board.join(&all, None);
+        board.join(&also_all, None);
+        board.join(&some, Some(&msft));
+        board.join(&some, Some(&nvda));
+        let piece = |s: &str, n: u32| Bytes::from(format!(r#""{s}":{{"n":{n}}}"#));
+        board.store(&aapl, &piece("AAPL", 1));
+        board.store(&msft, &piece("MSFT", 1));
+        board.store(&msft, &piece("MSFT", 2));
+        assert_eq!(board.flush(&Legacy, 0).0, 3);
+        assert_eq!(symbols(&all.1.borrow()[0]), ["AAPL=1", "MSFT=2"], "the latest piece of each changed symbol");
+        assert_eq!(all.1.borrow()[0].as_ptr(), also_all.1.borrow()[0].as_ptr(), "one frame for every-symbol members");
+        assert_eq!(symbols(&some.1.borrow()[0]), ["MSFT=2"], "only what it names");
+        assert_eq!(board.flush(&Legacy, 1), (0, 0), "nothing changed: nothing sent");
+        board.store(&aapl, &piece("AAPL", 2));
+        board.flush(&Legacy, 2);
+        assert_eq!((all.1.borrow().len(), some.1.borrow().len()), (2, 1), "AAPL is not one of its symbols");
+        board.leave(3, Some("MSFT"));
+        board.leave(3, Some("NVDA"));
+        board.leave(1, None);
+        board.leave(2, None);
+        assert!(!board.has_members());
+    }
+}
