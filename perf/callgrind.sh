@@ -25,7 +25,10 @@ fi
 out=$2
 port=${PORT:-18081}
 log=$(mktemp)
-"${under_server[@]}" "$server" --listen "127.0.0.1:$port" --shards 1 --no-simulator --jwt-secret callgrind >"$log" 2>&1 &
+# The server's defaults (the in-memory store) whatever the environment: CI exports DATABASE_URL for its
+# tests, and a server writing its connections to PostgreSQL counts other instructions.
+env -u DATABASE_URL "${under_server[@]}" "$server" --listen "127.0.0.1:$port" --shards 1 --no-simulator \
+  --jwt-secret callgrind >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do grep -q 'listening on' "$log" && break; sleep 0.2; done
 if [ -n "${IDLE:-}" ]; then
