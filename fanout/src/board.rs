@@ -121,22 +121,9 @@ fn batch_frame(codec: &dyn Dialect, pieces: &[&Bytes], now: Micros) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
+    use crate::index::tests::Rec;
     use std::rc::Rc;
     use tickwire_core::protocol::legacy::Legacy;
-
-    #[derive(Debug, Clone)]
-    struct Rec(u64, Rc<RefCell<Vec<Bytes>>>);
-
-    impl Sink for Rec {
-        fn key(&self) -> u64 {
-            self.0
-        }
-
-        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
-            self.1.borrow_mut().push(frame.clone());
-        }
-    }
 
     fn symbols(frame: &Bytes) -> Vec<String> {
         let v: serde_json::Value = serde_json::from_slice(crate::frame::payload(frame)).unwrap();

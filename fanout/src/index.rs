@@ -287,14 +287,15 @@ impl<S: Sink> SubscriptionIndex<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::rc::Rc;
     use tickwire_core::Channel;
 
-    #[derive(Clone)]
-    struct Rec(u64, Rc<RefCell<Vec<Bytes>>>);
+    /// A subscriber keeping what it got (shared with the board's tests).
+    #[derive(Debug, Clone)]
+    pub(crate) struct Rec(pub u64, pub Rc<RefCell<Vec<Bytes>>>);
 
     impl Sink for Rec {
         fn key(&self) -> u64 {
