@@ -82,13 +82,6 @@ fn write_bars_topic(out: &mut Vec<u8>, symbol: &str, resolution: &str) {
     write_str(out, std::str::from_utf8(&params).unwrap_or_default());
 }
 
-/// The topic of a bars subscription, `bars:{"resolution":"1","symbol":"AAPL"}`.
-pub fn bars_topic(symbol: &str, resolution: &str) -> String {
-    let mut out = Vec::new();
-    write_bars_topic(&mut out, symbol, resolution);
-    sonic_rs::from_slice(&out).unwrap_or_default()
-}
-
 fn invalid(id: Option<String>, message: impl Into<String>) -> RequestError {
     RequestError::new(id, ErrorCode::InvalidField, message)
 }
@@ -231,6 +224,13 @@ mod tests {
     fn reply(r: &Reply<'_>) -> Value {
         let mut out = Vec::new();
         FastWs.encode_reply(r, 0, &mut out);
+        sonic_rs::from_slice(&out).unwrap()
+    }
+
+    /// The topic of a bars subscription, as the string a client compares.
+    fn bars_topic(symbol: &str, resolution: &str) -> String {
+        let mut out = Vec::new();
+        write_bars_topic(&mut out, symbol, resolution);
         sonic_rs::from_slice(&out).unwrap()
     }
 
