@@ -92,6 +92,7 @@ impl World {
             slow_consumer_grace_ms: 5_000,
             session_limits: Default::default(),
             auto_subscribe: true,
+            min_throttle_ms: Default::default(),
         };
         tweak(&mut settings);
         let stats = Arc::new(Stats::default());

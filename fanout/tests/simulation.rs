@@ -164,6 +164,7 @@ impl Sim {
             slow_consumer_grace_ms: 60_000,
             session_limits: Default::default(),
             auto_subscribe: true,
+            min_throttle_ms: Default::default(),
         });
         let mut shards: Vec<SimShard> = (0..setup.shards)
             .map(|id| {

@@ -220,11 +220,16 @@ settings! {
     fastws_heartbeat_s: u32 = 30, value "SECONDS";
     /// /api/v1/ws (seed 003): a connection older than this is closed with 1003
     fastws_lifespan_s: u32 = 3600, value "SECONDS";
+    /// /ws (seed 001): whether the endpoint is served (false: 404, and /websocket/status says enabled false)
+    legacy_enabled: bool = true, value "BOOL";
     /// /ws (seed 001): new connections get every price update and signal (and, with a token, their own
     /// trades and portfolio) until their first subscribe, as the seed's MVP mode
     legacy_auto_subscribe: bool = true, value "BOOL";
     /// /ws (seed 001): seconds between price_update frames (each holds the symbols that changed)
     legacy_price_update_interval_s: u32 = 3, value "SECONDS";
+    /// /ws (seed 001): a connection gets at most one portfolio_update per this many seconds (the latest; the
+    /// ones between are superseded)
+    legacy_portfolio_update_interval_s: u32 = 5, value "SECONDS";
     /// Largest client message, in bytes; a larger one is closed with 1009
     max_message_bytes: usize = 64 * 1024, value "BYTES";
     /// Most topics one connection may subscribe to (more: SUBSCRIPTION_LIMIT errors)
@@ -314,6 +319,16 @@ settings! {
 /// Environment variables read without the `TICKWIRE_` prefix, each the name of its setting in upper case.
 const UNPREFIXED_ENV: &[&str] = &["DATABASE_URL"];
 
+/// Seed 001's environment variables (its "Configuration" section), honoured as aliases of the settings they
+/// match so that an existing deployment's environment works; a `TICKWIRE_*` variable overrides its alias.
+pub const ENV_ALIASES: [(&str, &str); 5] = [
+    ("WEBSOCKET_ENABLED", "legacy_enabled"),
+    ("WEBSOCKET_PING_INTERVAL", "heartbeat_s"),
+    ("WEBSOCKET_PRICE_UPDATE_INTERVAL", "legacy_price_update_interval_s"),
+    ("WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL", "legacy_portfolio_update_interval_s"),
+    ("WEBSOCKET_MAX_CONNECTIONS", "max_connections"),
+];
+
 /// One setting, as its flag and the docs show it.
 #[derive(Debug)]
 pub struct Setting {
@@ -341,7 +356,8 @@ impl Setting {
     pub fn env(&self) -> Vec<String> {
         let name = self.name.to_ascii_uppercase();
         let unprefixed = UNPREFIXED_ENV.iter().filter(|v| **v == name).map(|v| (*v).to_owned());
-        unprefixed.chain([format!("TICKWIRE_{name}")]).collect()
+        let aliases = ENV_ALIASES.iter().filter(|(_, setting)| *setting == self.name).map(|(v, _)| (*v).to_owned());
+        unprefixed.chain([format!("TICKWIRE_{name}")]).chain(aliases).collect()
     }
 
     /// The default, as `--help` and the docs show it: the value of `Config::default()` unless the entry
@@ -469,6 +485,10 @@ impl Config {
         }
         fig = fig
             .merge(Env::raw().only(UNPREFIXED_ENV))
+            .merge(Env::raw().only(&ENV_ALIASES.map(|(v, _)| v)).map(|key| {
+                let setting = ENV_ALIASES.iter().find(|(v, _)| key == *v).map_or("", |(_, s)| s);
+                setting.into()
+            }))
             .merge(Env::prefixed("TICKWIRE_"))
             .merge(Serialized::defaults(&args.settings));
         if args.no_simulator {
@@ -509,6 +529,10 @@ impl Config {
         anyhow::ensure!(
             (1..=3600).contains(&self.legacy_price_update_interval_s),
             "legacy_price_update_interval_s must be 1 to 3600"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&self.legacy_portfolio_update_interval_s),
+            "legacy_portfolio_update_interval_s must be 1 to 3600"
         );
         anyhow::ensure!((1..=3600).contains(&self.metrics_interval_s), "metrics_interval_s must be 1 to 3600");
         anyhow::ensure!(
@@ -578,6 +602,39 @@ mod tests {
             );
             let flag = parse(&["--database-url", "postgres://a@h/three"]);
             assert_eq!(Config::load(&flag).unwrap().database_url.as_deref(), Some("postgres://a@h/three"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own Jail signature
+    fn seed_001s_environment_variables_set_their_settings_under_tickwires_own() {
+        figment::Jail::expect_with(|jail| {
+            for (var, value) in [
+                ("WEBSOCKET_ENABLED", "false"),
+                ("WEBSOCKET_PING_INTERVAL", "31"),
+                ("WEBSOCKET_PRICE_UPDATE_INTERVAL", "4"),
+                ("WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL", "6"),
+                ("WEBSOCKET_MAX_CONNECTIONS", "101"),
+            ] {
+                jail.set_env(var, value);
+            }
+            let c = Config::load(&ServeArgs::default()).unwrap();
+            assert_eq!(
+                (
+                    c.legacy_enabled,
+                    c.heartbeat_s,
+                    c.legacy_price_update_interval_s,
+                    c.legacy_portfolio_update_interval_s,
+                    c.max_connections
+                ),
+                (false, 31, 4, 6, 101)
+            );
+            jail.set_env("TICKWIRE_HEARTBEAT_S", "32");
+            assert_eq!(Config::load(&ServeArgs::default()).unwrap().heartbeat_s, 32, "TICKWIRE_* wins");
+            assert_eq!(Config::load(&parse(&["--heartbeat-s", "33"])).unwrap().heartbeat_s, 33, "a flag wins");
+            let documented = SETTINGS.iter().find(|s| s.name == "max_connections").unwrap().env();
+            assert_eq!(documented, ["TICKWIRE_MAX_CONNECTIONS", "WEBSOCKET_MAX_CONNECTIONS"]);
             Ok(())
         });
     }

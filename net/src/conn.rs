@@ -53,11 +53,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// The client's id: its own (`?client_id=`), or `cl-{shard}-{key}`.
+    /// The client's id: its own (`?client_id=`), or a UUID made from the server's epoch, the shard and the
+    /// connection's key ([`client_uuid`]): unique in the run, and never stored.
     pub fn client_id(&self) -> std::borrow::Cow<'_, str> {
         match &self.named {
             Some(id) => std::borrow::Cow::Borrowed(id),
-            None => std::borrow::Cow::Owned(format!("cl-{}-{}", self.shard, self.key)),
+            None => std::borrow::Cow::Owned(client_uuid(&self.shared.epoch, self.shard, self.key)),
         }
     }
 
@@ -391,5 +392,39 @@ fn send_now(fd: RawFd, data: &[u8]) -> std::io::Result<usize> {
         Err(std::io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+/// A UUID (RFC 9562 version 8, the layout of our choosing) for the connection `key` of `shard`: the high
+/// half from the epoch, which names the run; the low half the shard (below 64) and the key (48 bits of
+/// it, which a shard never exhausts). Distinct connections of a run get distinct ids.
+pub fn client_uuid(epoch: &str, shard: usize, key: u64) -> String {
+    let mut high: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in epoch.as_bytes() {
+        high ^= u64::from(b);
+        high = high.wrapping_mul(0x0100_0000_01b3);
+    }
+    let high = (high & !0xf000) | 0x8000; // version 8
+    let low = ((shard as u64 & 0x3f) << 48) | (key & 0xffff_ffff_ffff) | (0b10 << 62); // variant 10
+    let hex = format!("{high:016x}{low:016x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_uuid;
+
+    #[test]
+    fn made_client_ids_are_uuids_distinct_per_connection() {
+        let id = client_uuid("ep-1", 3, 42);
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(&id[14..15], "8", "version 8: {id}");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "variant 10: {id}");
+        let ids: std::collections::HashSet<String> =
+            (0..64).flat_map(|shard| (0..100).map(move |key| client_uuid("ep-1", shard, key))).collect();
+        assert_eq!(ids.len(), 6400);
+        assert_ne!(client_uuid("ep-2", 3, 42), id, "another run, another id");
     }
 }

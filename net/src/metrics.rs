@@ -87,6 +87,17 @@ pub fn render_prometheus(shared: &Shared) -> String {
     }
     header(
         &mut out,
+        "tickwire_dialect_connections",
+        "gauge",
+        "Open WebSocket connections by the dialect their clients speak (publishers count as canonical).",
+    );
+    for (i, s) in shared.stats.iter().enumerate() {
+        for (d, n) in tickwire_core::protocol::DIALECTS.iter().zip(&s.connections_by_dialect) {
+            let _ = writeln!(out, "tickwire_dialect_connections{{shard=\"{i}\",dialect=\"{}\"}} {}", d.name, load(n));
+        }
+    }
+    header(
+        &mut out,
         "tickwire_events_received_total",
         "counter",
         "Events entering the server at the shard, by source (before routing to their topics' owners).",

@@ -73,7 +73,9 @@ where
         if req.method == "GET" {
             let kind = match req.path.as_str() {
                 "/v1/publish" => Some(Kind::Publisher),
-                path => dialects::by_path(path).map(|d| Kind::Subscriber(d.id)),
+                path => dialects::by_path(path)
+                    .filter(|d| d.name != "legacy" || shard.shared.config.legacy_enabled)
+                    .map(|d| Kind::Subscriber(d.id)),
             };
             if let Some(kind) = kind {
                 return upgrade(shard, stream, fd, buf, req, kind, ip).await;
@@ -237,6 +239,7 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
         ("GET", "/api/ws/asyncapi.json") => http::json(200, crate::asyncapi::STREAM.as_bytes(), keep_alive),
         ("GET", "/api/ws/asyncapi") => asyncapi_page(crate::asyncapi::STREAM, keep_alive),
         ("GET", "/api/ws/status") => http::json(200, &status_json(shard), keep_alive),
+        ("GET", "/websocket/status") => http::json(200, &websocket_status_json(shard), keep_alive),
         ("POST", "/api/publish") => publish(shard, req, body, keep_alive).await,
         ("GET", "/metrics") => {
             http::response(200, metrics::CONTENT_TYPE, metrics::render_prometheus(&shard.shared).as_bytes(), keep_alive)
@@ -258,12 +261,14 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
             | "/api/ws/asyncapi.json"
             | "/api/ws/asyncapi"
             | "/api/ws/status"
+            | "/websocket/status"
             | "/api/publish"
             | "/v1/publish"
             | "/metrics"
             | "/api/admin/websocket-stats",
         ) => http::error(405, &format!("method {} not allowed here", req.method), keep_alive),
-        (_, path) if dialects::by_path(path).is_some() => {
+        // A GET of a dialect's path gets here only when that endpoint is turned off: 404.
+        (method, path) if method != "GET" && dialects::by_path(path).is_some() => {
             http::error(405, &format!("method {} not allowed here", req.method), keep_alive)
         }
         _ => http::error(
@@ -400,7 +405,10 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
     }
     let events = match parse_publish(body) {
         Ok(events) => events,
-        Err(e) => return http::error(400, &e.to_string(), keep_alive),
+        Err(e) => {
+            count_refused(shard, body);
+            return http::error(400, &e.to_string(), keep_alive);
+        }
     };
     let n = events.len();
     let store = &shard.shared.store;
@@ -446,6 +454,74 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
         })
         .collect();
     http::json(202, &to_json(&Accepted { accepted: n, durable, sequences }), keep_alive)
+}
+
+/// Counts the events of a refused publish by the channels they name, where they name one (the streams'
+/// health of `/websocket/status`).
+fn count_refused(shard: &Shard, body: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return };
+    let events = match &value {
+        serde_json::Value::Array(events) => events.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    let now = crate::util::now_micros().max(1) as u64;
+    for name in events.iter().filter_map(|e| e.get("channel")?.as_str()) {
+        if let Some(info) = CATALOG.iter().find(|c| c.name == name) {
+            let c = info.channel as usize;
+            shard.stats().refused_by_channel[c].fetch_add(1, Ordering::Relaxed);
+            shard.stats().last_refused_by_channel[c].store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Seed 001's status (`GET /websocket/status`): its `/ws` settings and connections, and the health of the
+/// streams it names (`price_updates` from quotes, `signals`), from every shard's figures.
+fn websocket_status_json(shard: &Shard) -> Vec<u8> {
+    use tickwire_core::protocol::legacy;
+    let s = &shard.shared;
+    let config = &s.config;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let legacy_id = dialects::DIALECTS.iter().find(|d| d.name == "legacy").map_or(0, |d| usize::from(d.id.0));
+    let time = |micros: u64| {
+        (micros > 0).then(|| {
+            let full = tickwire_core::time::format_rfc3339(micros as i64);
+            format!("{}Z", String::from_utf8_lossy(&full[..19]))
+        })
+    };
+    #[derive(Serialize)]
+    struct Health {
+        last_update: Option<String>,
+        error_count: u64,
+        recovery_attempts: u64,
+        is_healthy: bool,
+        started_at: Option<String>,
+    }
+    let mut stream_health = serde_json::Map::new();
+    for (name, channel) in legacy::CHANNELS.iter().filter(|(_, c)| !c.is_private()) {
+        let c = *channel as usize;
+        let last = s.stats.iter().map(|st| load(&st.last_ingest_by_channel[c])).max().unwrap_or(0);
+        let first = s.stats.iter().map(|st| load(&st.first_ingest_by_channel[c])).filter(|t| *t > 0).min();
+        let last_refused = s.stats.iter().map(|st| load(&st.last_refused_by_channel[c])).max().unwrap_or(0);
+        let health = Health {
+            last_update: time(last),
+            error_count: s.stats.iter().map(|st| load(&st.refused_by_channel[c])).sum(),
+            // tickwire's sources push to it: there is no provider connection to recover.
+            recovery_attempts: 0,
+            is_healthy: last > 0 && last_refused < last,
+            started_at: first.and_then(time),
+        };
+        stream_health.insert((*name).to_owned(), serde_json::to_value(health).unwrap_or_default());
+    }
+    let status = serde_json::json!({
+        "enabled": config.legacy_enabled,
+        "active_connections": s.stats.iter().map(|st| load(&st.connections_by_dialect[legacy_id])).sum::<u64>(),
+        "max_connections": config.max_connections,
+        "ping_interval": config.heartbeat_s,
+        "price_update_interval": config.legacy_price_update_interval_s,
+        "portfolio_update_interval": config.legacy_portfolio_update_interval_s,
+        "stream_health": stream_health,
+    });
+    to_json(&status)
 }
 
 /// The channel catalog as JSON.

@@ -15,7 +15,7 @@ use tickwire_core::event::Ingest;
 use tickwire_core::protocol::{self as dialects, DIALECT_COUNT};
 use tickwire_core::time::Micros;
 use tickwire_core::ws::{self, Opcode};
-use tickwire_core::Topic;
+use tickwire_core::{Channel, Topic};
 use tickwire_fanout::engine::{self, Journal};
 use tickwire_fanout::sequencer::{Limits, Resume};
 use tickwire_persistence::{CriticalRecord, Receipt, Store};
@@ -141,6 +141,7 @@ impl Shard {
             slow_consumer_grace_ms: config.slow_consumer_grace_ms,
             session_limits: session_limits(config),
             auto_subscribe: config.legacy_auto_subscribe,
+            min_throttle_ms: min_throttle_ms(config),
         });
         Shard {
             id,
@@ -324,6 +325,7 @@ impl Shard {
         drop(wheel);
         self.sessions.set(self.sessions.get() + 1);
         self.stats().sessions.fetch_add(1, Ordering::Relaxed);
+        self.stats().connections_by_dialect[usize::from(conn.dialect.0)].fetch_add(1, Ordering::Relaxed);
         self.conns.borrow_mut().insert(conn.key, conn);
         self.stats().connections.fetch_add(1, Ordering::Relaxed);
         self.stats().connections_opened.fetch_add(1, Ordering::Relaxed);
@@ -337,6 +339,7 @@ impl Shard {
         }
         if self.conns.borrow_mut().remove(&conn.key).is_some() {
             self.stats().connections.fetch_sub(1, Ordering::Relaxed);
+            self.stats().connections_by_dialect[usize::from(conn.dialect.0)].fetch_sub(1, Ordering::Relaxed);
             self.stats().connections_closed.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -419,6 +422,15 @@ pub mod debug_stall {
         *RELEASES.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         RELEASED.notify_all();
     }
+}
+
+/// The dialects' own throttles: seed 001's portfolio interval.
+fn min_throttle_ms(config: &crate::config::Config) -> [[u32; crate::stats::CHANNELS]; DIALECT_COUNT] {
+    let mut least = [[0; crate::stats::CHANNELS]; DIALECT_COUNT];
+    if let Some(d) = dialects::DIALECTS.iter().find(|d| d.name == "legacy") {
+        least[usize::from(d.id.0)][Channel::Portfolio as usize] = config.legacy_portfolio_update_interval_s * 1000;
+    }
+    least
 }
 
 /// Each dialect's liveness rule, from its settings (the table's dialects without one use the heartbeat).

@@ -44,6 +44,10 @@ pub struct ShardStats {
     /// Events entering the server at the shard, by source.
     pub published: AtomicU64,
     pub simulated: AtomicU64,
+    /// Events refused by the publish API (`POST /api/publish` answered 400), by the channel they named, and
+    /// when the last of each was (µs since the Unix epoch; 0: never): the streams' health.
+    pub refused_by_channel: [AtomicU64; CHANNELS],
+    pub last_refused_by_channel: [AtomicU64; CHANNELS],
     /// Ingest-to-flush latency, one sample per write batch.
     pub flush_latency: LatencyHistogram,
     /// Milliseconds since start at the shard's last tick, for /healthz and the stall observer.

@@ -226,3 +226,151 @@ fn ws_auto_subscription_price_updates_ping_errors_and_the_switch_to_explicit() {
     let renders = metric_where(server.addr, "tickwire_renders_total", &[r#"dialect="legacy""#]);
     assert!(renders > 0.0, "pieces rendered for the dialect");
 }
+
+/// A portfolio of one position of `quantity` shares, as the publish API takes it.
+fn portfolio(user: &str, symbol: &str, quantity: i64) -> Value {
+    json!({"channel":"portfolio","user_id":user,"data":{"total_value":100.0 * quantity as f64,"day_pnl":0.0,
+        "cash":0.0,"buying_power":0.0,"positions":[{"symbol":symbol,"quantity":quantity,"avg_price":100.0,
+        "market_price":101.0,"unrealized_pnl":quantity as f64}]}})
+}
+
+/// Seed 001 (`/ws`) with a token: auto-subscribed, the client gets its own portfolio (the latest at once,
+/// then at most one per `legacy_portfolio_update_interval_s`, the newest of the window) and its own trades
+/// (`side` upper case), and nothing of another user's.
+#[test]
+fn ws_auto_subscription_with_a_token_brings_the_users_own_trades_and_throttled_portfolio() {
+    let server = Server::start(&["--no-simulator", "--legacy-portfolio-update-interval-s", "1"]);
+    common::publish(server.addr, &json!([portfolio("alice", "AAPL", 1), portfolio("bob", "TSLA", 7)]));
+    let alice = common::token("alice", "user");
+    let mut c = Client::connect(server.addr, "/ws", Some(&alice)).expect("connect with a token");
+    let first = c.recv().expect("the latest portfolio at once");
+    assert_eq!(first["type"], "portfolio_update", "{first}");
+    assert_eq!(first["data"]["positions"]["AAPL"]["quantity"], 1, "{first}");
+    assert_eq!(first["data"]["position_count"], 1);
+    // Executions and the portfolio of a user have one owner, which placed the auto-subscriptions in order:
+    // the portfolio's snapshot came after the executions' subscription was in place.
+    common::publish(
+        server.addr,
+        &json!([{"channel":"executions","user_id":"alice","data":{"trade_id":"t1","order_id":"o1","symbol":"AAPL",
+            "side":"sell","quantity":2,"price":101.5,"pnl":1.0,"executed_at":"2024-12-19T12:00:00Z"}},
+            {"channel":"executions","user_id":"bob","data":{"trade_id":"t2","order_id":"o2","symbol":"TSLA",
+            "side":"buy","quantity":3,"price":200.0,"pnl":0.0,"executed_at":"2024-12-19T12:00:00Z"}}]),
+    );
+    let trade = c.recv().expect("alice's trade");
+    assert_eq!(
+        (&trade["type"], &trade["symbol"], &trade["side"], &trade["quantity"], &trade["price"]),
+        (&json!("trade_executed"), &json!("AAPL"), &json!("SELL"), &json!(2), &json!(101.5)),
+        "{trade}"
+    );
+    common::publish(
+        server.addr,
+        &json!([
+            portfolio("alice", "AAPL", 2),
+            portfolio("alice", "AAPL", 3),
+            portfolio("bob", "TSLA", 8),
+            portfolio("alice", "AAPL", 4)
+        ]),
+    );
+    let mut seen = Vec::new();
+    while seen.last() != Some(&4) {
+        let v = c.recv().expect("portfolio updates");
+        assert_eq!(v["type"], "portfolio_update", "only alice's portfolio, no other frame: {v}");
+        assert!(v["data"]["positions"]["TSLA"].is_null(), "never bob's: {v}");
+        seen.push(v["data"]["positions"]["AAPL"]["quantity"].as_i64().unwrap());
+    }
+    assert_eq!(seen, [2, 4], "the first at once, then only the newest of the interval");
+}
+
+/// Seed 001's status endpoint: every field of its example, with the values the seed's environment
+/// variables set, and each stream's health from what the server sequenced and refused.
+#[test]
+fn websocket_status_has_every_field_of_the_seed_and_honours_its_environment() {
+    let env = [
+        ("WEBSOCKET_ENABLED", "true"),
+        ("WEBSOCKET_PING_INTERVAL", "31"),
+        ("WEBSOCKET_PRICE_UPDATE_INTERVAL", "2"),
+        ("WEBSOCKET_PORTFOLIO_UPDATE_INTERVAL", "4"),
+        ("WEBSOCKET_MAX_CONNECTIONS", "101"),
+    ];
+    let server = Server::start_env(&["--no-simulator"], &env);
+    let status = || common::http(server.addr, "GET", "/websocket/status", None, "").1;
+    let before = status();
+    assert_eq!(before["stream_health"]["price_updates"]["is_healthy"], false, "nothing yet: {before}");
+    assert_eq!(before["stream_health"]["price_updates"]["last_update"], Value::Null);
+
+    let _c = Client::connect(server.addr, "/ws", None).unwrap();
+    let _other = server.connect(None);
+    common::publish(server.addr, &common::quotes("AAPL", 1));
+    common::publish(
+        server.addr,
+        &json!({"channel":"signals","data":{"signal_type":"BUY","symbol":"AAPL","price":1.0,"quantity":1,"confidence":0.5}}),
+    );
+    let s = status();
+    let mut keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "active_connections",
+            "enabled",
+            "max_connections",
+            "ping_interval",
+            "portfolio_update_interval",
+            "price_update_interval",
+            "stream_health"
+        ]
+    );
+    assert_eq!(
+        (
+            &s["enabled"],
+            &s["active_connections"],
+            &s["max_connections"],
+            &s["ping_interval"],
+            &s["price_update_interval"],
+            &s["portfolio_update_interval"]
+        ),
+        (&json!(true), &json!(1), &json!(101), &json!(31), &json!(2), &json!(4)),
+        "one /ws connection (the /v1/stream one is not the seed's): {s}"
+    );
+    for stream in ["price_updates", "signals"] {
+        let h = &s["stream_health"][stream];
+        let mut keys: Vec<&str> = h.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["error_count", "is_healthy", "last_update", "recovery_attempts", "started_at"], "{h}");
+        assert_eq!(
+            (&h["error_count"], &h["recovery_attempts"], &h["is_healthy"]),
+            (&json!(0), &json!(0), &json!(true))
+        );
+        let last = h["last_update"].as_str().unwrap();
+        assert!(last.len() == 20 && last.ends_with('Z') && h["started_at"].as_str().unwrap() <= last, "{h}");
+    }
+
+    // A refused signal makes the stream unhealthy until the next one is sequenced.
+    let (code, _) = common::http(
+        server.addr,
+        "POST",
+        "/api/publish",
+        Some(&common::token("feed", "publisher")),
+        r#"[{"channel":"signals","data":"not an object"}]"#,
+    );
+    assert_eq!(code, 400);
+    let s = status();
+    let h = &s["stream_health"]["signals"];
+    assert_eq!((&h["error_count"], &h["is_healthy"]), (&json!(1), &json!(false)), "{s}");
+    assert_eq!(s["stream_health"]["price_updates"]["is_healthy"], true, "the other stream is untouched");
+}
+
+/// `WEBSOCKET_ENABLED=false` turns `/ws` off: no upgrade there, the status says so, the other endpoints
+/// serve on.
+#[test]
+fn websocket_enabled_false_turns_ws_off() {
+    let server = Server::start_env(&[], &[("WEBSOCKET_ENABLED", "false")]);
+    match Client::connect(server.addr, "/ws", None) {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 404),
+        Err(e) => panic!("expected a 404, got {e}"),
+        Ok(_) => panic!("/ws upgraded while turned off"),
+    }
+    let (_, s) = common::http(server.addr, "GET", "/websocket/status", None, "");
+    assert_eq!(s["enabled"], false);
+    server.connect(None);
+}

@@ -145,8 +145,9 @@ impl Dialect for Legacy {
     }
 
     fn encode_update(&self, u: &Update<'_>, out: &mut Vec<u8>) {
-        // No snapshots: a trading bot must not act on a signal of before it connected.
-        if u.kind != UpdateKind::Update {
+        // No snapshots but the portfolio's (a state, which the seed's server sends on its interval from the
+        // start): a trading bot must not act on a signal or a trade of before it connected.
+        if u.kind != UpdateKind::Update && u.channel != Channel::Portfolio {
             return;
         }
         let Ok(data) = sonic_rs::from_slice::<Value>(u.data) else { return };
@@ -328,6 +329,26 @@ mod tests {
             "positions":{"AAPL":{"symbol":"AAPL","quantity":10,"average_price":150.25,"market_price":151.5,"unrealized_pnl":12.5,"unrealized_pnl_pct":0.83}},
             "total_pnl":12.5,"position_count":1}});
         assert_eq!(portfolio, want, "the seed's example, field for field");
+    }
+
+    #[test]
+    fn only_the_portfolio_has_a_snapshot() {
+        let data = br#"{"positions":[]}"#;
+        for (channel, renders) in [(Channel::Portfolio, true), (Channel::Signals, false), (Channel::Executions, false)]
+        {
+            let u = Update {
+                kind: UpdateKind::Snapshot,
+                channel,
+                sequence: 1,
+                timestamp: 0,
+                source_ts: None,
+                data,
+                day: None,
+            };
+            let mut out = Vec::new();
+            Legacy.encode_update(&u, &mut out);
+            assert_eq!(!out.is_empty(), renders, "{channel:?}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tickwire_core::topic::ALL;
 use tickwire_core::ws::{self, close, Message, MessageReader, Opcode};
 use tickwire_core::{BarInterval, Channel, Topic};
 
-use super::stats::Stats;
+use super::stats::{Stats, CHANNELS};
 use crate::frame::try_reply_frame;
 use crate::outbound::{Drained, Outbound, Pushed, KEEP, NO_STAMP};
 use crate::sequencer::{reset, Resume};
@@ -51,6 +51,10 @@ pub struct Settings {
     /// Whether connections of dialects with auto-subscription (`Dialect::auto_subscribe`, seed 001) start
     /// subscribed to their channels.
     pub auto_subscribe: bool,
+    /// Per dialect and channel (`Channel as usize`), the least throttle of a subscription in milliseconds:
+    /// its connections get at most one update of a topic per window, the latest (seed 001's portfolio
+    /// interval). 0: as the client asks.
+    pub min_throttle_ms: [[u32; CHANNELS]; DIALECT_COUNT],
 }
 
 /// What a connection is for.
@@ -465,7 +469,8 @@ impl Connection {
             })
             .collect();
         if !topics.is_empty() || restore.is_some() {
-            self.requests.push(Request::Subscribe { topics, throttle_ms: s.throttle_ms, restore });
+            let least = self.settings.min_throttle_ms[usize::from(self.kind.dialect().0)][s.channel as usize];
+            self.requests.push(Request::Subscribe { topics, throttle_ms: s.throttle_ms.max(least), restore });
         }
     }
 

@@ -365,6 +365,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         }
         let (out, frames) = self.ingest(&item.topic, item.data, item.source_ts, now);
         self.stats.ingested.fetch_add(1, Ordering::Relaxed);
+        self.stats.ingested_at(item.topic.channel, now.max(1) as u64);
         if item.topic.channel.is_critical() {
             receipts.push(self.journal.critical_enqueued(&item.topic, out.sequence, &out.frame, now));
         } else if item.topic.channel.is_private() {

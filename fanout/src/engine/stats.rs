@@ -156,6 +156,13 @@ pub struct Stats {
     /// Update frames rendered by this shard as a topic's owner, by dialect (indexed by `DialectId`): one per
     /// update for each dialect with subscribers of its topic, whatever their number.
     pub renders_by_dialect: [AtomicU64; DIALECT_COUNT],
+    /// Open WebSocket connections by the dialect their clients speak (publishers count as canonical).
+    pub connections_by_dialect: [AtomicU64; DIALECT_COUNT],
+    /// When this shard, as its topics' owner, last sequenced an update of each channel (µs since the Unix
+    /// epoch; 0: never).
+    pub last_ingest_by_channel: [AtomicU64; CHANNELS],
+    /// When it first did since the server started (0: never).
+    pub first_ingest_by_channel: [AtomicU64; CHANNELS],
 }
 
 impl std::ops::Deref for Stats {
@@ -175,6 +182,15 @@ impl Stats {
     /// Their bytes, all channels.
     pub fn delivered_bytes(&self) -> u64 {
         self.delivered_bytes_by_channel.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Notes that the shard sequenced an update of `channel` at `now` (for the streams' health).
+    pub fn ingested_at(&self, channel: Channel, now: u64) {
+        let c = channel as usize;
+        if self.first_ingest_by_channel[c].load(Ordering::Relaxed) == 0 {
+            self.first_ingest_by_channel[c].store(now, Ordering::Relaxed);
+        }
+        self.last_ingest_by_channel[c].store(now, Ordering::Relaxed);
     }
 
     /// Counts `n` deliveries of `bytes` in all of `channel`: two adds, whatever `n`.
