@@ -110,10 +110,20 @@ pub fn reply_frame<D: Dialect + ?Sized>(dialect: &D, reply: &Reply<'_>, now: Mic
 
 /// A reply frame, or `None` when the dialect has no such reply (a welcome, a pong).
 pub fn try_reply_frame<D: Dialect + ?Sized>(dialect: &D, reply: &Reply<'_>, now: Micros) -> Option<Bytes> {
+    try_reply_frame_to(dialect, None, reply, now)
+}
+
+/// [`try_reply_frame`] to a connection of `user` ([`Dialect::encode_reply_to`]).
+pub fn try_reply_frame_to<D: Dialect + ?Sized>(
+    dialect: &D,
+    user: Option<&str>,
+    reply: &Reply<'_>,
+    now: Micros,
+) -> Option<Bytes> {
     let mut written = false;
     let frame = text_frame(160, |out| {
         let start = out.len();
-        dialect.encode_reply(reply, now, out);
+        dialect.encode_reply_to(user, reply, now, out);
         written = out.len() > start;
     });
     written.then_some(frame)

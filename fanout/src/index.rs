@@ -35,6 +35,9 @@ pub trait Sink {
             self.push(frame, NO_STAMP, KEEP);
         }
     }
+    /// Hands over the pieces of a window (a dialect that batches per connection, [`crate::window`]): the
+    /// subscriber writes its frame from them. Sinks of other dialects never get any.
+    fn push_window(&self, _pieces: &[Bytes], _now: Micros) {}
 }
 
 /// Conflation state of a throttled subscription: at most one frame per window, always the latest.
@@ -210,6 +213,16 @@ impl<S: Sink> SubscriptionIndex<S> {
             }
         }
         (n, bytes)
+    }
+
+    /// The live subscribers of `topic` that speak `dialect`.
+    pub fn live_of(&self, topic: &Topic, dialect: DialectId) -> impl Iterator<Item = &S> {
+        self.topics
+            .get(topic)
+            .into_iter()
+            .flat_map(|entry| &entry.subs)
+            .filter(move |s| s.live && s.dialect == dialect)
+            .map(|s| &s.sink)
     }
 
     /// Sends each throttled subscription's pending frame whose window has passed; returns how many.

@@ -33,3 +33,4 @@ pub mod index;
 pub mod interest;
 pub mod outbound;
 pub mod sequencer;
+pub mod window;

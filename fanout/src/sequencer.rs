@@ -260,14 +260,43 @@ impl<D: Dialect> Sequencer<D> {
     /// Where a new subscriber of `topic` in another dialect than this sequencer's starts: at the latest
     /// state, rendered by `codec` as a snapshot (other dialects have no resume; history and critical queues
     /// hold this sequencer's frames).
+    ///
+    /// A dialect that renders the channel as pieces gets pieces, not frames; one that replays critical
+    /// messages ([`Dialect::replays_critical`]) gets the topic's unacknowledged ones after, oldest first,
+    /// rendered from the frames the queue keeps.
     pub fn start_in(&self, topic: &Topic, codec: &dyn Dialect) -> Start {
         let Some(state) = self.topics.get(topic) else { return Start::default() };
-        let frames = state
+        let piece = codec.renders_piece(topic.channel);
+        let render = |u: &Update<'_>| {
+            if piece {
+                let mut out = Vec::new();
+                codec.encode_update(u, &mut out);
+                (!out.is_empty()).then(|| Bytes::from(out))
+            } else {
+                try_update_frame(codec, u)
+            }
+        };
+        let mut frames: Vec<Bytes> = state
             .latest
             .as_ref()
-            .and_then(|latest| try_update_frame(codec, &latest.snapshot(topic, state.sequence)))
+            .and_then(|latest| render(&latest.snapshot(topic, state.sequence)))
             .into_iter()
             .collect();
+        if let Some(q) = state.critical.as_ref().filter(|_| codec.replays_critical()) {
+            for (sequence, frame) in &q.unacked {
+                let Some((timestamp, data)) = frame_data(frame) else { continue };
+                let u = Update {
+                    kind: UpdateKind::Update,
+                    channel: topic.channel,
+                    sequence: *sequence,
+                    timestamp,
+                    source_ts: None,
+                    data: data.as_bytes(),
+                    day: None,
+                };
+                frames.extend(render(&u));
+            }
+        }
         Start { sequence: state.sequence, frames, ..Start::default() }
     }
 
@@ -334,6 +363,16 @@ fn snapshot_of<D: Dialect>(dialect: &D, topic: &Topic, state: &mut TopicState) -
         state.snapshot = Some(update_frame(dialect, &latest.snapshot(topic, state.sequence)));
     }
     state.snapshot.clone()
+}
+
+/// The time and raw `data` of a canonical update frame (a critical queue keeps frames, not data).
+fn frame_data(frame: &[u8]) -> Option<(Micros, String)> {
+    let json = crate::frame::payload(frame);
+    let data = sonic_rs::get(json, ["data"]).ok()?.as_raw_str().to_owned();
+    let ts = sonic_rs::get(json, ["timestamp"]).ok()?;
+    use sonic_rs::JsonValueTrait;
+    let timestamp = tickwire_core::time::parse_rfc3339(ts.as_str()?)?;
+    Some((timestamp, data))
 }
 
 /// `{"type":"reset",...}` for one topic; private and keyless topics name no symbol.

@@ -25,11 +25,16 @@ fn check(name: &str, codec: &dyn Dialect, data: &[u8]) {
             0,
             &mut out,
         ),
+        Ok(ClientRequest::Channels { subscribe, parts }) => {
+            assert!(usize::from(parts).leading_zeros() as usize >= usize::BITS as usize - codec.parts().len());
+            codec.encode_reply_to(Some("u"), &Reply::Channels { subscribe, changed: parts, parts }, 0, &mut out)
+        }
         Ok(_) => {}
         Err(e) => {
             assert!(!e.code.as_str().is_empty());
             if codec.error_close(&e).is_none() {
-                codec.encode_reply(&Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message }, 0, &mut out);
+                let reply = Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message };
+                codec.encode_reply_to(Some("u"), &reply, 0, &mut out);
             }
         }
     }

@@ -230,6 +230,10 @@ settings! {
     /// /ws (seed 001): a connection gets at most one portfolio_update per this many seconds (the latest; the
     /// ones between are superseded)
     legacy_portfolio_update_interval_s: u32 = 5, value "SECONDS";
+    /// /ws/portfolio (seed 002): a connection's events are batched in windows of this many milliseconds
+    /// (the first of a quiet connection goes at once; what follows within the window goes together at its
+    /// end, several as one batch frame)
+    portfolio_batch_ms: u32 = 1000, value "MS";
     /// Largest client message, in bytes; a larger one is closed with 1009
     max_message_bytes: usize = 64 * 1024, value "BYTES";
     /// Most topics one connection may subscribe to (more: SUBSCRIPTION_LIMIT errors)
@@ -530,6 +534,7 @@ impl Config {
             (1..=3600).contains(&self.legacy_price_update_interval_s),
             "legacy_price_update_interval_s must be 1 to 3600"
         );
+        anyhow::ensure!((1..=60_000).contains(&self.portfolio_batch_ms), "portfolio_batch_ms must be 1 to 60000");
         anyhow::ensure!(
             (1..=3600).contains(&self.legacy_portfolio_update_interval_s),
             "legacy_portfolio_update_interval_s must be 1 to 3600"

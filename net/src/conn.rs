@@ -360,6 +360,10 @@ impl Sink for ConnRef {
     fn push_all(&self, frames: &[Bytes]) {
         self.0.corked(|| frames.iter().for_each(|f| self.0.send(f.clone())));
     }
+
+    fn push_window(&self, pieces: &[Bytes], now: Micros) {
+        self.0.with(|c| c.window(now, pieces));
+    }
 }
 
 /// One non-blocking `sendmsg` of `parts`, in order, on a connected TCP socket: the bytes the kernel took.

@@ -161,6 +161,11 @@ async fn upgrade<S>(
         if !origin_allowed(&shard.shared.config.allowed_origins, req.origin.as_deref()) {
             return Err(refuse(403, "origin not allowed"));
         }
+        // Seed 002's endpoint answers a missing or bad token after the upgrade, with a close.
+        let session = matches!(kind, Kind::Subscriber(d) if d.entry().auth == dialects::Auth::Session);
+        if session {
+            return Ok(authenticate(&shard, &req).ok().flatten());
+        }
         let identity = authenticate(&shard, &req).map_err(|e| refuse(401, &e))?;
         match (kind, &identity) {
             (Kind::Publisher, None) => {
@@ -201,10 +206,19 @@ async fn upgrade<S>(
     };
     // Connection limits, counted across shards; the slot is held for the whole session.
     let user = identity.as_ref().filter(|_| kind.is_subscriber()).map(|i| &i.user);
-    let slot = match shard.shared.security.limits.admit(ip, user) {
+    let needs_session = matches!(kind, Kind::Subscriber(d) if d.entry().auth == dialects::Auth::Session);
+    let admitted = if needs_session && identity.is_none() {
+        Err(None)
+    } else {
+        shard.shared.security.limits.admit(ip, user).map_err(Some)
+    };
+    let slot = match admitted {
         Ok(slot) => slot,
         Err(refusal) => {
-            let (code, reason) = refusal.close();
+            let (code, reason) = match &refusal {
+                Some(refusal) => refusal.close(),
+                None => (tickwire_core::ws::close::POLICY_VIOLATION, "Authentication required"),
+            };
             shard.stats().connections_refused.fetch_add(1, Ordering::Relaxed);
             // Debug, not info: a client retrying in a loop must not turn into a flood of log lines.
             tracing::debug!(?ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");

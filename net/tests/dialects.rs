@@ -374,3 +374,183 @@ fn websocket_enabled_false_turns_ws_off() {
     assert_eq!(s["enabled"], false);
     server.connect(None);
 }
+
+/// Connects to seed 002's endpoint with `Cookie: session=<token>` (its browsers' way), or none.
+fn portfolio_client(addr: std::net::SocketAddr, session: Option<&str>) -> Client {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws/portfolio").into_client_request().unwrap();
+    if let Some(t) = session {
+        req.headers_mut().insert("Cookie", format!("theme=dark; session={t}").parse().unwrap());
+    }
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(SECS)).unwrap();
+    let (ws, _) = tungstenite::client(req, stream).expect("the upgrade completes, token or not");
+    Client { ws, welcome: Value::Null }
+}
+
+/// Every `key` id in `frames` (single events and batches), in order.
+fn ids_in(frames: &[Value], single: &str, list: &str, id: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for f in frames {
+        if f["type"] == single {
+            ids.push(f["data"][id].as_str().unwrap().to_owned());
+        } else if f["type"] == "batch" {
+            ids.extend(f["data"][list].as_array().unwrap().iter().map(|o| o[id].as_str().unwrap().to_owned()));
+        }
+    }
+    ids
+}
+
+fn order(user: &str, id: &str) -> Value {
+    json!({"channel":"orders","user_id":user,"data":{"order_id":id,"broker_order_id":"alpaca-456","symbol":"TSLA",
+        "side":"buy","type":"limit","status":"filled","qty":50,"filled_qty":50,"avg_price":245.75,"limit_price":246.0,
+        "submitted_at":"2026-01-04T15:29:30.000Z","filled_at":"2026-01-04T15:30:45.000Z"}})
+}
+
+fn trade(user: &str, id: &str) -> Value {
+    json!({"channel":"executions","user_id":user,"data":{"trade_id":id,"order_id":"o","symbol":"NVDA","side":"sell",
+        "quantity":25,"price":520.5,"pnl":1250.0,"executed_at":"2026-01-04T15:30:45.000Z"}})
+}
+
+/// Seed 002 (`/ws/portfolio`) with its documented client messages, sent literally: the session cookie, the
+/// `info` confirmation, each event in the seed's envelope with camelCase decimal strings, batches that
+/// drop no order or trade, unsubscribe, ping, the SUBSCRIPTION_FAILED error, and the replay of
+/// unacknowledged orders and trades to a later subscriber (this dialect's at-least-once).
+#[test]
+fn ws_portfolio_speaks_the_seeds_messages_with_batches_and_replays() {
+    let server = Server::start(&["--no-simulator", "--portfolio-batch-ms", "300"]);
+    let user = "user-abc-123";
+    let token = common::token(user, "user");
+    let mut c = portfolio_client(server.addr, Some(&token));
+    send_raw(&mut c, r#"{"type": "subscribe", "channels": ["positions", "orders", "account", "trades"]}"#);
+    let info = c.recv().expect("info");
+    assert_eq!((&info["type"], &info["userId"]), (&json!("info"), &json!(user)), "{info}");
+    assert_eq!(info["data"]["channels"], json!(["positions", "orders", "account", "trades"]));
+    let ts = info["timestamp"].as_str().unwrap();
+    assert!(ts.len() == 24 && ts.ends_with('Z'), "the seed's timestamp, to the millisecond: {ts}");
+
+    // A quiet connection's first update goes at once: one portfolio is a position and the account.
+    let position = json!({"symbol":"AAPL","quantity":100,"avg_price":170.25,"market_price":175.5,"unrealized_pnl":525.0,
+        "strategy_id":"strategy-xyz","opened_at":"2026-01-03T09:30:00.000Z"});
+    let portfolio = |positions: Value| {
+        json!({"channel":"portfolio","user_id":user,"data":{"total_value":104308.75,"day_pnl":1234.56,"cash":50000.0,
+            "buying_power":354905.24,"positions":positions}})
+    };
+    common::publish(server.addr, &json!([portfolio(json!([position]))]));
+    let first = c.recv().expect("the portfolio");
+    assert_eq!((&first["type"], &first["userId"]), (&json!("batch"), &json!(user)), "{first}");
+    assert_eq!(
+        first["data"]["positions"],
+        json!([{"symbol":"AAPL","quantity":"100","currentPrice":"175.50","entryPrice":"170.25","unrealizedPnl":"525.00",
+            "unrealizedPnlPercent":"3.08","marketValue":"17550.00","side":"long","strategyId":"strategy-xyz",
+            "openedAt":"2026-01-03T09:30:00.000Z"}]),
+        "the seed's position_update data"
+    );
+    let account = &first["data"]["account"];
+    assert_eq!(
+        (&account["equity"], &account["buyingPower"], &account["cash"], &account["dayPnl"], &account["dayPnlPercent"]),
+        (&json!("104308.75"), &json!("354905.24"), &json!("50000.00"), &json!("1234.56"), &json!("1.20"))
+    );
+    assert_eq!((&first["data"]["orders"], &first["data"]["trades"]), (&json!([]), &json!([])));
+
+    // One order alone in its window comes as it is: the seed's order_update.
+    common::publish(server.addr, &json!([order(user, "order-1")]));
+    let alone = c.recv().expect("the order");
+    assert_eq!(alone["type"], "order_update", "{alone}");
+    assert_eq!(
+        alone["data"],
+        json!({"orderId":"order-1","brokerOrderId":"alpaca-456","symbol":"TSLA","side":"buy","type":"limit",
+            "status":"filled","qty":"50","filledQty":"50","filledAvgPrice":"245.75","limitPrice":"246.00",
+            "submittedAt":"2026-01-04T15:29:30.000Z","filledAt":"2026-01-04T15:30:45.000Z"})
+    );
+
+    // Several at once: batched, no order or trade dropped, a position's newest state last.
+    let aapl = |q: i64| json!({"symbol":"AAPL","quantity":q,"avg_price":170.25,"market_price":175.5});
+    common::publish(
+        server.addr,
+        &json!([
+            portfolio(json!([aapl(150)])),
+            order(user, "order-2"),
+            trade(user, "trade-1"),
+            portfolio(json!([aapl(200)])),
+            trade(user, "trade-2"),
+            order("someone-else", "order-x")
+        ]),
+    );
+    let mut frames = Vec::new();
+    while ids_in(&frames, "trade_executed", "trades", "tradeId").len() < 2 {
+        frames.push(c.recv().expect("the batch"));
+    }
+    assert_eq!(ids_in(&frames, "order_update", "orders", "orderId"), ["order-2"], "{frames:?}");
+    assert_eq!(ids_in(&frames, "trade_executed", "trades", "tradeId"), ["trade-1", "trade-2"]);
+    let last = frames.iter().rev().find_map(|f| f["data"]["positions"].as_array().filter(|p| !p.is_empty())).unwrap();
+    assert_eq!((last.len(), &last[0]["quantity"]), (1, &json!("200")), "folded to the newest: {frames:?}");
+
+    // Unsubscribe, ping and a bad channel, as the seed writes them.
+    send_raw(&mut c, r#"{"type": "unsubscribe", "channels": ["orders"]}"#);
+    let info = c.recv().unwrap();
+    assert_eq!(info["data"]["channels"], json!(["positions", "account", "trades"]), "{info}");
+    send_raw(&mut c, r#"{"type": "ping"}"#);
+    let pong = c.recv().unwrap();
+    assert_eq!((&pong["type"], &pong["userId"], &pong["data"]), (&json!("pong"), &json!(user), &json!({})));
+    send_raw(&mut c, r#"{"type": "subscribe", "channels": ["invalid_channel"]}"#);
+    let e = c.recv().unwrap();
+    assert_eq!(
+        (&e["type"], &e["data"]),
+        (
+            &json!("error"),
+            &json!({"code":"SUBSCRIPTION_FAILED","message":"Invalid channel name","details":{"channel":"invalid_channel"}})
+        )
+    );
+    common::publish(server.addr, &json!([order(user, "order-3"), trade(user, "trade-3")]));
+    let mut frames = Vec::new();
+    while !ids_in(&frames, "trade_executed", "trades", "tradeId").contains(&"trade-3".to_owned()) {
+        frames.push(c.recv().expect("the trade"));
+    }
+    assert!(ids_in(&frames, "order_update", "orders", "orderId").is_empty(), "no orders after unsubscribe: {frames:?}");
+
+    // No acks in this dialect: a later subscriber gets every unacknowledged order and trade, with their ids.
+    let mut later = portfolio_client(server.addr, Some(&token));
+    send_raw(&mut later, r#"{"type":"subscribe","channels":["orders","trades"]}"#);
+    assert_eq!(later.recv().unwrap()["type"], "info");
+    let mut frames = Vec::new();
+    while ids_in(&frames, "order_update", "orders", "orderId").len() < 3
+        || ids_in(&frames, "trade_executed", "trades", "tradeId").len() < 3
+    {
+        frames.push(later.recv().expect("the replay"));
+    }
+    assert_eq!(ids_in(&frames, "order_update", "orders", "orderId"), ["order-1", "order-2", "order-3"]);
+    assert_eq!(ids_in(&frames, "trade_executed", "trades", "tradeId"), ["trade-1", "trade-2", "trade-3"]);
+}
+
+/// Seed 002's refusals: no session or a bad one completes the upgrade and closes 1008 "Authentication
+/// required"; a user's sixth connection closes 1008; past the server's total, 1013; a client far over 100
+/// messages per second is closed 1008.
+#[test]
+fn ws_portfolio_refuses_as_the_seeds_table_says() {
+    let server = Server::start(&["--no-simulator", "--max-connections", "7"]);
+    for session in [None, Some("not-a-jwt")] {
+        let mut c = portfolio_client(server.addr, session);
+        assert_eq!(close_of(&mut c, "no valid session"), (1008, "Authentication required".to_owned()));
+    }
+    let token = common::token("five", "user");
+    let mut five: Vec<Client> = (0..5).map(|_| portfolio_client(server.addr, Some(&token))).collect();
+    for c in &mut five {
+        send_raw(c, r#"{"type":"ping"}"#);
+        assert_eq!(c.recv().unwrap()["type"], "pong", "each of five is served");
+    }
+    let mut sixth = portfolio_client(server.addr, Some(&token));
+    assert_eq!(close_of(&mut sixth, "a sixth connection").0, 1008);
+    let other = common::token("other", "user");
+    let _two: Vec<Client> = (0..2).map(|_| portfolio_client(server.addr, Some(&other))).collect();
+    let mut over = portfolio_client(server.addr, Some(&common::token("third", "user")));
+    assert_eq!(close_of(&mut over, "the server's total").0, 1013);
+
+    let c = &mut five[0];
+    // Over twice the rate within one second's window (450 messages span at most two of them).
+    for _ in 0..450 {
+        c.ws.write(Message::text(r#"{"type":"ping"}"#)).unwrap();
+    }
+    c.ws.flush().unwrap();
+    assert_eq!(close_of(c, "a burst of 450 messages").0, 1008);
+}

@@ -81,6 +81,8 @@ impl Dialect for Canonical {
 
     fn encode_reply(&self, reply: &Reply<'_>, now: Micros, out: &mut Vec<u8>) {
         match reply {
+            // The canonical protocol chooses channels by subscribe, never by parts.
+            Reply::Channels { .. } => return,
             Reply::Welcome { connection_id, client_id, user_id, epoch, heartbeat_s } => {
                 out.extend_from_slice(b"{\"type\":\"welcome\",");
                 str_field(out, "connection_id", connection_id);

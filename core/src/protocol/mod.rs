@@ -11,6 +11,7 @@
 pub mod canonical;
 pub mod fastws;
 pub mod legacy;
+pub mod portfolio;
 
 use std::fmt;
 
@@ -92,8 +93,21 @@ impl RequestError {
 pub enum ClientRequest {
     Subscribe(Subscribe),
     Unsubscribe(Unsubscribe),
-    Ping { id: Option<String> },
-    Ack { id: Option<String>, channel: Channel, sequence: u64 },
+    Ping {
+        id: Option<String>,
+    },
+    Ack {
+        id: Option<String>,
+        channel: Channel,
+        sequence: u64,
+    },
+    /// A dialect's choice of what the connection receives, by its own channels ([`Dialect::parts`], bit `i`
+    /// for entry `i`): added to the connection's parts, or taken from them. The connection subscribes the
+    /// canonical channels behind its parts, and unsubscribes those no part needs any more.
+    Channels {
+        subscribe: bool,
+        parts: u8,
+    },
 }
 
 /// `subscribe`, validated: symbols normalized, the interval set for bars.
@@ -208,6 +222,13 @@ pub enum Reply<'a> {
         message: &'a str,
         retry_after_ms: Option<u64>,
     },
+    /// The answer to [`ClientRequest::Channels`]: the parts it named (`changed`) and the connection's parts
+    /// now.
+    Channels {
+        subscribe: bool,
+        changed: u8,
+        parts: u8,
+    },
 }
 
 /// A wire dialect: how requests are read and frames are written.
@@ -219,6 +240,37 @@ pub trait Dialect {
     /// Appends the JSON of a reply to `out`; `now` stamps replies that carry a time. A reply the dialect
     /// does not have (a welcome, a pong) appends nothing and is not sent.
     fn encode_reply(&self, reply: &Reply<'_>, now: Micros, out: &mut Vec<u8>);
+    /// [`Dialect::encode_reply`] to a connection of `user`, for dialects whose replies name the user.
+    fn encode_reply_to(&self, _user: Option<&str>, reply: &Reply<'_>, now: Micros, out: &mut Vec<u8>) {
+        self.encode_reply(reply, now, out);
+    }
+    /// The dialect's own channels, when they are parts of the canonical ones that a connection chooses by
+    /// name ([`ClientRequest::Channels`]): each name and the canonical channel behind it.
+    fn parts(&self) -> &'static [(&'static str, Channel)] {
+        &[]
+    }
+    /// Whether this dialect's pieces ([`Dialect::renders_piece`]) go to a window per connection, whose
+    /// frame [`Dialect::encode_window`] writes when the window closes, rather than to a shard's board.
+    fn batches_per_connection(&self) -> bool {
+        false
+    }
+    /// Appends the JSON of the frame of a connection's window: `pieces` in the order they came, of which
+    /// the connection wants the parts `parts`; nothing when none of them concerns it.
+    fn encode_window(
+        &self,
+        _user: Option<&str>,
+        _parts: u8,
+        _pieces: &[bytes::Bytes],
+        _now: Micros,
+        _out: &mut Vec<u8>,
+    ) {
+    }
+    /// Whether a new subscriber of a critical channel in this dialect gets the user's unacknowledged
+    /// messages, rendered in the dialect, as the canonical protocol's does (a dialect without acks: on
+    /// every subscribe).
+    fn replays_critical(&self) -> bool {
+        false
+    }
     /// Whether a request error closes the connection (with this code and reason) rather than being answered
     /// with an error reply.
     fn error_close(&self, _error: &RequestError) -> Option<(u16, &'static str)> {
@@ -279,6 +331,9 @@ pub enum Auth {
     Required,
     /// A token is optional: an anonymous client gets public channels only.
     Optional,
+    /// A valid token is needed; without one the upgrade completes and the connection is closed with 1008
+    /// `Authentication required` (seed 002).
+    Session,
 }
 
 /// One dialect the server speaks: the path its clients upgrade at, and its codec.
@@ -303,7 +358,7 @@ impl fmt::Debug for DialectEntry {
 }
 
 /// How many dialects [`DIALECTS`] has.
-pub const DIALECT_COUNT: usize = 3;
+pub const DIALECT_COUNT: usize = 4;
 
 /// The dialect table: entry `i` has id `DialectId(i)`.
 pub static DIALECTS: [DialectEntry; DIALECT_COUNT] = [
@@ -316,6 +371,13 @@ pub static DIALECTS: [DialectEntry; DIALECT_COUNT] = [
     },
     DialectEntry { id: DialectId(1), name: "fastws", path: "/api/v1/ws", auth: Auth::Optional, codec: &fastws::FastWs },
     DialectEntry { id: DialectId(2), name: "legacy", path: "/ws", auth: Auth::Optional, codec: &legacy::Legacy },
+    DialectEntry {
+        id: DialectId(3),
+        name: "portfolio",
+        path: "/ws/portfolio",
+        auth: Auth::Session,
+        codec: &portfolio::Portfolio,
+    },
 ];
 
 /// The dialect whose clients upgrade at `path`.
@@ -334,6 +396,9 @@ mod tests {
             assert_eq!(by_path(d.path).map(|e| e.id), Some(d.id), "path {} is served by another entry", d.path);
             assert_eq!(DIALECTS.iter().filter(|e| e.name == d.name).count(), 1, "name {} twice", d.name);
             assert!(d.path.starts_with('/'), "{}: path {}", d.name, d.path);
+        }
+        for d in &DIALECTS {
+            assert!(d.codec.parts().len() <= 7, "{}: a connection keeps its parts in 7 bits", d.name);
         }
         assert_eq!(DialectId::CANONICAL.entry().path, "/v1/stream");
         assert!(by_path("/v1/publish").is_none(), "publishing is not a dialect");

@@ -23,12 +23,15 @@ use tickwire_core::ws::{self, close, Message, MessageReader, Opcode};
 use tickwire_core::{BarInterval, Channel, Topic};
 
 use super::stats::{Stats, CHANNELS};
-use crate::frame::try_reply_frame;
+use crate::frame::{text_frame, try_reply_frame_to};
 use crate::outbound::{Drained, Outbound, Pushed, KEEP, NO_STAMP};
 use crate::sequencer::{reset, Resume};
 
 /// The close of a connection whose outbound queue passed `max_queued_bytes`.
 pub const SLOW_CONSUMER: (u16, &str) = (close::TRY_AGAIN_LATER, "slow consumer");
+
+/// The bit of [`Connection`]'s `choice` that says it is auto-subscribed.
+const AUTO: u8 = 0x80;
 
 /// Windows in a row over the rate after which the connection is closed.
 pub const STRIKES: u32 = 3;
@@ -177,8 +180,10 @@ pub struct Connection {
     retry_after_ms: Option<u32>,
     /// The driver holds bytes it took from the queue and has not written yet.
     writing: bool,
-    /// Subscribed by its dialect's auto-subscription, until its first subscribe.
-    auto: bool,
+    /// Bits 0 to 6: the dialect's own channels it chose ([`ClientRequest::Channels`]; bit `i`:
+    /// `Dialect::parts()[i]`). Bit 7 ([`AUTO`]): subscribed by its dialect's auto-subscription, until its
+    /// first subscribe. One byte for both: every connection holds it (a_connection_stays_small).
+    choice: u8,
     rate: RateLimiter,
     /// When the client's last frame arrived (heartbeats).
     last_in: Micros,
@@ -218,7 +223,7 @@ impl Connection {
             close: None,
             retry_after_ms: None,
             writing: false,
-            auto: false,
+            choice: 0,
             rate: RateLimiter::new(settings.max_messages_per_s),
             last_in: now,
             opened_s: (now / 1_000_000) as u32,
@@ -283,7 +288,7 @@ impl Connection {
                 }
                 self.subscribe(now, Subscribe::all(channel));
             }
-            self.auto = true;
+            self.choice |= AUTO;
         }
     }
 
@@ -381,7 +386,8 @@ impl Connection {
         let codec = self.kind.dialect().codec();
         match codec.decode(text) {
             Ok(ClientRequest::Subscribe(s)) => {
-                if std::mem::take(&mut self.auto) {
+                if self.choice & AUTO != 0 {
+                    self.choice &= !AUTO;
                     // The first subscribe replaces what the dialect subscribed by itself.
                     let topics = self.take_subscriptions();
                     self.requests.push(Request::Unsubscribe { topics });
@@ -391,6 +397,7 @@ impl Connection {
             Ok(ClientRequest::Unsubscribe(u)) => self.unsubscribe(now, u),
             Ok(ClientRequest::Ping { id }) => self.reply(now, &Reply::Pong { id: id.as_deref() }),
             Ok(ClientRequest::Ack { id, channel, sequence }) => self.ack(now, id.as_deref(), channel, sequence),
+            Ok(ClientRequest::Channels { subscribe, parts }) => self.channels(now, subscribe, parts),
             Ok(_) => self.error(now, None, ErrorCode::UnknownAction, "unsupported action"),
             Err(e) => return self.request_error(now, e),
         }
@@ -474,6 +481,33 @@ impl Connection {
         }
     }
 
+    /// A dialect's choice of parts ([`ClientRequest::Channels`]): subscribes the canonical channels its
+    /// parts now need, unsubscribes those no part needs any more, and confirms with the parts it has.
+    fn channels(&mut self, now: Micros, subscribe: bool, changed: u8) {
+        let table = self.kind.dialect().codec().parts();
+        let needed = |parts: u8| -> Vec<Channel> {
+            let mut channels = Vec::new();
+            for (i, (_, channel)) in table.iter().enumerate() {
+                if parts & (1 << i) != 0 && !channels.contains(channel) {
+                    channels.push(*channel);
+                }
+            }
+            channels
+        };
+        let parts = self.choice & !AUTO;
+        let before = needed(parts);
+        let parts = if subscribe { parts | changed } else { parts & !changed } & !AUTO;
+        self.choice = (self.choice & AUTO) | parts;
+        let after = needed(parts);
+        for &channel in after.iter().filter(|c| !before.contains(c)) {
+            self.subscribe(now, Subscribe::all(channel));
+        }
+        for &channel in before.iter().filter(|c| !after.contains(c)) {
+            self.unsubscribe(now, Unsubscribe { id: None, channel, symbols: None, interval: None });
+        }
+        self.reply(now, &Reply::Channels { subscribe, changed, parts });
+    }
+
     fn unsubscribe(&mut self, now: Micros, u: Unsubscribe) {
         let topics: Vec<Topic> = match &u.symbols {
             None => self.subs.keys().filter(|t| t.channel == u.channel).cloned().collect(),
@@ -528,9 +562,23 @@ impl Connection {
     // ---- outbound ----
 
     fn reply(&mut self, now: Micros, reply: &Reply<'_>) {
-        if let Some(frame) = try_reply_frame(self.kind.dialect().codec(), reply, now) {
+        if let Some(frame) = try_reply_frame_to(self.kind.dialect().codec(), self.user.as_deref(), reply, now) {
             self.send(now, frame);
         }
+    }
+
+    /// The pieces of a window of its dialect ([`crate::window`]): the frame its dialect writes of them for
+    /// the connection's parts, queued; `None` when none of them concerns it.
+    pub fn window(&mut self, now: Micros, pieces: &[Bytes]) -> Option<Queued> {
+        let codec = self.kind.dialect().codec();
+        let (user, parts) = (self.user.clone(), self.choice & !AUTO);
+        let mut written = false;
+        let frame = text_frame(256, |out| {
+            let start = out.len();
+            codec.encode_window(user.as_deref(), parts, pieces, now, out);
+            written = out.len() > start;
+        });
+        written.then(|| self.send(now, frame))
     }
 
     /// Queues an `error` reply.

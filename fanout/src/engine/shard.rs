@@ -37,6 +37,7 @@ use crate::index::{Added, Sink, SubscriptionIndex};
 use crate::interest::{InterestMap, ShardInterest};
 use crate::outbound::NO_STAMP;
 use crate::sequencer::{Limits, Resume, Sequenced, Sequencer, SignFn};
+use crate::window::Windows;
 
 /// How often bars whose interval ended are closed.
 pub const BARS_EVERY: Micros = 100_000;
@@ -174,6 +175,8 @@ pub struct Shard<S, J: Journal> {
     boards: Vec<Option<Board<S>>>,
     board_every: Micros,
     next_boards: Micros,
+    /// Per connection of a dialect that batches per connection (seed 002), its window of pieces.
+    windows: Windows<S>,
 }
 
 impl<S: Sink + Clone, J: Journal> Shard<S, J> {
@@ -219,6 +222,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             boards: (0..DIALECT_COUNT).map(|_| None).collect(),
             board_every: 3_000_000,
             next_boards: 0,
+            windows: Windows::new(1_000_000),
         }
     }
 
@@ -327,11 +331,17 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
                 self.route(now, from, msg);
             }
             ShardMsg::Snapshot { topic, conn, generation, mut frames, dropped } => {
-                if dropped > 0 {
-                    frames.insert(0, queue_overflow_frame(&topic, dropped, self.critical_queue, now));
-                }
                 if let Some(sink) = self.index.activate(&topic, conn, generation) {
-                    sink.push_all(&frames);
+                    let dialect = sink.dialect();
+                    if dialect.codec().batches_per_connection() {
+                        // Pieces: the subscription's starting state goes through the connection's window.
+                        self.windows.add(sink, &frames, now);
+                    } else {
+                        if dropped > 0 && dialect == DialectId::CANONICAL {
+                            frames.insert(0, queue_overflow_frame(&topic, dropped, self.critical_queue, now));
+                        }
+                        sink.push_all(&frames);
+                    }
                 }
             }
             ShardMsg::Ack { topic, mut sequence } => {
@@ -457,12 +467,20 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
 
     /// Subscriber side: pushes an update to every local subscriber, in its dialect, with its ingest stamp.
     fn deliver(&mut self, topic: &Topic, frames: &Rendered, ingested: Micros, now: Micros) {
+        let (mut windowed, mut windowed_bytes) = (0, 0);
         for (d, piece) in frames.pieces() {
-            if let Some(board) = self.boards[usize::from(d.0)].as_mut().filter(|b| b.has_members()) {
+            if d.codec().batches_per_connection() {
+                for sink in self.index.live_of(topic, d) {
+                    self.windows.add(sink, std::slice::from_ref(piece), now);
+                    windowed += 1;
+                    windowed_bytes += piece.len();
+                }
+            } else if let Some(board) = self.boards[usize::from(d.0)].as_mut().filter(|b| b.has_members()) {
                 board.store(&topic.key, piece);
             }
         }
         let (mut n, mut bytes) = self.index.deliver(topic, frames, ingested, now);
+        (n, bytes) = (n + windowed, bytes + windowed_bytes);
         if !self.wild_local[topic.channel as usize] {
             self.stats.delivered(topic.channel, n, bytes);
             return;
@@ -622,6 +640,12 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             }
             self.next_boards = now - now.rem_euclid(self.board_every) + self.board_every;
         }
+        self.windows.flush_due(now);
+    }
+
+    /// The length of the windows of dialects that batch per connection (seed 002's `portfolio_batch_ms`).
+    pub fn set_window_interval(&mut self, every: Micros) {
+        self.windows.set_every(every);
     }
 
     /// How often the boards of batching dialects close their interval (seed 001's price updates).
@@ -634,6 +658,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// the next bar check.
     pub fn poll_timeout(&self) -> Micros {
         let next = self.index.next_throttle_due().map_or(self.next_bars, |t| t.min(self.next_bars));
+        let next = self.windows.next_due().map_or(next, |t| t.min(next));
         if self.boards.iter().flatten().any(Board::has_members) {
             next.min(self.next_boards)
         } else {

@@ -116,7 +116,7 @@ counters! {
     critical_dropped: Counter "tickwire_critical_dropped_total"
         "Unacknowledged critical messages dropped from full queues (users told with QUEUE_OVERFLOW).";
     connections_refused: Counter "tickwire_connections_refused_total"
-        "Upgraded connections closed at once by a connection limit (1013 server or IP at capacity, 1008 per user).";
+        "Upgraded connections closed at once by a connection limit (1013 server or IP at capacity, 1008 per user), or for want of a session token on /ws/portfolio (1008).";
     rate_limited_messages: Counter "tickwire_rate_limited_messages_total"
         "Client messages dropped because their connection passed max_messages_per_s.";
     rate_limited_closes: Counter "tickwire_rate_limited_closes_total"
