@@ -25,9 +25,13 @@ fn check(name: &str, codec: &dyn Dialect, data: &[u8]) {
             0,
             &mut out,
         ),
-        Ok(ClientRequest::Channels { subscribe, parts }) => {
+        Ok(ClientRequest::Channels { subscribe, parts, id }) => {
             assert!(usize::from(parts).leading_zeros() as usize >= usize::BITS as usize - codec.parts().len());
-            codec.encode_reply_to(Some("u"), &Reply::Channels { subscribe, changed: parts, parts }, 0, &mut out)
+            let reply = match codec.admits(id.as_deref(), Some("u")) {
+                Ok(()) => Reply::Channels { id: id.as_deref(), subscribe, changed: parts, parts },
+                Err(ref e) => Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message },
+            };
+            codec.encode_reply_to(Some("u"), &reply, 0, &mut out)
         }
         Ok(_) => {}
         Err(e) => {

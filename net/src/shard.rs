@@ -118,7 +118,11 @@ impl Shard {
         let stats = shared.stats[id].engine.clone();
         let mut engine = Engine::new(id, shared.shards, shared.interest.clone(), limits, signer, journal, stats);
         engine.set_board_interval(i64::from(shared.config.legacy_price_update_interval_s) * 1_000_000);
-        engine.set_window_interval(i64::from(shared.config.portfolio_batch_ms) * 1_000);
+        for d in &dialects::DIALECTS {
+            // Seed 002 batches in windows; seed 003's private routes send each event as it comes.
+            let every = if d.name == "portfolio" { i64::from(shared.config.portfolio_batch_ms) * 1_000 } else { 0 };
+            engine.set_window_interval(d.id, every);
+        }
         {
             // The topics this shard owns, continued from the database; the rest stay for their owners.
             let mut recovered = shared.recovered.lock().unwrap_or_else(|e| e.into_inner());

@@ -88,7 +88,7 @@ fn fastws_bad_input_closes_with_1003_and_the_seeds_reasons() {
     let mut bystander = Client::connect(server.addr, "/api/v1/ws", None).unwrap();
     let cases = [
         ("not json", "Unsupported Data"),
-        (r#"{"type":"orders.subscribe","payload":{"accountId":"X"}}"#, "No matching type"),
+        (r#"{"type":"quotes.subscribe","payload":{"symbol":"AAPL"}}"#, "No matching type"),
         (r#"{"type":"bars.subscribe","payload":{"params":{"resolution":"1"}}}"#, "Could not validate payload"),
         (
             r#"{"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"2"}}}"#,
@@ -144,7 +144,9 @@ fn resolve<'a>(doc: &'a Value, r: &Value) -> &'a Value {
 /// simulated feed (which takes up to a minute: 1-minute bars close on the minute).
 #[test]
 fn the_fastws_asyncapi_examples_hold_against_the_live_server() {
-    let server = Server::start(&["--simulator-rate", "2000", "--simulator-symbols", "2"]);
+    // The client waits up to 75 s for a bar without a word: longer than the default silence allowed.
+    let server =
+        Server::start(&["--simulator-rate", "2000", "--simulator-symbols", "2", "--fastws-heartbeat-s", "120"]);
     let (status, served) = common::http(server.addr, "GET", "/api/v1/ws/asyncapi.json", None, "");
     assert_eq!(status, 200);
     let committed: Value =
@@ -553,4 +555,73 @@ fn ws_portfolio_refuses_as_the_seeds_table_says() {
     }
     c.ws.flush().unwrap();
     assert_eq!(close_of(c, "a burst of 450 messages").0, 1008);
+}
+
+/// Seed 003's private routes (`orders`, `executions`, `positions`, `equity` with `{"accountId"}`): served
+/// for the user's own account, each update with its route's topic from the contract; another account, or
+/// no token, gets a response with status error; unsubscribing one route of a shared channel keeps the other.
+#[test]
+fn fastws_private_routes_serve_the_users_own_account() {
+    let server = Server::start(&["--no-simulator"]);
+    let account = "TEST-001";
+    let portfolio = |q: i64| {
+        json!({"channel":"portfolio","user_id":account,"data":{"total_value":1515.0,"day_pnl":3.0,"cash":10.0,
+            "buying_power":20.0,"positions":[{"symbol":"AAPL","quantity":q,"avg_price":150.0,"market_price":151.5,
+            "unrealized_pnl":15.0}]}})
+    };
+    let token = common::token(account, "user");
+    let mut c = Client::connect(server.addr, "/api/v1/ws", Some(&token)).unwrap();
+    let topic = |route: &str| format!(r#"{route}:{{"accountId":"{account}"}}"#);
+    let routes = ["orders", "executions", "positions", "equity"];
+    for route in routes {
+        send_raw(&mut c, &format!(r#"{{"type":"{route}.subscribe","payload":{{"accountId":"{account}"}}}}"#));
+    }
+    for route in routes {
+        assert_eq!(
+            c.recv().unwrap()["payload"],
+            json!({"status":"ok","accountId":account,"message":format!("Subscribed to {route} of {account}"),"topic":topic(route)})
+        );
+    }
+    // A portfolio, as each of its routes' update, live or in the subscription's starting state, whichever
+    // came first; its arrival also says every subscription is in place (one owner, requests in order).
+    common::publish(server.addr, &json!([portfolio(10)]));
+    let positions = c.recv().unwrap();
+    assert_eq!((&positions["type"], &positions["topic"]), (&json!("positions.update"), &json!(topic("positions"))));
+    assert_eq!(positions["payload"]["positions"][0]["quantity"], 10);
+    let equity = c.recv().unwrap();
+    assert_eq!(
+        (&equity["topic"], &equity["payload"]),
+        (&json!(topic("equity")), &json!({"total_value":1515.0,"cash":10.0,"buying_power":20.0,"day_pnl":3.0}))
+    );
+
+    let o = json!({"channel":"orders","user_id":account,"data":{"order_id":"o-1","symbol":"AAPL","side":"buy","type":"market",
+        "status":"filled","qty":10,"filled_qty":10,"avg_price":150.0}});
+    let x = json!({"channel":"executions","user_id":account,"data":{"trade_id":"t-1","order_id":"o-1","symbol":"AAPL",
+        "side":"buy","quantity":10,"price":150.0,"pnl":0.0,"executed_at":"2024-12-19T12:00:00Z"}});
+    common::publish(server.addr, &json!([o, x]));
+    let order = c.recv().unwrap();
+    assert_eq!((&order["type"], &order["topic"]), (&json!("orders.update"), &json!(topic("orders"))), "{order}");
+    assert_eq!(order["payload"]["order_id"], "o-1");
+    let exec = c.recv().unwrap();
+    assert_eq!((&exec["type"], &exec["topic"]), (&json!("executions.update"), &json!(topic("executions"))));
+    assert_eq!(exec["payload"]["trade_id"], "t-1");
+
+    // Equity off, positions on: the same canonical channel, one route kept.
+    send_raw(&mut c, &format!(r#"{{"type":"equity.unsubscribe","payload":{{"accountId":"{account}"}}}}"#));
+    let r = c.recv().unwrap();
+    assert_eq!((&r["type"], &r["payload"]["status"]), (&json!("equity.unsubscribe.response"), &json!("ok")));
+    common::publish(server.addr, &json!([portfolio(20)]));
+    let next = c.recv().unwrap();
+    assert_eq!((&next["type"], &next["payload"]["positions"][0]["quantity"]), (&json!("positions.update"), &json!(20)));
+    send_raw(&mut c, r#"{"type":"orders.subscribe","payload":{"accountId":"OTHER-002"}}"#);
+    let refused = c.recv().unwrap();
+    assert_eq!(
+        (&refused["type"], &refused["payload"]["status"]),
+        (&json!("orders.subscribe.response"), &json!("error"))
+    );
+    assert_eq!(refused["payload"]["topic"], r#"orders:{"accountId":"OTHER-002"}"#);
+
+    let mut anonymous = Client::connect(server.addr, "/api/v1/ws", None).unwrap();
+    send_raw(&mut anonymous, &format!(r#"{{"type":"orders.subscribe","payload":{{"accountId":"{account}"}}}}"#));
+    assert_eq!(anonymous.recv().unwrap()["payload"]["status"], "error", "no token, no account");
 }

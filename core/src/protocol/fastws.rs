@@ -9,8 +9,9 @@
 //! The request's operation, symbol and resolution travel through the engine as the request's `id` (the
 //! dialect's own correlation, never sent), so that a reply or an error can name them.
 
-use sonic_rs::{JsonValueTrait, Value};
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
+use super::records::{record, records};
 use super::{
     ClientRequest, Dialect, ErrorCode, Reply, RequestError, SessionLimits, Subscribe, Unsubscribe, Update, UpdateKind,
 };
@@ -82,6 +83,51 @@ fn write_bars_topic(out: &mut Vec<u8>, symbol: &str, resolution: &str) {
     write_str(out, std::str::from_utf8(&params).unwrap_or_default());
 }
 
+/// The private routes of the seed's topic examples (`orders:{"accountId":"TEST-001"}`), each a part of a
+/// canonical channel of the user: bit `i` of a connection's parts is entry `i`, and its records in a piece
+/// have kind `KINDS[i]`.
+pub const PRIVATE: [(&str, Channel); 4] = [
+    ("orders", Channel::Orders),
+    ("executions", Channel::Executions),
+    ("positions", Channel::Portfolio),
+    ("equity", Channel::Portfolio),
+];
+
+const KINDS: [u8; 4] = [b'o', b'x', b'p', b'q'];
+
+/// Appends the topic of a private route's subscription as a JSON string: `orders:{"accountId":"TEST-001"}`.
+fn write_account_topic(out: &mut Vec<u8>, route: &str, account: &str) {
+    let mut topic = Vec::with_capacity(48);
+    topic.extend_from_slice(route.as_bytes());
+    topic.extend_from_slice(b":{\"accountId\":");
+    write_str(&mut topic, account);
+    topic.push(b'}');
+    write_str(out, std::str::from_utf8(&topic).unwrap_or_default());
+}
+
+/// A private route's request: its operation and account, carried as the request's id.
+fn private_request(op: &str, payload: &Value) -> Result<ClientRequest, RequestError> {
+    let (route, action) = op.split_once('.').unwrap_or((op, ""));
+    let Some(i) = PRIVATE.iter().position(|(r, _)| *r == route) else {
+        return Err(RequestError::new(None, ErrorCode::UnknownAction, "no matching type"));
+    };
+    let account = payload
+        .get("accountId")
+        .and_then(|a| a.as_str())
+        .filter(|a| !a.is_empty() && a.len() <= 128)
+        .ok_or_else(|| invalid(None, "no accountId"))?;
+    // The topic is built from the parameters: one the server would not use in it is refused rather than
+    // left out of a topic the client then never sees.
+    if payload.as_object().is_some_and(|o| o.iter().any(|(k, _)| k != "accountId")) {
+        return Err(invalid(None, "unknown parameter"));
+    }
+    Ok(ClientRequest::Channels {
+        subscribe: action == "subscribe",
+        parts: 1 << i,
+        id: Some(format!("{op}{SEP}{account}")),
+    })
+}
+
 fn invalid(id: Option<String>, message: impl Into<String>) -> RequestError {
     RequestError::new(id, ErrorCode::InvalidField, message)
 }
@@ -95,9 +141,19 @@ impl Dialect for FastWs {
         }
         let op = match value.get("type").and_then(|t| t.as_str()) {
             Some(op @ ("bars.subscribe" | "bars.unsubscribe")) => op,
+            Some(op)
+                if op.split_once('.').is_some_and(|(route, action)| {
+                    PRIVATE.iter().any(|(r, _)| *r == route) && matches!(action, "subscribe" | "unsubscribe")
+                }) =>
+            {
+                op
+            }
             _ => return Err(RequestError::new(None, ErrorCode::UnknownAction, "no matching type")),
         };
         let payload = value.get("payload").filter(|p| p.is_object()).ok_or_else(|| invalid(None, "no payload"))?;
+        if !op.starts_with("bars.") {
+            return private_request(op, payload);
+        }
         let raw = payload.get("symbol").and_then(|s| s.as_str()).ok_or_else(|| invalid(None, "no symbol"))?;
         let symbol = normalize_symbol(raw).ok_or_else(|| invalid(None, "invalid symbol"))?;
         let resolution = match payload.get("params") {
@@ -148,7 +204,64 @@ impl Dialect for FastWs {
         false
     }
 
+    fn parts(&self) -> &'static [(&'static str, Channel)] {
+        &PRIVATE
+    }
+
+    /// An account route is the user's own account only.
+    fn admits(&self, id: Option<&str>, user: Option<&str>) -> Result<(), RequestError> {
+        let account = id.and_then(|id| id.split(SEP).nth(1)).unwrap_or_default();
+        match user {
+            Some(u) if u == account => Ok(()),
+            Some(_) => Err(RequestError::new(id.map(str::to_owned), ErrorCode::AuthRequired, "not your account")),
+            None => Err(RequestError::new(
+                id.map(str::to_owned),
+                ErrorCode::AuthRequired,
+                "account routes need a token of the account's user",
+            )),
+        }
+    }
+
+    fn renders_piece(&self, channel: Channel) -> bool {
+        PRIVATE.iter().any(|(_, c)| *c == channel)
+    }
+
+    /// Private routes' updates go through windows of no length: each to its connections at once, as the
+    /// frames of the routes the connection chose.
+    fn batches_per_connection(&self) -> bool {
+        true
+    }
+
+    fn encode_window(
+        &self,
+        user: Option<&str>,
+        parts: u8,
+        pieces: &[bytes::Bytes],
+        _now: Micros,
+        frames: &mut Vec<Vec<u8>>,
+    ) {
+        for r in pieces.iter().flat_map(|p| records(p)) {
+            let Some(i) = KINDS.iter().position(|k| *k == r.kind) else { continue };
+            if parts & (1 << i) == 0 {
+                continue;
+            }
+            let route = PRIVATE[i].0;
+            let mut out = Vec::with_capacity(64 + r.json.len());
+            out.extend_from_slice(b"{\"type\":\"");
+            out.extend_from_slice(route.as_bytes());
+            out.extend_from_slice(b".update\",\"topic\":");
+            write_account_topic(&mut out, route, user.unwrap_or_default());
+            out.extend_from_slice(b",\"payload\":");
+            out.extend_from_slice(r.json);
+            out.push(b'}');
+            frames.push(out);
+        }
+    }
+
     fn encode_update(&self, u: &Update<'_>, out: &mut Vec<u8>) {
+        if self.renders_piece(u.channel) {
+            return private_piece(u, out);
+        }
         // Live bars only: FastWS sends nothing on subscribe.
         if u.channel != Channel::Bars || u.kind != UpdateKind::Update {
             return;
@@ -181,7 +294,9 @@ impl Dialect for FastWs {
 
     fn encode_reply(&self, reply: &Reply<'_>, _now: Micros, out: &mut Vec<u8>) {
         let (id, status, message) = match reply {
-            Reply::Subscribed { id, .. } | Reply::Unsubscribed { id, .. } => (*id, "ok", None),
+            Reply::Subscribed { id, .. } | Reply::Unsubscribed { id, .. } | Reply::Channels { id, .. } => {
+                (*id, "ok", None)
+            }
             Reply::Error { id: Some(id), message, .. } => (Some(*id), "error", Some(*message)),
             Reply::Error { id: None, code, message } => {
                 // Not one of the seed's: an error no request caused (the rate limit, a dropped critical message).
@@ -196,7 +311,11 @@ impl Dialect for FastWs {
             _ => return,
         };
         let Some(mut parts) = id.map(|id| id.split(SEP)) else { return };
-        let (Some(op), Some(symbol), Some(resolution)) = (parts.next(), parts.next(), parts.next()) else { return };
+        let (Some(op), Some(key)) = (parts.next(), parts.next()) else { return };
+        let Some(resolution) = parts.next() else {
+            return private_response(out, op, key, status, message);
+        };
+        let symbol = key;
         out.extend_from_slice(b"{\"type\":");
         write_str(out, &format!("{op}.response"));
         out.extend_from_slice(b",\"payload\":{\"status\":\"");
@@ -214,6 +333,61 @@ impl Dialect for FastWs {
         write_bars_topic(out, symbol, resolution);
         out.extend_from_slice(b"}}");
     }
+}
+
+/// A private route's update as a piece: one record per route it feeds (an order, an execution; a
+/// portfolio's positions and its equity), snapshots included (a subscription starts at the latest state).
+fn private_piece(u: &Update<'_>, out: &mut Vec<u8>) {
+    match u.channel {
+        Channel::Orders => record(out, KINDS[0], u.timestamp, "", u.data),
+        Channel::Executions => record(out, KINDS[1], u.timestamp, "", u.data),
+        Channel::Portfolio => {
+            let Ok(data) = sonic_rs::from_slice::<Value>(u.data) else { return };
+            let mut positions = b"{\"positions\":".to_vec();
+            match data.get("positions") {
+                Some(p) => positions.extend_from_slice(sonic_rs::to_string(p).unwrap_or_default().as_bytes()),
+                None => positions.extend_from_slice(b"[]"),
+            }
+            positions.push(b'}');
+            record(out, KINDS[2], u.timestamp, "", &positions);
+            let mut equity = Vec::with_capacity(96);
+            for key in ["total_value", "cash", "buying_power", "day_pnl"] {
+                if let Some(v) = data.get(key) {
+                    equity.push(if equity.is_empty() { b'{' } else { b',' });
+                    write_str(&mut equity, key);
+                    equity.push(b':');
+                    equity.extend_from_slice(sonic_rs::to_string(v).unwrap_or_default().as_bytes());
+                }
+            }
+            if equity.is_empty() {
+                equity.push(b'{');
+            }
+            equity.push(b'}');
+            record(out, KINDS[3], u.timestamp, "", &equity);
+        }
+        _ => {}
+    }
+}
+
+/// `{route}.subscribe.response` (or unsubscribe) of a private route.
+fn private_response(out: &mut Vec<u8>, op: &str, account: &str, status: &str, message: Option<&str>) {
+    let route = op.split('.').next().unwrap_or_default();
+    out.extend_from_slice(b"{\"type\":");
+    write_str(out, &format!("{op}.response"));
+    out.extend_from_slice(b",\"payload\":{\"status\":");
+    write_str(out, status);
+    out.extend_from_slice(b",\"accountId\":");
+    write_str(out, account);
+    out.extend_from_slice(b",\"message\":");
+    let text = match message {
+        Some(m) => m.to_owned(),
+        None if op.ends_with(".subscribe") => format!("Subscribed to {route} of {account}"),
+        None => format!("Unsubscribed from {route} of {account}"),
+    };
+    write_str(out, &text);
+    out.extend_from_slice(b",\"topic\":");
+    write_account_topic(out, route, account);
+    out.extend_from_slice(b"}}");
 }
 
 #[cfg(test)]
@@ -265,7 +439,11 @@ mod tests {
         let close_of = |text: &[u8]| FastWs.error_close(&FastWs.decode(text).unwrap_err());
         assert_eq!(close_of(b"not json"), Some(NOT_JSON));
         assert_eq!(close_of(b"[1]"), Some(NOT_JSON));
-        assert_eq!(close_of(br#"{"type":"orders.subscribe","payload":{}}"#), Some(NO_MATCHING_TYPE));
+        assert_eq!(close_of(br#"{"type":"quotes.subscribe","payload":{}}"#), Some(NO_MATCHING_TYPE));
+        assert_eq!(close_of(br#"{"type":"orders.cancel","payload":{"accountId":"A"}}"#), Some(NO_MATCHING_TYPE));
+        assert_eq!(close_of(br#"{"type":"orders.subscribe","payload":{}}"#), Some(INVALID_PAYLOAD));
+        let extra = br#"{"type":"executions.subscribe","payload":{"accountId":"A","symbol":"AAPL"}}"#;
+        assert_eq!(close_of(extra), Some(INVALID_PAYLOAD), "a parameter the topic would not name");
         assert_eq!(close_of(br#"{"payload":{}}"#), Some(NO_MATCHING_TYPE));
         assert_eq!(close_of(br#"{"type":"bars.subscribe"}"#), Some(INVALID_PAYLOAD));
         assert_eq!(close_of(br#"{"type":"bars.subscribe","payload":{"symbol":7}}"#), Some(INVALID_PAYLOAD));
@@ -323,5 +501,69 @@ mod tests {
         assert!(out.is_empty(), "no snapshot on subscribe");
         FastWs.encode_update(&Update { channel: Channel::Quotes, ..u }, &mut out);
         assert!(out.is_empty(), "bars only");
+    }
+
+    #[test]
+    fn private_routes_serve_the_users_own_account_with_the_contracts_topics() {
+        let sub = FastWs.decode(br#"{"type":"orders.subscribe","payload":{"accountId":"TEST-001"}}"#).unwrap();
+        let ClientRequest::Channels { subscribe: true, parts: 1, id: Some(id) } = sub else { panic!("{sub:?}") };
+        assert!(FastWs.admits(Some(&id), Some("TEST-001")).is_ok());
+        let mut out = Vec::new();
+        FastWs.encode_reply(&Reply::Channels { id: Some(&id), subscribe: true, changed: 1, parts: 1 }, 0, &mut out);
+        let want = json!({"type":"orders.subscribe.response","payload":{"status":"ok","accountId":"TEST-001",
+            "message":"Subscribed to orders of TEST-001","topic":r#"orders:{"accountId":"TEST-001"}"#}});
+        assert_eq!(sonic_rs::from_slice::<Value>(&out).unwrap(), want);
+        for user in [Some("someone-else"), None] {
+            let e = FastWs.admits(Some(&id), user).unwrap_err();
+            assert_eq!(FastWs.error_close(&e), None, "answered, not closed");
+            let mut out = Vec::new();
+            FastWs.encode_reply(&Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message }, 0, &mut out);
+            let v: Value = sonic_rs::from_slice(&out).unwrap();
+            assert_eq!(
+                (v["type"].as_str(), v["payload"]["status"].as_str()),
+                (Some("orders.subscribe.response"), Some("error"))
+            );
+        }
+        let ClientRequest::Channels { subscribe: false, parts: 8, .. } =
+            FastWs.decode(br#"{"type":"equity.unsubscribe","payload":{"accountId":"TEST-001"}}"#).unwrap()
+        else {
+            panic!()
+        };
+    }
+
+    #[test]
+    fn a_portfolio_is_a_positions_update_and_an_equity_update_each_for_its_route() {
+        let data = br#"{"total_value":1515.0,"day_pnl":3.0,"cash":10.0,"buying_power":20.0,"positions":[{"symbol":"AAPL","quantity":10}]}"#;
+        let u = Update {
+            kind: UpdateKind::Snapshot,
+            channel: Channel::Portfolio,
+            sequence: 1,
+            timestamp: 0,
+            source_ts: None,
+            data,
+            day: None,
+        };
+        let mut piece = Vec::new();
+        FastWs.encode_update(&u, &mut piece);
+        let pieces = [bytes::Bytes::from(piece)];
+        let frames = |parts: u8| -> Vec<Value> {
+            let mut out = Vec::new();
+            FastWs.encode_window(Some("TEST-001"), parts, &pieces, 0, &mut out);
+            out.iter().map(|f| sonic_rs::from_slice(f).unwrap()).collect()
+        };
+        let both = frames(0b1100);
+        assert_eq!(both.len(), 2);
+        assert_eq!(
+            both[0],
+            json!({"type":"positions.update","topic":r#"positions:{"accountId":"TEST-001"}"#,
+            "payload":{"positions":[{"symbol":"AAPL","quantity":10}]}})
+        );
+        assert_eq!(
+            both[1],
+            json!({"type":"equity.update","topic":r#"equity:{"accountId":"TEST-001"}"#,
+            "payload":{"total_value":1515.0,"cash":10.0,"buying_power":20.0,"day_pnl":3.0}})
+        );
+        assert_eq!(frames(0b1000), [both[1].clone()], "equity only");
+        assert!(frames(0b0011).is_empty(), "orders and executions want none of it");
     }
 }

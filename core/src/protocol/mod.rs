@@ -12,6 +12,7 @@ pub mod canonical;
 pub mod fastws;
 pub mod legacy;
 pub mod portfolio;
+pub mod records;
 
 use std::fmt;
 
@@ -104,9 +105,11 @@ pub enum ClientRequest {
     /// A dialect's choice of what the connection receives, by its own channels ([`Dialect::parts`], bit `i`
     /// for entry `i`): added to the connection's parts, or taken from them. The connection subscribes the
     /// canonical channels behind its parts, and unsubscribes those no part needs any more.
+    /// `id`: the dialect's own correlation, carried to its reply (and to [`Dialect::admits`]).
     Channels {
         subscribe: bool,
         parts: u8,
+        id: Option<String>,
     },
 }
 
@@ -225,6 +228,7 @@ pub enum Reply<'a> {
     /// The answer to [`ClientRequest::Channels`]: the parts it named (`changed`) and the connection's parts
     /// now.
     Channels {
+        id: Option<&'a str>,
         subscribe: bool,
         changed: u8,
         parts: u8,
@@ -254,16 +258,22 @@ pub trait Dialect {
     fn batches_per_connection(&self) -> bool {
         false
     }
-    /// Appends the JSON of the frame of a connection's window: `pieces` in the order they came, of which
-    /// the connection wants the parts `parts`; nothing when none of them concerns it.
+    /// Appends to `out` the JSON of each message of a connection's window (one frame each): from `pieces`
+    /// in the order they came, of which the connection wants the parts `parts`; nothing when none of them
+    /// concerns it.
     fn encode_window(
         &self,
         _user: Option<&str>,
         _parts: u8,
         _pieces: &[bytes::Bytes],
         _now: Micros,
-        _out: &mut Vec<u8>,
+        _out: &mut Vec<Vec<u8>>,
     ) {
+    }
+    /// Whether a connection of `user` may have what a [`ClientRequest::Channels`] with this `id` asks
+    /// (a dialect whose requests name an account checks it is the user's own).
+    fn admits(&self, _id: Option<&str>, _user: Option<&str>) -> Result<(), RequestError> {
+        Ok(())
     }
     /// Whether a new subscriber of a critical channel in this dialect gets the user's unacknowledged
     /// messages, rendered in the dialect, as the canonical protocol's does (a dialect without acks: on

@@ -15,6 +15,7 @@
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
+use super::records::{record, records, Record};
 use super::{ClientRequest, Dialect, ErrorCode, Reply, RequestError, Update};
 use crate::channel::Channel;
 use crate::json::{write_f64, write_str};
@@ -111,41 +112,6 @@ fn field(out: &mut Vec<u8>, data: &Value, key: &str, to: &str, format: fn(f64) -
 /// A string field copied as a string (an id given as a number becomes its digits).
 fn text(f: f64) -> String {
     quantity(f)
-}
-
-/// Appends one record to a piece: its kind, the update's time, its key (for folding) and its JSON.
-fn record(out: &mut Vec<u8>, kind: u8, at: Micros, key: &str, json: &[u8]) {
-    let key = &key.as_bytes()[..key.len().min(255)];
-    out.push(kind);
-    out.extend_from_slice(&at.to_le_bytes());
-    out.push(key.len() as u8);
-    out.extend_from_slice(key);
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(json);
-}
-
-/// One record of a piece.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Record<'a> {
-    kind: u8,
-    at: Micros,
-    key: &'a [u8],
-    json: &'a [u8],
-}
-
-/// The records of a piece (written by [`record`]; a truncated tail is ignored).
-fn records(mut piece: &[u8]) -> impl Iterator<Item = Record<'_>> {
-    std::iter::from_fn(move || {
-        let (&kind, rest) = piece.split_first()?;
-        let at = Micros::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-        let key_len = usize::from(*rest.get(8)?);
-        let key = rest.get(9..9 + key_len)?;
-        let rest = &rest[9 + key_len..];
-        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let json = rest.get(4..4 + len)?;
-        piece = &rest[4 + len..];
-        Some(Record { kind, at, key, json })
-    })
 }
 
 fn position_json(p: &Value) -> Vec<u8> {
@@ -304,7 +270,7 @@ impl Dialect for Portfolio {
                 }
             }
         }
-        Ok(ClientRequest::Channels { subscribe, parts })
+        Ok(ClientRequest::Channels { subscribe, parts, id: None })
     }
 
     fn parts(&self) -> &'static [(&'static str, Channel)] {
@@ -344,7 +310,14 @@ impl Dialect for Portfolio {
         }
     }
 
-    fn encode_window(&self, user: Option<&str>, parts: u8, pieces: &[bytes::Bytes], now: Micros, out: &mut Vec<u8>) {
+    fn encode_window(
+        &self,
+        user: Option<&str>,
+        parts: u8,
+        pieces: &[bytes::Bytes],
+        now: Micros,
+        frames: &mut Vec<Vec<u8>>,
+    ) {
         let mut positions: Vec<Record<'_>> = Vec::new();
         let (mut orders, mut trades, mut account) = (Vec::new(), Vec::new(), None);
         for r in pieces.iter().flat_map(|p| records(p)) {
@@ -367,6 +340,8 @@ impl Dialect for Portfolio {
         if events == 0 {
             return;
         }
+        let mut out = Vec::with_capacity(256);
+        let out = &mut out;
         if events == 1 {
             let r = positions.first().or(orders.first()).or(trades.first()).or(account.as_ref()).copied();
             let Some(r) = r else { return };
@@ -374,6 +349,7 @@ impl Dialect for Portfolio {
             head(out, kind, r.at, user);
             out.extend_from_slice(r.json);
             out.push(b'}');
+            frames.push(std::mem::take(out));
             return;
         }
         head(out, "batch", now, user);
@@ -395,6 +371,7 @@ impl Dialect for Portfolio {
             out.extend_from_slice(a.json);
         }
         out.extend_from_slice(b"}}");
+        frames.push(std::mem::take(out));
     }
 
     fn encode_reply(&self, reply: &Reply<'_>, now: Micros, out: &mut Vec<u8>) {
@@ -424,7 +401,7 @@ impl Dialect for Portfolio {
                 }
                 out.extend_from_slice(b"}}");
             }
-            Reply::Channels { subscribe, changed, parts } => {
+            Reply::Channels { subscribe, changed, parts, .. } => {
                 head(out, "info", now, user);
                 let named: Vec<&str> = names(*changed).collect();
                 let verb = if *subscribe { "Subscribed to " } else { "Unsubscribed from " };
@@ -479,7 +456,8 @@ mod tests {
     fn window(parts: u8, pieces: &[Bytes]) -> Option<Value> {
         let mut out = Vec::new();
         Portfolio.encode_window(Some("user-abc-123"), parts, pieces, at("2026-01-04T15:30:46.000Z"), &mut out);
-        (!out.is_empty()).then(|| sonic_rs::from_slice(&out).unwrap())
+        assert!(out.len() <= 1, "one frame per window");
+        out.first().map(|f| sonic_rs::from_slice(f).unwrap())
     }
 
     const ALL: u8 = 0b1111;
@@ -489,9 +467,12 @@ mod tests {
     #[test]
     fn the_seeds_client_messages_decode() {
         let sub = br#"{"type": "subscribe", "channels": ["positions", "orders", "account", "trades"]}"#;
-        assert_eq!(Portfolio.decode(sub).unwrap(), ClientRequest::Channels { subscribe: true, parts: ALL });
+        assert_eq!(Portfolio.decode(sub).unwrap(), ClientRequest::Channels { subscribe: true, parts: ALL, id: None });
         let unsub = br#"{"type": "unsubscribe", "channels": ["orders"]}"#;
-        assert_eq!(Portfolio.decode(unsub).unwrap(), ClientRequest::Channels { subscribe: false, parts: ORDERS });
+        assert_eq!(
+            Portfolio.decode(unsub).unwrap(),
+            ClientRequest::Channels { subscribe: false, parts: ORDERS, id: None }
+        );
         assert_eq!(Portfolio.decode(br#"{"type": "ping"}"#).unwrap(), ClientRequest::Ping { id: None });
     }
 
@@ -520,7 +501,12 @@ mod tests {
         let want = json!({"type":"pong","timestamp":"2026-01-04T15:30:45.123Z","userId":"user-abc-123","data":{}});
         assert_eq!(sonic_rs::from_slice::<Value>(&out).unwrap(), want);
         out.clear();
-        let info = Reply::Channels { subscribe: true, changed: POSITIONS | ORDERS, parts: POSITIONS | ORDERS | TRADES };
+        let info = Reply::Channels {
+            id: None,
+            subscribe: true,
+            changed: POSITIONS | ORDERS,
+            parts: POSITIONS | ORDERS | TRADES,
+        };
         Portfolio.encode_reply_to(Some("u"), &info, now, &mut out);
         let v: Value = sonic_rs::from_slice(&out).unwrap();
         assert_eq!(v["type"], "info");

@@ -397,7 +397,12 @@ impl Connection {
             Ok(ClientRequest::Unsubscribe(u)) => self.unsubscribe(now, u),
             Ok(ClientRequest::Ping { id }) => self.reply(now, &Reply::Pong { id: id.as_deref() }),
             Ok(ClientRequest::Ack { id, channel, sequence }) => self.ack(now, id.as_deref(), channel, sequence),
-            Ok(ClientRequest::Channels { subscribe, parts }) => self.channels(now, subscribe, parts),
+            Ok(ClientRequest::Channels { subscribe, parts, id }) => {
+                if let Err(e) = codec.admits(id.as_deref(), self.user.as_deref()) {
+                    return self.request_error(now, e);
+                }
+                self.channels(now, subscribe, parts, id.as_deref())
+            }
             Ok(_) => self.error(now, None, ErrorCode::UnknownAction, "unsupported action"),
             Err(e) => return self.request_error(now, e),
         }
@@ -483,7 +488,7 @@ impl Connection {
 
     /// A dialect's choice of parts ([`ClientRequest::Channels`]): subscribes the canonical channels its
     /// parts now need, unsubscribes those no part needs any more, and confirms with the parts it has.
-    fn channels(&mut self, now: Micros, subscribe: bool, changed: u8) {
+    fn channels(&mut self, now: Micros, subscribe: bool, changed: u8, id: Option<&str>) {
         let table = self.kind.dialect().codec().parts();
         let needed = |parts: u8| -> Vec<Channel> {
             let mut channels = Vec::new();
@@ -505,7 +510,7 @@ impl Connection {
         for &channel in before.iter().filter(|c| !after.contains(c)) {
             self.unsubscribe(now, Unsubscribe { id: None, channel, symbols: None, interval: None });
         }
-        self.reply(now, &Reply::Channels { subscribe, changed, parts });
+        self.reply(now, &Reply::Channels { id, subscribe, changed, parts });
     }
 
     fn unsubscribe(&mut self, now: Micros, u: Unsubscribe) {
@@ -567,18 +572,19 @@ impl Connection {
         }
     }
 
-    /// The pieces of a window of its dialect ([`crate::window`]): the frame its dialect writes of them for
-    /// the connection's parts, queued; `None` when none of them concerns it.
+    /// The pieces of a window of its dialect ([`crate::window`]): the frames its dialect writes of them for
+    /// the connection's parts, queued (none when none of them concerns it); the last one's outcome.
     pub fn window(&mut self, now: Micros, pieces: &[Bytes]) -> Option<Queued> {
         let codec = self.kind.dialect().codec();
         let (user, parts) = (self.user.clone(), self.choice & !AUTO);
-        let mut written = false;
-        let frame = text_frame(256, |out| {
-            let start = out.len();
-            codec.encode_window(user.as_deref(), parts, pieces, now, out);
-            written = out.len() > start;
-        });
-        written.then(|| self.send(now, frame))
+        let mut messages = Vec::new();
+        codec.encode_window(user.as_deref(), parts, pieces, now, &mut messages);
+        let mut last = None;
+        for message in messages {
+            let frame = text_frame(message.len(), |out| out.extend_from_slice(&message));
+            last = Some(self.send(now, frame));
+        }
+        last
     }
 
     /// Queues an `error` reply.

@@ -177,6 +177,8 @@ pub struct Shard<S, J: Journal> {
     next_boards: Micros,
     /// Per connection of a dialect that batches per connection (seed 002), its window of pieces.
     windows: Windows<S>,
+    /// Per dialect, the length of its connections' windows (0: none, pieces go at once).
+    window_every: [Micros; DIALECT_COUNT],
 }
 
 impl<S: Sink + Clone, J: Journal> Shard<S, J> {
@@ -222,7 +224,8 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             boards: (0..DIALECT_COUNT).map(|_| None).collect(),
             board_every: 3_000_000,
             next_boards: 0,
-            windows: Windows::new(1_000_000),
+            windows: Windows::new(),
+            window_every: [1_000_000; DIALECT_COUNT],
         }
     }
 
@@ -333,9 +336,9 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             ShardMsg::Snapshot { topic, conn, generation, mut frames, dropped } => {
                 if let Some(sink) = self.index.activate(&topic, conn, generation) {
                     let dialect = sink.dialect();
-                    if dialect.codec().batches_per_connection() {
+                    if dialect.codec().renders_piece(topic.channel) && dialect.codec().batches_per_connection() {
                         // Pieces: the subscription's starting state goes through the connection's window.
-                        self.windows.add(sink, &frames, now);
+                        self.windows.add(sink, &frames, now, self.window_every[usize::from(dialect.0)]);
                     } else {
                         if dropped > 0 && dialect == DialectId::CANONICAL {
                             frames.insert(0, queue_overflow_frame(&topic, dropped, self.critical_queue, now));
@@ -470,8 +473,9 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         let (mut windowed, mut windowed_bytes) = (0, 0);
         for (d, piece) in frames.pieces() {
             if d.codec().batches_per_connection() {
+                let every = self.window_every[usize::from(d.0)];
                 for sink in self.index.live_of(topic, d) {
-                    self.windows.add(sink, std::slice::from_ref(piece), now);
+                    self.windows.add(sink, std::slice::from_ref(piece), now, every);
                     windowed += 1;
                     windowed_bytes += piece.len();
                 }
@@ -643,9 +647,10 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         self.windows.flush_due(now);
     }
 
-    /// The length of the windows of dialects that batch per connection (seed 002's `portfolio_batch_ms`).
-    pub fn set_window_interval(&mut self, every: Micros) {
-        self.windows.set_every(every);
+    /// The length of the windows of a dialect that batches per connection (seed 002's
+    /// `portfolio_batch_ms`); 0: no window, its pieces go to its connections at once.
+    pub fn set_window_interval(&mut self, dialect: DialectId, every: Micros) {
+        self.window_every[usize::from(dialect.0)] = every.max(0);
     }
 
     /// How often the boards of batching dialects close their interval (seed 001's price updates).
