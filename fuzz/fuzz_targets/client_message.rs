@@ -27,9 +27,10 @@ fn check(name: &str, codec: &dyn Dialect, data: &[u8]) {
         ),
         Ok(ClientRequest::Channels { subscribe, parts, id }) => {
             assert!(usize::from(parts).leading_zeros() as usize >= usize::BITS as usize - codec.parts().len());
-            let reply = match codec.admits(id.as_deref(), Some("u")) {
+            let admitted = codec.admits(id.as_deref(), Some("u"));
+            let reply = match &admitted {
                 Ok(()) => Reply::Channels { id: id.as_deref(), subscribe, changed: parts, parts },
-                Err(ref e) => Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message },
+                Err(e) => Reply::Error { id: e.id.as_deref(), code: e.code, message: &e.message },
             };
             codec.encode_reply_to(Some("u"), &reply, 0, &mut out)
         }
