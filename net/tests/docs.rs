@@ -149,3 +149,123 @@ fn the_stream_asyncapi_document_carries_the_protocol_docs_examples() {
     assert_eq!(sorted(clients), sorted(of("json client")), "the client examples differ: {fix}");
     assert_eq!(sorted(servers), sorted(of("json server")), "the server examples differ: {fix}");
 }
+
+/// docs/dialects.md's examples, per endpoint: each `json client <path>` block is sent as it is and must be
+/// accepted (no error frame, no close), each `json server <path>` block must have exactly the shape of a
+/// real frame of its type on that endpoint, and the `json http <path>` block that of the real response.
+#[test]
+fn every_example_of_the_dialects_doc_holds() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/dialects.md")).unwrap();
+    let tagged = |kind: &str, path: &str| -> Vec<Value> {
+        blocks(&doc)
+            .into_iter()
+            .filter(|(info, _)| *info == format!("json {kind} {path}"))
+            .map(|(_, b)| serde_json::from_str(&b).unwrap_or_else(|e| panic!("{kind} {path}: not JSON: {e}\n{b}")))
+            .collect()
+    };
+    let server = Server::start(&[
+        "--simulator-rate",
+        "2000",
+        "--simulator-symbols",
+        "4",
+        "--legacy-price-update-interval-s",
+        "1",
+    ]);
+    let user = "TEST-001";
+    let t = token(user, "user");
+    let mut checked = 0;
+    // A real frame of each type the examples show, found among `frames`.
+    let mut compare = |path: &str, examples: Vec<Value>, frames: &[Value]| {
+        for ex in examples {
+            let real = frames
+                .iter()
+                .find(|f| f["type"] == ex["type"] && (ex["type"] != "error" || f["data"]["code"] == ex["data"]["code"]))
+                .unwrap_or_else(|| panic!("{path}: no real {} frame among {frames:?}", ex["type"]));
+            let (mut want, mut got) = (ex.clone(), real.clone());
+            // A price_update's symbols are keyed by ticker: compare one entry's shape.
+            for v in [&mut want, &mut got] {
+                if let Some(symbols) = v.get_mut("symbols").and_then(Value::as_object_mut) {
+                    let one = symbols.values().next().cloned().expect("a symbol");
+                    *symbols = Map::from_iter([("SYMBOL".to_owned(), one)]);
+                }
+            }
+            assert_eq!(shape(&want), shape(&got), "{path}: the example {ex}\nagainst the real {real}");
+            checked += 1;
+        }
+    };
+
+    // /ws: the subscribe example, then a real price_update of what it names.
+    let mut c = Client::connect(server.addr, "/ws", Some(&t)).unwrap();
+    for req in tagged("client", "/ws") {
+        c.send(req);
+    }
+    let mut frames = Vec::new();
+    while !frames.iter().any(|f: &Value| f["type"] == "price_update" && f["symbols"].as_object().unwrap().len() <= 2) {
+        let f = c.recv().expect("a price_update");
+        assert_ne!(f["type"], "error", "a /ws client example was refused: {f}");
+        frames.push(f);
+    }
+    compare("/ws", tagged("server", "/ws"), &frames[frames.len() - 1..]);
+    let status = http(server.addr, "GET", "/websocket/status", None, "").1;
+    let examples = tagged("http", "/websocket/status");
+    assert_eq!(examples.len(), 1);
+    assert_eq!(shape(&examples[0]), shape(&status), "the status example against the real {status}");
+
+    // /ws/portfolio: the subscribe example, an order, then a portfolio and a trade in the order's window.
+    let mut p = portfolio_client(server.addr, &t);
+    for req in tagged("client", "/ws/portfolio") {
+        p.send(req);
+    }
+    let mut frames = vec![p.recv().expect("info")];
+    p.send(json!({"type":"subscribe","channels":["invalid_channel"]}));
+    frames.push(p.recv().expect("the error"));
+    let order = json!({"channel":"orders","user_id":user,"data":{"order_id":"o-1","symbol":"AAPL","side":"buy",
+        "type":"market","status":"filled","qty":10,"filled_qty":10,"avg_price":150.0}});
+    let portfolio = json!({"channel":"portfolio","user_id":user,"data":{"total_value":1515.0,"day_pnl":3.0,"cash":10.0,
+        "buying_power":20.0,"positions":[{"symbol":"AAPL","quantity":10,"avg_price":150.0,"market_price":151.5,"unrealized_pnl":15.0}]}});
+    let trade = json!({"channel":"executions","user_id":user,"data":{"trade_id":"t-1","order_id":"o-1","symbol":"NVDA",
+        "side":"sell","quantity":25,"price":520.5,"pnl":1250.0,"executed_at":"2026-01-04T15:30:45.000Z"}});
+    let publisher = token("oms", "publisher");
+    let (status, _) =
+        http(server.addr, "POST", "/api/publish", Some(&publisher), &json!([order, portfolio, trade]).to_string());
+    assert_eq!(status, 202);
+    frames.push(p.recv().expect("the order, at once"));
+    frames.push(p.recv().expect("the rest of its window, as a batch"));
+    compare("/ws/portfolio", tagged("server", "/ws/portfolio"), &frames);
+
+    // /api/v1/ws: its client examples with the token of their account, then an order of that account. A
+    // real bar takes up to a minute: the bars.update example must be the AsyncAPI document's, which
+    // net/tests/dialects.rs checks against a real bar.
+    let mut f = Client::connect(server.addr, "/api/v1/ws", Some(&t)).unwrap();
+    let clients = tagged("client", "/api/v1/ws");
+    for req in &clients {
+        f.send(req.clone());
+    }
+    let mut frames: Vec<Value> = (0..clients.len()).map(|_| f.recv().expect("a response")).collect();
+    for r in &frames {
+        assert_eq!(r["payload"]["status"], "ok", "a /api/v1/ws client example was refused: {r}");
+    }
+    let (status, _) = http(server.addr, "POST", "/api/publish", Some(&publisher), &json!([{"channel":"orders","user_id":user,
+        "data":{"order_id":"o-2","symbol":"AAPL","side":"buy","type":"market","status":"filled","qty":10,"filled_qty":10,"avg_price":150.0}}]).to_string());
+    assert_eq!(status, 202);
+    frames.push(f.recv_until(Duration::from_secs(5), |v| v["type"] == "orders.update").expect("the order"));
+    let asyncapi: Value =
+        serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/asyncapi-fastws.json"))).unwrap();
+    let bar = &asyncapi["components"]["messages"]["barsUpdate"]["examples"][0]["payload"];
+    let (bars, others): (Vec<Value>, Vec<Value>) =
+        tagged("server", "/api/v1/ws").into_iter().partition(|v| v["type"] == "bars.update");
+    assert_eq!(bars, [bar.clone()], "the bars.update example is the AsyncAPI document's");
+    compare("/api/v1/ws", others, &frames);
+    assert_eq!(checked, 7, "every server example but the bar was compared to a real frame");
+}
+
+/// A `/ws/portfolio` client with the seed's session cookie.
+fn portfolio_client(addr: std::net::SocketAddr, session: &str) -> Client {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws/portfolio").into_client_request().unwrap();
+    req.headers_mut().insert("Cookie", format!("session={session}").parse().unwrap());
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (ws, _) = tungstenite::client(req, stream).unwrap();
+    Client { ws, welcome: Value::Null }
+}
