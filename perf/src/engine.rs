@@ -29,6 +29,11 @@ pub enum Protocol {
     Tickwire,
     /// NATS over WebSocket (nats-server's websocket listener).
     Nats,
+    /// tickwire's `/ws` dialect (seed 001): auto-subscribed clients (they send nothing) that read one
+    /// `price_update` per interval. A delivery is a frame; its latency runs from the interval's close (the
+    /// frame's `timestamp`, the whole second the interval closed at) to its receipt; an interval with no
+    /// frame between two that came is lost. The publisher speaks the canonical protocol.
+    Legacy,
 }
 
 /// Where and how to connect.
@@ -38,6 +43,8 @@ pub struct Target {
     pub protocol: Protocol,
     pub token: Option<String>,
     pub publish_token: Option<String>,
+    /// The server's `legacy_price_update_interval_s` ([`Protocol::Legacy`]: frames further apart lost some).
+    pub interval_s: u64,
 }
 
 impl Target {
@@ -45,12 +52,13 @@ impl Target {
         match self.protocol {
             Protocol::Tickwire => "/v1/stream",
             Protocol::Nats => "/",
+            Protocol::Legacy => "/ws",
         }
     }
 
     fn publish_path(&self) -> &'static str {
         match self.protocol {
-            Protocol::Tickwire => "/v1/publish",
+            Protocol::Tickwire | Protocol::Legacy => "/v1/publish",
             Protocol::Nats => "/",
         }
     }
@@ -319,6 +327,46 @@ fn on_json(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> Seen {
     Seen::Update(seq)
 }
 
+/// Handles one frame of a `/ws` client: a `price_update` is a delivery timed from the close of its
+/// interval (its `timestamp`), and the intervals between it and the connection's last one that brought
+/// nothing are gaps; an `error` frame is counted.
+fn on_price_update(shared: &Shared, last: &mut Option<i64>, text: &[u8], interval_s: i64) {
+    if text.starts_with(b"{\"type\":\"error\"") {
+        shared.errors_from_server.set(shared.errors_from_server.get() + 1);
+        return;
+    }
+    if !text.starts_with(b"{\"type\":\"price_update\"") {
+        return;
+    }
+    let Some(at) = memmem::rfind(text, b"\"timestamp\":\"") else { return };
+    let Some(closed) = text.get(at + 13..at + 33).and_then(epoch_second) else { return };
+    let mut rec = shared.rec.borrow_mut();
+    if let (Some(before), true) = (*last, rec.recording) {
+        rec.gaps += ((closed - before) / interval_s.max(1) - 1).max(0) as u64;
+    }
+    *last = Some(closed);
+    rec.delivery(now_us() - closed * 1_000_000);
+}
+
+/// Seconds since the Unix epoch of `2024-12-19T12:00:00Z` (UTC, to the second, as `/ws` stamps frames).
+fn epoch_second(t: &[u8]) -> Option<i64> {
+    let t = std::str::from_utf8(t).ok()?;
+    if t.len() != 20 || !t.ends_with('Z') {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 /// A subscriber: connects, subscribes to `symbols`, then reads until the run stops.
 pub async fn subscriber(target: Rc<Target>, symbols: Vec<String>, shared: Rc<Shared>) {
     if let Err(e) = subscriber_inner(&target, &symbols, &shared).await {
@@ -361,13 +409,22 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
             cmds.push_str("PING\r\n");
             ws::write_frame(&mut out, 1, cmds.as_bytes(), &mut rng);
         }
+        // Auto-subscribed: nothing to send, and no confirmation to wait for.
+        Protocol::Legacy => {}
     }
-    stream.write_all(&out).await?;
+    if !out.is_empty() {
+        stream.write_all(&out).await?;
+    }
     let mut seqs = Sequences::default();
     let mut confirmed = false;
     let resume = shared.resume.borrow().clone();
     let mut replay_left = resume.as_ref().map_or(0, |r| symbols.len() as u64 * r.upto.saturating_sub(r.from));
     let mut nats = BytesMut::new();
+    let mut last_interval: Option<i64> = None;
+    if target.protocol == Protocol::Legacy {
+        confirmed = true;
+        shared.subscribed.set(shared.subscribed.get() + 1);
+    }
     loop {
         while let Some((kind, _fin, head, len)) = ws::parse_frame(&buf)? {
             buf.advance(head);
@@ -390,6 +447,9 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
                         }
                         _ => {}
                     }
+                }
+                (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Legacy) => {
+                    on_price_update(shared, &mut last_interval, &payload, target.interval_s as i64)
                 }
                 (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Nats) => {
                     nats.extend_from_slice(&payload);
@@ -509,7 +569,7 @@ pub async fn publish(
             event.clear();
             write_event(&mut event, &symbols[i], next_seq[i], now);
             match target.protocol {
-                Protocol::Tickwire => ws::write_frame(&mut out, 1, &event, &mut rng),
+                Protocol::Tickwire | Protocol::Legacy => ws::write_frame(&mut out, 1, &event, &mut rng),
                 Protocol::Nats => {
                     nats_cmd.clear();
                     nats_cmd.extend_from_slice(format!("PUB quotes.{} {}\r\n", symbols[i], event.len()).as_bytes());
@@ -676,5 +736,25 @@ mod tests {
         write_event(&mut ev, "AAPL", 3, 17);
         let v: serde_json::Value = serde_json::from_slice(&ev).unwrap();
         assert_eq!((v["sequence"].as_u64(), v["data"]["symbol"].as_str()), (Some(3), Some("AAPL")));
+    }
+
+    #[test]
+    fn a_price_update_is_timed_from_its_intervals_close_and_missed_intervals_are_gaps() {
+        assert_eq!(epoch_second(b"1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(epoch_second(b"2024-12-19T12:00:00Z"), Some(1_734_609_600));
+        assert_eq!(epoch_second(b"2000-03-01T00:00:01Z"), Some(951_868_801));
+        assert_eq!(epoch_second(b"2024-12-19T12:00:00"), None);
+        let shared = Shared::default();
+        shared.rec.borrow_mut().recording = true;
+        let mut last = None;
+        let frame = |t: &str| format!(r#"{{"type":"price_update","symbols":{{}},"timestamp":"{t}"}}"#);
+        for t in ["2024-12-19T12:00:00Z", "2024-12-19T12:00:01Z", "2024-12-19T12:00:04Z"] {
+            on_price_update(&shared, &mut last, frame(t).as_bytes(), 1);
+        }
+        let rec = shared.rec.borrow();
+        assert_eq!((rec.delivered, rec.gaps), (3, 2), "12:00:02 and 12:00:03 brought nothing");
+        drop(rec);
+        on_price_update(&shared, &mut last, br#"{"type":"error","error":"x","timestamp":"2024-12-19T12:00:05Z"}"#, 1);
+        assert_eq!(shared.errors_from_server.get(), 1);
     }
 }

@@ -97,6 +97,9 @@ struct ConnArgs {
     /// Write a Markdown report with SVG plots into this directory
     #[arg(long)]
     report: Option<PathBuf>,
+    /// --protocol legacy: the server's legacy_price_update_interval_s (frames further apart lost an interval)
+    #[arg(long, default_value_t = 1)]
+    legacy_interval_s: u64,
     /// Exit with status 1 if anything was lost, a connection failed or the server sent an error frame (for
     /// CI; no timing is checked)
     #[arg(long)]
@@ -107,7 +110,8 @@ struct ConnArgs {
 struct FanoutArgs {
     #[command(flatten)]
     conn: ConnArgs,
-    /// Events published per second (open loop)
+    /// Events published per second (open loop); 0: publish nothing and only listen for --duration-s (another
+    /// process publishes)
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
     /// Seconds of publishing
@@ -178,6 +182,7 @@ impl ConnArgs {
                 protocol: self.protocol,
                 token: self.token.clone(),
                 publish_token: self.publish_token.clone(),
+                interval_s: self.legacy_interval_s.max(1),
             },
             name: self.name.clone(),
             connections: self.connections,

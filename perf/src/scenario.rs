@@ -87,7 +87,7 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     let server = p.server_pid.and_then(CpuMeter::start);
     let client = CpuMeter::start(std::process::id());
     let lag_before = match p.target.protocol {
-        engine::Protocol::Tickwire => server_metrics::read(p.target.addr),
+        engine::Protocol::Tickwire | engine::Protocol::Legacy => server_metrics::read(p.target.addr),
         engine::Protocol::Nats => None,
     };
     let secs = p.duration.as_secs().max(1);
@@ -123,11 +123,23 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
             lag
         })
     };
-    let published = engine::publish(p.target, p.syms, p.rate, p.duration, next_seq).await?;
-    let expected: u64 = published.per_symbol.iter().zip(p.per_symbol).map(|(e, s)| e * s).sum();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shared.rec.borrow().delivered < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let published = if p.rate > 0.0 {
+        engine::publish(p.target, p.syms, p.rate, p.duration, next_seq).await?
+    } else {
+        // Listening only: another process publishes (a run of several dialects at once).
+        tokio::time::sleep(p.duration).await;
+        engine::Published::default()
+    };
+    let legacy = p.target.protocol == engine::Protocol::Legacy;
+    let mut expected: u64 = published.per_symbol.iter().zip(p.per_symbol).map(|(e, s)| e * s).sum();
+    if legacy {
+        // The interval open when publishing stopped still closes and is sent.
+        tokio::time::sleep(Duration::from_secs(p.target.interval_s) + Duration::from_millis(500)).await;
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.rec.borrow().delivered < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     ticking.set(false);
     ticker.abort();
@@ -137,6 +149,10 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     pb.finish_and_clear();
     let mut rec = shared.rec.borrow_mut();
     rec.recording = false;
+    if legacy || p.rate <= 0.0 {
+        // A frame per interval and connection: what came, and the intervals between frames that did not.
+        expected = rec.delivered + rec.gaps;
+    }
     report.server_cpu_pct = server.and_then(|m| m.percent());
     report.client_cpu_pct = client.and_then(|m| m.percent());
     if let Some(before) = lag_before {

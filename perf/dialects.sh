@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The dialects under load (issue 13's acceptance), against one tickwire with the in-memory store:
+#
+#   perf/dialects.sh mixed   /v1/stream and /ws clients on the same quotes topics at once, one publisher:
+#                            each dialect's deliveries, losses and latency, and the renders per update and
+#                            dialect that /metrics counts (at most one per update for each dialect with
+#                            subscribers, whatever their number)
+#   perf/dialects.sh ws      10,000 auto-subscribed /ws clients, a 1 s price interval over 100 symbols:
+#                            latency from each interval's close to receipt, and intervals lost
+#
+#   CANONICAL (mixed: /v1/stream clients, 1000), LEGACY (the /ws clients: mixed 1000, ws 10000),
+#   SYMBOLS (100), RATE (events/s, 1000), DURATION_S (20), SHARDS (2), OUT (perf/reports/dialects)
+#
+# The server has both cores here (SHARDS=2), the generators share them: on this 2-core box the figures are
+# those of a crowded machine. Writes the generators' JSON and Markdown reports and $OUT/<mode>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-mixed}
+SYMBOLS=${SYMBOLS:-100}
+RATE=${RATE:-1000}
+DURATION_S=${DURATION_S:-20}
+SHARDS=${SHARDS:-2}
+OUT=${OUT:-perf/reports/dialects}
+PORT=${PORT:-9011}
+SECRET=dialects-secret
+case "$mode" in
+  mixed) CANONICAL=${CANONICAL:-1000}; LEGACY=${LEGACY:-1000} ;;
+  ws) CANONICAL=0; LEGACY=${LEGACY:-10000} ;;
+  *) echo "usage: perf/dialects.sh mixed|ws" >&2; exit 2 ;;
+esac
+
+cargo build --release --quiet -p tickwire-net -p tickwire-perf
+mkdir -p "$OUT"
+ulimit -n "$(ulimit -Hn)" || true
+load=target/release/tickwire-load
+token=$(target/release/tickwire token --sub dialects --role publisher --jwt-secret "$SECRET")
+addr="127.0.0.1:$PORT"
+
+env -u DATABASE_URL target/release/tickwire --listen "$addr" --shards "$SHARDS" --no-simulator \
+  --jwt-secret "$SECRET" --legacy-price-update-interval-s 1 --max-connections 100000 2>"$OUT/.server.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+
+metrics() { curl -s "http://$addr/metrics"; }
+sum() { awk -v m="$1" -v l="$2" 'index($0, m "{") == 1 && index($0, l) { s += $NF } END { printf "%d\n", s }'; }
+commit=$(git rev-parse --short HEAD)
+before=$(metrics)
+
+common=(--target "$addr" --symbols "$SYMBOLS" --publish-token "$token" --server-pid "$pid" --connect-concurrency 256)
+if [ "$mode" = ws ]; then
+  "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate "$RATE" \
+    --duration-s "$DURATION_S" --json "$OUT/ws.json" --report "$OUT"
+else
+  # The /ws clients listen for the whole run; the /v1/stream run publishes once they are all connected.
+  "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate 0 \
+    --duration-s $((DURATION_S + 8)) --json "$OUT/mixed-ws.json" >"$OUT/.ws.log" 2>&1 &
+  ws=$!
+  for _ in $(seq 1 600); do
+    n=$(metrics | sum tickwire_dialect_connections 'dialect="legacy"')
+    [ "$n" -ge "$LEGACY" ] && break
+    sleep 0.1
+  done
+  "$load" fanout --protocol tickwire --name tickwire-stream "${common[@]}" --connections "$CANONICAL" \
+    --subs-per-conn 1 --rate "$RATE" --duration-s "$DURATION_S" --json "$OUT/mixed-stream.json"
+  wait "$ws"
+  cat "$OUT/.ws.log"
+fi
+after=$(metrics)
+
+python3 - "$mode" "$OUT" "$commit" "$SYMBOLS" "$RATE" "$DURATION_S" "$SHARDS" "$CANONICAL" "$LEGACY" \
+  <(echo "$before") <(echo "$after") <<'EOF'
+import json, os, sys
+mode, out, commit, symbols, rate, duration, shards, canonical, legacy, before, after = sys.argv[1:]
+
+def series(path):
+    vals = {}
+    for line in open(path):
+        if line.startswith('#') or ' ' not in line:
+            continue
+        key, v = line.rsplit(' ', 1)
+        name = key.split('{')[0]
+        labels = key[len(name):]
+        try:
+            vals.setdefault(name, []).append((labels, float(v)))
+        except ValueError:
+            pass
+    return vals
+
+b, a = series(before), series(after)
+def total(vals, name, label=''):
+    return sum(v for l, v in vals.get(name, []) if label in l)
+ingested = total(a, 'tickwire_events_ingested_total') - total(b, 'tickwire_events_ingested_total')
+renders = {d: total(a, 'tickwire_renders_total', f'dialect="{d}"') - total(b, 'tickwire_renders_total', f'dialect="{d}"')
+           for d in ['canonical', 'fastws', 'legacy', 'portfolio']}
+reports = [('/v1/stream', 'mixed-stream.json'), ('/ws', 'mixed-ws.json')] if mode == 'mixed' else [('/ws', 'ws.json')]
+rows = []
+for path, f in reports:
+    r = json.load(open(os.path.join(out, f)))
+    rows.append(f"| `{path}` | {r['connections']:,} | {r['delivered_total']:,} | {r['lost']:,} | {r['failed_connections']} | "
+                f"{r['server_errors']} | {r['p50_us']/1e3:.2f} | {r['p99_us']/1e3:.2f} | {r['max_us']/1e3:.2f} |")
+cmd = f"perf/dialects.sh {mode}"
+title = {'mixed': 'Dialects side by side: /v1/stream and /ws on the same topics',
+         'ws': '10,000 auto-subscribed /ws clients, a 1 s price interval over 100 symbols'}[mode]
+md = [f"# {title}", "",
+      f"Commit `{commit}`, `{cmd}` (SYMBOLS={symbols} RATE={rate} DURATION_S={duration} SHARDS={shards}"
+      + (f" CANONICAL={canonical}" if mode == 'mixed' else '') + f" LEGACY={legacy}), on the 2-core machine of "
+      "perf/README.md: the server and the generators share both cores.", "",
+      "| endpoint | connections | deliveries | lost | failed connections | error frames | p50 ms | p99 ms | max ms |",
+      "|---|---|---|---|---|---|---|---|---|", *rows, "",
+      "A `/v1/stream` delivery is one quote to one subscriber, timed from its `source_ts`; a `/ws` delivery is one "
+      "`price_update` frame (every symbol that changed in the interval) to one client, timed from the close of "
+      "its interval (the frame's `timestamp`) to its receipt, and an interval with no frame between two that "
+      "came counts as lost.", "",
+      "Renders in `/metrics` (`tickwire_renders_total`) over the run, against the updates sequenced "
+      f"(`tickwire_events_ingested_total`: {ingested:,.0f}):", "",
+      "| dialect | renders | per update |", "|---|---|---|"]
+for d, n in renders.items():
+    md.append(f"| {d} | {n:,.0f} | {n / ingested if ingested else 0:.3f} |")
+md += ["", "Each update is rendered once in the canonical protocol (history keeps it) and once for each other "
+       "dialect with subscribers of its topic, whatever their number: a `/ws` render is one symbol's piece of "
+       "the interval's frame, stored once per shard."]
+open(os.path.join(out, f"{mode}.md"), 'w').write('\n'.join(md) + '\n')
+print('\n'.join(md))
+EOF
