@@ -48,7 +48,9 @@ sum() { awk -v m="$1" -v l="$2" 'index($0, m "{") == 1 && index($0, l) { s += $N
 commit=$(git rev-parse --short HEAD)
 before=$(metrics)
 
-common=(--target "$addr" --symbols "$SYMBOLS" --publish-token "$token" --server-pid "$pid" --connect-concurrency 256)
+# The publisher's token goes by the environment, not the command line the reports quote.
+export TICKWIRE_PUBLISH_TOKEN=$token
+common=(--target "$addr" --symbols "$SYMBOLS" --server-pid "$pid" --connect-concurrency 256)
 if [ "$mode" = ws ]; then
   "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate "$RATE" \
     --duration-s "$DURATION_S" --json "$OUT/ws.json" --report "$OUT"
