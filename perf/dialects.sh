@@ -36,11 +36,12 @@ ulimit -n "$(ulimit -Hn)" || true
 load=target/release/tickwire-load
 token=$(target/release/tickwire token --sub dialects --role publisher --jwt-secret "$SECRET")
 addr="127.0.0.1:$PORT"
+logs=$(mktemp -d)
 
 env -u DATABASE_URL target/release/tickwire --listen "$addr" --shards "$SHARDS" --no-simulator \
-  --jwt-secret "$SECRET" --legacy-price-update-interval-s 1 --max-connections 100000 2>"$OUT/.server.log" &
+  --jwt-secret "$SECRET" --legacy-price-update-interval-s 1 --max-connections 100000 2>"$logs/server.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$logs"' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 
 metrics() { curl -s "http://$addr/metrics"; }
@@ -53,11 +54,11 @@ export TICKWIRE_PUBLISH_TOKEN=$token
 common=(--target "$addr" --symbols "$SYMBOLS" --server-pid "$pid" --connect-concurrency 256)
 if [ "$mode" = ws ]; then
   "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate "$RATE" \
-    --duration-s "$DURATION_S" --json "$OUT/ws.json" --report "$OUT"
+    --duration-s "$DURATION_S" --json "$OUT/ws-$LEGACY.json" --report "$OUT"
 else
   # The /ws clients listen for the whole run; the /v1/stream run publishes once they are all connected.
   "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate 0 \
-    --duration-s $((DURATION_S + 8)) --json "$OUT/mixed-ws.json" >"$OUT/.ws.log" 2>&1 &
+    --duration-s $((DURATION_S + 8)) --json "$OUT/mixed-ws.json" >"$logs/ws.log" 2>&1 &
   ws=$!
   for _ in $(seq 1 600); do
     n=$(metrics | sum tickwire_dialect_connections 'dialect="legacy"')
@@ -67,7 +68,7 @@ else
   "$load" fanout --protocol tickwire --name tickwire-stream "${common[@]}" --connections "$CANONICAL" \
     --subs-per-conn 1 --rate "$RATE" --duration-s "$DURATION_S" --json "$OUT/mixed-stream.json"
   wait "$ws"
-  cat "$OUT/.ws.log"
+  cat "$logs/ws.log"
 fi
 after=$(metrics)
 
@@ -96,7 +97,7 @@ def total(vals, name, label=''):
 ingested = total(a, 'tickwire_events_ingested_total') - total(b, 'tickwire_events_ingested_total')
 renders = {d: total(a, 'tickwire_renders_total', f'dialect="{d}"') - total(b, 'tickwire_renders_total', f'dialect="{d}"')
            for d in ['canonical', 'fastws', 'legacy', 'portfolio']}
-reports = [('/v1/stream', 'mixed-stream.json'), ('/ws', 'mixed-ws.json')] if mode == 'mixed' else [('/ws', 'ws.json')]
+reports = [('/v1/stream', 'mixed-stream.json'), ('/ws', 'mixed-ws.json')] if mode == 'mixed' else [('/ws', f'ws-{legacy}.json')]
 rows = []
 for path, f in reports:
     r = json.load(open(os.path.join(out, f)))
