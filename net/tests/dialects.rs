@@ -157,7 +157,8 @@ fn the_fastws_asyncapi_examples_hold_against_the_live_server() {
         common::http_raw(server.addr, b"GET /api/v1/ws/asyncapi HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200);
     assert!(page.contains("<h3 id=\"barsSubscribe\">"), "the readable page");
-    let mut c = Client::connect(server.addr, "/api/v1/ws", None).unwrap();
+    // The account routes' examples name the account TEST-001: the client is its user.
+    let mut c = Client::connect(server.addr, "/api/v1/ws", Some(&common::token("TEST-001", "user"))).unwrap();
     let mut checked = 0;
     for op in doc["operations"].as_object().unwrap().values().filter(|op| op["action"] == "receive") {
         let message = resolve(doc, &op["messages"][0]);
@@ -169,7 +170,30 @@ fn the_fastws_asyncapi_examples_hold_against_the_live_server() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2, "subscribe and unsubscribe");
+    assert_eq!(checked, 10, "subscribe and unsubscribe, of bars and of the four account routes");
+
+    // Each account route's update example against a real update of the route.
+    let example_of = |route: &str| {
+        resolve(doc, &doc["operations"][format!("{route}Update")]["messages"][0])["examples"][0]["payload"].clone()
+    };
+    for route in ["orders", "executions", "positions", "equity"] {
+        c.send(json!({"type":format!("{route}.subscribe"),"payload":{"accountId":"TEST-001"}}));
+        assert_eq!(c.recv().unwrap()["payload"]["status"], "ok");
+    }
+    let (orders, executions) = (example_of("orders"), example_of("executions"));
+    let positions = example_of("positions")["payload"]["positions"].clone();
+    let mut portfolio = example_of("equity")["payload"].clone();
+    portfolio["positions"] = positions;
+    common::publish(
+        server.addr,
+        &json!([{"channel":"orders","user_id":"TEST-001","data":orders["payload"]},
+            {"channel":"executions","user_id":"TEST-001","data":executions["payload"]},
+            {"channel":"portfolio","user_id":"TEST-001","data":portfolio}]),
+    );
+    for route in ["orders", "executions", "positions", "equity"] {
+        let real = c.recv_until(SECS, |v| v["type"] == format!("{route}.update")).expect("the route's update");
+        assert_eq!(real, example_of(route), "{route}: the example is the real update of its event");
+    }
     let update = resolve(doc, &doc["operations"]["barsUpdate"]["messages"][0]);
     let example = &update["examples"][0]["payload"];
     c.send(json!({"type":"bars.subscribe","payload":{"symbol":"AAPL","params":{"resolution":"1"}}}));
