@@ -174,35 +174,53 @@ fn account_json(data: &Value, at: Micros) -> Vec<u8> {
     out
 }
 
-fn order_json(o: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"{\"orderId\":");
-    write_str(&mut out, &o.get("order_id").map(value_text).unwrap_or_default());
-    field(&mut out, o, "broker_order_id", "brokerOrderId", text);
-    for key in ["symbol", "side", "type", "status"] {
-        field(&mut out, o, key, key, text);
-    }
-    field(&mut out, o, "qty", "qty", quantity);
-    field(&mut out, o, "filled_qty", "filledQty", quantity);
-    field(&mut out, o, "avg_price", "filledAvgPrice", money);
-    field(&mut out, o, "limit_price", "limitPrice", money);
-    field(&mut out, o, "submitted_at", "submittedAt", text);
-    field(&mut out, o, "filled_at", "filledAt", text);
-    out.push(b'}');
-    out
-}
+/// A field of an event's JSON: the canonical key, the seed's key, and how a number is written.
+type Field = (&'static str, &'static str, fn(f64) -> String);
 
-fn trade_json(t: &Value) -> Vec<u8> {
+/// `order_update`'s data: its id, then the seed's fields in its order.
+const ORDER: (&str, &str, &[Field]) = (
+    "order_id",
+    "orderId",
+    &[
+        ("broker_order_id", "brokerOrderId", text),
+        ("symbol", "symbol", text),
+        ("side", "side", text),
+        ("type", "type", text),
+        ("status", "status", text),
+        ("qty", "qty", quantity),
+        ("filled_qty", "filledQty", quantity),
+        ("avg_price", "filledAvgPrice", money),
+        ("limit_price", "limitPrice", money),
+        ("submitted_at", "submittedAt", text),
+        ("filled_at", "filledAt", text),
+    ],
+);
+
+/// `trade_executed`'s data.
+const TRADE: (&str, &str, &[Field]) = (
+    "trade_id",
+    "tradeId",
+    &[
+        ("symbol", "symbol", text),
+        ("side", "side", text),
+        ("quantity", "quantity", quantity),
+        ("price", "price", money),
+        ("pnl", "pnl", money),
+        ("executed_at", "executedAt", text),
+        ("strategy_id", "strategyId", text),
+    ],
+);
+
+/// An event's data in the seed's shape: the id first (always there), then each field the event has.
+fn event_json(data: &Value, (id, id_to, fields): (&str, &str, &[Field])) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"{\"tradeId\":");
-    write_str(&mut out, &t.get("trade_id").map(value_text).unwrap_or_default());
-    field(&mut out, t, "symbol", "symbol", text);
-    field(&mut out, t, "side", "side", text);
-    field(&mut out, t, "quantity", "quantity", quantity);
-    field(&mut out, t, "price", "price", money);
-    field(&mut out, t, "pnl", "pnl", money);
-    field(&mut out, t, "executed_at", "executedAt", text);
-    field(&mut out, t, "strategy_id", "strategyId", text);
+    out.push(b'{');
+    write_str(&mut out, id_to);
+    out.push(b':');
+    write_str(&mut out, &data.get(id).map(value_text).unwrap_or_default());
+    for &(key, to, format) in fields {
+        field(&mut out, data, key, to, format);
+    }
     out.push(b'}');
     out
 }
@@ -304,8 +322,8 @@ impl Dialect for Portfolio {
                 }
                 record(out, b'a', u.timestamp, "", &account_json(&data, u.timestamp));
             }
-            Channel::Orders => record(out, b'o', u.timestamp, "", &order_json(&data)),
-            Channel::Executions => record(out, b't', u.timestamp, "", &trade_json(&data)),
+            Channel::Orders => record(out, b'o', u.timestamp, "", &event_json(&data, ORDER)),
+            Channel::Executions => record(out, b't', u.timestamp, "", &event_json(&data, TRADE)),
             _ => {}
         }
     }
