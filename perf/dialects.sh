@@ -7,9 +7,13 @@
 #                            subscribers, whatever their number)
 #   perf/dialects.sh ws      10,000 auto-subscribed /ws clients, a 1 s price interval over 100 symbols:
 #                            latency from each interval's close to receipt, and intervals lost
+#   perf/dialects.sh private /ws/portfolio and /api/v1/ws clients of one user on its orders at once, one
+#                            publisher of that user's orders: deliveries, losses, latency (/ws/portfolio's
+#                            includes its batching window, portfolio_batch_ms 1000) and renders per update
 #
 #   CANONICAL (mixed: /v1/stream clients, 1000), LEGACY (the /ws clients: mixed 1000, ws 10000),
-#   SYMBOLS (100), RATE (events/s, 1000), DURATION_S (20), SHARDS (2), OUT (perf/reports/dialects)
+#   PRIVATE (private: clients per dialect, 1000), SYMBOLS (100), RATE (events/s: 1000; private: 100 orders/s),
+#   DURATION_S (20), SHARDS (2), OUT (perf/reports/dialects)
 #
 # The server has both cores here (SHARDS=2), the generators share them: on this 2-core box the figures are
 # those of a crowded machine. Writes the generators' JSON and Markdown reports and $OUT/<mode>.md.
@@ -27,7 +31,8 @@ SECRET=dialects-secret
 case "$mode" in
   mixed) CANONICAL=${CANONICAL:-1000}; LEGACY=${LEGACY:-1000} ;;
   ws) CANONICAL=0; LEGACY=${LEGACY:-10000} ;;
-  *) echo "usage: perf/dialects.sh mixed|ws" >&2; exit 2 ;;
+  private) CANONICAL=0; LEGACY=0; PRIVATE=${PRIVATE:-1000}; RATE=${RATE_PRIVATE:-100} ;;
+  *) echo "usage: perf/dialects.sh mixed|ws|private" >&2; exit 2 ;;
 esac
 
 cargo build --release --quiet -p tickwire-net -p tickwire-perf
@@ -39,7 +44,8 @@ addr="127.0.0.1:$PORT"
 logs=$(mktemp -d)
 
 env -u DATABASE_URL target/release/tickwire --listen "$addr" --shards "$SHARDS" --no-simulator \
-  --jwt-secret "$SECRET" --legacy-price-update-interval-s 1 --max-connections 100000 2>"$logs/server.log" &
+  --jwt-secret "$SECRET" --legacy-price-update-interval-s 1 --max-connections 100000 \
+  --max-connections-per-user 0 2>"$logs/server.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$logs"' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
@@ -52,7 +58,23 @@ before=$(metrics)
 # The publisher's token goes by the environment, not the command line the reports quote.
 export TICKWIRE_PUBLISH_TOKEN=$token
 common=(--target "$addr" --symbols "$SYMBOLS" --server-pid "$pid" --connect-concurrency 256)
-if [ "$mode" = ws ]; then
+if [ "$mode" = private ]; then
+  TICKWIRE_LOAD_TOKEN=$(target/release/tickwire token --sub load --role user --jwt-secret "$SECRET")
+  export TICKWIRE_LOAD_TOKEN
+  private=(--symbols 1 --private-user load --target "$addr" --server-pid "$pid" --connect-concurrency 256)
+  "$load" fanout --protocol portfolio --name tickwire-portfolio "${private[@]}" --connections "$PRIVATE" --rate 0 \
+    --duration-s $((DURATION_S + 8)) --json "$OUT/private-portfolio.json" >"$logs/portfolio.log" 2>&1 &
+  portfolio=$!
+  for _ in $(seq 1 600); do
+    n=$(metrics | sum tickwire_dialect_connections 'dialect="portfolio"')
+    [ "$n" -ge "$PRIVATE" ] && break
+    sleep 0.1
+  done
+  "$load" fanout --protocol fastws --name tickwire-fastws "${private[@]}" --connections "$PRIVATE" --rate "$RATE" \
+    --duration-s "$DURATION_S" --json "$OUT/private-fastws.json"
+  wait "$portfolio"
+  cat "$logs/portfolio.log"
+elif [ "$mode" = ws ]; then
   "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate "$RATE" \
     --duration-s "$DURATION_S" --json "$OUT/ws-$LEGACY.json" --report "$OUT"
 else
@@ -97,7 +119,9 @@ def total(vals, name, label=''):
 ingested = total(a, 'tickwire_events_ingested_total') - total(b, 'tickwire_events_ingested_total')
 renders = {d: total(a, 'tickwire_renders_total', f'dialect="{d}"') - total(b, 'tickwire_renders_total', f'dialect="{d}"')
            for d in ['canonical', 'fastws', 'legacy', 'portfolio']}
-reports = [('/v1/stream', 'mixed-stream.json'), ('/ws', 'mixed-ws.json')] if mode == 'mixed' else [('/ws', f'ws-{legacy}.json')]
+reports = {'mixed': [('/v1/stream', 'mixed-stream.json'), ('/ws', 'mixed-ws.json')],
+           'ws': [('/ws', f'ws-{legacy}.json')],
+           'private': [('/ws/portfolio', 'private-portfolio.json'), ('/api/v1/ws', 'private-fastws.json')]}[mode]
 rows = []
 for path, f in reports:
     r = json.load(open(os.path.join(out, f)))
@@ -105,17 +129,22 @@ for path, f in reports:
                 f"{r['server_errors']} | {r['p50_us']/1e3:.2f} | {r['p99_us']/1e3:.2f} | {r['max_us']/1e3:.2f} |")
 cmd = f"perf/dialects.sh {mode}"
 title = {'mixed': 'Dialects side by side: /v1/stream and /ws on the same topics',
-         'ws': '10,000 auto-subscribed /ws clients, a 1 s price interval over 100 symbols'}[mode]
+         'ws': '10,000 auto-subscribed /ws clients, a 1 s price interval over 100 symbols',
+         'private': "Dialects side by side: /ws/portfolio and /api/v1/ws on one user's orders"}[mode]
 md = [f"# {title}", "",
       f"Commit `{commit}`, `{cmd}` (SYMBOLS={symbols} RATE={rate} DURATION_S={duration} SHARDS={shards}"
-      + (f" CANONICAL={canonical}" if mode == 'mixed' else '') + f" LEGACY={legacy}), on the 2-core machine of "
+      + (f" CANONICAL={canonical}" if mode == 'mixed' else '') + (f" LEGACY={legacy}" if mode != 'private' else '')
+      + "), on the 2-core machine of "
       "perf/README.md: the server and the generators share both cores.", "",
       "| endpoint | connections | deliveries | lost | failed connections | error frames | p50 ms | p99 ms | max ms |",
       "|---|---|---|---|---|---|---|---|---|", *rows, "",
-      "A `/v1/stream` delivery is one quote to one subscriber, timed from its `source_ts`; a `/ws` delivery is one "
-      "`price_update` frame (every symbol that changed in the interval) to one client, timed from the close of "
-      "its interval (the frame's `timestamp`) to its receipt, and an interval with no frame between two that "
-      "came counts as lost.", "",
+      ("A `/v1/stream` delivery is one quote to one subscriber, timed from its `source_ts`; a `/ws` delivery is one "
+       "`price_update` frame (every symbol that changed in the interval) to one client, timed from the close of "
+       "its interval (the frame's `timestamp`) to its receipt, and an interval with no frame between two that "
+       "came counts as lost." if mode != 'private' else
+       "A delivery is one order to one client, timed from its publishing (carried in its id), whether it came "
+       "alone or in a `/ws/portfolio` batch; a missing order number is lost. A `/ws/portfolio` client's first "
+       "order of a quiet window goes at once and the rest of the window together at its end (1 s)."), "",
       "Renders in `/metrics` (`tickwire_renders_total`) over the run, against the updates sequenced "
       f"(`tickwire_events_ingested_total`: {ingested:,.0f}):", "",
       "| dialect | renders | per update |", "|---|---|---|"]

@@ -51,6 +51,7 @@ pub fn quote_update(data: &[u8], sequence: u64) -> Update<'_> {
         source_ts: None,
         data,
         day: None,
+        key: "AAPL",
     }
 }
 

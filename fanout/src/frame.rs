@@ -159,6 +159,7 @@ mod tests {
                 source_ts: None,
                 data: data.as_bytes(),
                 day: None,
+                key: "",
             };
             let f = update_frame(&Canonical, &u);
             assert_eq!(f[0], 0x81);

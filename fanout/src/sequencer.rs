@@ -99,7 +99,7 @@ struct Latest {
 
 impl Latest {
     /// The topic's state at `sequence`, as a snapshot to render.
-    fn snapshot(&self, topic: &Topic, sequence: u64) -> Update<'_> {
+    fn snapshot<'a>(&'a self, topic: &'a Topic, sequence: u64) -> Update<'a> {
         Update {
             kind: UpdateKind::Snapshot,
             channel: topic.channel,
@@ -108,6 +108,7 @@ impl Latest {
             source_ts: self.source_ts.as_deref(),
             data: &self.data,
             day: None,
+            key: &topic.key,
         }
     }
 }
@@ -175,6 +176,7 @@ impl<D: Dialect> Sequencer<D> {
             source_ts: source_ts.as_deref(),
             data: &data,
             day: None,
+            key: &topic.key,
         };
         let frame = match self.signing.0.as_ref().and_then(|sign| sign(topic, &data)) {
             Some(signature) => signed_update_frame(&self.dialect, &update, &signature),
@@ -293,6 +295,7 @@ impl<D: Dialect> Sequencer<D> {
                     source_ts: None,
                     data: data.as_bytes(),
                     day: None,
+                    key: &topic.key,
                 };
                 frames.extend(render(&u));
             }

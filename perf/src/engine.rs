@@ -34,6 +34,14 @@ pub enum Protocol {
     /// frame's `timestamp`, the whole second the interval closed at) to its receipt; an interval with no
     /// frame between two that came is lost. The publisher speaks the canonical protocol.
     Legacy,
+    /// tickwire's `/ws/portfolio` dialect (seed 002): clients of one user (`--private-user`, whose token is
+    /// `--token`) subscribe `orders`, and the publisher publishes that user's orders; each order's id
+    /// carries its number and publish time (`o-SEQ-MICROS`), found in `order_update` and `batch` frames.
+    /// Latency includes the dialect's batching window.
+    Portfolio,
+    /// tickwire's `/api/v1/ws` dialect (seed 003): clients of one user subscribe the `orders` route of
+    /// their account; each `orders.update` is an order as published.
+    Fastws,
 }
 
 /// Where and how to connect.
@@ -45,6 +53,8 @@ pub struct Target {
     pub publish_token: Option<String>,
     /// The server's `legacy_price_update_interval_s` ([`Protocol::Legacy`]: frames further apart lost some).
     pub interval_s: u64,
+    /// The user whose orders private dialects' clients subscribe and the publisher publishes.
+    pub user: String,
 }
 
 impl Target {
@@ -53,12 +63,14 @@ impl Target {
             Protocol::Tickwire => "/v1/stream",
             Protocol::Nats => "/",
             Protocol::Legacy => "/ws",
+            Protocol::Portfolio => "/ws/portfolio",
+            Protocol::Fastws => "/api/v1/ws",
         }
     }
 
     fn publish_path(&self) -> &'static str {
         match self.protocol {
-            Protocol::Tickwire | Protocol::Legacy => "/v1/publish",
+            Protocol::Tickwire | Protocol::Legacy | Protocol::Portfolio | Protocol::Fastws => "/v1/publish",
             Protocol::Nats => "/",
         }
     }
@@ -411,6 +423,11 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
         }
         // Auto-subscribed: nothing to send, and no confirmation to wait for.
         Protocol::Legacy => {}
+        Protocol::Portfolio => ws::write_frame(&mut out, 1, br#"{"type":"subscribe","channels":["orders"]}"#, &mut rng),
+        Protocol::Fastws => {
+            let req = serde_json::json!({"type":"orders.subscribe","payload":{"accountId":target.user}});
+            ws::write_frame(&mut out, 1, req.to_string().as_bytes(), &mut rng)
+        }
     }
     if !out.is_empty() {
         stream.write_all(&out).await?;
@@ -450,6 +467,18 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
                 }
                 (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Legacy) => {
                     on_price_update(shared, &mut last_interval, &payload, target.interval_s as i64)
+                }
+                (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Portfolio | Protocol::Fastws) => {
+                    match on_orders(shared, &mut seqs, &payload) {
+                        Seen::Subscribed if !confirmed => {
+                            confirmed = true;
+                            shared.subscribed.set(shared.subscribed.get() + 1);
+                        }
+                        Seen::Error if !confirmed => {
+                            anyhow::bail!("the server refused the subscription: {}", String::from_utf8_lossy(&payload))
+                        }
+                        _ => {}
+                    }
                 }
                 (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Nats) => {
                     nats.extend_from_slice(&payload);
@@ -567,9 +596,14 @@ pub async fn publish(
             let now = now_us();
             published.max_lag_us = published.max_lag_us.max(now - due_at);
             event.clear();
-            write_event(&mut event, &symbols[i], next_seq[i], now);
             match target.protocol {
-                Protocol::Tickwire | Protocol::Legacy => ws::write_frame(&mut out, 1, &event, &mut rng),
+                Protocol::Portfolio | Protocol::Fastws => write_order(&mut event, &target.user, next_seq[i], now),
+                _ => write_event(&mut event, &symbols[i], next_seq[i], now),
+            }
+            match target.protocol {
+                Protocol::Tickwire | Protocol::Legacy | Protocol::Portfolio | Protocol::Fastws => {
+                    ws::write_frame(&mut out, 1, &event, &mut rng)
+                }
                 Protocol::Nats => {
                     nats_cmd.clear();
                     nats_cmd.extend_from_slice(format!("PUB quotes.{} {}\r\n", symbols[i], event.len()).as_bytes());
@@ -585,6 +619,50 @@ pub async fn publish(
     }
     published.total = sent;
     Ok(published)
+}
+
+/// An order of `user` whose id carries its number and publish time.
+fn write_order(out: &mut Vec<u8>, user: &str, seq: u64, now: i64) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "{{\"channel\":\"orders\",\"user_id\":\"{user}\",\"data\":{{\"order_id\":\"o-{seq}-{now}\",\"symbol\":\"AAPL\",\"side\":\"buy\",\"type\":\"market\",\"status\":\"new\",\"qty\":1}}}}"
+    );
+}
+
+/// Handles one frame of a private dialect's client (`/ws/portfolio`, `/api/v1/ws`): its subscription's
+/// confirmation, an error, or orders, each id `o-SEQ-MICROS` a delivery (several in a batch).
+fn on_orders(shared: &Shared, seqs: &mut Sequences, text: &[u8]) -> Seen {
+    let head = &text[..text.len().min(64)];
+    if memmem::find(head, b"\"type\":\"error\"").is_some() || memmem::find(text, b"\"status\":\"error\"").is_some() {
+        shared.errors_from_server.set(shared.errors_from_server.get() + 1);
+        return Seen::Error;
+    }
+    if memmem::find(head, b"\"type\":\"info\"").is_some() || memmem::find(head, b".subscribe.response\"").is_some() {
+        return Seen::Subscribed;
+    }
+    let mut seen = Seen::Other;
+    for at in memmem::find_iter(text, b"\"o-") {
+        let id = &text[at + 3..];
+        let Some(dash) = memchr::memchr(b'-', id) else { continue };
+        let (Ok(seq), Some(end)) =
+            (std::str::from_utf8(&id[..dash]).unwrap_or("").parse::<u64>(), memchr::memchr(b'"', id))
+        else {
+            continue;
+        };
+        let Ok(ts) = std::str::from_utf8(&id[dash + 1..end]).unwrap_or("").parse::<i64>() else { continue };
+        let (gap, dup) = seqs.observe(b"orders", seq);
+        let mut rec = shared.rec.borrow_mut();
+        if rec.recording {
+            rec.gaps += gap;
+            rec.duplicates += u64::from(dup);
+        }
+        if !dup {
+            rec.delivery(now_us() - ts);
+        }
+        seen = Seen::Update(seq);
+    }
+    seen
 }
 
 fn write_event(out: &mut Vec<u8>, symbol: &str, seq: u64, source_ts: i64) {

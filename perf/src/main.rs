@@ -82,8 +82,8 @@ struct ConnArgs {
     /// Connections opening at the same time while connecting
     #[arg(long, default_value_t = 512)]
     connect_concurrency: usize,
-    /// JWT for subscribers (tickwire with --allow-anonymous false)
-    #[arg(long)]
+    /// JWT for subscribers (tickwire with --allow-anonymous false; the private dialects' user)
+    #[arg(long, env = "TICKWIRE_LOAD_TOKEN")]
     token: Option<String>,
     /// JWT with role publisher, for the publisher connection
     #[arg(long, env = "TICKWIRE_PUBLISH_TOKEN")]
@@ -97,6 +97,10 @@ struct ConnArgs {
     /// Write a Markdown report with SVG plots into this directory
     #[arg(long)]
     report: Option<PathBuf>,
+    /// --protocol portfolio or fastws: the user whose orders the clients subscribe (give --token of this user)
+    /// and the publisher publishes
+    #[arg(long, default_value = "load")]
+    private_user: String,
     /// --protocol legacy: the server's legacy_price_update_interval_s (frames further apart lost an interval)
     #[arg(long, default_value_t = 1)]
     legacy_interval_s: u64,
@@ -183,6 +187,7 @@ impl ConnArgs {
                 token: self.token.clone(),
                 publish_token: self.publish_token.clone(),
                 interval_s: self.legacy_interval_s.max(1),
+                user: self.private_user.clone(),
             },
             name: self.name.clone(),
             connections: self.connections,

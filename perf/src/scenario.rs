@@ -87,8 +87,8 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     let server = p.server_pid.and_then(CpuMeter::start);
     let client = CpuMeter::start(std::process::id());
     let lag_before = match p.target.protocol {
-        engine::Protocol::Tickwire | engine::Protocol::Legacy => server_metrics::read(p.target.addr),
         engine::Protocol::Nats => None,
+        _ => server_metrics::read(p.target.addr),
     };
     let secs = p.duration.as_secs().max(1);
     let pb = bar(secs, "publishing");

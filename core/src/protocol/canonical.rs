@@ -478,6 +478,7 @@ mod tests {
             source_ts: Some(b"\"2026-02-07T14:30:00.120000Z\""),
             data,
             day: None,
+            key: "",
         };
         Canonical.encode_update(&u, &mut out);
         let v: J = serde_json::from_slice(&out).unwrap();

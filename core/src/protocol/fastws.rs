@@ -19,7 +19,7 @@ use crate::channel::Channel;
 use crate::json::{write_str, write_u64};
 use crate::time::{parse_rfc3339, Micros};
 use crate::topic::{normalize_symbol, BarInterval};
-use crate::ws::close;
+use crate::ws::{close, write_header, Opcode, MAX_HEADER_LEN};
 
 /// The close of a text that is not JSON.
 pub const NOT_JSON: (u16, &str) = (close::UNSUPPORTED_DATA, "Unsupported Data");
@@ -232,29 +232,17 @@ impl Dialect for FastWs {
         true
     }
 
-    fn encode_window(
-        &self,
-        user: Option<&str>,
-        parts: u8,
-        pieces: &[bytes::Bytes],
-        _now: Micros,
-        frames: &mut Vec<Vec<u8>>,
-    ) {
-        for r in pieces.iter().flat_map(|p| records(p)) {
-            let Some(i) = KINDS.iter().position(|k| *k == r.kind) else { continue };
-            if parts & (1 << i) == 0 {
-                continue;
+    /// Each record of a piece is a whole frame of its route: the connection gets those of the routes it
+    /// chose, as slices of the piece the owner rendered once.
+    fn window_frames(&self, parts: u8, pieces: &[bytes::Bytes], out: &mut Vec<bytes::Bytes>) {
+        for piece in pieces {
+            for r in records(piece) {
+                let Some(i) = KINDS.iter().position(|k| *k == r.kind) else { continue };
+                if parts & (1 << i) != 0 {
+                    let at = r.json.as_ptr() as usize - piece.as_ptr() as usize;
+                    out.push(piece.slice(at..at + r.json.len()));
+                }
             }
-            let route = PRIVATE[i].0;
-            let mut out = Vec::with_capacity(64 + r.json.len());
-            out.extend_from_slice(b"{\"type\":\"");
-            out.extend_from_slice(route.as_bytes());
-            out.extend_from_slice(b".update\",\"topic\":");
-            write_account_topic(&mut out, route, user.unwrap_or_default());
-            out.extend_from_slice(b",\"payload\":");
-            out.extend_from_slice(r.json);
-            out.push(b'}');
-            frames.push(out);
         }
     }
 
@@ -336,11 +324,29 @@ impl Dialect for FastWs {
 }
 
 /// A private route's update as a piece: one record per route it feeds (an order, an execution; a
-/// portfolio's positions and its equity), snapshots included (a subscription starts at the latest state).
+/// portfolio's positions and its equity), each a whole frame `{route}.update` with the route's topic for the
+/// topic's user, snapshots included (a subscription starts at the latest state).
 fn private_piece(u: &Update<'_>, out: &mut Vec<u8>) {
+    let frame = |out: &mut Vec<u8>, kind: usize, payload: &[u8]| {
+        let route = PRIVATE[kind].0;
+        let mut json = Vec::with_capacity(64 + payload.len());
+        json.extend_from_slice(b"{\"type\":\"");
+        json.extend_from_slice(route.as_bytes());
+        json.extend_from_slice(b".update\",\"topic\":");
+        write_account_topic(&mut json, route, u.key);
+        json.extend_from_slice(b",\"payload\":");
+        json.extend_from_slice(payload);
+        json.push(b'}');
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = write_header(Opcode::Text, json.len(), &mut head);
+        let mut whole = Vec::with_capacity(n + json.len());
+        whole.extend_from_slice(&head[MAX_HEADER_LEN - n..]);
+        whole.extend_from_slice(&json);
+        record(out, KINDS[kind], u.timestamp, "", &whole);
+    };
     match u.channel {
-        Channel::Orders => record(out, KINDS[0], u.timestamp, "", u.data),
-        Channel::Executions => record(out, KINDS[1], u.timestamp, "", u.data),
+        Channel::Orders => frame(out, 0, u.data),
+        Channel::Executions => frame(out, 1, u.data),
         Channel::Portfolio => {
             let Ok(data) = sonic_rs::from_slice::<Value>(u.data) else { return };
             let mut positions = b"{\"positions\":".to_vec();
@@ -349,7 +355,7 @@ fn private_piece(u: &Update<'_>, out: &mut Vec<u8>) {
                 None => positions.extend_from_slice(b"[]"),
             }
             positions.push(b'}');
-            record(out, KINDS[2], u.timestamp, "", &positions);
+            frame(out, 2, &positions);
             let mut equity = Vec::with_capacity(96);
             for key in ["total_value", "cash", "buying_power", "day_pnl"] {
                 if let Some(v) = data.get(key) {
@@ -363,7 +369,7 @@ fn private_piece(u: &Update<'_>, out: &mut Vec<u8>) {
                 equity.push(b'{');
             }
             equity.push(b'}');
-            record(out, KINDS[3], u.timestamp, "", &equity);
+            frame(out, 3, &equity);
         }
         _ => {}
     }
@@ -490,6 +496,7 @@ mod tests {
             source_ts: None,
             data,
             day: None,
+            key: "",
         };
         FastWs.encode_update(&u, &mut out);
         let v: Value = sonic_rs::from_slice(&out).unwrap();
@@ -542,14 +549,19 @@ mod tests {
             source_ts: None,
             data,
             day: None,
+            key: "TEST-001",
         };
         let mut piece = Vec::new();
         FastWs.encode_update(&u, &mut piece);
         let pieces = [bytes::Bytes::from(piece)];
         let frames = |parts: u8| -> Vec<Value> {
             let mut out = Vec::new();
-            FastWs.encode_window(Some("TEST-001"), parts, &pieces, 0, &mut out);
-            out.iter().map(|f| sonic_rs::from_slice(f).unwrap()).collect()
+            FastWs.window_frames(parts, &pieces, &mut out);
+            let payload = |f: &[u8]| match f[1] & 0x7F {
+                126 => f[4..].to_vec(),
+                _ => f[2..].to_vec(),
+            };
+            out.iter().map(|f| sonic_rs::from_slice(&payload(f)).unwrap()).collect()
         };
         let both = frames(0b1100);
         assert_eq!(both.len(), 2);

@@ -261,7 +261,16 @@ mod tests {
 
     fn update(channel: Channel, data: &[u8]) -> Value {
         let timestamp = parse_rfc3339("2024-12-19T12:00:00.250Z").unwrap();
-        let u = Update { kind: UpdateKind::Update, channel, sequence: 1, timestamp, source_ts: None, data, day: None };
+        let u = Update {
+            kind: UpdateKind::Update,
+            channel,
+            sequence: 1,
+            timestamp,
+            source_ts: None,
+            data,
+            day: None,
+            key: "",
+        };
         let mut out = Vec::new();
         Legacy.encode_update(&u, &mut out);
         sonic_rs::from_slice(&out).unwrap()
@@ -344,6 +353,7 @@ mod tests {
                 source_ts: None,
                 data,
                 day: None,
+                key: "",
             };
             let mut out = Vec::new();
             Legacy.encode_update(&u, &mut out);
@@ -370,6 +380,7 @@ mod tests {
             source_ts: None,
             data,
             day: Some(&day),
+            key: "",
         };
         Legacy.encode_update(&u, &mut piece);
         assert_eq!(&piece[..], &out[1..out.len() - 1]);

@@ -465,7 +465,16 @@ mod tests {
     }
 
     fn piece(channel: Channel, data: &[u8], timestamp: Micros) -> Bytes {
-        let u = Update { kind: UpdateKind::Update, channel, sequence: 1, timestamp, source_ts: None, data, day: None };
+        let u = Update {
+            kind: UpdateKind::Update,
+            channel,
+            sequence: 1,
+            timestamp,
+            source_ts: None,
+            data,
+            day: None,
+            key: "",
+        };
         let mut out = Vec::new();
         Portfolio.encode_update(&u, &mut out);
         Bytes::from(out)

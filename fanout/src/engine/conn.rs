@@ -573,15 +573,18 @@ impl Connection {
     }
 
     /// The pieces of a window of its dialect ([`crate::window`]): the frames its dialect writes of them for
-    /// the connection's parts, queued (none when none of them concerns it); the last one's outcome.
+    /// the connection's parts, or the slices of them that are whole frames (`Dialect::window_frames`),
+    /// queued (none when none of them concerns it); the last one's outcome.
     pub fn window(&mut self, now: Micros, pieces: &[Bytes]) -> Option<Queued> {
         let codec = self.kind.dialect().codec();
         let (user, parts) = (self.user.clone(), self.choice & !AUTO);
         let mut messages = Vec::new();
         codec.encode_window(user.as_deref(), parts, pieces, now, &mut messages);
+        let mut frames: Vec<Bytes> =
+            messages.iter().map(|m| text_frame(m.len(), |out| out.extend_from_slice(m))).collect();
+        codec.window_frames(parts, pieces, &mut frames);
         let mut last = None;
-        for message in messages {
-            let frame = text_frame(message.len(), |out| out.extend_from_slice(&message));
+        for frame in frames {
             last = Some(self.send(now, frame));
         }
         last

@@ -422,6 +422,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
                 source_ts: source_ts.as_deref(),
                 data: &data,
                 day: self.days.get(&topic.key).and_then(Option::as_ref).filter(|_| topic.channel == Channel::Quotes),
+                key: &topic.key,
             };
             for (d, _) in masks.iter().enumerate().skip(1).filter(|(_, &m)| m != 0) {
                 let codec = DIALECTS[d].codec;
