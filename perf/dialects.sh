@@ -31,7 +31,7 @@ SECRET=dialects-secret
 case "$mode" in
   mixed) CANONICAL=${CANONICAL:-1000}; LEGACY=${LEGACY:-1000} ;;
   ws) CANONICAL=0; LEGACY=${LEGACY:-10000} ;;
-  private) CANONICAL=0; LEGACY=0; PRIVATE=${PRIVATE:-1000}; RATE=${RATE_PRIVATE:-100} ;;
+  private) CANONICAL=0; LEGACY=0; PRIVATE=${PRIVATE:-1000}; RATE=${RATE_PRIVATE:-100}; SYMBOLS=1 ;;
   *) echo "usage: perf/dialects.sh mixed|ws|private" >&2; exit 2 ;;
 esac
 
@@ -61,7 +61,7 @@ common=(--target "$addr" --symbols "$SYMBOLS" --server-pid "$pid" --connect-conc
 if [ "$mode" = private ]; then
   TICKWIRE_LOAD_TOKEN=$(target/release/tickwire token --sub load --role user --jwt-secret "$SECRET")
   export TICKWIRE_LOAD_TOKEN
-  private=(--symbols 1 --private-user load --target "$addr" --server-pid "$pid" --connect-concurrency 256)
+  private=(--symbols "$SYMBOLS" --private-user load --target "$addr" --server-pid "$pid" --connect-concurrency 256)
   "$load" fanout --protocol portfolio --name tickwire-portfolio "${private[@]}" --connections "$PRIVATE" --rate 0 \
     --duration-s $((DURATION_S + 8)) --json "$OUT/private-portfolio.json" >"$logs/portfolio.log" 2>&1 &
   portfolio=$!
@@ -94,10 +94,10 @@ else
 fi
 after=$(metrics)
 
-python3 - "$mode" "$OUT" "$commit" "$SYMBOLS" "$RATE" "$DURATION_S" "$SHARDS" "$CANONICAL" "$LEGACY" \
+python3 - "$mode" "$OUT" "$commit" "$SYMBOLS" "$RATE" "$DURATION_S" "$SHARDS" "$CANONICAL" "$LEGACY" "${PRIVATE:-0}" \
   <(echo "$before") <(echo "$after") <<'EOF'
 import json, os, sys
-mode, out, commit, symbols, rate, duration, shards, canonical, legacy, before, after = sys.argv[1:]
+mode, out, commit, symbols, rate, duration, shards, canonical, legacy, private, before, after = sys.argv[1:]
 
 def series(path):
     vals = {}
@@ -133,7 +133,7 @@ title = {'mixed': 'Dialects side by side: /v1/stream and /ws on the same topics'
          'private': "Dialects side by side: /ws/portfolio and /api/v1/ws on one user's orders"}[mode]
 md = [f"# {title}", "",
       f"Commit `{commit}`, `{cmd}` (SYMBOLS={symbols} RATE={rate} DURATION_S={duration} SHARDS={shards}"
-      + (f" CANONICAL={canonical}" if mode == 'mixed' else '') + (f" LEGACY={legacy}" if mode != 'private' else '')
+      + (f" CANONICAL={canonical}" if mode == 'mixed' else '') + (f" LEGACY={legacy}" if mode != 'private' else f" PRIVATE={private}")
       + "), on the 2-core machine of "
       "perf/README.md: the server and the generators share both cores.", "",
       "| endpoint | connections | deliveries | lost | failed connections | error frames | p50 ms | p99 ms | max ms |",
