@@ -410,8 +410,16 @@ pub fn client_uuid(epoch: &str, shard: usize, key: u64) -> String {
     }
     let high = (high & !0xf000) | 0x8000; // version 8
     let low = ((shard as u64 & 0x3f) << 48) | (key & 0xffff_ffff_ffff) | (0b10 << 62); // variant 10
-    let hex = format!("{high:016x}{low:016x}");
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    let bits = (u128::from(high) << 64) | u128::from(low);
+    let mut id = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            id.push('-');
+        }
+        let nibble = (bits >> (124 - 4 * i)) as u32 & 0xf;
+        id.push(char::from_digit(nibble, 16).unwrap_or('0'));
+    }
+    id
 }
 
 #[cfg(test)]

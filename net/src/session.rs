@@ -80,17 +80,19 @@ where
         shard: shard.id,
     });
     shard.add_conn(conn.clone());
+    // Made once here for the store's record and the welcome (a made id is not kept by the connection).
+    let client_id = conn.client_id().into_owned();
     shard.shared.store.connection_opened(ConnectionRecord {
         id: (shard.id as u64) << 48 | key,
         user: user.map(|u| u.to_string()),
-        client_id: conn.client_id().into_owned(),
+        client_id: client_id.clone(),
         ip,
         shard: shard.id,
         connected_at: now,
     });
     let welcome = |c: &mut Connection| {
         if kind.is_subscriber() {
-            c.welcome(now, &conn.client_id());
+            c.welcome(now, &client_id);
         }
     };
     match answer {
