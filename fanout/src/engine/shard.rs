@@ -734,6 +734,11 @@ mod tests {
         fn push(&self, frame: &Bytes, _: Micros, _: u64) {
             self.2.borrow_mut().push(frame.clone());
         }
+
+        /// A window's pieces, kept as they came (the test reads them; a connection would write frames).
+        fn push_window(&self, pieces: &[Bytes], _: Micros) {
+            self.2.borrow_mut().extend_from_slice(pieces);
+        }
     }
 
     fn pair() -> [Shard<Inbox, NoJournal>; 2] {
@@ -997,5 +1002,58 @@ mod tests {
             s.handle_timeout(2_000_000);
         }
         assert_eq!(every[0].2.borrow().len(), 1, "nothing changed: no frame");
+    }
+
+    /// Seed 002's and seed 003's account events: the owner renders one piece per update and dialect; a
+    /// `/ws/portfolio` connection gets the first at once and the rest of its window at the window's end, a
+    /// `/api/v1/ws` connection (windows of no length) each at once; every connection of a dialect gets the
+    /// same bytes.
+    #[test]
+    fn account_events_are_pieces_rendered_once_and_windowed_per_connection() {
+        let map = InterestMap::new(64);
+        let stats: [Arc<Stats>; 2] = [Arc::default(), Arc::default()];
+        let mut shards: [Shard<Speaker, NoJournal>; 2] =
+            [0, 1].map(|id| Shard::new(id, 2, map.clone(), Limits::default(), None, NoJournal, stats[id].clone()));
+        let (portfolio, fastws) = (
+            tickwire_core::protocol::by_path("/ws/portfolio").unwrap().id,
+            tickwire_core::protocol::by_path("/api/v1/ws").unwrap().id,
+        );
+        for s in shards.iter_mut() {
+            s.set_window_interval(portfolio, 1_000_000);
+            s.set_window_interval(fastws, 0);
+        }
+        let topic = (0..).map(|i| Topic::new(Channel::Orders, format!("u{i}"))).find(|t| t.owner(2) == 1).unwrap();
+        let batched = [Speaker(1, portfolio, Rc::default()), Speaker(2, portfolio, Rc::default())];
+        let direct = Speaker(3, fastws, Rc::default());
+        shards[0].subscribe(1, batched[0].clone(), topic.clone(), 0, Resume::Latest);
+        shards[1].subscribe(1, batched[1].clone(), topic.clone(), 0, Resume::Latest);
+        shards[0].subscribe(1, direct.clone(), topic.clone(), 0, Resume::Latest);
+        settle(&mut shards, 2);
+        let orders: Vec<Ingest> = (1..=3)
+            .flat_map(|n| {
+                let data = format!(r#"{{"channel":"orders","user_id":"{}","data":{{"order_id":"o-{n}"}}}}"#, topic.key);
+                tickwire_core::event::parse_publish(data.as_bytes()).unwrap()
+            })
+            .collect();
+        shards[1].publish(3, orders, false);
+        settle(&mut shards, 4);
+        let renders = |d: DialectId| stats[1].renders_by_dialect[usize::from(d.0)].load(Ordering::Relaxed);
+        assert_eq!((renders(DialectId::CANONICAL), renders(portfolio), renders(fastws)), (3, 3, 3), "once each");
+        let got = |s: &Speaker| s.2.borrow().clone();
+        assert_eq!(got(&direct).len(), 3, "no window: each at once");
+        assert_eq!(got(&batched[0]).len(), 1, "the first at once, the others wait for the window's end");
+        for s in shards.iter_mut() {
+            s.handle_timeout(4 + 999_999);
+        }
+        assert_eq!(got(&batched[0]).len(), 1, "not yet: the window opened at 4");
+        for s in shards.iter_mut() {
+            s.handle_timeout(4 + 1_000_000);
+        }
+        let (a, b) = (got(&batched[0]), got(&batched[1]));
+        assert_eq!((a.len(), b.len()), (3, 3));
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.as_ptr(), y.as_ptr(), "the same piece for every connection of the dialect");
+        }
+        assert_ne!(a[0].as_ptr(), got(&direct)[0].as_ptr(), "each dialect its own render");
     }
 }
