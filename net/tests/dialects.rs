@@ -649,3 +649,26 @@ fn fastws_private_routes_serve_the_users_own_account() {
     send_raw(&mut anonymous, &format!(r#"{{"type":"orders.subscribe","payload":{{"accountId":"{account}"}}}}"#));
     assert_eq!(anonymous.recv().unwrap()["payload"]["status"], "error", "no token, no account");
 }
+
+/// A `/ws/portfolio` part added to a canonical channel the connection already has (account after
+/// positions, both from the user's portfolio) starts at the latest state too.
+#[test]
+fn ws_portfolio_a_part_added_later_starts_at_the_latest_state() {
+    let server = Server::start(&["--no-simulator", "--portfolio-batch-ms", "200"]);
+    common::publish(
+        server.addr,
+        &json!([{"channel":"portfolio","user_id":"ann","data":{"total_value":500.0,"day_pnl":0.0,"cash":100.0,
+            "buying_power":200.0,"positions":[{"symbol":"AAPL","quantity":2,"avg_price":200.0,"market_price":200.0}]}}]),
+    );
+    let mut c = portfolio_client(server.addr, Some(&common::token("ann", "user")));
+    send_raw(&mut c, r#"{"type":"subscribe","channels":["positions"]}"#);
+    assert_eq!(c.recv().unwrap()["type"], "info");
+    let first = c.recv().expect("the latest positions");
+    assert_eq!((&first["type"], &first["data"]["symbol"]), (&json!("position_update"), &json!("AAPL")), "{first}");
+    send_raw(&mut c, r#"{"type":"subscribe","channels":["account"]}"#);
+    let info = c.recv().unwrap();
+    assert_eq!(info["data"]["channels"], json!(["positions", "account"]));
+    let next = c.recv().expect("the latest account");
+    let account = if next["type"] == "batch" { &next["data"]["account"] } else { &next["data"] };
+    assert_eq!((account["equity"].as_str(), account["cash"].as_str()), (Some("500.00"), Some("100.00")), "{next}");
+}

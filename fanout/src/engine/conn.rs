@@ -499,12 +499,27 @@ impl Connection {
             }
             channels
         };
-        let parts = self.choice & !AUTO;
-        let before = needed(parts);
-        let parts = if subscribe { parts | changed } else { parts & !changed } & !AUTO;
+        let had = self.choice & !AUTO;
+        let before = needed(had);
+        let parts = if subscribe { had | changed } else { had & !changed } & !AUTO;
         self.choice = (self.choice & AUTO) | parts;
         let after = needed(parts);
         for &channel in after.iter().filter(|c| !before.contains(c)) {
+            self.subscribe(now, Subscribe::all(channel));
+        }
+        // A part added to a channel already subscribed for another starts, like that one did, at the latest
+        // state: the subscription is made again, for its snapshot.
+        let added = parts & !had;
+        let mut again: Vec<Channel> = Vec::new();
+        for (i, (_, channel)) in table.iter().enumerate() {
+            if added & (1 << i) != 0 && before.contains(channel) && !again.contains(channel) {
+                again.push(*channel);
+            }
+        }
+        for channel in again {
+            for topic in self.topics_of(channel, &[], None) {
+                self.subs.remove(&topic);
+            }
             self.subscribe(now, Subscribe::all(channel));
         }
         for &channel in before.iter().filter(|c| !after.contains(c)) {
