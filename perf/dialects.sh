@@ -10,6 +10,7 @@
 #   perf/dialects.sh private /ws/portfolio and /api/v1/ws clients of one user on its orders at once, one
 #                            publisher of that user's orders: deliveries, losses, latency (/ws/portfolio's
 #                            includes its batching window, portfolio_batch_ms 1000) and renders per update
+#   perf/dialects.sh all     the four at once on one server: mixed's quotes and private's orders together
 #
 #   CANONICAL (mixed: /v1/stream clients, 1000), LEGACY (the /ws clients: mixed 1000, ws 10000),
 #   PRIVATE (private: clients per dialect, 1000), SYMBOLS (100), RATE (events/s: 1000; private: 100 orders/s),
@@ -32,7 +33,9 @@ case "$mode" in
   mixed) CANONICAL=${CANONICAL:-1000}; LEGACY=${LEGACY:-1000} ;;
   ws) CANONICAL=0; LEGACY=${LEGACY:-10000} ;;
   private) CANONICAL=0; LEGACY=0; PRIVATE=${PRIVATE:-1000}; RATE=${RATE_PRIVATE:-100}; SYMBOLS=1 ;;
-  *) echo "usage: perf/dialects.sh mixed|ws|private" >&2; exit 2 ;;
+  all) CANONICAL=${CANONICAL:-1000}; LEGACY=${LEGACY:-1000}; PRIVATE=${PRIVATE:-1000}
+       RATE_PRIVATE=${RATE_PRIVATE:-100} ;;
+  *) echo "usage: perf/dialects.sh mixed|ws|private|all" >&2; exit 2 ;;
 esac
 
 cargo build --release --quiet -p tickwire-net -p tickwire-perf
@@ -58,7 +61,34 @@ before=$(metrics)
 # The publisher's token goes by the environment, not the command line the reports quote.
 export TICKWIRE_PUBLISH_TOKEN=$token
 common=(--target "$addr" --symbols "$SYMBOLS" --server-pid "$pid" --connect-concurrency 256)
-if [ "$mode" = private ]; then
+wait_for() { # dialect count
+  for _ in $(seq 1 600); do
+    n=$(metrics | sum tickwire_dialect_connections "dialect=\"$1\"")
+    [ "$n" -ge "$2" ] && return 0
+    sleep 0.1
+  done
+}
+if [ "$mode" = all ]; then
+  TICKWIRE_LOAD_TOKEN=$(target/release/tickwire token --sub load --role user --jwt-secret "$SECRET")
+  export TICKWIRE_LOAD_TOKEN
+  private=(--symbols 1 --private-user load --target "$addr" --server-pid "$pid" --connect-concurrency 256)
+  listen=$((DURATION_S + 14))
+  "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate 0 \
+    --duration-s "$listen" --json "$OUT/all-ws.json" >"$logs/ws.log" 2>&1 &
+  ws=$!
+  wait_for legacy "$LEGACY"
+  "$load" fanout --protocol portfolio --name tickwire-portfolio "${private[@]}" --connections "$PRIVATE" --rate 0 \
+    --duration-s "$listen" --json "$OUT/all-portfolio.json" >"$logs/portfolio.log" 2>&1 &
+  portfolio=$!
+  wait_for portfolio "$PRIVATE"
+  "$load" fanout --protocol fastws --name tickwire-fastws "${private[@]}" --connections "$PRIVATE" \
+    --rate "$RATE_PRIVATE" --duration-s "$DURATION_S" --json "$OUT/all-fastws.json" >"$logs/fastws.log" 2>&1 &
+  fastws=$!
+  "$load" fanout --protocol tickwire --name tickwire-stream "${common[@]}" --connections "$CANONICAL" \
+    --subs-per-conn 1 --rate "$RATE" --duration-s "$DURATION_S" --json "$OUT/all-stream.json"
+  wait "$fastws" "$ws" "$portfolio"
+  cat "$logs/fastws.log" "$logs/ws.log" "$logs/portfolio.log"
+elif [ "$mode" = private ]; then
   TICKWIRE_LOAD_TOKEN=$(target/release/tickwire token --sub load --role user --jwt-secret "$SECRET")
   export TICKWIRE_LOAD_TOKEN
   private=(--symbols "$SYMBOLS" --private-user load --target "$addr" --server-pid "$pid" --connect-concurrency 256)
@@ -95,9 +125,10 @@ fi
 after=$(metrics)
 
 python3 - "$mode" "$OUT" "$commit" "$SYMBOLS" "$RATE" "$DURATION_S" "$SHARDS" "$CANONICAL" "$LEGACY" "${PRIVATE:-0}" \
+  "${RATE_PRIVATE:-0}" \
   <(echo "$before") <(echo "$after") <<'EOF'
 import json, os, sys
-mode, out, commit, symbols, rate, duration, shards, canonical, legacy, private, before, after = sys.argv[1:]
+mode, out, commit, symbols, rate, duration, shards, canonical, legacy, private, rate_private, before, after = sys.argv[1:]
 
 def series(path):
     vals = {}
@@ -121,7 +152,9 @@ renders = {d: total(a, 'tickwire_renders_total', f'dialect="{d}"') - total(b, 't
            for d in ['canonical', 'fastws', 'legacy', 'portfolio']}
 reports = {'mixed': [('/v1/stream', 'mixed-stream.json'), ('/ws', 'mixed-ws.json')],
            'ws': [('/ws', f'ws-{legacy}.json')],
-           'private': [('/ws/portfolio', 'private-portfolio.json'), ('/api/v1/ws', 'private-fastws.json')]}[mode]
+           'private': [('/ws/portfolio', 'private-portfolio.json'), ('/api/v1/ws', 'private-fastws.json')],
+           'all': [('/v1/stream', 'all-stream.json'), ('/ws', 'all-ws.json'), ('/ws/portfolio', 'all-portfolio.json'),
+                   ('/api/v1/ws', 'all-fastws.json')]}[mode]
 rows = []
 for path, f in reports:
     r = json.load(open(os.path.join(out, f)))
@@ -130,10 +163,12 @@ for path, f in reports:
 cmd = f"perf/dialects.sh {mode}"
 title = {'mixed': 'Dialects side by side: /v1/stream and /ws on the same topics',
          'ws': '10,000 auto-subscribed /ws clients, a 1 s price interval over 100 symbols',
-         'private': "Dialects side by side: /ws/portfolio and /api/v1/ws on one user's orders"}[mode]
+         'private': "Dialects side by side: /ws/portfolio and /api/v1/ws on one user's orders",
+         'all': 'The four dialects at once: /v1/stream and /ws on quotes, /ws/portfolio and /api/v1/ws on orders'}[mode]
 md = [f"# {title}", "",
       f"Commit `{commit}`, `{cmd}` (SYMBOLS={symbols} RATE={rate} DURATION_S={duration} SHARDS={shards}"
-      + (f" CANONICAL={canonical}" if mode == 'mixed' else '') + (f" LEGACY={legacy}" if mode != 'private' else f" PRIVATE={private}")
+      + (f" CANONICAL={canonical}" if mode in ('mixed', 'all') else '') + (f" LEGACY={legacy}" if mode != 'private' else '')
+      + (f" PRIVATE={private}" if mode in ('private', 'all') else '') + (f" RATE_PRIVATE={rate_private}" if mode == 'all' else '')
       + "), on the 2-core machine of "
       "perf/README.md: the server and the generators share both cores.", "",
       "| endpoint | connections | deliveries | lost | failed connections | error frames | p50 ms | p99 ms | max ms |",
@@ -141,15 +176,25 @@ md = [f"# {title}", "",
       ("A `/v1/stream` delivery is one quote to one subscriber, timed from its `source_ts`; a `/ws` delivery is one "
        "`price_update` frame (every symbol that changed in the interval) to one client, timed from the close of "
        "its interval (the frame's `timestamp`) to its receipt, and an interval with no frame between two that "
-       "came counts as lost." if mode != 'private' else
+       "came counts as lost." + (" An order delivery is one order to one client, timed from its publishing (carried in "
+       "its id), whether alone or in a `/ws/portfolio` batch (whose window is 1 s)." if mode == 'all' else '')
+       if mode != 'private' else
        "A delivery is one order to one client, timed from its publishing (carried in its id), whether it came "
        "alone or in a `/ws/portfolio` batch; a missing order number is lost. A `/ws/portfolio` client's first "
        "order of a quiet window goes at once and the rest of the window together at its end (1 s)."), "",
       "Renders in `/metrics` (`tickwire_renders_total`) over the run, against the updates sequenced "
       f"(`tickwire_events_ingested_total`: {ingested:,.0f}):", "",
       "| dialect | renders | per update |", "|---|---|---|"]
+# In the four-dialect run, each dialect renders the updates of its own topics: /ws the quotes, the account
+# dialects the orders (the publishers publish exactly rate x duration).
+quotes, orders = float(rate) * float(duration), float(rate_private) * float(duration)
+mine = {'canonical': ingested, 'legacy': quotes, 'portfolio': orders, 'fastws': orders} if mode == 'all' else {}
 for d, n in renders.items():
-    md.append(f"| {d} | {n:,.0f} | {n / ingested if ingested else 0:.3f} |")
+    base = mine.get(d, ingested)
+    md.append(f"| {d} | {n:,.0f} | {n / base if base else 0:.3f} |")
+if mode == 'all':
+    md += ["", f"Per update of the dialect's own topics: {quotes:,.0f} quotes for `/ws`, {orders:,.0f} orders for "
+           "`/ws/portfolio` and `/api/v1/ws`, all of them for the canonical protocol."]
 md += ["", "Each update is rendered once in the canonical protocol (history keeps it) and once for each other "
        "dialect with subscribers of its topic, whatever their number: a `/ws` render is one symbol's piece of "
        "the interval's frame, stored once per shard."]
