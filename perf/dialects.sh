@@ -61,67 +61,63 @@ before=$(metrics)
 # The publisher's token goes by the environment, not the command line the reports quote.
 export TICKWIRE_PUBLISH_TOKEN=$token
 common=(--target "$addr" --symbols "$SYMBOLS" --server-pid "$pid" --connect-concurrency 256)
-wait_for() { # dialect count
+wait_for() { # dialect count: until the server holds that many connections of the dialect
   for _ in $(seq 1 600); do
     n=$(metrics | sum tickwire_dialect_connections "dialect=\"$1\"")
     [ "$n" -ge "$2" ] && return 0
     sleep 0.1
   done
 }
-if [ "$mode" = all ]; then
+if [ "$mode" = private ] || [ "$mode" = all ]; then
   TICKWIRE_LOAD_TOKEN=$(target/release/tickwire token --sub load --role user --jwt-secret "$SECRET")
   export TICKWIRE_LOAD_TOKEN
   private=(--symbols 1 --private-user load --target "$addr" --server-pid "$pid" --connect-concurrency 256)
-  listen=$((DURATION_S + 14))
+fi
+# Listeners (--rate 0) for the whole run: they connect first, and another generator publishes.
+listen=$((DURATION_S + 14))
+listen_ws() { # report
   "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate 0 \
-    --duration-s "$listen" --json "$OUT/all-ws.json" >"$logs/ws.log" 2>&1 &
+    --duration-s "$listen" --json "$OUT/$1" >"$logs/ws.log" 2>&1 &
   ws=$!
   wait_for legacy "$LEGACY"
+}
+listen_portfolio() { # report
   "$load" fanout --protocol portfolio --name tickwire-portfolio "${private[@]}" --connections "$PRIVATE" --rate 0 \
-    --duration-s "$listen" --json "$OUT/all-portfolio.json" >"$logs/portfolio.log" 2>&1 &
+    --duration-s "$listen" --json "$OUT/$1" >"$logs/portfolio.log" 2>&1 &
   portfolio=$!
   wait_for portfolio "$PRIVATE"
-  "$load" fanout --protocol fastws --name tickwire-fastws "${private[@]}" --connections "$PRIVATE" \
-    --rate "$RATE_PRIVATE" --duration-s "$DURATION_S" --json "$OUT/all-fastws.json" >"$logs/fastws.log" 2>&1 &
-  fastws=$!
+}
+publish_stream() { # report
   "$load" fanout --protocol tickwire --name tickwire-stream "${common[@]}" --connections "$CANONICAL" \
-    --subs-per-conn 1 --rate "$RATE" --duration-s "$DURATION_S" --json "$OUT/all-stream.json"
-  wait "$fastws" "$ws" "$portfolio"
-  cat "$logs/fastws.log" "$logs/ws.log" "$logs/portfolio.log"
-elif [ "$mode" = private ]; then
-  TICKWIRE_LOAD_TOKEN=$(target/release/tickwire token --sub load --role user --jwt-secret "$SECRET")
-  export TICKWIRE_LOAD_TOKEN
-  private=(--symbols "$SYMBOLS" --private-user load --target "$addr" --server-pid "$pid" --connect-concurrency 256)
-  "$load" fanout --protocol portfolio --name tickwire-portfolio "${private[@]}" --connections "$PRIVATE" --rate 0 \
-    --duration-s $((DURATION_S + 8)) --json "$OUT/private-portfolio.json" >"$logs/portfolio.log" 2>&1 &
-  portfolio=$!
-  for _ in $(seq 1 600); do
-    n=$(metrics | sum tickwire_dialect_connections 'dialect="portfolio"')
-    [ "$n" -ge "$PRIVATE" ] && break
-    sleep 0.1
-  done
-  "$load" fanout --protocol fastws --name tickwire-fastws "${private[@]}" --connections "$PRIVATE" --rate "$RATE" \
-    --duration-s "$DURATION_S" --json "$OUT/private-fastws.json"
-  wait "$portfolio"
-  cat "$logs/portfolio.log"
-elif [ "$mode" = ws ]; then
-  "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate "$RATE" \
-    --duration-s "$DURATION_S" --json "$OUT/ws-$LEGACY.json" --report "$OUT"
-else
-  # The /ws clients listen for the whole run; the /v1/stream run publishes once they are all connected.
-  "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate 0 \
-    --duration-s $((DURATION_S + 8)) --json "$OUT/mixed-ws.json" >"$logs/ws.log" 2>&1 &
-  ws=$!
-  for _ in $(seq 1 600); do
-    n=$(metrics | sum tickwire_dialect_connections 'dialect="legacy"')
-    [ "$n" -ge "$LEGACY" ] && break
-    sleep 0.1
-  done
-  "$load" fanout --protocol tickwire --name tickwire-stream "${common[@]}" --connections "$CANONICAL" \
-    --subs-per-conn 1 --rate "$RATE" --duration-s "$DURATION_S" --json "$OUT/mixed-stream.json"
-  wait "$ws"
-  cat "$logs/ws.log"
-fi
+    --subs-per-conn 1 --rate "$RATE" --duration-s "$DURATION_S" --json "$OUT/$1"
+}
+publish_fastws() { # report rate
+  "$load" fanout --protocol fastws --name tickwire-fastws "${private[@]}" --connections "$PRIVATE" --rate "$2" \
+    --duration-s "$DURATION_S" --json "$OUT/$1"
+}
+case "$mode" in
+  all)
+    listen_ws all-ws.json
+    listen_portfolio all-portfolio.json
+    publish_fastws all-fastws.json "$RATE_PRIVATE" >"$logs/fastws.log" 2>&1 &
+    fastws=$!
+    publish_stream all-stream.json
+    wait "$fastws" "$ws" "$portfolio"
+    cat "$logs/fastws.log" "$logs/ws.log" "$logs/portfolio.log" ;;
+  private)
+    listen_portfolio private-portfolio.json
+    publish_fastws private-fastws.json "$RATE"
+    wait "$portfolio"
+    cat "$logs/portfolio.log" ;;
+  ws)
+    "$load" fanout --protocol legacy --name tickwire-ws "${common[@]}" --connections "$LEGACY" --rate "$RATE" \
+      --duration-s "$DURATION_S" --json "$OUT/ws-$LEGACY.json" --report "$OUT" ;;
+  mixed)
+    listen_ws mixed-ws.json
+    publish_stream mixed-stream.json
+    wait "$ws"
+    cat "$logs/ws.log" ;;
+esac
 after=$(metrics)
 
 python3 - "$mode" "$OUT" "$commit" "$SYMBOLS" "$RATE" "$DURATION_S" "$SHARDS" "$CANONICAL" "$LEGACY" "${PRIVATE:-0}" \
