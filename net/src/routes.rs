@@ -151,6 +151,8 @@ async fn upgrade<S>(
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let refuse = |status: u16, msg: &str| http::error(status, msg, false);
+    // Seed 002's endpoint answers a missing or bad token after the upgrade, with a close.
+    let session = matches!(kind, Kind::Subscriber(d) if d.entry().auth == dialects::Auth::Session);
     let answer = (|| {
         if !req.is_upgrade() || req.ws_key.is_none() {
             return Err(refuse(400, "expected a WebSocket upgrade (Upgrade: websocket, Sec-WebSocket-Key)"));
@@ -161,8 +163,6 @@ async fn upgrade<S>(
         if !origin_allowed(&shard.shared.config.allowed_origins, req.origin.as_deref()) {
             return Err(refuse(403, "origin not allowed"));
         }
-        // Seed 002's endpoint answers a missing or bad token after the upgrade, with a close.
-        let session = matches!(kind, Kind::Subscriber(d) if d.entry().auth == dialects::Auth::Session);
         if session {
             return Ok(authenticate(&shard, &req).ok().flatten());
         }
@@ -206,8 +206,7 @@ async fn upgrade<S>(
     };
     // Connection limits, counted across shards; the slot is held for the whole session.
     let user = identity.as_ref().filter(|_| kind.is_subscriber()).map(|i| &i.user);
-    let needs_session = matches!(kind, Kind::Subscriber(d) if d.entry().auth == dialects::Auth::Session);
-    let admitted = if needs_session && identity.is_none() {
+    let admitted = if session && identity.is_none() {
         Err(None)
     } else {
         shard.shared.security.limits.admit(ip, user).map_err(Some)

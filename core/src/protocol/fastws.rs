@@ -234,13 +234,13 @@ impl Dialect for FastWs {
 
     /// Each record of a piece is a whole frame of its route: the connection gets those of the routes it
     /// chose, as slices of the piece the owner rendered once.
-    fn window_frames(&self, parts: u8, pieces: &[bytes::Bytes], out: &mut Vec<bytes::Bytes>) {
+    fn window_frames(&self, parts: u8, pieces: &[bytes::Bytes], send: &mut dyn FnMut(bytes::Bytes)) {
         for piece in pieces {
             for r in records(piece) {
                 let Some(i) = KINDS.iter().position(|k| *k == r.kind) else { continue };
                 if parts & (1 << i) != 0 {
                     let at = r.json.as_ptr() as usize - piece.as_ptr() as usize;
-                    out.push(piece.slice(at..at + r.json.len()));
+                    send(piece.slice(at..at + r.json.len()));
                 }
             }
         }
@@ -556,7 +556,7 @@ mod tests {
         let pieces = [bytes::Bytes::from(piece)];
         let frames = |parts: u8| -> Vec<Value> {
             let mut out = Vec::new();
-            FastWs.window_frames(parts, &pieces, &mut out);
+            FastWs.window_frames(parts, &pieces, &mut |f| out.push(f));
             let payload = |f: &[u8]| match f[1] & 0x7F {
                 126 => f[4..].to_vec(),
                 _ => f[2..].to_vec(),

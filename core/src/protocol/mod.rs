@@ -272,9 +272,9 @@ pub trait Dialect {
         _out: &mut Vec<Vec<u8>>,
     ) {
     }
-    /// Appends to `out` the ready WebSocket frames of a connection's window: slices of `pieces` (no copy),
-    /// for dialects whose pieces hold whole frames, of the parts `parts` the connection chose.
-    fn window_frames(&self, _parts: u8, _pieces: &[bytes::Bytes], _out: &mut Vec<bytes::Bytes>) {}
+    /// Gives `send` the ready WebSocket frames of a connection's window: slices of `pieces` (no copy), for
+    /// dialects whose pieces hold whole frames, of the parts `parts` the connection chose.
+    fn window_frames(&self, _parts: u8, _pieces: &[bytes::Bytes], _send: &mut dyn FnMut(bytes::Bytes)) {}
     /// Whether a connection of `user` may have what a [`ClientRequest::Channels`] with this `id` asks
     /// (a dialect whose requests name an account checks it is the user's own).
     fn admits(&self, _id: Option<&str>, _user: Option<&str>) -> Result<(), RequestError> {

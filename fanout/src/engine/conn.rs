@@ -593,14 +593,13 @@ impl Connection {
     pub fn window(&mut self, now: Micros, pieces: &[Bytes]) -> Option<Queued> {
         let codec = self.kind.dialect().codec();
         let (user, parts) = (self.user.clone(), self.choice & !AUTO);
+        let mut last = None;
+        // Frames of the dialect's pieces as they are: no copy, nothing allocated for this connection.
+        codec.window_frames(parts, pieces, &mut |frame| last = Some(self.send(now, frame)));
         let mut messages = Vec::new();
         codec.encode_window(user.as_deref(), parts, pieces, now, &mut messages);
-        let mut frames: Vec<Bytes> =
-            messages.iter().map(|m| text_frame(m.len(), |out| out.extend_from_slice(m))).collect();
-        codec.window_frames(parts, pieces, &mut frames);
-        let mut last = None;
-        for frame in frames {
-            last = Some(self.send(now, frame));
+        for m in messages {
+            last = Some(self.send(now, text_frame(m.len(), |out| out.extend_from_slice(&m))));
         }
         last
     }

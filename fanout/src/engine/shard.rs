@@ -554,7 +554,8 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// messages) arrives.
     pub fn subscribe(&mut self, now: Micros, sink: S, topic: Topic, throttle_ms: u32, resume: Resume) {
         let (conn, dialect) = (sink.key(), sink.dialect());
-        if dialect.codec().renders_piece(topic.channel) {
+        // Boards are for dialects that batch per shard; those that batch per connection use windows.
+        if dialect.codec().renders_piece(topic.channel) && !dialect.codec().batches_per_connection() {
             let symbol = (&*topic.key != ALL).then_some(&topic.key);
             self.boards[usize::from(dialect.0)].get_or_insert_with(Board::default).join(&sink, symbol);
         }
@@ -651,7 +652,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// The length of the windows of a dialect that batches per connection (seed 002's
     /// `portfolio_batch_ms`); 0: no window, its pieces go to its connections at once.
     pub fn set_window_interval(&mut self, dialect: DialectId, every: Micros) {
-        self.window_every[usize::from(dialect.0)] = every.max(0);
+        self.window_every[usize::from(dialect.0)] = every;
     }
 
     /// How often the boards of batching dialects close their interval (seed 001's price updates).
