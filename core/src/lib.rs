@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod deflate;
 pub mod event;
 pub mod json;
 pub mod protocol;

@@ -66,6 +66,9 @@ pub enum WsError {
     TooBig { limit: usize },
     #[error("text frame is not valid UTF-8")]
     InvalidUtf8,
+    /// A compressed message that does not inflate (permessage-deflate).
+    #[error("compressed message does not inflate")]
+    BadCompression,
 }
 
 impl WsError {
@@ -74,7 +77,7 @@ impl WsError {
         match self {
             WsError::Protocol(_) => close::PROTOCOL_ERROR,
             WsError::TooBig { .. } => close::MESSAGE_TOO_BIG,
-            WsError::InvalidUtf8 => close::INVALID_PAYLOAD,
+            WsError::InvalidUtf8 | WsError::BadCompression => close::INVALID_PAYLOAD,
         }
     }
 }
@@ -91,28 +94,58 @@ pub enum Message {
     Close(Option<u16>),
 }
 
-/// Reassembles client messages from frames; see the module docs.
+/// Reassembles client messages from frames; see the module docs. With permessage-deflate
+/// ([`MessageReader::enable_deflate`]), messages whose first frame has RSV1 set are inflated, bounded by the
+/// same limit after inflation.
 #[derive(Debug)]
 pub struct MessageReader {
-    max_message: usize,
-    /// A fragmented message in progress: its opcode and the payload so far (boxed: rare, and every
-    /// connection holds a reader).
-    partial: Option<Box<(Opcode, BytesMut)>>,
+    max_message: u32,
+    /// 0: no compression; else the window bits of the server's frames (8 to 15), bit 7 set for
+    /// `client_no_context_takeover` ([`crate::deflate::Agreed::to_byte`]).
+    deflate: u8,
+    /// A fragmented message in progress, and the inflater kept between compressed messages (boxed: rare,
+    /// and every connection holds a reader).
+    state: Option<Box<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The opcode and payload so far of a fragmented message, and whether it is compressed.
+    partial: Option<(Opcode, BytesMut, bool)>,
+    inflater: Option<crate::deflate::Inflater>,
 }
 
 impl MessageReader {
     /// A reader refusing messages (or fragment sums) larger than `max_message` bytes.
     pub fn new(max_message: usize) -> MessageReader {
-        MessageReader { max_message, partial: None }
+        MessageReader { max_message: max_message.min(u32::MAX as usize) as u32, deflate: 0, state: None }
+    }
+
+    /// permessage-deflate was agreed ([`crate::deflate::Agreed::to_byte`]; 0: it was not).
+    pub fn enable_deflate(&mut self, agreed: u8) {
+        self.deflate = agreed;
+    }
+
+    /// The window bits our frames may use if the client takes compressed frames, else 0.
+    pub fn deflate_bits(&self) -> u8 {
+        self.deflate & 0x7F
+    }
+
+    fn partial_len(&self) -> usize {
+        self.state.as_ref().and_then(|s| s.partial.as_ref()).map_or(0, |p| p.1.len())
     }
 
     /// Takes the next whole message out of `buf`, or `Ok(None)` when more bytes are needed.
     pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, WsError> {
+        let max = self.max_message as usize;
         loop {
-            let Some(head) = parse_header(buf, self.max_message)? else { return Ok(None) };
-            let so_far = self.partial.as_ref().map_or(0, |p| p.1.len());
-            if !head.opcode.is_control() && so_far + head.len > self.max_message {
-                return Err(WsError::TooBig { limit: self.max_message });
+            let Some(head) = parse_header(buf, max, self.deflate != 0)? else { return Ok(None) };
+            if head.rsv1 && (head.opcode.is_control() || head.opcode == Opcode::Continuation) {
+                return Err(WsError::Protocol("RSV1 set on a control or continuation frame"));
+            }
+            let so_far = self.partial_len();
+            if !head.opcode.is_control() && so_far + head.len > max {
+                return Err(WsError::TooBig { limit: max });
             }
             if buf.len() < head.header_len + head.len {
                 return Ok(None);
@@ -125,32 +158,53 @@ impl MessageReader {
                 Opcode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
                 Opcode::Close => return parse_close(&payload).map(|code| Some(Message::Close(code))),
                 Opcode::Text | Opcode::Binary => {
-                    if self.partial.is_some() {
+                    if so_far > 0 || self.state.as_ref().is_some_and(|s| s.partial.is_some()) {
                         return Err(WsError::Protocol("new data frame inside a fragmented message"));
                     }
                     if head.fin {
-                        return finish(head.opcode, payload).map(Some);
+                        return self.finish(head.opcode, payload, head.rsv1).map(Some);
                     }
-                    self.partial = Some(Box::new((head.opcode, payload)));
+                    self.state.get_or_insert_with(Box::default).partial = Some((head.opcode, payload, head.rsv1));
                 }
                 Opcode::Continuation => {
-                    let Some(mut partial) = self.partial.take() else {
+                    let Some((op, mut acc, compressed)) = self.state.as_mut().and_then(|s| s.partial.take()) else {
                         return Err(WsError::Protocol("continuation frame without a message"));
                     };
-                    partial.1.extend_from_slice(&payload);
+                    acc.extend_from_slice(&payload);
                     if head.fin {
-                        let (op, acc) = *partial;
-                        return finish(op, acc).map(Some);
+                        return self.finish(op, acc, compressed).map(Some);
                     }
-                    self.partial = Some(partial);
+                    self.state.get_or_insert_with(Box::default).partial = Some((op, acc, compressed));
                 }
             }
         }
+    }
+
+    /// A whole message: inflated if compressed, its text checked.
+    fn finish(&mut self, opcode: Opcode, payload: BytesMut, compressed: bool) -> Result<Message, WsError> {
+        let payload = if compressed {
+            let state = self.state.get_or_insert_with(Box::default);
+            let inflater = state.inflater.get_or_insert_with(crate::deflate::Inflater::new);
+            let plain = inflater.inflate(&payload, self.max_message as usize);
+            // Without context takeover nothing needs keeping between messages.
+            if self.deflate & 0x80 != 0 || plain.is_err() {
+                state.inflater = None;
+            }
+            BytesMut::from(&plain?[..])
+        } else {
+            payload
+        };
+        if self.state.as_ref().is_some_and(|s| s.partial.is_none() && s.inflater.is_none()) {
+            self.state = None;
+        }
+        finish(opcode, payload)
     }
 }
 
 struct Header {
     fin: bool,
+    /// RSV1: a compressed message (permessage-deflate).
+    rsv1: bool,
     opcode: Opcode,
     mask: [u8; 4],
     header_len: usize,
@@ -158,14 +212,15 @@ struct Header {
 }
 
 /// Phase one: is a whole header there, and is it legal?
-fn parse_header(buf: &[u8], max_message: usize) -> Result<Option<Header>, WsError> {
+fn parse_header(buf: &[u8], max_message: usize, deflate: bool) -> Result<Option<Header>, WsError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let (b0, b1) = (buf[0], buf[1]);
-    if b0 & 0x70 != 0 {
+    if b0 & if deflate { 0x30 } else { 0x70 } != 0 {
         return Err(WsError::Protocol("reserved bits set without a negotiated extension"));
     }
+    let rsv1 = b0 & 0x40 != 0;
     let opcode = Opcode::from_u8(b0 & 0x0F).ok_or(WsError::Protocol("unknown opcode"))?;
     let fin = b0 & 0x80 != 0;
     if b1 & 0x80 == 0 {
@@ -203,7 +258,7 @@ fn parse_header(buf: &[u8], max_message: usize) -> Result<Option<Header>, WsErro
     }
     let mask = [buf[header_len], buf[header_len + 1], buf[header_len + 2], buf[header_len + 3]];
     header_len += 4;
-    Ok(Some(Header { fin, opcode, mask, header_len, len: len as usize }))
+    Ok(Some(Header { fin, rsv1, opcode, mask, header_len, len: len as usize }))
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
@@ -244,7 +299,11 @@ pub fn is_valid_close_code(code: u16) -> bool {
 /// Writes the header of an unmasked, final server frame into the end of `dst` and returns its length.
 /// Writing at the end lets a frame builder reserve [`MAX_HEADER_LEN`] bytes before the payload and slice.
 pub fn write_header(opcode: Opcode, len: usize, dst: &mut [u8; MAX_HEADER_LEN]) -> usize {
-    let b0 = 0x80 | opcode as u8;
+    write_header_with(0x80 | opcode as u8, len, dst)
+}
+
+/// [`write_header`] with the whole first byte given (FIN, RSV bits and opcode): a compressed frame's.
+pub fn write_header_with(b0: u8, len: usize, dst: &mut [u8; MAX_HEADER_LEN]) -> usize {
     let (n, bytes): (usize, [u8; MAX_HEADER_LEN]) = if len < 126 {
         (2, [b0, len as u8, 0, 0, 0, 0, 0, 0, 0, 0])
     } else if len <= 0xFFFF {
@@ -276,6 +335,17 @@ pub fn write_client_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u
     }
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+}
+
+/// The payload of an unmasked server frame (its header skipped; empty if the header is cut short).
+pub fn payload_of(frame: &[u8]) -> &[u8] {
+    let skip = match frame.get(1).map(|b| b & 0x7F) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(skip..).unwrap_or(&[])
 }
 
 /// A whole unmasked server frame: header then `payload`, in one buffer.
@@ -398,6 +468,82 @@ mod tests {
             let mut reader = MessageReader::new(1024);
             let err = reader.read(&mut BytesMut::from(&wire[..])).unwrap_err();
             assert_eq!(err.close_code(), code, "{err}");
+        }
+    }
+
+    /// The payload of a message deflated on its own, as a client sends it (no sync tail).
+    fn deflated(msg: &[u8]) -> Vec<u8> {
+        let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut out = Vec::with_capacity(msg.len() + 64);
+        c.compress_vec(msg, &mut out, flate2::FlushCompress::Sync).unwrap();
+        assert!(out.ends_with(&[0, 0, 0xFF, 0xFF]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    #[test]
+    fn compressed_messages_inflate_whole_or_in_fragments_and_break_the_rules_with_their_codes() {
+        let msg = br#"{"action":"subscribe","channel":"quotes","symbols":["AAPL","MSFT","AAPL","MSFT"]}"#;
+        let z = deflated(msg);
+        let with_rsv1 = |mut f: Vec<u8>| {
+            f[0] |= 0x40;
+            f
+        };
+        let mut whole = with_rsv1(client_frame(true, 1, &z, [1, 2, 3, 4]));
+        // The same message in three fragments: RSV1 on the first only.
+        let (a, b) = z.split_at(z.len() / 3);
+        let (b, c) = b.split_at(b.len() / 2);
+        whole.extend(with_rsv1(client_frame(false, 1, a, [5; 4])));
+        whole.extend(client_frame(true, 9, b"p", [0; 4]));
+        whole.extend(client_frame(false, 0, b, [6; 4]));
+        whole.extend(client_frame(true, 0, c, [7; 4]));
+        whole.extend(client_frame(true, 1, b"plain", [8; 4]));
+        let mut reader = MessageReader::new(1024);
+        reader.enable_deflate(0x80 | 15); // client_no_context_takeover
+        let mut buf = BytesMut::from(&whole[..]);
+        let text = |m: &[u8]| Some(Message::Text(Bytes::copy_from_slice(m)));
+        assert_eq!(reader.read(&mut buf).unwrap(), text(msg));
+        assert_eq!(reader.read(&mut buf).unwrap(), Some(Message::Ping(Bytes::from_static(b"p"))));
+        assert_eq!(reader.read(&mut buf).unwrap(), text(msg));
+        assert_eq!(reader.read(&mut buf).unwrap(), text(b"plain"), "an uncompressed message may follow");
+        assert!(reader.state.is_none(), "nothing kept once a message of a no-context client is whole");
+
+        let bomb_payload = {
+            let mut c = flate2::Compress::new(flate2::Compression::best(), false);
+            let mut out = Vec::with_capacity(1 << 16);
+            c.compress_vec(&vec![b'a'; 4 << 20], &mut out, flate2::FlushCompress::Sync).unwrap();
+            out
+        };
+        let cases: Vec<(u8, Vec<u8>, u16)> = vec![
+            (0, with_rsv1(client_frame(true, 1, &z, [0; 4])), close::PROTOCOL_ERROR), // not negotiated
+            (15, with_rsv1(client_frame(true, 9, b"", [0; 4])), close::PROTOCOL_ERROR), // control frame
+            (
+                15,
+                [client_frame(false, 1, a, [0; 4]), with_rsv1(client_frame(true, 0, b, [0; 4]))].concat(),
+                close::PROTOCOL_ERROR,
+            ),
+            (
+                15,
+                {
+                    let mut f = with_rsv1(client_frame(true, 1, &z, [0; 4]));
+                    f[0] |= 0x20;
+                    f
+                },
+                close::PROTOCOL_ERROR,
+            ),
+            (15, with_rsv1(client_frame(true, 1, &[0xFF, 0xFF, 0xFF, 0, 0x13, 9], [0; 4])), close::INVALID_PAYLOAD),
+            (15, with_rsv1(client_frame(true, 1, &bomb_payload, [0; 4])), close::MESSAGE_TOO_BIG),
+            (
+                15,
+                with_rsv1(client_frame(true, 1, &deflated(&[0xC3, 0x28, b'x', b'y']), [0; 4])),
+                close::INVALID_PAYLOAD,
+            ),
+        ];
+        for (i, (agreed, wire, code)) in cases.into_iter().enumerate() {
+            let mut reader = MessageReader::new(1 << 16);
+            reader.enable_deflate(agreed);
+            let err = reader.read(&mut BytesMut::from(&wire[..])).unwrap_err();
+            assert_eq!(err.close_code(), code, "case {i}: {err}");
         }
     }
 

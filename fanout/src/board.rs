@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tickwire_core::deflate::{compress_frame, fits_window, Level};
 use tickwire_core::protocol::Dialect;
 use tickwire_core::time::Micros;
 
@@ -81,8 +82,9 @@ impl<S: Sink + Clone> Board<S> {
     }
 
     /// Closes the interval: pushes each member its frame of the changed pieces (written by `codec`), and
-    /// forgets them. Returns the frames pushed and their bytes.
-    pub fn flush(&mut self, codec: &dyn Dialect, now: Micros) -> (usize, usize) {
+    /// forgets them. A frame goes deflated (at `level`, once) to members that take deflated frames. Returns
+    /// the frames pushed and their bytes.
+    pub fn flush(&mut self, codec: &dyn Dialect, level: Level, now: Micros) -> (usize, usize) {
         if self.changed.is_empty() {
             return (0, 0);
         }
@@ -90,11 +92,17 @@ impl<S: Sink + Clone> Board<S> {
         let every: Vec<&Bytes> = self.changed.values().collect();
         if !self.every.is_empty() {
             let frame = batch_frame(codec, &every, now);
+            let mut deflated: Option<Option<Bytes>> = None;
             for sink in self.every.values() {
-                sink.push(&frame, NO_STAMP, KEEP);
+                let bits = sink.deflate_bits();
+                let out = match fits_window(&frame, bits) {
+                    true => deflated.get_or_insert_with(|| compress_frame(&frame, level)).as_ref().unwrap_or(&frame),
+                    false => &frame,
+                };
+                sink.push(out, NO_STAMP, KEEP);
+                bytes += out.len();
             }
             frames += self.every.len();
-            bytes += self.every.len() * frame.len();
         }
         for (key, (sink, symbols)) in &self.named {
             if self.every.contains_key(key) {
@@ -102,7 +110,10 @@ impl<S: Sink + Clone> Board<S> {
             }
             let mine: Vec<&Bytes> = self.changed.iter().filter(|(s, _)| symbols.contains(*s)).map(|(_, p)| p).collect();
             if !mine.is_empty() {
-                let frame = batch_frame(codec, &mine, now);
+                let mut frame = batch_frame(codec, &mine, now);
+                if fits_window(&frame, sink.deflate_bits()) {
+                    frame = compress_frame(&frame, level).unwrap_or(frame);
+                }
                 sink.push(&frame, NO_STAMP, KEEP);
                 frames += 1;
                 bytes += frame.len();
@@ -144,18 +155,57 @@ mod tests {
         board.store(&aapl, &piece("AAPL", 1));
         board.store(&msft, &piece("MSFT", 1));
         board.store(&msft, &piece("MSFT", 2));
-        assert_eq!(board.flush(&Legacy, 0).0, 3);
+        assert_eq!(board.flush(&Legacy, Level::default(), 0).0, 3);
         assert_eq!(symbols(&all.1.borrow()[0]), ["AAPL=1", "MSFT=2"], "the latest piece of each changed symbol");
         assert_eq!(all.1.borrow()[0].as_ptr(), also_all.1.borrow()[0].as_ptr(), "one frame for every-symbol members");
         assert_eq!(symbols(&some.1.borrow()[0]), ["MSFT=2"], "only what it names");
-        assert_eq!(board.flush(&Legacy, 1), (0, 0), "nothing changed: nothing sent");
+        assert_eq!(board.flush(&Legacy, Level::default(), 1), (0, 0), "nothing changed: nothing sent");
         board.store(&aapl, &piece("AAPL", 2));
-        board.flush(&Legacy, 2);
+        board.flush(&Legacy, Level::default(), 2);
         assert_eq!((all.1.borrow().len(), some.1.borrow().len()), (2, 1), "AAPL is not one of its symbols");
         board.leave(3, Some("MSFT"));
         board.leave(3, Some("NVDA"));
         board.leave(1, None);
         board.leave(2, None);
         assert!(!board.has_members());
+    }
+
+    #[derive(Debug, Clone)]
+    struct Bits(u64, u8, Rc<std::cell::RefCell<Vec<Bytes>>>);
+
+    impl Sink for Bits {
+        fn key(&self) -> u64 {
+            self.0
+        }
+
+        fn deflate_bits(&self) -> u8 {
+            self.1
+        }
+
+        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
+            self.2.borrow_mut().push(frame.clone());
+        }
+    }
+
+    #[test]
+    fn compressing_members_share_one_deflated_frame() {
+        let mut board = Board::default();
+        let members = [0u8, 15, 15, 9].map(|bits| Bits(u64::from(bits) * 10 + 1, bits, Rc::default()));
+        let members = [members[0].clone(), members[1].clone(), Bits(99, 15, Rc::default()), members[3].clone()];
+        for m in &members {
+            board.join(m, None);
+        }
+        for i in 0..20 {
+            let symbol: Arc<str> = format!("SYM{i}").into();
+            board.store(&symbol, &Bytes::from(format!(r#""SYM{i}":{{"price":{i}.5,"change":0.1}}"#)));
+        }
+        board.flush(&Legacy, Level::default(), 0);
+        let got: Vec<Bytes> = members.iter().map(|m| m.2.borrow()[0].clone()).collect();
+        assert_eq!(got[0][0], 0x81, "plain for the member that does not compress");
+        assert_eq!((got[1][0], got[2][0]), (0xC1, 0xC1));
+        assert_eq!(got[1].as_ptr(), got[2].as_ptr(), "deflated once for both");
+        assert_eq!(got[3].as_ptr(), got[0].as_ptr(), "a 512-byte window is too small for this frame: plain");
+        let inflated = tickwire_core::deflate::Inflater::new().inflate(crate::frame::payload(&got[1]), 1 << 16);
+        assert_eq!(inflated.unwrap(), crate::frame::payload(&got[0]));
     }
 }

@@ -9,10 +9,12 @@ use tickwire_core::time::Micros;
 use tickwire_core::ws::{write_header, Opcode, MAX_HEADER_LEN};
 
 /// One update's frames: one per dialect that has subscribers of its topic, each rendered once and shared
-/// by all of that dialect's subscribers.
+/// by all of that dialect's subscribers; and, where some of them take deflated frames (permessage-deflate),
+/// that frame deflated once too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
     frames: [Option<Bytes>; DIALECT_COUNT],
+    deflated: [Option<Bytes>; DIALECT_COUNT],
     /// Dialects (bit `d`) whose entry is a piece for a board ([`crate::board`]), not a frame to push.
     pieces: u8,
 }
@@ -32,6 +34,26 @@ impl Rendered {
 
     pub fn set(&mut self, dialect: DialectId, frame: Bytes) {
         self.frames[usize::from(dialect.0)] = Some(frame);
+    }
+
+    /// The deflated form of `dialect`'s frame ([`tickwire_core::deflate::compress_frame`]).
+    pub fn set_deflated(&mut self, dialect: DialectId, frame: Bytes) {
+        self.deflated[usize::from(dialect.0)] = Some(frame);
+    }
+
+    /// The frame of `dialect` for a subscriber taking deflated frames of windows up to `bits` (0: plain
+    /// only): the deflated one when there is one and it fits, else the plain one.
+    #[inline]
+    pub fn get_for(&self, dialect: DialectId, bits: u8) -> Option<&Bytes> {
+        let plain = self.get(dialect)?;
+        if bits != 0 {
+            if let Some(deflated) = &self.deflated[usize::from(dialect.0)] {
+                if tickwire_core::deflate::fits_window(plain, bits) {
+                    return Some(deflated);
+                }
+            }
+        }
+        Some(plain)
     }
 
     /// `dialect`'s piece of a batch, for the boards of the shards with its subscribers.
@@ -131,13 +153,7 @@ pub fn try_reply_frame_to<D: Dialect + ?Sized>(
 
 /// The JSON payload of a server frame built here (skips its header); for tests and tools.
 pub fn payload(frame: &[u8]) -> &[u8] {
-    let skip = match frame.get(1).map(|b| b & 0x7F) {
-        Some(126) => 4,
-        Some(127) => 10,
-        Some(_) => 2,
-        None => return &[],
-    };
-    frame.get(skip..).unwrap_or(&[])
+    tickwire_core::ws::payload_of(frame)
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
-use tickwire_core::protocol::{DialectId, DIALECT_COUNT};
+use tickwire_core::protocol::DialectId;
 use tickwire_core::time::Micros;
 use tickwire_core::Topic;
 
 use crate::frame::Rendered;
+use crate::interest::{wire, WIRES};
 use crate::outbound::{KEEP, NO_STAMP};
 
 /// Where a subscriber's frames go (a connection's outbound queue, in the server).
@@ -23,6 +24,10 @@ pub trait Sink {
     /// The dialect its frames are rendered in.
     fn dialect(&self) -> DialectId {
         DialectId::CANONICAL
+    }
+    /// The window bits of the deflated frames it takes (permessage-deflate), 0 when it takes plain ones only.
+    fn deflate_bits(&self) -> u8 {
+        0
     }
     /// Queues a frame for this subscriber: `ingested` is when its update was sequenced ([`NO_STAMP`] for a
     /// snapshot, a replay or a throttled frame sent later), `conflate` the key under which a slow consumer's
@@ -54,6 +59,8 @@ struct Subscriber<S> {
     /// Which subscribe of this connection to this topic it is: only that subscribe's snapshot activates it.
     generation: u64,
     dialect: DialectId,
+    /// [`Sink::deflate_bits`].
+    bits: u8,
     live: bool,
     throttle: Option<Throttle>,
 }
@@ -63,8 +70,8 @@ struct TopicSubs<S> {
     subs: Vec<Subscriber<S>>,
     pos: HashMap<u64, usize>,
     throttled: usize,
-    /// Subscribers per dialect.
-    dialects: [u32; DIALECT_COUNT],
+    /// Subscribers per wire ([`crate::interest::wire`]).
+    wires: [u32; WIRES],
     /// The topic's conflation key ([`KEEP`] for private topics, whose every frame matters).
     conflate: u64,
 }
@@ -115,7 +122,7 @@ impl<S: Sink> SubscriptionIndex<S> {
             subs: Vec::new(),
             pos: HashMap::new(),
             throttled: 0,
-            dialects: [0; DIALECT_COUNT],
+            wires: [0; WIRES],
             conflate,
         });
         let throttle = (throttle_ms > 0).then(|| Throttle {
@@ -133,11 +140,11 @@ impl<S: Sink> SubscriptionIndex<S> {
             self.note_throttled(topic);
             return Added::Replaced;
         }
-        let dialect = sink.dialect();
+        let (dialect, bits) = (sink.dialect(), sink.deflate_bits());
         entry.throttled += usize::from(throttle.is_some());
         entry.pos.insert(key, entry.subs.len());
-        entry.subs.push(Subscriber { sink, generation, dialect, live: false, throttle });
-        let count = &mut entry.dialects[usize::from(dialect.0)];
+        entry.subs.push(Subscriber { sink, generation, dialect, bits, live: false, throttle });
+        let count = &mut entry.wires[wire(dialect, bits != 0)];
         *count += 1;
         let first = *count == 1;
         self.subscriptions += 1;
@@ -162,9 +169,9 @@ impl<S: Sink> SubscriptionIndex<S> {
         Some(&sub.sink)
     }
 
-    /// Removes a subscription; returns its dialect, and whether it was the topic's last subscriber of that
-    /// dialect on this shard.
-    pub fn remove(&mut self, topic: &Topic, key: u64) -> Option<(DialectId, bool)> {
+    /// Removes a subscription; returns its dialect, its wire, and whether it was the topic's last subscriber
+    /// of that wire on this shard.
+    pub fn remove(&mut self, topic: &Topic, key: u64) -> Option<(DialectId, usize, bool)> {
         let entry = self.topics.get_mut(topic)?;
         let i = entry.pos.remove(&key)?;
         let sub = entry.subs.swap_remove(i);
@@ -172,15 +179,16 @@ impl<S: Sink> SubscriptionIndex<S> {
             entry.pos.insert(moved.sink.key(), i);
         }
         entry.throttled -= usize::from(sub.throttle.is_some());
-        let count = &mut entry.dialects[usize::from(sub.dialect.0)];
+        let w = wire(sub.dialect, sub.bits != 0);
+        let count = &mut entry.wires[w];
         *count -= 1;
-        let last_of_dialect = *count == 0;
+        let last_of_wire = *count == 0;
         self.subscriptions -= 1;
         if entry.subs.is_empty() {
             self.topics.remove(topic);
         }
         self.note_throttled(topic);
-        Some((sub.dialect, last_of_dialect))
+        Some((sub.dialect, w, last_of_wire))
     }
 
     /// Delivers an update of `topic`, sequenced at `ingested` ([`NO_STAMP`] for none), to its live
@@ -192,7 +200,7 @@ impl<S: Sink> SubscriptionIndex<S> {
         let key = entry.conflate;
         let (mut n, mut bytes) = (0, 0);
         for sub in entry.subs.iter_mut().filter(|s| s.live) {
-            let Some(frame) = frames.get(sub.dialect) else { continue };
+            let Some(frame) = frames.get_for(sub.dialect, sub.bits) else { continue };
             match &mut sub.throttle {
                 None => {
                     sub.sink.push(frame, ingested, key);
@@ -349,15 +357,15 @@ pub(crate) mod tests {
             idx.add(&t, s.clone(), 0, 0);
             idx.activate(&t, s.0, 0);
         }
-        assert_eq!(idx.remove(&t, 1), Some((DialectId::CANONICAL, false)));
+        assert_eq!(idx.remove(&t, 1), Some((DialectId::CANONICAL, 0, false)));
         assert_eq!(idx.remove(&t, 1), None);
         idx.deliver(&t, &Rendered::canonical(Bytes::from_static(b"x")), NO_STAMP, 0);
         let counts: Vec<_> = subs.iter().map(|s| got(s).len()).collect();
         assert_eq!(counts, [1, 0, 1, 1, 1]);
         for k in [0, 4, 2] {
-            assert_eq!(idx.remove(&t, k), Some((DialectId::CANONICAL, false)));
+            assert_eq!(idx.remove(&t, k), Some((DialectId::CANONICAL, 0, false)));
         }
-        assert_eq!(idx.remove(&t, 3), Some((DialectId::CANONICAL, true)));
+        assert_eq!(idx.remove(&t, 3), Some((DialectId::CANONICAL, 0, true)));
         assert!(!idx.has(&t));
         assert_eq!(idx.subscriptions(), 0);
     }

@@ -1,6 +1,7 @@
-//! Cross-shard interest: which shards have at least one subscriber of a topic, per dialect.
+//! Cross-shard interest: which shards have at least one subscriber of a topic, per *wire* (a dialect, as
+//! plain frames or deflated ones: [`wire`]).
 //!
-//! A fixed table of atomic bitmasks (bit `s` for shard `s`), one per dialect in each bucket, indexed by a
+//! A fixed table of atomic bitmasks (bit `s` for shard `s`), one per wire in each bucket, indexed by a
 //! hash of the topic. Each shard keeps its own count per bucket and dialect and flips only its own bits, with
 //! `fetch_or`/`fetch_and`; owners read a bucket's masks with acquire loads, from one cache line. No lock
 //! anywhere. Two topics may share a bucket: then a shard can receive
@@ -16,10 +17,20 @@ use tickwire_core::Topic;
 /// Most shards the bitmask can name.
 pub const MAX_SHARDS: usize = 64;
 
+/// Interest slots: each dialect's subscribers that take plain frames ([`DialectId`] `d`), then those that
+/// take deflated ones (`DIALECT_COUNT + d`; permessage-deflate).
+pub const WIRES: usize = 2 * DIALECT_COUNT;
+
+/// The interest slot of subscribers of `dialect` that do (`deflate`) or do not take deflated frames.
+#[inline]
+pub fn wire(dialect: DialectId, deflate: bool) -> usize {
+    usize::from(dialect.0) + if deflate { DIALECT_COUNT } else { 0 }
+}
+
 /// The shared table; clone the `Arc` into every shard.
 #[derive(Debug)]
 pub struct InterestMap {
-    buckets: Box<[[AtomicU64; DIALECT_COUNT]]>,
+    buckets: Box<[[AtomicU64; WIRES]]>,
 }
 
 impl InterestMap {
@@ -36,60 +47,60 @@ impl InterestMap {
         (h.0 as usize) & (self.buckets.len() - 1)
     }
 
-    /// Shards that may have subscribers of `topic`, in any dialect, as a bitmask.
+    /// Shards that may have subscribers of `topic`, in any wire, as a bitmask.
     pub fn shards(&self, topic: &Topic) -> u64 {
         self.buckets[self.bucket(topic)].iter().fold(0, |all, m| all | m.load(Ordering::Acquire))
     }
 
-    /// Per dialect (indexed by [`DialectId`]), the shards that may have subscribers of `topic` in it.
-    pub fn shards_by_dialect(&self, topic: &Topic) -> [u64; DIALECT_COUNT] {
+    /// Per wire (indexed by [`wire`]), the shards that may have subscribers of `topic` in it.
+    pub fn shards_by_wire(&self, topic: &Topic) -> [u64; WIRES] {
         let bucket = &self.buckets[self.bucket(topic)];
-        std::array::from_fn(|d| bucket[d].load(Ordering::Acquire))
+        std::array::from_fn(|w| bucket[w].load(Ordering::Acquire))
     }
 
-    fn set(&self, bucket: usize, dialect: DialectId, shard: usize) {
-        self.buckets[bucket][usize::from(dialect.0)].fetch_or(1 << shard, Ordering::AcqRel);
+    fn set(&self, bucket: usize, wire: usize, shard: usize) {
+        self.buckets[bucket][wire].fetch_or(1 << shard, Ordering::AcqRel);
     }
 
-    fn clear(&self, bucket: usize, dialect: DialectId, shard: usize) {
-        self.buckets[bucket][usize::from(dialect.0)].fetch_and(!(1 << shard), Ordering::AcqRel);
+    fn clear(&self, bucket: usize, wire: usize, shard: usize) {
+        self.buckets[bucket][wire].fetch_and(!(1 << shard), Ordering::AcqRel);
     }
 }
 
-/// One shard's side of the table: counts topics with subscribers per bucket and dialect, flips its bit on
+/// One shard's side of the table: counts topics with subscribers per bucket and wire, flips its bit on
 /// 0 <-> 1.
 #[derive(Debug)]
 pub struct ShardInterest {
     map: Arc<InterestMap>,
     shard: usize,
-    counts: Vec<[u32; DIALECT_COUNT]>,
+    counts: Vec<[u32; WIRES]>,
 }
 
 impl ShardInterest {
     pub fn new(map: Arc<InterestMap>, shard: usize) -> ShardInterest {
         assert!(shard < MAX_SHARDS, "at most {MAX_SHARDS} shards");
         let n = map.buckets.len();
-        ShardInterest { map, shard, counts: vec![[0; DIALECT_COUNT]; n] }
+        ShardInterest { map, shard, counts: vec![[0; WIRES]; n] }
     }
 
-    /// This shard now has subscribers of `topic` in `dialect` (call once per topic and dialect, on its first
+    /// This shard now has subscribers of `topic` in `wire` (call once per topic and wire, on its first
     /// local subscriber).
-    pub fn add(&mut self, topic: &Topic, dialect: DialectId) {
+    pub fn add(&mut self, topic: &Topic, wire: usize) {
         let b = self.map.bucket(topic);
-        let count = &mut self.counts[b][usize::from(dialect.0)];
+        let count = &mut self.counts[b][wire];
         *count += 1;
         if *count == 1 {
-            self.map.set(b, dialect, self.shard);
+            self.map.set(b, wire, self.shard);
         }
     }
 
-    /// This shard no longer has subscribers of `topic` in `dialect` (on the last one leaving).
-    pub fn remove(&mut self, topic: &Topic, dialect: DialectId) {
+    /// This shard no longer has subscribers of `topic` in `wire` (on the last one leaving).
+    pub fn remove(&mut self, topic: &Topic, wire: usize) {
         let b = self.map.bucket(topic);
-        let count = &mut self.counts[b][usize::from(dialect.0)];
+        let count = &mut self.counts[b][wire];
         *count = count.saturating_sub(1);
         if *count == 0 {
-            self.map.clear(b, dialect, self.shard);
+            self.map.clear(b, wire, self.shard);
         }
     }
 }
@@ -114,7 +125,7 @@ mod tests {
     use super::*;
     use tickwire_core::Channel;
 
-    const C: DialectId = DialectId::CANONICAL;
+    const C: usize = 0; // the canonical dialect's plain frames
 
     #[test]
     fn bits_follow_counts_even_when_topics_share_a_bucket() {

@@ -93,6 +93,7 @@ impl World {
             session_limits: Default::default(),
             auto_subscribe: true,
             min_throttle_ms: Default::default(),
+            compression: Default::default(),
         };
         tweak(&mut settings);
         let stats = Arc::new(Stats::default());

@@ -165,6 +165,7 @@ impl Sim {
             session_limits: Default::default(),
             auto_subscribe: true,
             min_throttle_ms: Default::default(),
+            compression: Default::default(),
         });
         let mut shards: Vec<SimShard> = (0..setup.shards)
             .map(|id| {

@@ -234,7 +234,18 @@ settings! {
     /// (the first of a quiet connection goes at once; what follows within the window goes together at its
     /// end, several as one batch frame)
     portfolio_batch_ms: u32 = 1000, value "MS";
-    /// Largest client message, in bytes; a larger one is closed with 1009
+    /// permessage-deflate (RFC 7692): offered by a client, it is agreed (with server_no_context_takeover), and
+    /// each update is deflated once for every compressing subscriber of its topic; false: never agreed
+    compression: bool = true, value "BOOL";
+    /// zlib level of deflated frames: 1 fastest, 9 smallest (docs/compression.md has the measurements)
+    compression_level: u32 = 1, value "0-9";
+    /// Frames whose payload is shorter than this many bytes go uncompressed even to compressing clients
+    compression_threshold: usize = 64, value "BYTES";
+    /// A test aid, off by default: a path (e.g. /echo) where WebSocket connections get every text and binary
+    /// message back, through the server's own frame codec, limits and close handling, for the
+    /// Autobahn|Testsuite (docs/conformance)
+    echo_path: Option<String> = None, value "PATH", shown "none";
+    /// Largest client message, in bytes (after inflation when compressed); a larger one is closed with 1009
     max_message_bytes: usize = 64 * 1024, value "BYTES";
     /// Most topics one connection may subscribe to (more: SUBSCRIPTION_LIMIT errors)
     max_subscriptions: usize = 1024, value "N";
@@ -524,6 +535,13 @@ impl Config {
             );
         }
         anyhow::ensure!(self.max_messages_per_s > 0, "max_messages_per_s must be at least 1");
+        anyhow::ensure!(self.compression_level <= 9, "compression_level must be 0 to 9");
+        if let Some(path) = &self.echo_path {
+            anyhow::ensure!(
+                path.starts_with('/') && tickwire_core::protocol::by_path(path).is_none() && path != "/v1/publish",
+                "--echo-path must start with / and not be a stream or publish path"
+            );
+        }
         anyhow::ensure!(self.handshake_timeout_s > 0, "handshake_timeout_s must be at least 1");
         anyhow::ensure!((1..=3600).contains(&self.heartbeat_s), "heartbeat_s must be 1 to 3600");
         anyhow::ensure!(

@@ -48,6 +48,8 @@ pub struct Conn {
     pub(crate) writer_gone: Cell<bool>,
     /// The dialect its client speaks (a publisher's: the canonical one).
     pub(crate) dialect: DialectId,
+    /// The window bits of the deflated frames this client takes (permessage-deflate), 0 for none.
+    pub(crate) deflate_bits: u8,
     pub(crate) shared: Arc<Shared>,
     pub(crate) shard: usize,
 }
@@ -351,6 +353,10 @@ impl Sink for ConnRef {
 
     fn dialect(&self) -> DialectId {
         self.0.dialect
+    }
+
+    fn deflate_bits(&self) -> u8 {
+        self.0.deflate_bits
     }
 
     fn push(&self, frame: &Bytes, ingested: Micros, conflate: u64) {

@@ -16,6 +16,8 @@ pub struct Request {
     pub connection: Option<String>,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Sec-WebSocket-Extensions`, every such header's value joined with commas.
+    pub ws_extensions: Option<String>,
     pub content_type: Option<String>,
     pub origin: Option<String>,
     pub host: Option<String>,
@@ -111,6 +113,12 @@ pub fn parse_request(buf: &[u8], max_head: usize, max_body: usize) -> Result<Opt
             out.connection = Some(value());
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             out.ws_key = Some(value());
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            let v = value();
+            out.ws_extensions = Some(match out.ws_extensions.take() {
+                Some(before) => format!("{before}, {v}"),
+                None => v,
+            });
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             out.ws_version = Some(value());
         } else if name.eq_ignore_ascii_case("content-type") {
@@ -214,18 +222,28 @@ pub fn error(status: u16, message: &str, keep_alive: bool) -> Vec<u8> {
 /// A WebSocket accept key: the base64 of a SHA-1, 28 bytes, held without a heap allocation.
 pub type AcceptKey = [u8; 28];
 
-/// The 101 answer to a WebSocket upgrade, in three parts: before the accept key, the key, after it.
-pub fn switching_protocols_parts(accept: &AcceptKey) -> [&[u8]; 3] {
+/// The 101 answer to a WebSocket upgrade, in three parts: before the accept key, the key, after it (with
+/// the agreed extensions' header, if any: [`extensions_tail`]).
+pub fn switching_protocols_parts<'a>(accept: &'a AcceptKey, tail: &'a [u8]) -> [&'a [u8]; 3] {
     [
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
         accept,
-        b"\r\n\r\n",
+        tail,
     ]
 }
 
+/// The end of a 101 answer: the `Sec-WebSocket-Extensions` header of what was agreed, if anything, and the
+/// blank line.
+pub fn extensions_tail(agreed: Option<&tickwire_core::deflate::Agreed>) -> Vec<u8> {
+    match agreed {
+        Some(a) => format!("\r\nSec-WebSocket-Extensions: {}\r\n\r\n", a.response()).into_bytes(),
+        None => b"\r\n\r\n".to_vec(),
+    }
+}
+
 /// The 101 answer to a WebSocket upgrade.
-pub fn switching_protocols(accept: &AcceptKey) -> Vec<u8> {
-    switching_protocols_parts(accept).concat()
+pub fn switching_protocols(accept: &AcceptKey, tail: &[u8]) -> Vec<u8> {
+    switching_protocols_parts(accept, tail).concat()
 }
 
 #[cfg(test)]

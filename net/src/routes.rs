@@ -73,6 +73,7 @@ where
         if req.method == "GET" {
             let kind = match req.path.as_str() {
                 "/v1/publish" => Some(Kind::Publisher),
+                path if config.echo_path.as_deref() == Some(path) => Some(Kind::Echo),
                 path => dialects::by_path(path)
                     .filter(|d| d.name != "legacy" || shard.shared.config.legacy_enabled)
                     .map(|d| Kind::Subscriber(d.id)),
@@ -194,12 +195,18 @@ async fn upgrade<S>(
     let key = req.ws_key.as_deref().unwrap_or_default().trim();
     let mut accept: http::AcceptKey = [0; 28];
     accept.copy_from_slice(tungstenite::handshake::derive_accept_key(key.as_bytes()).as_bytes());
+    let deflate = req
+        .ws_extensions
+        .as_deref()
+        .filter(|_| shard.shared.config.compression)
+        .and_then(tickwire_core::deflate::negotiate);
     // On a plain socket the answer waits, to go out with what follows it in one `send` (the welcome, or the
     // refusal's close frame); through TLS it goes now.
     let answer = if fd.is_some() {
         Some(accept)
     } else {
-        if stream.write_all(&http::switching_protocols(&accept)).await.is_err() {
+        let tail = http::extensions_tail(deflate.as_ref());
+        if stream.write_all(&http::switching_protocols(&accept, &tail)).await.is_err() {
             return;
         }
         None
@@ -221,7 +228,7 @@ async fn upgrade<S>(
             shard.stats().connections_refused.fetch_add(1, Ordering::Relaxed);
             // Debug, not info: a client retrying in a loop must not turn into a flood of log lines.
             tracing::debug!(?ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");
-            let mut out = answer.map_or_else(Vec::new, |a| http::switching_protocols(&a));
+            let mut out = answer.map_or_else(Vec::new, |a| http::switching_protocols(&a, &http::extensions_tail(None)));
             out.extend_from_slice(&tickwire_core::ws::close_frame(code, reason));
             let _ = stream.write_all(&out).await;
             let _ = stream.close().await;
@@ -240,7 +247,8 @@ async fn upgrade<S>(
     // The session runs as a task of its own and this one ends: the HTTP side's state (the largest part of
     // this task, several KiB) is not kept for the life of every WebSocket connection.
     // It holds the connection-limit slot until it ends.
-    glommio::spawn_local(session::run(shard, slot, stream, fd, answer, buf, kind, identity, client_id, ip)).detach();
+    let session = session::run(shard, slot, stream, fd, answer, deflate, buf, kind, identity, client_id, ip);
+    glommio::spawn_local(session).detach();
 }
 
 async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {

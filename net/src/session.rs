@@ -49,6 +49,7 @@ pub fn run<S>(
     stream: S,
     fd: Option<RawFd>,
     answer: Option<crate::http::AcceptKey>,
+    deflate: Option<tickwire_core::deflate::Agreed>,
     buffered: BytesMut,
     kind: Kind,
     identity: Option<Identity>,
@@ -63,7 +64,9 @@ where
     // Consumed here, so that the session's future does not keep it.
     let user = identity.map(|i| i.user);
     let stats = shard.stats().engine.clone();
-    let engine = Connection::new(shard.id, key, kind, user.clone(), shard.conn_settings().clone(), stats, now);
+    let mut engine = Connection::new(shard.id, key, kind, user.clone(), shard.conn_settings().clone(), stats, now);
+    engine.enable_deflate(deflate.map_or(0, |d| d.to_byte()));
+    let engine_bits = engine.deflate_bits();
     let (reader, writer) = futures_lite::io::split(stream);
     let conn = Rc::new(Conn {
         key,
@@ -76,6 +79,7 @@ where
         corked: Cell::new(false),
         writer_gone: Cell::new(false),
         dialect: kind.dialect(),
+        deflate_bits: engine_bits,
         shared: shard.shared.clone(),
         shard: shard.id,
     });
@@ -97,7 +101,10 @@ where
     };
     match answer {
         // The upgrade's answer (held back on plain sockets only) and the welcome in one `send`.
-        Some(answer) => conn.with_head(crate::http::switching_protocols_parts(&answer), welcome),
+        Some(answer) => {
+            let tail = crate::http::extensions_tail(deflate.as_ref());
+            conn.with_head(crate::http::switching_protocols_parts(&answer, &tail), welcome)
+        }
         None => conn.with(welcome),
     }
     serve(shard, slot, conn, reader, buffered)

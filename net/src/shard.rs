@@ -118,6 +118,7 @@ impl Shard {
         let stats = shared.stats[id].engine.clone();
         let mut engine = Engine::new(id, shared.shards, shared.interest.clone(), limits, signer, journal, stats);
         engine.set_board_interval(i64::from(shared.config.legacy_price_update_interval_s) * 1_000_000);
+        engine.set_compression(compression(&shared.config));
         for d in &dialects::DIALECTS {
             // Seed 002 batches in windows; seed 003's private routes send each event as it comes.
             let every = if d.name == "portfolio" { i64::from(shared.config.portfolio_batch_ms) * 1_000 } else { 0 };
@@ -147,6 +148,7 @@ impl Shard {
             session_limits: session_limits(config),
             auto_subscribe: config.legacy_auto_subscribe,
             min_throttle_ms: min_throttle_ms(config),
+            compression: compression(config),
         });
         Shard {
             id,
@@ -430,6 +432,10 @@ pub mod debug_stall {
 }
 
 /// The dialects' own throttles: seed 001's portfolio interval.
+fn compression(config: &crate::config::Config) -> tickwire_core::deflate::Level {
+    tickwire_core::deflate::Level { level: config.compression_level, threshold: config.compression_threshold }
+}
+
 fn min_throttle_ms(config: &crate::config::Config) -> [[u32; crate::stats::CHANNELS]; DIALECT_COUNT] {
     let mut least = [[0; crate::stats::CHANNELS]; DIALECT_COUNT];
     if let Some(d) = dialects::DIALECTS.iter().find(|d| d.name == "legacy") {

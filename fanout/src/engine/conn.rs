@@ -58,6 +58,8 @@ pub struct Settings {
     /// its connections get at most one update of a topic per window, the latest (seed 001's portfolio
     /// interval). 0: as the client asks.
     pub min_throttle_ms: [[u32; CHANNELS]; DIALECT_COUNT],
+    /// How frames are deflated for connections that agreed to permessage-deflate (level and threshold).
+    pub compression: tickwire_core::deflate::Level,
 }
 
 /// What a connection is for.
@@ -67,6 +69,10 @@ pub enum Kind {
     Subscriber(DialectId),
     /// `/v1/publish`: sends events (trusted feeds: no message rate limit).
     Publisher,
+    /// The conformance aid (`--echo-path`): every text or binary message comes back as it came, through the
+    /// same frame reader, writer, limits and close handshake as any connection (no message rate limit:
+    /// the test suite sends thousands of messages a second).
+    Echo,
 }
 
 impl Kind {
@@ -81,7 +87,7 @@ impl Kind {
     pub fn dialect(self) -> DialectId {
         match self {
             Kind::Subscriber(d) => d,
-            Kind::Publisher => DialectId::CANONICAL,
+            Kind::Publisher | Kind::Echo => DialectId::CANONICAL,
         }
     }
 }
@@ -242,6 +248,17 @@ impl Connection {
         self.key
     }
 
+    /// The client agreed to permessage-deflate ([`tickwire_core::deflate::Agreed::to_byte`]): its compressed
+    /// messages are inflated, and frames may go to it deflated.
+    pub fn enable_deflate(&mut self, agreed: u8) {
+        self.reader.enable_deflate(agreed);
+    }
+
+    /// The window bits our deflated frames may use for this client, or 0 when it does not compress.
+    pub fn deflate_bits(&self) -> u8 {
+        self.reader.deflate_bits()
+    }
+
     /// The connection's id, `c-<shard>-<key>` (made when asked: connections keep no string for it).
     pub fn id(&self) -> String {
         format!("c-{}-{}", self.shard, self.key)
@@ -353,7 +370,9 @@ impl Connection {
                     Ok(events) => self.requests.push(Request::Publish(events)),
                     Err(e) => self.error(now, None, ErrorCode::InvalidMessage, &e.to_string()),
                 },
+                Kind::Echo => self.echo(now, Opcode::Text, &text),
             },
+            Message::Binary(data) if self.kind == Kind::Echo => self.echo(now, Opcode::Binary, &data),
             Message::Binary(_) => {
                 let e = RequestError::new(
                     None,
@@ -602,6 +621,16 @@ impl Connection {
             last = Some(self.send(now, text_frame(m.len(), |out| out.extend_from_slice(&m))));
         }
         last
+    }
+
+    /// Sends a message back as it came (the echo endpoint), deflated when the client takes it so.
+    fn echo(&mut self, now: Micros, opcode: Opcode, payload: &[u8]) {
+        let plain = ws::frame(opcode, payload);
+        let bits = self.deflate_bits();
+        let deflated = tickwire_core::deflate::fits_window(&plain, bits)
+            .then(|| tickwire_core::deflate::compress_frame(&plain, self.settings.compression))
+            .flatten();
+        self.send(now, deflated.unwrap_or(plain));
     }
 
     /// Queues an `error` reply.

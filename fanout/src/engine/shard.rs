@@ -34,7 +34,7 @@ use crate::bars::{BarAggregator, ClosedBar};
 use crate::board::Board;
 use crate::frame::{reply_frame, try_update_frame, Rendered};
 use crate::index::{Added, Sink, SubscriptionIndex};
-use crate::interest::{InterestMap, ShardInterest};
+use crate::interest::{wire, InterestMap, ShardInterest, WIRES};
 use crate::outbound::NO_STAMP;
 use crate::sequencer::{Limits, Resume, Sequenced, Sequencer, SignFn};
 use crate::window::Windows;
@@ -179,6 +179,8 @@ pub struct Shard<S, J: Journal> {
     windows: Windows<S>,
     /// Per dialect, the length of its connections' windows (0: none, pieces go at once).
     window_every: [Micros; DIALECT_COUNT],
+    /// How frames are deflated for subscribers that take deflated frames (permessage-deflate).
+    compression: tickwire_core::deflate::Level,
 }
 
 impl<S: Sink + Clone, J: Journal> Shard<S, J> {
@@ -226,7 +228,13 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             next_boards: 0,
             windows: Windows::new(),
             window_every: [1_000_000; DIALECT_COUNT],
+            compression: tickwire_core::deflate::Level::default(),
         }
+    }
+
+    /// How frames are deflated for subscribers that agreed to permessage-deflate.
+    pub fn set_compression(&mut self, level: tickwire_core::deflate::Level) {
+        self.compression = level;
     }
 
     pub fn id(&self) -> usize {
@@ -408,11 +416,16 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// (the sequencer's own, always).
     fn ingest(&mut self, topic: &Topic, data: Bytes, source_ts: Option<Bytes>, now: Micros) -> (Sequenced, Rendered) {
         let masks = self.interest_in(topic);
-        let others = masks[1..].iter().any(|&m| m != 0);
+        // Per dialect, the shards with subscribers of it, plain or deflating.
+        let any = |d: usize| masks[d] | masks[d + DIALECT_COUNT];
+        let others = (1..DIALECT_COUNT).any(|d| any(d) != 0);
         let kept = others.then(|| (data.clone(), source_ts.clone()));
         let out = self.sequencer.ingest(topic, data, source_ts, now);
         self.stats.renders_by_dialect[0].fetch_add(1, Ordering::Relaxed);
         let mut frames = Rendered::canonical(out.frame.clone());
+        if masks[DIALECT_COUNT] != 0 {
+            self.deflate(&mut frames, DialectId::CANONICAL, &out.frame);
+        }
         if let Some((data, source_ts)) = kept {
             let update = Update {
                 kind: UpdateKind::Update,
@@ -424,7 +437,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
                 day: self.days.get(&topic.key).and_then(Option::as_ref).filter(|_| topic.channel == Channel::Quotes),
                 key: &topic.key,
             };
-            for (d, _) in masks.iter().enumerate().skip(1).filter(|(_, &m)| m != 0) {
+            for d in (1..DIALECT_COUNT).filter(|&d| any(d) != 0) {
                 let codec = DIALECTS[d].codec;
                 if codec.renders_piece(topic.channel) {
                     let mut piece = Vec::with_capacity(160);
@@ -435,11 +448,22 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
                     }
                 } else if let Some(frame) = try_update_frame(codec, &update) {
                     self.stats.renders_by_dialect[d].fetch_add(1, Ordering::Relaxed);
+                    if masks[d + DIALECT_COUNT] != 0 {
+                        self.deflate(&mut frames, DIALECTS[d].id, &frame);
+                    }
                     frames.set(DIALECTS[d].id, frame);
                 }
             }
         }
         (out, frames)
+    }
+
+    /// Deflates `dialect`'s frame once, for every subscriber of it that takes deflated frames.
+    fn deflate(&self, frames: &mut Rendered, dialect: DialectId, frame: &Bytes) {
+        if let Some(deflated) = tickwire_core::deflate::compress_frame(frame, self.compression) {
+            self.stats.deflated_frames.fetch_add(1, Ordering::Relaxed);
+            frames.set_deflated(dialect, deflated);
+        }
     }
 
     /// Owner side: a critical topic's queue dropped its oldest messages. A user online is told now; one
@@ -504,11 +528,11 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         (topic.interval.is_none() && topic.key != wild.key).then_some(wild)
     }
 
-    /// Per dialect, the shards with subscribers of `topic` or of its wildcard.
-    fn interest_in(&self, topic: &Topic) -> [u64; DIALECT_COUNT] {
-        let mut masks = self.map.shards_by_dialect(topic);
+    /// Per wire ([`crate::interest::wire`]), the shards with subscribers of `topic` or of its wildcard.
+    fn interest_in(&self, topic: &Topic) -> [u64; WIRES] {
+        let mut masks = self.map.shards_by_wire(topic);
         if let Some(wild) = self.wildcard_of(topic) {
-            for (m, w) in masks.iter_mut().zip(self.map.shards_by_dialect(wild)) {
+            for (m, w) in masks.iter_mut().zip(self.map.shards_by_wire(wild)) {
                 *m |= w;
             }
         }
@@ -560,8 +584,9 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             self.boards[usize::from(dialect.0)].get_or_insert_with(Board::default).join(&sink, symbol);
         }
         let generation = self.next_id();
+        let wire = wire(dialect, sink.deflate_bits() != 0);
         if self.index.add(&topic, sink, throttle_ms, generation) == Added::FirstOnShard {
-            self.interest.add(&topic, dialect);
+            self.interest.add(&topic, wire);
         }
         self.note_wildcard(&topic);
         let owner = topic.owner(self.shards);
@@ -573,9 +598,9 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// Removes one subscription of the connection `conn`.
     pub fn unsubscribe(&mut self, conn: u64, topic: &Topic) {
         let removed = self.index.remove(topic, conn);
-        if let Some((dialect, last)) = removed {
+        if let Some((dialect, wire, last)) = removed {
             if last {
-                self.interest.remove(topic, dialect);
+                self.interest.remove(topic, wire);
             }
             if let Some(board) = self.boards[usize::from(dialect.0)].as_mut() {
                 board.leave(conn, (&*topic.key != ALL).then_some(&*topic.key));
@@ -640,7 +665,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         if now >= self.next_boards {
             for (d, board) in self.boards.iter_mut().enumerate() {
                 if let Some(board) = board.as_mut() {
-                    let (n, bytes) = board.flush(DIALECTS[d].codec, now);
+                    let (n, bytes) = board.flush(DIALECTS[d].codec, self.compression, now);
                     self.stats.delivered(Channel::Quotes, n, bytes);
                 }
             }
@@ -888,6 +913,82 @@ mod tests {
         assert_eq!(renders(&stats[1])[..2], [2, 1]);
         assert_eq!(got(&canonical).len(), 2);
         assert_eq!(got(&local).len(), 1);
+    }
+
+    /// A canonical subscriber that agreed to permessage-deflate with windows of `bits` (0: it did not).
+    #[derive(Debug, Clone)]
+    struct Deflating(u64, u8, Rc<RefCell<Vec<Bytes>>>);
+
+    impl Sink for Deflating {
+        fn key(&self) -> u64 {
+            self.0
+        }
+
+        fn deflate_bits(&self) -> u8 {
+            self.1
+        }
+
+        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
+            self.2.borrow_mut().push(frame.clone());
+        }
+    }
+
+    /// permessage-deflate: the owner deflates an update once, and every subscriber that takes deflated
+    /// frames, on any shard, gets those same bytes; the others (no compression, or a window too small for
+    /// the frame) get the plain frame; with no compressing subscriber left nothing is deflated.
+    #[test]
+    fn an_update_is_deflated_once_for_every_compressing_subscriber() {
+        let map = InterestMap::new(16);
+        let stats: [Arc<Stats>; 2] = [Arc::default(), Arc::default()];
+        let mut shards: [Shard<Deflating, NoJournal>; 2] =
+            [0, 1].map(|id| Shard::new(id, 2, map.clone(), Limits::default(), None, NoJournal, stats[id].clone()));
+        let topic = (0..).map(|i| Topic::new(Channel::Quotes, format!("S{i}"))).find(|t| t.owner(2) == 1).unwrap();
+        let plain = Deflating(1, 0, Rc::default());
+        let small_window = Deflating(2, 8, Rc::default());
+        let remote = Deflating(3, 15, Rc::default());
+        let local = Deflating(4, 15 | 0x80, Rc::default());
+        for s in [&plain, &small_window, &remote] {
+            shards[0].subscribe(1, s.clone(), topic.clone(), 0, Resume::Latest);
+        }
+        shards[1].subscribe(1, local.clone(), topic.clone(), 0, Resume::Latest);
+        settle(&mut shards, 2);
+        let update = |n: u32| {
+            let pad = "x".repeat(300); // over 256 bytes: too long for a window of 8 bits
+            let data = format!(r#"{{"n":{n},"pad":"{pad}"}}"#).into_bytes();
+            Ingest {
+                channel: topic.channel,
+                topics: vec![topic.clone()],
+                data,
+                source_ts: None,
+                trade: None,
+                quote: None,
+            }
+        };
+        shards[1].publish(3, vec![update(1)], false);
+        settle(&mut shards, 4);
+        let deflated = |s: &Stats| s.deflated_frames.load(Ordering::Relaxed);
+        assert_eq!((deflated(&stats[1]), deflated(&stats[0])), (1, 0), "deflated once, by the owner");
+        let last = |s: &Deflating| s.2.borrow().last().cloned().unwrap();
+        let (p, w, r, l) = (last(&plain), last(&small_window), last(&remote), last(&local));
+        assert_eq!((p[0], w[0], r[0], l[0]), (0x81, 0x81, 0xC1, 0xC1), "RSV1 only for those that take it");
+        assert_eq!(r.as_ptr(), l.as_ptr(), "the same deflated bytes on both shards");
+        assert_eq!(p.as_ptr(), w.as_ptr(), "the plain frame, rendered once too");
+        assert!(r.len() < p.len() / 2, "{} bytes deflated from {}", r.len(), p.len());
+        let inflated = tickwire_core::deflate::Inflater::new().inflate(payload(&r), 1 << 16).unwrap();
+        assert_eq!(inflated, payload(&p), "it inflates to the plain frame's JSON");
+        shards[0].unsubscribe(3, &topic);
+        shards[1].unsubscribe(4, &topic);
+        settle(&mut shards, 5);
+        shards[1].publish(6, vec![update(2)], false);
+        settle(&mut shards, 7);
+        assert_eq!(deflated(&stats[1]), 2, "the small window's subscriber would take a shorter frame deflated");
+        shards[0].unsubscribe(2, &topic);
+        settle(&mut shards, 8);
+        shards[1].publish(9, vec![update(3)], false);
+        settle(&mut shards, 10);
+        assert_eq!(deflated(&stats[1]), 2, "no compressing subscriber left: nothing deflated");
+        assert_eq!(last(&plain)[0], 0x81);
+        assert_eq!(plain.2.borrow().len(), 3);
     }
 
     /// A subscriber of a channel's wildcard `(quotes, *)` gets every symbol's updates, from whichever shard

@@ -134,6 +134,8 @@ counters! {
     writes: Counter "tickwire_writes_total" "Socket writes by connection writers (one per flush batch).";
     written_frames: Counter "tickwire_written_frames_total" admin "messagesDelivered" "Frames handed to sockets, replies and snapshots included.";
     written_bytes: Counter "tickwire_written_bytes_total" "Bytes handed to sockets.";
+    deflated_frames: Counter "tickwire_deflated_frames_total"
+        "Update frames deflated once for the subscribers that agreed to permessage-deflate (one per update and dialect with such subscribers).";
 }
 
 /// The figures of each shard in `/api/ws/status` (under their field names), besides its deliveries.
