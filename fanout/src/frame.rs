@@ -14,7 +14,9 @@ use tickwire_core::ws::{write_header, Opcode, MAX_HEADER_LEN};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rendered {
     frames: [Option<Bytes>; DIALECT_COUNT],
-    deflated: [Option<Bytes>; DIALECT_COUNT],
+    /// The deflated frames, per dialect: allocated only for an update with compressing subscribers, and
+    /// shared, not copied, with the shards that deliver it.
+    deflated: Option<std::sync::Arc<[Option<Bytes>; DIALECT_COUNT]>>,
     /// Dialects (bit `d`) whose entry is a piece for a board ([`crate::board`]), not a frame to push.
     pieces: u8,
 }
@@ -38,7 +40,8 @@ impl Rendered {
 
     /// The deflated form of `dialect`'s frame ([`tickwire_core::deflate::compress_frame`]).
     pub fn set_deflated(&mut self, dialect: DialectId, frame: Bytes) {
-        self.deflated[usize::from(dialect.0)] = Some(frame);
+        let deflated = self.deflated.get_or_insert_with(Default::default);
+        std::sync::Arc::make_mut(deflated)[usize::from(dialect.0)] = Some(frame);
     }
 
     /// The frame of `dialect` for a subscriber taking deflated frames of windows up to `bits` (0: plain
@@ -47,7 +50,7 @@ impl Rendered {
     pub fn get_for(&self, dialect: DialectId, bits: u8) -> Option<&Bytes> {
         let plain = self.get(dialect)?;
         if bits != 0 {
-            if let Some(deflated) = &self.deflated[usize::from(dialect.0)] {
+            if let Some(deflated) = self.deflated.as_ref().and_then(|d| d[usize::from(dialect.0)].as_ref()) {
                 if tickwire_core::deflate::fits_window(plain, bits) {
                     return Some(deflated);
                 }
