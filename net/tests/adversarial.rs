@@ -76,9 +76,14 @@ struct Raw {
 
 impl Raw {
     fn open(addr: SocketAddr) -> Raw {
+        Raw::open_with(addr, common::UPGRADE_REQUEST).0
+    }
+
+    /// Upgrades with `request`; returns the connection and the 101's head.
+    fn open_with(addr: SocketAddr, request: &[u8]) -> (Raw, String) {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(SECS)).unwrap();
-        s.write_all(common::UPGRADE_REQUEST).unwrap();
+        s.write_all(request).unwrap();
         let mut raw = Raw { s, buf: Vec::new() };
         let end = loop {
             assert!(raw.read(), "closed before the 101");
@@ -87,8 +92,9 @@ impl Raw {
             }
         };
         assert!(raw.buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&raw.buf));
+        let head = String::from_utf8_lossy(&raw.buf[..end]).into_owned();
         raw.buf.drain(..end);
-        raw
+        (raw, head)
     }
 
     fn read(&mut self) -> bool {
@@ -168,6 +174,113 @@ fn unmasked_frames_are_closed_1002() {
             raw.s.write_all(&frame).unwrap();
             assert_eq!(raw.until_close().1, Some(1002));
         }
+    });
+}
+
+/// The upgrade of a client offering permessage-deflate without context takeover.
+const DEFLATE_UPGRADE: &[u8] = b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+    Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; client_max_window_bits\r\n\r\n";
+
+/// `data` deflated on its own, as a client's compressed message carries it (the sync tail left off).
+fn deflated(data: &[u8]) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::best(), false);
+    let mut out = Vec::with_capacity(data.len() / 100 + 1024);
+    loop {
+        let done = c.total_in() as usize;
+        c.compress_vec(&data[done..], &mut out, flate2::FlushCompress::Sync).unwrap();
+        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity());
+    }
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// The payload of the first whole server frame in `wire` with RSV1 set (deflated).
+fn first_deflated(wire: &[u8]) -> Option<Vec<u8>> {
+    let mut i = 0;
+    while i + 2 <= wire.len() {
+        let (len, skip) = match wire[i + 1] & 0x7F {
+            126 if i + 4 <= wire.len() => (usize::from(u16::from_be_bytes([wire[i + 2], wire[i + 3]])), 4),
+            126 | 127 => return None, // no frame this test reads is longer
+            n => (usize::from(n), 2),
+        };
+        let end = i + skip + len;
+        if end > wire.len() {
+            return None;
+        }
+        if wire[i] & 0x40 != 0 {
+            return Some(wire[i + skip..end].to_vec());
+        }
+        i = end;
+    }
+    None
+}
+
+/// permessage-deflate under attack: a compressed request is understood and updates come deflated; a zip
+/// bomb (16 MiB of zeros in a few KiB, under max_message_bytes compressed) is closed 1009 before it is
+/// inflated past the limit, a corrupt stream 1007, RSV1 without the extension or on a continuation 1002;
+/// meanwhile the well-behaved client misses nothing.
+#[test]
+fn compressed_attacks_get_their_close_codes_and_compressing_clients_get_deflated_updates() {
+    let server = server();
+    let addr = server.addr;
+    let bomb = deflated(&vec![0u8; 16 << 20]);
+    assert!(bomb.len() < 65_536, "the bomb must pass the frame limit: {} bytes", bomb.len());
+    under_attack(&server, move || {
+        let rsv1 = |mut f: Vec<u8>| {
+            f[0] |= 0x40;
+            f
+        };
+        // A compressing client: its deflated subscribe is read, and quotes come deflated.
+        let (mut raw, head) = Raw::open_with(addr, DEFLATE_UPGRADE);
+        assert!(
+            head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"),
+            "{head}"
+        );
+        let sub = deflated(br#"{"action":"subscribe","channel":"quotes","symbols":["AAPL"],"id":"z"}"#);
+        let mut out = Vec::new();
+        write_client_frame(&mut out, true, 1, &sub, MASK);
+        raw.s.write_all(&rsv1(out)).unwrap();
+        let quote = loop {
+            if let Some(p) = first_deflated(&raw.buf) {
+                break p;
+            }
+            assert!(raw.read(), "closed before a deflated quote");
+        };
+        let plain = tickwire_core::deflate::Inflater::new().inflate(&quote, 1 << 20).unwrap();
+        let v: Value = serde_json::from_slice(&plain).unwrap();
+        assert!(v["type"] == "quote" || v["type"] == "snapshot", "{v}");
+        // The bomb.
+        let (mut raw, _) = Raw::open_with(addr, DEFLATE_UPGRADE);
+        let mut out = Vec::new();
+        write_client_frame(&mut out, true, 1, &bomb, MASK);
+        let _ = raw.s.write_all(&rsv1(out));
+        assert_eq!(raw.until_close().1, Some(1009));
+        // A corrupt stream.
+        let (mut raw, _) = Raw::open_with(addr, DEFLATE_UPGRADE);
+        let mut out = Vec::new();
+        write_client_frame(&mut out, true, 1, &[0xFF, 0xFF, 0xFF, 0x00, 0x13, 0x77], MASK);
+        raw.s.write_all(&rsv1(out)).unwrap();
+        assert_eq!(raw.until_close().1, Some(1007));
+        // RSV1 on a continuation frame.
+        let (mut raw, _) = Raw::open_with(addr, DEFLATE_UPGRADE);
+        let (a, b) = sub.split_at(sub.len() / 2);
+        let mut out = Vec::new();
+        write_client_frame(&mut out, false, 1, a, MASK);
+        let mut cont = Vec::new();
+        write_client_frame(&mut cont, true, 0, b, MASK);
+        out.extend(rsv1(cont));
+        raw.s.write_all(&rsv1(out)).unwrap();
+        assert_eq!(raw.until_close().1, Some(1002));
+        // RSV1 without the extension.
+        let mut raw = Raw::open(addr);
+        let mut out = Vec::new();
+        write_client_frame(&mut out, true, 1, &sub, MASK);
+        raw.s.write_all(&rsv1(out)).unwrap();
+        assert_eq!(raw.until_close().1, Some(1002));
     });
 }
 

@@ -151,3 +151,22 @@ fn catalog_and_status_endpoints() {
     assert_eq!(st["shards"].as_array().unwrap().len(), 2);
     assert_eq!(st["stream_health"]["simulator"]["status"], "active");
 }
+
+/// `--echo-path` (the conformance aid): off by default; on, every text and binary message comes back as it
+/// came, and the server's limits and close handling hold there too.
+#[test]
+fn the_echo_endpoint_is_off_by_default_and_echoes_through_the_servers_codec() {
+    use tungstenite::Message;
+    let plain = Server::start(&["--no-simulator"]);
+    assert!(Client::connect(plain.addr, "/echo", None).is_err(), "no echo endpoint unless asked for");
+    let server = Server::start(&["--no-simulator", "--echo-path", "/echo", "--max-message-bytes", "1000"]);
+    let mut c = Client::connect(server.addr, "/echo", None).expect("the echo endpoint upgrades");
+    let text = "héllo, wörld ".repeat(20);
+    c.ws.send(Message::text(text.clone())).unwrap();
+    assert_eq!(c.ws.read().unwrap(), Message::text(text));
+    let bytes: Vec<u8> = (0..=255).collect();
+    c.ws.send(Message::binary(bytes.clone())).unwrap();
+    assert_eq!(c.ws.read().unwrap(), Message::binary(bytes));
+    c.ws.send(Message::text("x".repeat(1001))).unwrap();
+    assert_eq!(c.close_code(SECS), Some(1009), "its limits are the server's");
+}

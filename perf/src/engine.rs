@@ -55,6 +55,8 @@ pub struct Target {
     pub interval_s: u64,
     /// The user whose orders private dialects' clients subscribe and the publisher publishes.
     pub user: String,
+    /// Subscribers offer permessage-deflate (and fail if it is not agreed), and inflate what comes deflated.
+    pub compress: bool,
 }
 
 impl Target {
@@ -393,7 +395,9 @@ async fn connect(target: &Target, path: &str, token: Option<&str>) -> anyhow::Re
         TcpStream::connect(target.addr).await.map_err(|e| anyhow::anyhow!("connect {}: {e}", target.addr))?;
     stream.set_nodelay(true).map_err(|e| anyhow::anyhow!("set_nodelay: {e}"))?;
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    ws::handshake(&mut stream, &target.addr.to_string(), path, token, &mut buf).await?;
+    // Only subscribers compress: publishers and idle connections send and receive little.
+    let compress = target.compress && path == target.stream_path();
+    ws::handshake(&mut stream, &target.addr.to_string(), path, token, compress, &mut buf).await?;
     Ok((stream, buf))
 }
 
@@ -444,8 +448,12 @@ async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) 
     }
     loop {
         while let Some((kind, _fin, head, len)) = ws::parse_frame(&buf)? {
+            let deflated = ws::is_deflated(&buf);
             buf.advance(head);
-            let payload = buf.split_to(len);
+            let mut payload = buf.split_to(len);
+            if deflated {
+                payload = ws::inflate(&payload)?;
+            }
             match (kind, target.protocol) {
                 (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Tickwire) => {
                     match on_json(shared, &mut seqs, &payload) {

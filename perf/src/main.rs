@@ -104,6 +104,10 @@ struct ConnArgs {
     /// --protocol legacy: the server's legacy_price_update_interval_s (frames further apart lost an interval)
     #[arg(long, default_value_t = 1)]
     legacy_interval_s: u64,
+    /// Subscribers offer permessage-deflate (RFC 7692) and inflate the frames that come deflated; a server
+    /// that does not agree fails the connection
+    #[arg(long)]
+    compress: bool,
     /// Exit with status 1 if anything was lost, a connection failed or the server sent an error frame (for
     /// CI; no timing is checked)
     #[arg(long)]
@@ -188,6 +192,7 @@ impl ConnArgs {
                 publish_token: self.publish_token.clone(),
                 interval_s: self.legacy_interval_s.max(1),
                 user: self.private_user.clone(),
+                compress: self.compress,
             },
             name: self.name.clone(),
             connections: self.connections,

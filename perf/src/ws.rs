@@ -48,18 +48,40 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], rng: &mut impl
     tickwire_core::ws::write_client_frame(out, true, opcode, payload, rng.random());
 }
 
-/// Sends the upgrade request and reads the 101; bytes read past the head are left in `buf`.
+/// Whether a whole server frame at the start of `buf` is compressed (RSV1, permessage-deflate).
+pub fn is_deflated(buf: &[u8]) -> bool {
+    buf.first().is_some_and(|b| b & 0x40 != 0)
+}
+
+thread_local! {
+    /// One inflater for every connection of the thread: the server deflates each message on its own
+    /// (server_no_context_takeover), and after a message's sync flush the inflater stands at a block
+    /// boundary, so messages of any connection follow each other through it.
+    static INFLATER: std::cell::RefCell<tickwire_core::deflate::Inflater> = Default::default();
+}
+
+/// The payload of a compressed message, inflated.
+pub fn inflate(payload: &[u8]) -> anyhow::Result<BytesMut> {
+    let plain = INFLATER.with_borrow_mut(|i| i.inflate(payload, 64 << 20));
+    Ok(BytesMut::from(&plain.map_err(|e| anyhow::anyhow!("a compressed frame: {e}"))?[..]))
+}
+
+/// Sends the upgrade request and reads the 101; bytes read past the head are left in `buf`. With
+/// `compress`, offers permessage-deflate and fails unless the server agrees to it.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     host: &str,
     path: &str,
     token: Option<&str>,
+    compress: bool,
     buf: &mut BytesMut,
 ) -> anyhow::Result<()> {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let offer =
+        if compress { "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n" } else { "" };
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}{offer}\r\n"
     );
     stream.write_all(req.as_bytes()).await?;
     let mut chunk = [0u8; 4096];
@@ -68,6 +90,11 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         let mut resp = httparse::Response::new(&mut headers);
         if let httparse::Status::Complete(n) = resp.parse(buf)? {
             anyhow::ensure!(resp.code == Some(101), "upgrade refused: HTTP {:?}", resp.code);
+            let agreed = resp.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+                    && String::from_utf8_lossy(h.value).contains("permessage-deflate")
+            });
+            anyhow::ensure!(agreed || !compress, "the server did not agree to permessage-deflate");
             buf.advance(n);
             return Ok(());
         }
