@@ -5,6 +5,8 @@
 #   CONNS=10000 perf/compare.sh tickwire bun
 #   MODE=fanout CONNS=10000 RATE=1000 DURATION_S=20 OUT=perf/reports/product perf/compare.sh
 #                                         # the product scenario: a fixed 100,000 deliveries/s
+#   MODE=fanout CONNS=10000 RATE=1000 OUT=perf/reports/compression perf/compare.sh tickwire tickwire-deflate
+#                                         # the same server, its clients with and without permessage-deflate
 #
 # Installs what the peers need (perf/peers/install.sh), builds tickwire and tickwire-load in release,
 # then for each target: starts it pinned to CPU 0, runs `tickwire-load saturate` pinned to CPU 1, stops
@@ -37,7 +39,7 @@ token=$(target/release/tickwire token --sub compare --role publisher --jwt-secre
 
 start_target() {
   case "$1" in
-    tickwire) taskset -c 0 target/release/tickwire --listen "127.0.0.1:$PORT" --shards 1 --no-simulator \
+    tickwire | tickwire-deflate) taskset -c 0 target/release/tickwire --listen "127.0.0.1:$PORT" --shards 1 --no-simulator \
                 --jwt-secret "$SECRET" 2>/dev/null & ;;
     bun) taskset -c 0 perf/peers/node_modules/.bin/bun perf/peers/bun/server.js "$PORT" >/dev/null 2>&1 & ;;
     socketify) taskset -c 0 "$py" perf/peers/socketify/server.py "$PORT" >/dev/null 2>&1 & ;;
@@ -58,6 +60,9 @@ for t in "${targets[@]}"; do
   start_target "$t"
   protocol=tickwire
   [ "$t" = nats ] && protocol=nats
+  # tickwire-deflate: the same server; its clients offer permessage-deflate and inflate what they get.
+  compress=()
+  [ "$t" = tickwire-deflate ] && compress=(--compress)
   if [ "$MODE" = fanout ]; then
     scenario=(fanout --rate "$RATE" --duration-s "$DURATION_S")
   else
@@ -65,7 +70,13 @@ for t in "${targets[@]}"; do
   fi
   taskset -c 1 "$load" "${scenario[@]}" --target "127.0.0.1:$PORT" --name "$t" --protocol "$protocol" \
     --connections "$CONNS" --symbols "$SYMBOLS" --subs-per-conn "$SUBS" --publish-token "$token" \
-    --server-pid "$pid" --json "$OUT/$t.json" --report "$OUT" || echo "$t: the run failed (kept going)"
+    --server-pid "$pid" --json "$OUT/$t.json" --report "$OUT" "${compress[@]}" || echo "$t: the run failed (kept going)"
+  if [[ "$t" == tickwire* ]]; then
+    # Bytes the server handed to its sockets, and frames it deflated, over the whole run.
+    curl -s "http://127.0.0.1:$PORT/metrics" \
+      | awk '/^tickwire_(written_bytes|deflated_frames|written_frames)_total/ { split($1, n, "{"); s[n[1]] += $NF }
+             END { for (k in s) printf "%s %d\n", k, s[k] }' | sort > "$OUT/$t.wire"
+  fi
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   sleep 1
