@@ -74,6 +74,8 @@ fn ratios(frames: &[(String, Bytes)]) {
     type Size<'a> = Box<dyn FnMut(&Bytes) -> usize + 'a>;
     let rows: Vec<(&str, Size<'_>)> = vec![
         ("zlib-rs level 1", Box::new(|f| zlib_rs(f, 1))),
+        ("zlib-rs level 2", Box::new(|f| zlib_rs(f, 2))),
+        ("zlib-rs level 4", Box::new(|f| zlib_rs(f, 4))),
         ("zlib-rs level 6", Box::new(|f| zlib_rs(f, 6))),
         ("miniz_oxide level 1", Box::new(|f| miniz(f, 1))),
         ("miniz_oxide level 6", Box::new(|f| miniz(f, 6))),
@@ -122,6 +124,11 @@ fn bench(c: &mut Criterion) {
         let mut out = Vec::new();
         g.bench_function(format!("libdeflate_level_{level}"), |b| {
             b.iter(|| frames.iter().map(|(_, f)| libdeflate(&mut ld, &mut out, black_box(f))).sum::<usize>())
+        });
+    }
+    for level in [2u32, 4] {
+        g.bench_function(format!("zlib_rs_level_{level}"), |b| {
+            b.iter(|| frames.iter().map(|(_, f)| zlib_rs(black_box(f), level)).sum::<usize>())
         });
     }
     g.finish();
