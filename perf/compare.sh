@@ -35,7 +35,9 @@ mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" || true
 load=target/release/tickwire-load
 py=perf/peers/.venv/bin/python
-token=$(target/release/tickwire token --sub compare --role publisher --jwt-secret "$SECRET")
+# The publisher's token goes by the environment, not the command line the reports quote.
+TICKWIRE_PUBLISH_TOKEN=$(target/release/tickwire token --sub compare --role publisher --jwt-secret "$SECRET")
+export TICKWIRE_PUBLISH_TOKEN
 
 start_target() {
   case "$1" in
@@ -69,7 +71,7 @@ for t in "${targets[@]}"; do
     scenario=(saturate --start-rate "$START_RATE" --factor "$FACTOR" --step-s "$STEP_S")
   fi
   taskset -c 1 "$load" "${scenario[@]}" --target "127.0.0.1:$PORT" --name "$t" --protocol "$protocol" \
-    --connections "$CONNS" --symbols "$SYMBOLS" --subs-per-conn "$SUBS" --publish-token "$token" \
+    --connections "$CONNS" --symbols "$SYMBOLS" --subs-per-conn "$SUBS" \
     --server-pid "$pid" --json "$OUT/$t.json" --report "$OUT" "${compress[@]}" || echo "$t: the run failed (kept going)"
   if [[ "$t" == tickwire* ]]; then
     # Bytes the server handed to its sockets, and frames it deflated, over the whole run.
