@@ -28,6 +28,14 @@ pub struct Ingest {
     pub quote: Option<QuotePoint>,
 }
 
+impl Ingest {
+    /// An event of `topic`'s channel sequenced on that topic alone, with no source timestamp, trade or quote
+    /// figures (tests and tools; the publish parser and the simulator fill those).
+    pub fn on(topic: &Topic, data: Vec<u8>) -> Ingest {
+        Ingest { channel: topic.channel, topics: vec![topic.clone()], data, source_ts: None, trade: None, quote: None }
+    }
+}
+
 /// What bar aggregation needs of a trade.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TradePoint {

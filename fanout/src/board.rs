@@ -132,7 +132,7 @@ fn batch_frame(codec: &dyn Dialect, pieces: &[&Bytes], now: Micros) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::tests::Rec;
+    use crate::index::tests::{Bits, Rec};
     use std::rc::Rc;
     use tickwire_core::protocol::legacy::Legacy;
 
@@ -168,23 +168,6 @@ mod tests {
         board.leave(1, None);
         board.leave(2, None);
         assert!(!board.has_members());
-    }
-
-    #[derive(Debug, Clone)]
-    struct Bits(u64, u8, Rc<std::cell::RefCell<Vec<Bytes>>>);
-
-    impl Sink for Bits {
-        fn key(&self) -> u64 {
-            self.0
-        }
-
-        fn deflate_bits(&self) -> u8 {
-            self.1
-        }
-
-        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
-            self.2.borrow_mut().push(frame.clone());
-        }
     }
 
     #[test]

@@ -318,6 +318,24 @@ pub(crate) mod tests {
     #[derive(Debug, Clone)]
     pub(crate) struct Rec(pub u64, pub Rc<RefCell<Vec<Bytes>>>);
 
+    /// A canonical subscriber that agreed to permessage-deflate with windows of `.1` bits (0: it did not).
+    #[derive(Debug, Clone)]
+    pub(crate) struct Bits(pub u64, pub u8, pub Rc<RefCell<Vec<Bytes>>>);
+
+    impl Sink for Bits {
+        fn key(&self) -> u64 {
+            self.0
+        }
+
+        fn deflate_bits(&self) -> u8 {
+            self.1
+        }
+
+        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
+            self.2.borrow_mut().push(frame.clone());
+        }
+    }
+
     impl Sink for Rec {
         fn key(&self) -> u64 {
             self.0

@@ -251,15 +251,7 @@ impl Sim {
         let s = self.rng.random_range(0..self.shards.len());
         let topic = self.topics[self.rng.random_range(0..self.topics.len())].clone();
         let n: u32 = self.rng.random();
-        let data = format!("{{\"k\":\"{}\",\"n\":{n}}}", topic.key).into_bytes();
-        let event = Ingest {
-            channel: topic.channel,
-            topics: vec![topic.clone()],
-            data,
-            source_ts: None,
-            trade: None,
-            quote: None,
-        };
+        let event = Ingest::on(&topic, format!("{{\"k\":\"{}\",\"n\":{n}}}", topic.key).into_bytes());
         self.log(|| format!("publish {topic:?} on shard {s}"));
         if let Some(request) = self.shards[s].publish(self.now, vec![event], true) {
             self.waiting.push((s, request));

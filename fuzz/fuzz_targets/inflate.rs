@@ -3,10 +3,12 @@
 //! inflater alone never returns more than its limit nor panics on a corrupt stream.
 #![no_main]
 
-use bytes::BytesMut;
+#[path = "common/read_all.rs"]
+mod read_all;
+
 use libfuzzer_sys::fuzz_target;
 use tickwire_core::deflate::Inflater;
-use tickwire_core::ws::{Message, MessageReader};
+use tickwire_core::ws::MessageReader;
 
 const MAX: usize = 4096;
 
@@ -17,28 +19,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(plain) => assert!(plain.len() <= MAX),
         Err(e) => assert!(matches!(e.close_code(), 1007 | 1009)),
     }
-    let chunk = usize::from(first >> 1).max(1);
     let mut reader = MessageReader::new(MAX);
     reader.enable_deflate(if first & 1 == 0 { 15 } else { 0x80 | 15 });
-    let mut buf = BytesMut::new();
-    for piece in rest.chunks(chunk) {
-        buf.extend_from_slice(piece);
-        loop {
-            match reader.read(&mut buf) {
-                Ok(Some(msg)) => {
-                    let len = match &msg {
-                        Message::Text(t) => t.len(),
-                        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
-                        _ => 0,
-                    };
-                    assert!(len <= MAX);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    assert!(e.close_code() >= 1000);
-                    return;
-                }
-            }
-        }
-    }
+    read_all::read_all(&mut reader, rest, usize::from(first >> 1).max(1), MAX);
 });

@@ -727,6 +727,7 @@ pub fn queue_overflow_frame(topic: &Topic, dropped: u64, cap: usize, now: Micros
 mod tests {
     use super::*;
     use crate::frame::payload;
+    use crate::index::tests::Bits;
     use std::cell::RefCell;
     use std::rc::Rc;
     use tickwire_core::Channel;
@@ -792,7 +793,7 @@ mod tests {
 
     fn quote(topic: &Topic, n: u32) -> Ingest {
         let data = format!("{{\"n\":{n}}}").into_bytes();
-        Ingest { channel: topic.channel, topics: vec![topic.clone()], data, source_ts: None, trade: None, quote: None }
+        Ingest::on(topic, data)
     }
 
     fn sequences(frames: &[Bytes]) -> Vec<(String, u64)> {
@@ -876,14 +877,7 @@ mod tests {
                 r#"{{"symbol":"{}","interval":"1m","start":"2026-12-01T10:0{n}:00.000000Z","open":1.0,"high":2.0,"low":0.5,"close":1.5,"volume":10.0,"vwap":1.2}}"#,
                 topic.key
             );
-            Ingest {
-                channel: Channel::Bars,
-                topics: vec![topic.clone()],
-                data: data.into_bytes(),
-                source_ts: None,
-                trade: None,
-                quote: None,
-            }
+            Ingest::on(&topic, data.into_bytes())
         };
         shards[1].publish(3, vec![bar(1)], false);
         settle(&mut shards, 4);
@@ -915,24 +909,6 @@ mod tests {
         assert_eq!(got(&local).len(), 1);
     }
 
-    /// A canonical subscriber that agreed to permessage-deflate with windows of `bits` (0: it did not).
-    #[derive(Debug, Clone)]
-    struct Deflating(u64, u8, Rc<RefCell<Vec<Bytes>>>);
-
-    impl Sink for Deflating {
-        fn key(&self) -> u64 {
-            self.0
-        }
-
-        fn deflate_bits(&self) -> u8 {
-            self.1
-        }
-
-        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
-            self.2.borrow_mut().push(frame.clone());
-        }
-    }
-
     /// permessage-deflate: the owner deflates an update once, and every subscriber that takes deflated
     /// frames, on any shard, gets those same bytes; the others (no compression, or a window too small for
     /// the frame) get the plain frame; with no compressing subscriber left nothing is deflated.
@@ -940,13 +916,13 @@ mod tests {
     fn an_update_is_deflated_once_for_every_compressing_subscriber() {
         let map = InterestMap::new(16);
         let stats: [Arc<Stats>; 2] = [Arc::default(), Arc::default()];
-        let mut shards: [Shard<Deflating, NoJournal>; 2] =
+        let mut shards: [Shard<Bits, NoJournal>; 2] =
             [0, 1].map(|id| Shard::new(id, 2, map.clone(), Limits::default(), None, NoJournal, stats[id].clone()));
         let topic = (0..).map(|i| Topic::new(Channel::Quotes, format!("S{i}"))).find(|t| t.owner(2) == 1).unwrap();
-        let plain = Deflating(1, 0, Rc::default());
-        let small_window = Deflating(2, 8, Rc::default());
-        let remote = Deflating(3, 15, Rc::default());
-        let local = Deflating(4, 15 | 0x80, Rc::default());
+        let plain = Bits(1, 0, Rc::default());
+        let small_window = Bits(2, 8, Rc::default());
+        let remote = Bits(3, 15, Rc::default());
+        let local = Bits(4, 15 | 0x80, Rc::default());
         for s in [&plain, &small_window, &remote] {
             shards[0].subscribe(1, s.clone(), topic.clone(), 0, Resume::Latest);
         }
@@ -954,21 +930,13 @@ mod tests {
         settle(&mut shards, 2);
         let update = |n: u32| {
             let pad = "x".repeat(300); // over 256 bytes: too long for a window of 8 bits
-            let data = format!(r#"{{"n":{n},"pad":"{pad}"}}"#).into_bytes();
-            Ingest {
-                channel: topic.channel,
-                topics: vec![topic.clone()],
-                data,
-                source_ts: None,
-                trade: None,
-                quote: None,
-            }
+            Ingest::on(&topic, format!(r#"{{"n":{n},"pad":"{pad}"}}"#).into_bytes())
         };
         shards[1].publish(3, vec![update(1)], false);
         settle(&mut shards, 4);
         let deflated = |s: &Stats| s.deflated_frames.load(Ordering::Relaxed);
         assert_eq!((deflated(&stats[1]), deflated(&stats[0])), (1, 0), "deflated once, by the owner");
-        let last = |s: &Deflating| s.2.borrow().last().cloned().unwrap();
+        let last = |s: &Bits| s.2.borrow().last().cloned().unwrap();
         let (p, w, r, l) = (last(&plain), last(&small_window), last(&remote), last(&local));
         assert_eq!((p[0], w[0], r[0], l[0]), (0x81, 0x81, 0xC1, 0xC1), "RSV1 only for those that take it");
         assert_eq!(r.as_ptr(), l.as_ptr(), "the same deflated bytes on both shards");
