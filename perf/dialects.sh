@@ -14,7 +14,8 @@
 #
 #   CANONICAL (mixed: /v1/stream clients, 1000), LEGACY (the /ws clients: mixed 1000, ws 10000),
 #   PRIVATE (private: clients per dialect, 1000), SYMBOLS (100), RATE (events/s: 1000; private: 100 orders/s),
-#   DURATION_S (20), SHARDS (2), OUT (perf/reports/dialects)
+#   DURATION_S (20), SHARDS (2), OUT (perf/reports/dialects), COMPRESS (1: every client offers permessage-deflate
+#   and inflates what comes deflated: give it an OUT of its own)
 #
 # The server has both cores here (SHARDS=2), the generators share them: on this 2-core box the figures are
 # those of a crowded machine. Writes the generators' JSON and Markdown reports and $OUT/<mode>.md.
@@ -61,6 +62,9 @@ before=$(metrics)
 # The publisher's token goes by the environment, not the command line the reports quote.
 export TICKWIRE_PUBLISH_TOKEN=$token
 common=(--target "$addr" --symbols "$SYMBOLS" --server-pid "$pid" --connect-concurrency 256)
+if [ "${COMPRESS:-0}" = 1 ]; then
+  common+=(--compress)
+fi
 wait_for() { # dialect count: until the server holds that many connections of the dialect
   for _ in $(seq 1 600); do
     n=$(metrics | sum tickwire_dialect_connections "dialect=\"$1\"")
