@@ -160,7 +160,7 @@ for path, f in reports:
     r = json.load(open(os.path.join(out, f)))
     rows.append(f"| `{path}` | {r['connections']:,} | {r['delivered_total']:,} | {r['lost']:,} | {r['failed_connections']} | "
                 f"{r['server_errors']} | {r['p50_us']/1e3:.2f} | {r['p99_us']/1e3:.2f} | {r['max_us']/1e3:.2f} |")
-cmd = f"perf/dialects.sh {mode}"
+cmd = ("COMPRESS=1 " if os.environ.get("COMPRESS") == "1" else "") + f"perf/dialects.sh {mode}"
 title = {'mixed': 'Dialects side by side: /v1/stream and /ws on the same topics',
          'ws': '10,000 auto-subscribed /ws clients, a 1 s price interval over 100 symbols',
          'private': "Dialects side by side: /ws/portfolio and /api/v1/ws on one user's orders",
