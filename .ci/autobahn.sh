@@ -11,7 +11,7 @@
 # The suite (autobahntestsuite 25.10.1, Python 2 only) is installed into target/autobahn from PyPI, with
 # the CPython 2.7 the machine image carries under pyenv. Without one, the Python 3 runner of the same cases
 # (kosoku 0.1.0, PyPI) runs cases 1-10 instead and says so: it cannot judge the compression cases.
-# Env: TICKWIRE_BIN (default target/release/tickwire, built if missing).
+# Env: TICKWIRE_BIN (default target/release/tickwire, built if missing), AUTOBAHN_WORK (default target/autobahn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-quick}
@@ -20,7 +20,7 @@ case "$mode" in
   full) cases='"*"' ;;
   *) echo "usage: .ci/autobahn.sh quick|full" >&2; exit 2 ;;
 esac
-work="$PWD/target/autobahn"
+work="${AUTOBAHN_WORK:-$PWD/target/autobahn}"
 mkdir -p "$work"
 
 py2="${PYENV_ROOT:-$HOME/.pyenv}/versions/2.7.18/bin/python2.7"
@@ -79,7 +79,9 @@ commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --qu
 python3 - "$out/index.json" "$suite" "$mode" "$seconds" "$summary" "$commit" <<'EOF'
 import collections, json, sys
 index, suite, mode, seconds, summary, commit = sys.argv[1:]
-cases = json.load(open(index)).get("tickwire", {})
+# One agent: "tickwire" for wstest, the server's address for kosoku.
+agents = json.load(open(index))
+cases = agents.get("tickwire") or (next(iter(agents.values())) if len(agents) == 1 else {})
 behaviors = collections.Counter(c["behavior"] for c in cases.values())
 closes = collections.Counter(c["behaviorClose"] for c in cases.values())
 by_group = collections.defaultdict(collections.Counter)
