@@ -41,7 +41,7 @@ export TICKWIRE_PUBLISH_TOKEN
 
 start_target() {
   case "$1" in
-    tickwire | tickwire-deflate) taskset -c 0 target/release/tickwire --listen "127.0.0.1:$PORT" --shards 1 --no-simulator \
+    tickwire | tickwire-deflate) env -u TICKWIRE_PUBLISH_TOKEN taskset -c 0 target/release/tickwire --listen "127.0.0.1:$PORT" --shards 1 --no-simulator \
                 --jwt-secret "$SECRET" 2>/dev/null & ;;
     bun) taskset -c 0 perf/peers/node_modules/.bin/bun perf/peers/bun/server.js "$PORT" >/dev/null 2>&1 & ;;
     socketify) taskset -c 0 "$py" perf/peers/socketify/server.py "$PORT" >/dev/null 2>&1 & ;;
