@@ -158,7 +158,7 @@ impl MessageReader {
                 Opcode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
                 Opcode::Close => return parse_close(&payload).map(|code| Some(Message::Close(code))),
                 Opcode::Text | Opcode::Binary => {
-                    if so_far > 0 || self.state.as_ref().is_some_and(|s| s.partial.is_some()) {
+                    if self.state.as_ref().is_some_and(|s| s.partial.is_some()) {
                         return Err(WsError::Protocol("new data frame inside a fragmented message"));
                     }
                     if head.fin {
@@ -190,9 +190,9 @@ impl MessageReader {
             if self.deflate & 0x80 != 0 || plain.is_err() {
                 state.inflater = None;
             }
-            BytesMut::from(&plain?[..])
+            Bytes::from(plain?)
         } else {
-            payload
+            payload.freeze()
         };
         if self.state.as_ref().is_some_and(|s| s.partial.is_none() && s.inflater.is_none()) {
             self.state = None;
@@ -267,14 +267,14 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-fn finish(opcode: Opcode, payload: BytesMut) -> Result<Message, WsError> {
+fn finish(opcode: Opcode, payload: Bytes) -> Result<Message, WsError> {
     if opcode == Opcode::Text {
         if std::str::from_utf8(&payload).is_err() {
             return Err(WsError::InvalidUtf8);
         }
-        Ok(Message::Text(payload.freeze()))
+        Ok(Message::Text(payload))
     } else {
-        Ok(Message::Binary(payload.freeze()))
+        Ok(Message::Binary(payload))
     }
 }
 
