@@ -206,6 +206,14 @@ pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) 
     out
 }
 
+/// `resp` with `headers` (each ending in CRLF) added after its status line.
+pub fn with_headers(mut resp: Vec<u8>, headers: &[u8]) -> Vec<u8> {
+    if let Some(at) = resp.windows(2).position(|w| w == b"\r\n") {
+        resp.splice(at + 2..at + 2, headers.iter().copied());
+    }
+    resp
+}
+
 /// A JSON response.
 pub fn json(status: u16, body: &[u8], keep_alive: bool) -> Vec<u8> {
     response(status, "application/json", body, keep_alive)

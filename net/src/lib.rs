@@ -8,7 +8,8 @@
 //!
 //! Layout, in the order modules may use each other (each only those before it; a test holds it):
 //! [`stats`] (a shard's counters, declared once, from the engine), [`util`], [`http`] (request parsing),
-//! [`asyncapi`] (the endpoints' AsyncAPI documents and their pages),
+//! [`asyncapi`] (the endpoints' AsyncAPI documents and their pages), [`web`] (the JavaScript client and the
+//! monitor page, embedded),
 //! [`tls`], [`auth`], [`histogram`], [`config`] (CLI, TOML, env), [`limits`] (connection limits),
 //! [`signing`], [`security`] (their shared state), [`state`] (what shards share, their figures), [`lag`]
 //! (the stall detector), [`metrics`] (`/metrics` and the admin stats), [`conn`] (a connection as its shard
@@ -42,12 +43,13 @@ pub use tickwire_fanout::engine::stats;
 pub mod store;
 pub mod tls;
 pub mod util;
+pub mod web;
 
 /// The order of the modules: each may use only those before it (the crate's imports run one way).
 #[cfg(test)]
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
-    "stats", "util", "http", "asyncapi", "tls", "auth", "histogram", "config", "limits", "signing", "security",
+    "stats", "util", "http", "asyncapi", "web", "tls", "auth", "histogram", "config", "limits", "signing", "security",
     "state", "lag", "metrics", "conn", "shard", "store", "session", "feed", "routes", "server",
 ];
 

@@ -285,6 +285,93 @@ pub fn admin_stats_json(shared: &Shared) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// A histogram of every shard merged, as the stats feed gives it: the bucket bounds (µs), the cumulative
+/// count at each (the last is everything) and the sum (µs). Clients take percentiles of the difference
+/// between two reads, so that they chart the last interval rather than the whole run.
+#[derive(serde::Serialize)]
+struct MergedHistogram {
+    bounds_us: &'static [u64],
+    cumulative: Vec<u64>,
+    sum_us: u64,
+}
+
+fn merged(shared: &Shared, field: fn(&ShardStats) -> &LatencyHistogram) -> MergedHistogram {
+    let mut cumulative = vec![0; LATENCY_BOUNDS_US.len() + 1];
+    let mut sum_us = 0;
+    for s in shared.stats.iter() {
+        let (c, sum) = field(s).snapshot();
+        cumulative.iter_mut().zip(c).for_each(|(a, b)| *a += b);
+        sum_us += sum;
+    }
+    MergedHistogram { bounds_us: &LATENCY_BOUNDS_US, cumulative, sum_us }
+}
+
+/// `GET /api/ws/stats`: the figures the monitor page charts, as JSON: totals (counters since start, for
+/// rates between two reads), gauges, the latency histograms and each shard's figures.
+pub fn stats_json(shared: &Shared) -> Vec<u8> {
+    let sum = |f: fn(&ShardStats) -> u64| -> u64 { shared.stats.iter().map(f).sum() };
+    let mut by_channel = serde_json::Map::new();
+    for (c, row) in CATALOG.iter().enumerate() {
+        let n: u64 = shared.stats.iter().map(|s| load(&s.deliveries_by_channel[c])).sum();
+        by_channel.insert(row.name.into(), n.into());
+    }
+    let shards = shard_figures(
+        shared,
+        |f| crate::stats::STATUS.contains(&f.field).then_some(f.field),
+        &[("deliveries", Stats::deliveries), ("delivered_bytes", Stats::delivered_bytes)],
+    );
+    let shards: Vec<serde_json::Value> = shards
+        .into_iter()
+        .zip(shared.stats.iter())
+        .map(|(mut figures, s)| {
+            let lag = s.loop_lag.snapshot();
+            figures["loop_lag_p99_us"] = percentile(&lag.0, 0.99).into();
+            figures["stalls"] = s.stalls.iter().map(load).sum::<u64>().into();
+            figures
+        })
+        .collect();
+    let body = serde_json::json!({
+        "timestamp_ms": crate::util::now_micros() / 1000,
+        "uptime_s": shared.started.elapsed().as_secs_f64(),
+        "epoch": shared.epoch,
+        "status": if stalled_shards(shared).is_empty() { "healthy" } else { "degraded" },
+        "max_connections": shared.config.max_connections,
+        "heartbeat_s": shared.config.heartbeat_s,
+        "connections": sum(|s| load(&s.connections)),
+        "subscriptions": sum(|s| load(&s.subscriptions)),
+        "topics": sum(|s| load(&s.topics)),
+        "totals": {
+            "ingested": sum(|s| load(&s.ingested)),
+            "messages_in": sum(|s| load(&s.messages_in)),
+            "deliveries": sum(|s| s.deliveries()),
+            "delivered_bytes": sum(|s| s.delivered_bytes()),
+            "writes": sum(|s| load(&s.writes)),
+            "connections_opened": sum(|s| load(&s.connections_opened)),
+            "connections_closed": sum(|s| load(&s.connections_closed)),
+            "slow_consumer_closes": sum(|s| load(&s.slow_consumer_closes)),
+            "published": sum(|s| load(&s.published)),
+            "simulated": sum(|s| load(&s.simulated)),
+        },
+        "deliveries_by_channel": by_channel,
+        "ingest_to_flush": merged(shared, |s| &s.flush_latency),
+        "loop_lag": merged(shared, |s| &s.loop_lag),
+        "shards": shards,
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The bound (µs) under which `q` of a histogram's samples fall (cumulative counts per
+/// [`LATENCY_BOUNDS_US`], the last one the total); 0 without samples, the largest bound past it.
+pub fn percentile(cumulative: &[u64], q: f64) -> u64 {
+    let total = *cumulative.last().unwrap_or(&0);
+    if total == 0 {
+        return 0;
+    }
+    let rank = (q * total as f64).ceil() as u64;
+    let i = cumulative.iter().position(|&c| c >= rank).unwrap_or(cumulative.len() - 1);
+    *LATENCY_BOUNDS_US.get(i).unwrap_or(&LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +387,42 @@ mod tests {
         shared.stats[0].flush_latency.record(2_000_000);
         shared.stats[1].stalls[2].fetch_add(1, Ordering::Relaxed);
         shared
+    }
+
+    #[test]
+    fn the_stats_feed_sums_the_shards_and_merges_their_histograms() {
+        let shared = shared();
+        shared.stats[0].connections.fetch_add(2, Ordering::Relaxed);
+        shared.stats[1].flush_latency.record(3_000);
+        let v: serde_json::Value = serde_json::from_slice(&stats_json(&shared)).unwrap();
+        assert_eq!(v["connections"], 5);
+        assert_eq!(v["shards"].as_array().unwrap().len(), 2);
+        assert_eq!((&v["shards"][0]["connections"], &v["shards"][1]["connections"]), (&2.into(), &3.into()));
+        assert_eq!(v["shards"][1]["stalls"], 1);
+        assert_eq!((&v["totals"]["deliveries"], &v["totals"]["delivered_bytes"]), (&20.into(), &2000.into()));
+        assert_eq!(v["deliveries_by_channel"]["quotes"], 20);
+        assert_eq!(v["deliveries_by_channel"]["orders"], 0);
+        let h = &v["ingest_to_flush"];
+        let cumulative: Vec<u64> = serde_json::from_value(h["cumulative"].clone()).unwrap();
+        assert_eq!(cumulative.len(), h["bounds_us"].as_array().unwrap().len() + 1);
+        // 70 µs (shard 0) is under 100 µs; 3 ms (shard 1) under 3 ms; 2 s (shard 0) under 2.5 s.
+        assert_eq!((cumulative[0], cumulative[1], cumulative[6], cumulative[16], cumulative[17]), (0, 1, 2, 3, 3));
+        assert_eq!(h["sum_us"], 2_003_070);
+        assert_eq!(v["epoch"], shared.epoch.as_str());
+    }
+
+    #[test]
+    fn percentiles_are_read_from_cumulative_counts() {
+        let h = LatencyHistogram::default();
+        assert_eq!(percentile(&h.snapshot().0, 0.99), 0, "no samples");
+        for us in (0..98).map(|_| 80).chain([4_500, 4_000_000]) {
+            h.record(us);
+        }
+        let c = h.snapshot().0;
+        assert_eq!(percentile(&c, 0.5), 100);
+        assert_eq!(percentile(&c, 0.98), 100);
+        assert_eq!(percentile(&c, 0.99), 5_000);
+        assert_eq!(percentile(&c, 1.0), 2_500_000, "past the largest bound: the largest bound");
     }
 
     #[test]

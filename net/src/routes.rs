@@ -252,6 +252,11 @@ async fn upgrade<S>(
 }
 
 async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
+    if req.method == "GET" {
+        if let Some(a) = crate::web::find(&req.path) {
+            return asset(a, keep_alive);
+        }
+    }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/healthz") => healthz(shard, keep_alive),
         ("GET", "/api/ws/channels") => http::json(200, &channels_json(), keep_alive),
@@ -260,6 +265,7 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
         ("GET", "/api/ws/asyncapi.json") => http::json(200, crate::asyncapi::STREAM.as_bytes(), keep_alive),
         ("GET", "/api/ws/asyncapi") => asyncapi_page(crate::asyncapi::STREAM, keep_alive),
         ("GET", "/api/ws/status") => http::json(200, &status_json(shard), keep_alive),
+        ("GET", "/api/ws/stats") => http::json(200, &metrics::stats_json(&shard.shared), keep_alive),
         ("GET", "/websocket/status") => http::json(200, &websocket_status_json(shard), keep_alive),
         ("POST", "/api/publish") => publish(shard, req, body, keep_alive).await,
         ("GET", "/metrics") => {
@@ -303,12 +309,14 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
 /// The readable page of an AsyncAPI document: static HTML, no script or style, so the strictest policy.
 fn asyncapi_page(document: &str, keep_alive: bool) -> Vec<u8> {
     let body = crate::asyncapi::html(document);
-    let mut resp = http::response(200, "text/html; charset=utf-8", body.as_bytes(), keep_alive);
-    let policy = b"Content-Security-Policy: default-src 'none'\r\n";
-    if let Some(at) = resp.windows(2).position(|w| w == b"\r\n") {
-        resp.splice(at + 2..at + 2, policy.iter().copied());
-    }
-    resp
+    let resp = http::response(200, "text/html; charset=utf-8", body.as_bytes(), keep_alive);
+    http::with_headers(resp, b"Content-Security-Policy: default-src 'none'\r\n")
+}
+
+/// An embedded web asset (the monitor page, the JavaScript client).
+fn asset(asset: &crate::web::Asset, keep_alive: bool) -> Vec<u8> {
+    let resp = http::response(200, asset.content_type, asset.body.as_bytes(), keep_alive);
+    http::with_headers(resp, crate::web::headers(asset).as_bytes())
 }
 
 /// 200 while every shard runs its timers; 503 while one's last tick is over a second old (it recovers by

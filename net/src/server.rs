@@ -153,6 +153,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     let scheme = shared.security.ws_scheme();
     eprintln!("tickwire listening on {addr} ({shards} shards, {sim}); stream at {scheme}://{addr}/v1/stream");
+    let page = if scheme == "wss" { "https" } else { "http" };
+    eprintln!("monitor page at {page}://{addr}/ (add ?token=<a user token> to see that user's account)");
     crate::security::log_summary(&shared.config, &shared.security, &shared.auth);
     tracing::info!(%addr, shards, "listening");
     let mut failed = None;

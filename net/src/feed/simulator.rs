@@ -23,20 +23,128 @@ use crate::util::now_micros;
 /// The user whose private events the simulator produces.
 pub const DEMO_USER: &str = "demo-user";
 
-/// Real tickers, most traded first.
-const TICKERS: &[&str] = &[
-    "AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "TSLA", "META", "BRK.B", "JPM", "V", "UNH", "XOM", "JNJ", "WMT", "MA",
-    "PG", "LLY", "AVGO", "HD", "CVX", "MRK", "ABBV", "KO", "PEP", "COST", "ADBE", "CSCO", "TMO", "MCD", "CRM", "BAC",
-    "ACN", "NFLX", "ABT", "LIN", "AMD", "DHR", "ORCL", "DIS", "WFC", "TXN", "CMCSA", "PM", "VZ", "NEE", "INTC", "RTX",
-    "UPS", "QCOM", "HON", "INTU", "IBM", "AMGN", "LOW", "SPGI", "UNP", "CAT", "BA", "GS", "ELV", "SBUX", "PLD", "DE",
-    "MS", "BLK", "AMAT", "GE", "ISRG", "MDT", "BKNG", "GILD", "ADP", "LMT", "AXP", "SYK", "TJX", "C", "MMC", "VRTX",
-    "ADI", "CVS", "MDLZ", "REGN", "NOW", "PYPL", "SCHW", "TMUS", "ZTS", "CI", "MO", "SO", "PGR", "DUK", "BSX", "FI",
-    "SLB", "EOG", "CB", "LRCX", "UBER",
+/// The real tickers, most traded first, with the price each starts near (US dollars, late 2025) and its
+/// typical daily volume in shares: the one table of the demo market's starting point.
+const TICKERS: &[(&str, f64, u64)] = &[
+    ("AAPL", 232.0, 55_000_000),
+    ("MSFT", 425.0, 20_000_000),
+    ("GOOGL", 172.0, 25_000_000),
+    ("AMZN", 201.0, 40_000_000),
+    ("NVDA", 136.0, 250_000_000),
+    ("TSLA", 252.0, 90_000_000),
+    ("META", 582.0, 12_000_000),
+    ("BRK.B", 462.0, 4_000_000),
+    ("JPM", 231.0, 9_000_000),
+    ("V", 301.0, 6_000_000),
+    ("UNH", 558.0, 4_000_000),
+    ("XOM", 116.0, 15_000_000),
+    ("JNJ", 156.0, 7_000_000),
+    ("WMT", 81.0, 15_000_000),
+    ("MA", 512.0, 3_000_000),
+    ("PG", 169.0, 7_000_000),
+    ("LLY", 805.0, 3_000_000),
+    ("AVGO", 171.0, 25_000_000),
+    ("HD", 402.0, 3_000_000),
+    ("CVX", 151.0, 7_000_000),
+    ("MRK", 99.0, 9_000_000),
+    ("ABBV", 188.0, 6_000_000),
+    ("KO", 69.0, 13_000_000),
+    ("PEP", 154.0, 6_000_000),
+    ("COST", 905.0, 2_000_000),
+    ("ADBE", 498.0, 3_000_000),
+    ("CSCO", 58.0, 18_000_000),
+    ("TMO", 548.0, 2_000_000),
+    ("MCD", 296.0, 3_000_000),
+    ("CRM", 301.0, 6_000_000),
+    ("BAC", 44.0, 35_000_000),
+    ("ACN", 352.0, 2_500_000),
+    ("NFLX", 798.0, 3_000_000),
+    ("ABT", 116.0, 6_000_000),
+    ("LIN", 461.0, 2_000_000),
+    ("AMD", 152.0, 40_000_000),
+    ("DHR", 241.0, 3_000_000),
+    ("ORCL", 171.0, 9_000_000),
+    ("DIS", 111.0, 9_000_000),
+    ("WFC", 71.0, 16_000_000),
+    ("TXN", 199.0, 6_000_000),
+    ("CMCSA", 38.0, 20_000_000),
+    ("PM", 126.0, 6_000_000),
+    ("VZ", 41.0, 17_000_000),
+    ("NEE", 76.0, 10_000_000),
+    ("INTC", 22.0, 60_000_000),
+    ("RTX", 121.0, 5_000_000),
+    ("UPS", 131.0, 4_000_000),
+    ("QCOM", 161.0, 8_000_000),
+    ("HON", 211.0, 3_000_000),
+    ("INTU", 642.0, 1_500_000),
+    ("IBM", 221.0, 4_000_000),
+    ("AMGN", 302.0, 3_000_000),
+    ("LOW", 262.0, 3_000_000),
+    ("SPGI", 501.0, 1_300_000),
+    ("UNP", 236.0, 3_000_000),
+    ("CAT", 381.0, 2_500_000),
+    ("BA", 158.0, 8_000_000),
+    ("GS", 572.0, 2_500_000),
+    ("ELV", 402.0, 2_000_000),
+    ("SBUX", 96.0, 9_000_000),
+    ("PLD", 114.0, 4_000_000),
+    ("DE", 421.0, 1_500_000),
+    ("MS", 126.0, 7_000_000),
+    ("BLK", 1_002.0, 700_000),
+    ("AMAT", 181.0, 6_000_000),
+    ("GE", 179.0, 6_000_000),
+    ("ISRG", 522.0, 1_500_000),
+    ("MDT", 88.0, 6_000_000),
+    ("BKNG", 4_910.0, 250_000),
+    ("GILD", 91.0, 8_000_000),
+    ("ADP", 301.0, 1_800_000),
+    ("LMT", 502.0, 1_300_000),
+    ("AXP", 291.0, 3_000_000),
+    ("SYK", 371.0, 1_300_000),
+    ("TJX", 121.0, 5_000_000),
+    ("C", 70.0, 14_000_000),
+    ("MMC", 221.0, 2_000_000),
+    ("VRTX", 472.0, 1_300_000),
+    ("ADI", 226.0, 3_000_000),
+    ("CVS", 59.0, 9_000_000),
+    ("MDLZ", 64.0, 8_000_000),
+    ("REGN", 748.0, 800_000),
+    ("NOW", 1_004.0, 1_200_000),
+    ("PYPL", 81.0, 14_000_000),
+    ("SCHW", 76.0, 9_000_000),
+    ("TMUS", 241.0, 4_000_000),
+    ("ZTS", 171.0, 3_000_000),
+    ("CI", 322.0, 1_500_000),
+    ("MO", 56.0, 9_000_000),
+    ("SO", 88.0, 4_000_000),
+    ("PGR", 251.0, 3_000_000),
+    ("DUK", 114.0, 3_500_000),
+    ("BSX", 94.0, 6_000_000),
+    ("FI", 201.0, 3_000_000),
+    ("SLB", 41.0, 13_000_000),
+    ("EOG", 126.0, 3_000_000),
+    ("CB", 281.0, 1_800_000),
+    ("LRCX", 81.0, 11_000_000),
+    ("UBER", 76.0, 18_000_000),
 ];
 
 /// The first `n` symbols of the simulated feed: the real tickers, then `SIM0100`, `SIM0101`, ...
 pub fn symbols(n: usize) -> Vec<Arc<str>> {
-    (0..n).map(|i| TICKERS.get(i).map_or_else(|| Arc::from(format!("SIM{i:04}")), |t| Arc::from(*t))).collect()
+    (0..n).map(|i| TICKERS.get(i).map_or_else(|| Arc::from(format!("SIM{i:04}")), |t| Arc::from(t.0))).collect()
+}
+
+/// Where `symbol` (the `i`th of the feed) starts: its price and the volume already traded when the
+/// simulation starts (a third of a typical day, as around midday). Synthetic symbols get made-up ones.
+fn start_of(i: usize, symbol: &str) -> (f64, u64) {
+    match TICKERS.iter().find(|t| t.0 == symbol) {
+        Some(&(_, price, daily)) => (price, daily / 3),
+        None => (20.0 + (i as f64 * 37.0) % 400.0, 300_000),
+    }
+}
+
+/// The quoted spread at `price`: a cent for most large caps, about half a basis point for the dearest.
+fn spread_at(price: f64) -> f64 {
+    ((price * 0.00005 * 100.0).round() / 100.0).max(0.01)
 }
 
 struct SymbolState {
@@ -65,7 +173,10 @@ pub async fn run(shard: Rc<Shard>) {
         .iter()
         .enumerate()
         .filter(|(_, s)| owner_of(s, shards) == shard.id)
-        .map(|(i, s)| SymbolState { symbol: s.clone(), price: 50.0 + (i as f64 * 37.0) % 400.0, volume: 1_000_000 })
+        .map(|(i, s)| {
+            let (price, volume) = start_of(i, s);
+            SymbolState { symbol: s.clone(), price, volume }
+        })
         .collect();
     let demo = owner_of(DEMO_USER, shards) == shard.id;
     if states.is_empty() && !demo {
@@ -108,17 +219,19 @@ fn event<T: Serialize>(channel: Channel, topics: Vec<Topic>, data: &T, trade: Op
 }
 
 fn market_event(rng: &mut SmallRng, s: &mut SymbolState) -> Ingest {
-    let step: f64 = rng.random_range(-0.0005..0.0005);
+    // About a basis point a step: a few tenths of a percent a minute at the default rate, like a real day.
+    let step: f64 = rng.random_range(-0.0001..0.0001);
     s.price = (s.price * (1.0 + step)).max(1.0);
     let price = (s.price * 100.0).round() / 100.0;
     let kind: f64 = rng.random();
     let sym = &*s.symbol;
     if kind < 0.75 {
-        let spread = (price * 0.0002).max(0.01);
+        let spread = spread_at(price);
+        let bid = ((price - spread / 2.0) * 100.0).floor() / 100.0;
         let q = Quote {
             symbol: sym,
-            bid: ((price - spread / 2.0) * 100.0).round() / 100.0,
-            ask: ((price + spread / 2.0) * 100.0).round() / 100.0,
+            bid,
+            ask: ((bid + spread) * 100.0).round() / 100.0,
             last: price,
             bid_size: rng.random_range(1..50) * 100,
             ask_size: rng.random_range(1..50) * 100,
@@ -204,7 +317,8 @@ impl DemoUser {
             "filled" => 100,
             _ => 0,
         };
-        let price = 100.0 + self.order as f64 % 50.0;
+        // A limit a few cents inside the symbol's starting price.
+        let price = ((start_of(self.symbol, sym).0 - 0.05) * 100.0).round() / 100.0;
         let order = Order {
             order_id: &order_id,
             symbol: sym,
@@ -306,5 +420,39 @@ impl DemoUser {
             };
             out.push(event(Channel::Decisions, topic(Channel::Decisions), &d, None));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo market looks like one: each real ticker's first quotes are near its table price, with a
+    /// spread of a few cents at most and the bid below the ask.
+    #[test]
+    fn the_simulated_tickers_start_near_their_real_prices_with_tight_spreads() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let names = symbols(TICKERS.len() + 2);
+        assert_eq!(&*names[0], "AAPL");
+        assert_eq!(&*names[TICKERS.len()], "SIM0100");
+        for (i, name) in names.iter().enumerate() {
+            let (price, volume) = start_of(i, name);
+            let mut state = SymbolState { symbol: name.clone(), price, volume };
+            let mut quotes = 0;
+            while quotes < 20 {
+                let e = market_event(&mut rng, &mut state);
+                if e.channel != Channel::Quotes {
+                    continue;
+                }
+                quotes += 1;
+                let q: serde_json::Value = serde_json::from_slice(&e.data).unwrap();
+                let (bid, ask, last) = (q["bid"].as_f64().unwrap(), q["ask"].as_f64().unwrap(), q["last"].as_f64().unwrap());
+                assert!(bid < ask && ask - bid <= 0.3 + 1e-9, "{name}: bid {bid} ask {ask}");
+                assert!(bid <= last + 0.01 && last <= ask + 0.01, "{name}: last {last} outside {bid}..{ask}");
+                assert!((last / price - 1.0).abs() < 0.01, "{name}: {last} is far from its start {price}");
+            }
+        }
+        let (aapl, volume) = start_of(0, "AAPL");
+        assert!((150.0..400.0).contains(&aapl) && volume > 1_000_000, "AAPL starts at {aapl}, volume {volume}");
     }
 }
