@@ -189,6 +189,7 @@ async function pollStats() {
     push('source99', at(0.99));
     push('source50', at(0.5));
     drawCharts();
+    document.body.dataset.samples = String(series.deliveries.length);
   }
   const rows = stats.shards.map((s) => {
     const ps = p && p.shards[s.shard];
@@ -394,6 +395,10 @@ function connect() {
   };
   state(client.state);
   client.on('state', state);
+  // Replies to this page's subscriptions so far, on every connection: for tests and the curious.
+  let subscribed = 0;
+  document.body.dataset.subscribed = '0';
+  client.on('subscribed', () => (document.body.dataset.subscribed = String(++subscribed)));
   client.on('welcome', (w) => {
     $('account-user').textContent = w.user_id ? `signed in as ${w.user_id}` : 'not signed in';
   });
