@@ -103,7 +103,9 @@ function drawChart(canvas, lines, unit) {
     g.stroke();
     g.fillText(unit((max * i) / 4), 2, y + 4);
   }
-  g.fillText(`-${HISTORY_S / 60} min`, left, h - 3);
+  // The window grows from one minute to five as the samples come.
+  const span = Math.min(HISTORY_S, Math.max(60, ...lines.map((l) => l.data.length)));
+  g.fillText(span >= 120 ? `-${Math.round(span / 60)} min` : `-${span} s`, left, h - 3);
   g.fillText('now', w - 22, h - 3);
   for (const line of lines) {
     g.strokeStyle = css.getPropertyValue(line.color);
@@ -112,7 +114,7 @@ function drawChart(canvas, lines, unit) {
     let started = false;
     line.data.forEach((v, i) => {
       if (!Number.isFinite(v)) return;
-      const x = left + ((w - left) * (i + HISTORY_S - line.data.length)) / (HISTORY_S - 1);
+      const x = left + ((w - left) * (i + span - line.data.length)) / (span - 1);
       const y = bottom - ((bottom - top) * v) / max;
       if (started) g.lineTo(x, y);
       else g.moveTo(x, y);
@@ -239,7 +241,8 @@ function onQuote(data, frame) {
   q.last = data.last;
   px.textContent = price(data.last);
   const change = data.last - q.first;
-  chg.textContent = `${change >= 0 ? '+' : ''}${change.toFixed(2)} (${((100 * change) / q.first).toFixed(2)}%) since open of page`;
+  chg.textContent = `${change >= 0 ? '+' : ''}${change.toFixed(2)} (${((100 * change) / q.first).toFixed(2)}%)`;
+  chg.title = 'change since this page opened';
   chg.className = `chg ${change > 0 ? 'up' : change < 0 ? 'down' : ''}`;
   ba.textContent = `bid ${price(data.bid)} × ${int.format(data.bid_size)} · ask ${price(data.ask)} × ${int.format(data.ask_size)}`;
   q.card.dataset.sequence = frame.sequence;

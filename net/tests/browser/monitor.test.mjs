@@ -78,10 +78,11 @@ test('the page loads clean under its policy, charts the server and ticks', async
 });
 
 test('with a user token: orders, executions and alerts; a critical alert stays until acknowledged', async () => {
-  const server = await startServer(SIM);
+  const server = await startServer(SIM, { env: { RUST_LOG: 'debug' } });
   const user = `u-${randomUUID()}`;
+  const userToken = token(user);
   try {
-    const { page, context, problems } = await open(`http://${server.addr}/?token=${token(user)}`);
+    const { page, context, problems } = await open(`http://${server.addr}/?token=${userToken}`);
     await page.waitForSelector('#conn-state[data-state="open"]');
     assert.doesNotMatch(page.url(), /token=/, 'the token leaves the address bar');
     assert.equal(await page.evaluate(() => sessionStorage.getItem('tickwire-token') !== null), true);
@@ -119,7 +120,8 @@ test('with a user token: orders, executions and alerts; a critical alert stays u
     await publish(server.addr, publisher, [alert(user, 'alt-crit', 'critical')]);
     await page.waitForSelector('.alert[data-alert-id="alt-crit"][data-level="critical"]');
     if (process.env.SCREENSHOTS) {
-      await page.screenshot({ path: path.join(process.env.SCREENSHOTS, 'monitor-account.png') });
+      await page.waitForSelector('body[data-samples="10"]', { timeout: 60000 });
+      await page.screenshot({ path: path.join(process.env.SCREENSHOTS, 'monitor-account.png'), fullPage: true });
     }
     // Unacknowledged, it comes back after a reload.
     await page.reload();
@@ -137,6 +139,8 @@ test('with a user token: orders, executions and alerts; a critical alert stays u
     await publish(server.addr, publisher, [alert(user, 'alt-later', 'info')]);
     await page.waitForSelector('.alert[data-alert-id="alt-later"]');
     assert.equal(await page.$('.alert[data-alert-id="alt-crit"]'), null, 'an acknowledged alert does not come back');
+    assert.ok(!server.log().includes(userToken), 'the token is not in the server log');
+    assert.match(server.log(), /connection closed/, 'debug lines about this page\'s connections were logged');
     assert.deepEqual(problems.errors, [], 'no console error');
     await context.close();
   } finally {
@@ -178,6 +182,7 @@ test('an admin token adds the admin stats; on a phone the page fits the width', 
     assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
     await page.waitForFunction(() => Number(document.querySelector('.quote[data-symbol="AAPL"]').dataset.updates || 0) > 2);
     if (process.env.SCREENSHOTS) {
+      await page.waitForSelector('body[data-samples="10"]', { timeout: 60000 });
       await page.screenshot({ path: path.join(process.env.SCREENSHOTS, 'monitor-phone-dark.png'), fullPage: false });
     }
     assert.deepEqual(problems.errors, [], 'no console error');
