@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { chromium } from 'playwright-core';
-import { startServer, token, publish, order, alert } from '../clients/harness.mjs';
+import WebSocket from 'ws';
+import { startServer, token, publish, quote, order, alert } from '../clients/harness.mjs';
 
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const publisher = token('publisher', 'publisher');
@@ -205,6 +206,54 @@ test('behind TLS the page connects with wss:// to its own server', async () => {
     assert.match(await page.evaluate(() => window.tickwireClient.url), /^wss:\/\//);
     await page.waitForFunction(() => Number(document.querySelector('.quote[data-symbol="AAPL"]').dataset.updates || 0) > 1);
     assert.deepEqual(problems.errors, [], 'no console error');
+    await context.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('Chromium negotiates permessage-deflate and gets the same messages as a client without it', async () => {
+  const server = await startServer(['--shards', '2', '--no-simulator']);
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    const handshakes = [];
+    const browserFrames = [];
+    cdp.on('Network.webSocketHandshakeResponseReceived', (e) => handshakes.push(e.response.headers));
+    // CDP shows each message as the page gets it: inflated.
+    cdp.on('Network.webSocketFrameReceived', (e) => browserFrames.push(e.response.payloadData));
+    await page.goto(`http://${server.addr}/?symbols=AAPL`);
+    await page.waitForSelector('body[data-subscribed="1"]');
+
+    const plain = new WebSocket(`ws://${server.addr}/v1/stream`, { perMessageDeflate: false });
+    const plainFrames = [];
+    await new Promise((resolve) => {
+      plain.on('message', (data) => {
+        const text = data.toString();
+        plainFrames.push(text);
+        if (JSON.parse(text).type === 'subscribed') resolve();
+      });
+      plain.on('open', () => plain.send(JSON.stringify({ action: 'subscribe', channel: 'quotes', symbols: ['AAPL'] })));
+    });
+    assert.equal(plain.extensions, '', 'the Node client did not offer compression');
+
+    for (let i = 1; i <= 20; i++) await publish(server.addr, publisher, [quote('AAPL', 230 + i / 100)]);
+    const quotes = (frames) => frames.filter((f) => /"type":"quote"/.test(f));
+    await page.waitForFunction(() => Number(document.querySelector('.quote[data-symbol="AAPL"]').dataset.sequence) === 20);
+    await new Promise((resolve) => {
+      const check = () => (quotes(plainFrames).length >= 20 ? resolve() : plain.once('message', check));
+      check();
+    });
+    const extensions = handshakes.map((h) => h['Sec-WebSocket-Extensions'] || h['sec-websocket-extensions']);
+    assert.match(extensions[0], /permessage-deflate/, 'Chromium and the server agreed on compression');
+    assert.equal(quotes(browserFrames).length, 20);
+    assert.deepEqual(quotes(browserFrames), quotes(plainFrames), 'the same messages, byte for byte');
+    const metrics = await (await fetch(`http://${server.addr}/metrics`)).text();
+    const deflated = [...metrics.matchAll(/^tickwire_deflated_frames_total\{[^}]*\} (\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0);
+    assert.ok(deflated >= 20, `${deflated} updates deflated`);
+    plain.close();
     await context.close();
   } finally {
     await server.stop();
