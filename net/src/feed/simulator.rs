@@ -446,7 +446,8 @@ mod tests {
                 }
                 quotes += 1;
                 let q: serde_json::Value = serde_json::from_slice(&e.data).unwrap();
-                let (bid, ask, last) = (q["bid"].as_f64().unwrap(), q["ask"].as_f64().unwrap(), q["last"].as_f64().unwrap());
+                let (bid, ask, last) =
+                    (q["bid"].as_f64().unwrap(), q["ask"].as_f64().unwrap(), q["last"].as_f64().unwrap());
                 assert!(bid < ask && ask - bid <= 0.3 + 1e-9, "{name}: bid {bid} ask {ask}");
                 assert!(bid <= last + 0.01 && last <= ask + 0.01, "{name}: last {last} outside {bid}..{ask}");
                 assert!((last / price - 1.0).abs() < 0.01, "{name}: {last} is far from its start {price}");

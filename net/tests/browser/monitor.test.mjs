@@ -179,6 +179,14 @@ test('an admin token adds the admin stats; on a phone the page fits the width', 
     const { page, context, problems } = await open(`http://${server.addr}/?token=${token('ops', 'admin')}`, { width: 390, height: 844 }, 'dark');
     await page.waitForSelector('#admin:not([hidden])');
     assert.match(await page.textContent('#admin-stats'), /activeConnections/);
+    // The system's dark theme, then the light one chosen with the button (and remembered).
+    const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(await background(), 'rgb(15, 20, 25)');
+    await page.click('#theme');
+    assert.equal(await background(), 'rgb(244, 246, 249)');
+    assert.equal(await page.evaluate(() => localStorage.getItem('tickwire-theme')), 'light');
+    await page.click('#theme');
+    assert.equal(await background(), 'rgb(15, 20, 25)');
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
     await page.waitForFunction(() => Number(document.querySelector('.quote[data-symbol="AAPL"]').dataset.updates || 0) > 2);
