@@ -115,6 +115,8 @@ export declare class TickwireClient {
   subscribe(channel: Channel, options?: SubscribeOptions): void;
   unsubscribe(channel: Channel, options?: { symbols?: string[] }): void;
   ack(channel: 'orders' | 'executions' | 'alerts', sequence: number): void;
+  /** Sends pending acks and a ping; resolves with the pong, once the server has read all sent before it. */
+  sync(): Promise<{ type: 'pong'; id?: string; timestamp: string }>;
   lastSequences(channel: Channel | `bars/${string}`): Record<string, number>;
   close(): void;
 }

@@ -180,6 +180,32 @@ export class TickwireClient {
   }
 
   /**
+   * Sends the pending acknowledgements, then a `ping`; resolves with the `pong`, when the server has read
+   * everything sent before it on this connection (rejects if the connection ends first).
+   */
+  sync() {
+    this._flushAcks();
+    const id = `sync-${this._nextId++}`;
+    return new Promise((resolve, reject) => {
+      const offs = [
+        this.on('pong', (frame) => {
+          if (frame.id !== id) return;
+          offs.forEach((off) => off());
+          resolve(frame);
+        }),
+        this.on('close', () => {
+          offs.forEach((off) => off());
+          reject(new Error('tickwire: the connection ended before the pong'));
+        }),
+      ];
+      if (!this._send({ action: 'ping', id })) {
+        offs.forEach((off) => off());
+        reject(new Error('tickwire: not connected'));
+      }
+    });
+  }
+
+  /**
    * The last sequence processed of each topic of `channel`: `{key: sequence}` (keys are symbols, or `*`
    * for private and all-news topics). Bars are per interval: `lastSequences('bars/1m')`.
    */

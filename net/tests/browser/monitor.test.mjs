@@ -131,10 +131,7 @@ test('with a user token: orders, executions and alerts; a critical alert stays u
     assert.equal(await page.$('.alert[data-alert-id="alt-crit"]'), null, 'dismissed');
     // Acknowledged: after a reload it is not sent again. A later alert shows that the subscription was served
     // (redelivered alerts come before live ones).
-    await page.evaluate(() => new Promise((resolve) => {
-      window.tickwireClient.on('pong', resolve);
-      window.tickwireClient._send({ action: 'ping' });
-    }));
+    await page.evaluate(() => window.tickwireClient.sync());
     await page.reload();
     await page.waitForSelector('body[data-subscribed="7"]');
     await publish(server.addr, publisher, [alert(user, 'alt-later', 'info')]);

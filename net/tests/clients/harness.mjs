@@ -21,8 +21,10 @@ export function token(sub, role = 'user') {
  * log(), stop()}`. `stop()` sends SIGTERM and resolves when it has exited.
  */
 export function startServer(args = [], { listen = '127.0.0.1:0', env = {} } = {}) {
+  // The server refuses TICKWIRE_ variables it does not know, such as the TICKWIRE_BIN that names it here.
+  const { TICKWIRE_BIN: _, ...inherited } = process.env;
   const proc = spawn(bin, ['--listen', listen, '--jwt-secret', SECRET, ...args], {
-    env: { ...process.env, ...env },
+    env: { ...inherited, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
