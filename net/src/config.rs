@@ -325,6 +325,11 @@ settings! {
     /// Milliseconds the database may take to accept a connection or answer a write before it counts as lost
     /// (and the store reconnects)
     store_timeout_ms: u64 = 10_000, value "MS";
+    // Scale-out (docs/scale-out.md).
+    /// NATS URL (nats://host:4222) of the JetStream bus that joins the nodes of a cluster: the node creates
+    /// the cluster's streams there and refuses publishes (503) while it cannot reach it; without it, a
+    /// single node
+    bus: Option<String> = None, value "URL", shown "none: a single node";
     /// A test aid, never for production: POST /api/admin/debug/stall?ms=N (admin role) blocks the other
     /// shards' threads for N ms or until POST /api/admin/debug/release, so that the stall detector and
     /// /healthz can be seen at work

@@ -10,7 +10,8 @@
 //! [`stats`] (a shard's counters, declared once, from the engine), [`util`], [`http`] (request parsing),
 //! [`asyncapi`] (the endpoints' AsyncAPI documents and their pages), [`web`] (the JavaScript client and the
 //! monitor page, embedded),
-//! [`tls`], [`auth`], [`histogram`], [`config`] (CLI, TOML, env), [`limits`] (connection limits),
+//! [`tls`], [`auth`], [`histogram`], [`config`] (CLI, TOML, env), [`bus`] (the NATS JetStream bus of a
+//! cluster), [`limits`] (connection limits),
 //! [`signing`], [`security`] (their shared state), [`state`] (what shards share, their figures), [`lag`]
 //! (the stall detector), [`metrics`] (`/metrics` and the admin stats), [`conn`] (a connection as its shard
 //! holds it), [`shard`] (the engine's driver on one core), [`store`] (opening the store, durable publishes,
@@ -24,6 +25,7 @@
 
 pub mod asyncapi;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod conn;
 pub mod feed;
@@ -49,7 +51,7 @@ pub mod web;
 #[cfg(test)]
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
-    "stats", "util", "http", "asyncapi", "web", "tls", "auth", "histogram", "config", "limits", "signing", "security",
+    "stats", "util", "http", "asyncapi", "web", "tls", "auth", "histogram", "config", "bus", "limits", "signing", "security",
     "state", "lag", "metrics", "conn", "shard", "store", "session", "feed", "routes", "server",
 ];
 

@@ -134,6 +134,15 @@ pub fn render_prometheus(shared: &Shared) -> String {
         }
     }
     store_families(&mut out, shared);
+    if let Some(bus) = &shared.bus {
+        header(
+            &mut out,
+            "tickwire_bus_up",
+            "gauge",
+            "1 while the cluster bus (NATS JetStream) is usable: connected, streams in place; 0 while publishes are refused.",
+        );
+        let _ = writeln!(out, "tickwire_bus_up {}", u8::from(bus.usable()));
+    }
     out
 }
 

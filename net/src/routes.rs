@@ -421,6 +421,7 @@ fn token(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
 const DATABASE_UNAVAILABLE: &str =
     "the database is unavailable: critical events (orders, executions, alerts) are not accepted until it returns; retry later";
 /// A critical publish whose events were not committed in time.
+const BUS_UNAVAILABLE: &str = "this node cannot reach the cluster's bus (NATS): it accepts no publishes until it can, so that no topic is sequenced twice; retry, or publish through another node";
 const NOT_DURABLE: &str = "critical events were not confirmed durable in time (database slow or unavailable); they may have reached online subscribers: retry (delivery is at least once, so a retry may deliver a second copy)";
 
 async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
@@ -439,6 +440,9 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
             return http::error(400, &e.to_string(), keep_alive);
         }
     };
+    if shard.shared.bus.as_ref().is_some_and(|b| !b.usable()) {
+        return http::error(503, BUS_UNAVAILABLE, keep_alive);
+    }
     let n = events.len();
     let store = &shard.shared.store;
     let critical = events.iter().any(|e| e.channel.is_critical());
@@ -625,7 +629,18 @@ fn status_json(shard: &Shard) -> Vec<u8> {
         uptime_s: u64,
         shards: Vec<serde_json::Value>,
         stream_health: StreamHealth,
+        /// `none` (a single node), or the bus's state and URL.
+        bus: serde_json::Value,
     }
+    let bus = match &s.bus {
+        None => serde_json::json!({"status": "none"}),
+        Some(b) => serde_json::json!({
+            "status": b.status(),
+            "url": b.url,
+            "connects": b.connects.load(Ordering::Relaxed),
+            "last_error": b.last_error(),
+        }),
+    };
     to_json(&Status {
         enabled: true,
         active_connections: sum(|st| &st.connections),
@@ -640,6 +655,7 @@ fn status_json(shard: &Shard) -> Vec<u8> {
             },
             publish_api: Source { status: "active", events: sum(|st| &st.published) },
         },
+        bus,
     })
 }
 

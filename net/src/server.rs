@@ -68,6 +68,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
     }
+    // The cluster bus, when configured: its thread connects in the background.
+    let mut bus = match config.bus.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(url) => Some(crate::bus::Bus::start(url, &config).context("cannot start the bus thread")?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         shards,
         auth: auth.clone(),
@@ -80,6 +85,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         recovered: std::sync::Mutex::new(recovered),
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
         security,
+        bus: bus.as_ref().map(|b| b.state.clone()),
         config,
     });
     if generated {
@@ -168,6 +174,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Every shard has ended; so does the observer (a failed shard may have ended without a signal).
     shared.shutdown.store(true, Ordering::Relaxed);
     let _ = observer.join();
+    if let Some(bus) = bus.as_mut() {
+        bus.stop();
+    }
     match failed {
         Some(e) => Err(e),
         None => {

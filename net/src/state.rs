@@ -32,6 +32,8 @@ pub struct Shared {
     pub symbols: Vec<Arc<str>>,
     /// Connection limits, TLS, API keys, the order-signing key.
     pub security: crate::security::Security,
+    /// The cluster bus's state, with `--bus` ([`crate::bus`]).
+    pub bus: Option<Arc<crate::bus::BusState>>,
 }
 
 /// Per-shard figures, written by the shard, read by anyone (`/metrics`, the status endpoints): the
@@ -118,6 +120,7 @@ impl Shared {
             recovered: Mutex::new(Vec::new()),
             symbols: Vec::new(),
             security: crate::security::Security::from_config(&config).unwrap(),
+            bus: None,
             config,
         }
     }

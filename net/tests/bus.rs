@@ -1,0 +1,118 @@
+//! The cluster bus (`--bus`, net/src/bus.rs) against the real NATS with JetStream of `NATS_URL` (default
+//! nats://127.0.0.1:4222), through a TCP proxy that can cut it off: the node sets up the cluster's streams
+//! and bucket as configured, accepts publishes while the bus is usable, refuses them (503) while NATS is
+//! unreachable, and takes them again once it is back. A machine without NATS skips with a notice, unless
+//! `NATS_URL` or `CI` is set (`.ci/run` exports `NATS_URL`): then it fails.
+
+mod common;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{http, http_raw, metric, token, wait_for, Server};
+use serde_json::{json, Value};
+
+/// The NATS server's address, or `None` (skip) where none is reachable outside CI.
+fn nats() -> Option<SocketAddr> {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let hostport = url.trim_start_matches("nats://").rsplit('@').next().unwrap_or_default().to_owned();
+    let addr = hostport.to_socket_addrs().ok().and_then(|mut a| a.next());
+    let reachable = addr.filter(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok());
+    match reachable {
+        Some(a) => Some(a),
+        // .ci/run exports NATS_URL: there the test never skips.
+        None if std::env::var_os("CI").is_none() && std::env::var_os("NATS_URL").is_none() => {
+            eprintln!("NOTICE: NATS not reachable at {url}: test skipped (it runs in CI)");
+            None
+        }
+        None => panic!("NATS not reachable at {url} in CI"),
+    }
+}
+
+fn bus_status(srv: &Server) -> Value {
+    http(srv.addr, "GET", "/api/ws/status", None, "").1["bus"].clone()
+}
+
+fn publish(srv: &Server) -> (u16, Value) {
+    let quote = json!({"channel":"quotes","data":{"symbol":"AAPL","bid":231.0,"ask":231.01,"last":231.0,
+        "bid_size":100,"ask_size":100,"volume":1000}});
+    http(srv.addr, "POST", "/api/publish", Some(&token("pub", "publisher")), &quote.to_string())
+}
+
+#[test]
+fn a_node_sets_up_the_cluster_streams_and_refuses_publishes_while_nats_is_unreachable() {
+    let Some(nats) = nats() else { return };
+    let proxy = Proxy::start(nats);
+    let url = format!("nats://{}", proxy.addr);
+    let srv = Server::start(&["--no-simulator", "--bus", &url]);
+    wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&srv)["status"] == "up");
+    assert_eq!(bus_status(&srv)["url"], url.as_str());
+    assert_eq!(metric(srv.addr, "tickwire_bus_up"), 1.0);
+
+    // What the node made on NATS, read with async-nats as another node would.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.to_string()).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut kept = Vec::new();
+        for name in ["TICKWIRE_PUBLIC", "TICKWIRE_PRIVATE", "TICKWIRE_ACKS"] {
+            let mut stream = js.get_stream(name).await.unwrap_or_else(|e| panic!("stream {name}: {e}"));
+            let config = stream.info().await.unwrap().config.clone();
+            kept.push(config.max_messages_per_subject);
+            match name {
+                "TICKWIRE_PUBLIC" => {
+                    assert!(config.subjects.contains(&"tw.s.quotes.>".to_owned()), "{:?}", config.subjects)
+                }
+                "TICKWIRE_PRIVATE" => {
+                    assert!(config.subjects.contains(&"tw.s.orders.>".to_owned()), "{:?}", config.subjects)
+                }
+                _ => assert_eq!(config.subjects, ["tw.ack.>"]),
+            }
+        }
+        assert_eq!(kept, [1024, 100, 1], "history per topic as configured (history_public, history_private)");
+        let owners = js.get_key_value("tickwire-owners").await.expect("the owners' bucket opens as a bucket");
+        owners.put("partition-0", "test".into()).await.expect("a value can be put");
+        let status = owners.status().await.unwrap();
+        assert_eq!((status.history(), status.max_age()), (1, Duration::from_secs(3)), "one value per key, a 3 s lease");
+    });
+
+    let (code, body) = publish(&srv);
+    assert_eq!(code, 202, "{body}");
+
+    // A node configured to keep another history than the cluster's streams do does not take part.
+    let odd = Server::start(&["--no-simulator", "--bus", &format!("nats://{nats}"), "--history-public", "300"]);
+    wait_for(Duration::from_secs(20), "the odd node to say why", || {
+        bus_status(&odd)["last_error"].as_str().is_some_and(|e| e.contains("keeps 1024 messages per topic"))
+    });
+    assert_eq!(bus_status(&odd)["status"], "setting_up");
+    assert_eq!(publish(&odd).0, 503);
+    drop(odd);
+
+    // Cut off from NATS (the proxy drops the connection and swallows new ones): publishes are refused.
+    proxy.set_blackhole(true);
+    proxy.cut();
+    wait_for(Duration::from_secs(20), "the bus to be unreachable", || bus_status(&srv)["status"] == "unreachable");
+    let (code, body) = publish(&srv);
+    assert_eq!(code, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("cannot reach the cluster's bus"), "{body}");
+    assert_eq!(metric(srv.addr, "tickwire_bus_up"), 0.0);
+    let (health, _) = http(srv.addr, "GET", "/healthz", None, "");
+    assert_eq!(health, 200, "the node itself is healthy: it serves what it has");
+
+    // NATS back: the node reconnects by itself and takes publishes again.
+    proxy.set_blackhole(false);
+    wait_for(Duration::from_secs(30), "the bus to be up again", || bus_status(&srv)["status"] == "up");
+    assert!(bus_status(&srv)["connects"].as_u64().unwrap() >= 2, "{}", bus_status(&srv));
+    let (code, body) = publish(&srv);
+    assert_eq!(code, 202, "{body}");
+}
+
+#[test]
+fn without_a_bus_a_node_is_a_single_node() {
+    let srv = Server::start(&["--no-simulator"]);
+    assert_eq!(bus_status(&srv), json!({"status": "none"}));
+    assert_eq!(publish(&srv).0, 202);
+    let (_, metrics) = http_raw(srv.addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(metrics.contains("tickwire_uptime_seconds") && !metrics.contains("tickwire_bus_up"));
+}
