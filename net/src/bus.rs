@@ -15,7 +15,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use tickwire_core::channel::CATALOG;
-use tickwire_core::Topic;
+use tickwire_core::time::Micros;
+use tickwire_core::{Channel, Topic};
+use tickwire_persistence::{
+    ConnectionRecord, CriticalRecord, MetricsRecord, Receipt, RecoveredTopic, Store, StoreStats,
+};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 
@@ -73,10 +78,20 @@ impl BusState {
     }
 }
 
+/// Work for the bus thread, from the shards through [`BusStore`].
+#[derive(Debug)]
+enum Op {
+    /// Store a critical message; say on the sender once the stream has it (or not).
+    Critical(CriticalRecord, oneshot::Sender<bool>),
+    /// The user acknowledged `channel` up to `sequence`.
+    Ack { user: String, channel: Channel, sequence: u64 },
+}
+
 /// The running bus: its state and its thread, stopped by [`Bus::stop`] (or on drop).
 #[derive(Debug)]
 pub struct Bus {
     pub state: Arc<BusState>,
+    ops: mpsc::Sender<Op>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -87,6 +102,7 @@ impl Bus {
     pub fn start(url: &str, config: &Config) -> anyhow::Result<Bus> {
         let state = Arc::new(BusState { url: redact(url), ..BusState::default() });
         let streams = streams(config);
+        let (ops, ops_rx) = mpsc::channel(config.critical_buffer.max(1));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let (url, s) = (url.to_owned(), state.clone());
         let thread = std::thread::Builder::new().name("bus".into()).spawn(move || {
@@ -94,9 +110,16 @@ impl Bus {
                 Ok(r) => r,
                 Err(e) => return s.set_error(format!("cannot start the bus runtime: {e}")),
             };
-            runtime.block_on(run(url, s, streams, stopped));
+            runtime.block_on(run(url, s, streams, ops_rx, stopped));
         })?;
-        Ok(Bus { state, stop: Some(stop), thread: Some(thread) })
+        Ok(Bus { state, ops, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// The store of a node with a bus and no database: critical messages are kept in the stream
+    /// `TICKWIRE_PRIVATE` before their publish is answered, acknowledgements in `TICKWIRE_ACKS`; the rest
+    /// (connections, metrics) goes to `inner`.
+    pub fn store(&self, inner: Arc<dyn Store>) -> BusStore {
+        BusStore { inner, state: self.state.clone(), ops: self.ops.clone(), refused: AtomicU64::new(0) }
     }
 
     /// Closes the connection and joins the thread.
@@ -121,6 +144,7 @@ async fn run(
     url: String,
     state: Arc<BusState>,
     streams: Vec<stream::Config>,
+    mut ops: mpsc::Receiver<Op>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let events = state.clone();
@@ -161,6 +185,10 @@ async fn run(
     loop {
         tokio::select! {
             _ = &mut stopped => break,
+            Some(op) = ops.recv() => {
+                handle(&js, op).await;
+                continue;
+            }
             _ = watch.tick() => {}
         }
         let connected = client.connection_state() == async_nats::connection::State::Connected;
@@ -183,6 +211,39 @@ async fn run(
         }
     }
     let _ = client.drain().await;
+}
+
+/// Sends one op to the streams. A critical message's sender learns of the stream's ack in a task of its
+/// own, so that the next publish does not wait for it (the order of sending is the order of storing).
+async fn handle(js: &jetstream::Context, op: Op) {
+    match op {
+        Op::Critical(record, done) => {
+            let subject = subject(&Topic::new(record.channel, record.user.as_str()));
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Tw-Seq", record.sequence.to_string().as_str());
+            headers.insert("Tw-Ts", record.created_at.to_string().as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}:{}", record.sequence).as_str());
+            match js.publish_with_headers(subject, headers, record.frame).await {
+                Ok(ack) => {
+                    tokio::spawn(async move {
+                        let _ = done.send(ack.await.is_ok());
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a critical message could not be sent to the bus");
+                    let _ = done.send(false);
+                }
+            }
+        }
+        Op::Ack { user, channel, sequence } => {
+            // Lost acks are not lost messages: the messages are delivered again, and acked again.
+            if let Ok(ack) = js.publish(ack_subject(channel, &user), sequence.to_string().into()).await {
+                tokio::spawn(async move {
+                    let _ = ack.await;
+                });
+            }
+        }
+    }
 }
 
 /// Creates the streams and the bucket where they do not exist; checks that existing ones keep what this
@@ -282,6 +343,148 @@ fn escape_token(key: &str, out: &mut String) {
     }
 }
 
+/// The subject of `user`'s latest acknowledged sequence of `channel`: `tw.ack.<channel>.<user>`.
+pub fn ack_subject(channel: Channel, user: &str) -> String {
+    let mut s = format!("tw.ack.{}.", channel.name());
+    escape_token(user, &mut s);
+    s
+}
+
+/// The key that [`escape_token`] wrote as `token`.
+fn unescape_token(token: &str) -> String {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%').then(|| token.get(i + 1..i + 3)).flatten();
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(0) => i += 3,
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The critical topics kept in the streams, for a node that starts with a bus and no database: each
+/// user's critical topic continues from its last sequence, its messages above the last acknowledged one
+/// (the last `critical_queue` of them) waiting for the user again. Nothing when the streams do not exist yet.
+pub fn recover(url: &str, config: &Config) -> anyhow::Result<Vec<RecoveredTopic>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url);
+        let client = tokio::time::timeout(Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 10 s", redact(url)))??;
+        let js = jetstream::new(client);
+        let Ok(private) = js.get_stream(PRIVATE_STREAM).await else { return Ok(Vec::new()) };
+        let acks = js.get_stream(ACKS_STREAM).await.ok();
+        let mut out = Vec::new();
+        for row in CATALOG.iter().filter(|c| c.critical) {
+            let prefix = format!("tw.s.{}.", row.name);
+            let mut subjects = Vec::new();
+            {
+                use futures_lite::StreamExt;
+                let mut listed = private.info_with_subjects(format!("{prefix}>")).await?;
+                while let Some(entry) = listed.next().await {
+                    subjects.push(entry?.0);
+                }
+            }
+            for subject in subjects {
+                let user = unescape_token(&subject[prefix.len()..]);
+                let acked = match &acks {
+                    Some(a) => a
+                        .direct_get_last_for_subject(ack_subject(row.channel, &user))
+                        .await
+                        .ok()
+                        .and_then(|m| std::str::from_utf8(&m.payload).ok()?.parse::<u64>().ok())
+                        .unwrap_or(0),
+                    None => 0,
+                };
+                let (mut at, mut sequence, mut unacked) = (0, 0, Vec::new());
+                loop {
+                    let message = match private.direct_get_next_for_subject(&subject, Some(at + 1)).await {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
+                        Err(e) => return Err(e.into()),
+                    };
+                    at = message.sequence;
+                    let seq = message.headers.get("Tw-Seq").and_then(|v| v.as_str().parse::<u64>().ok()).unwrap_or(0);
+                    sequence = sequence.max(seq);
+                    if seq > acked {
+                        unacked.push((seq, message.payload));
+                    }
+                }
+                let keep = unacked.len().saturating_sub(config.critical_queue);
+                unacked.drain(..keep);
+                out.push(RecoveredTopic { user, channel: row.channel, sequence, unacked });
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The store of a node with a bus and no database ([`Bus::store`]).
+#[derive(Debug)]
+pub struct BusStore {
+    inner: Arc<dyn Store>,
+    state: Arc<BusState>,
+    ops: mpsc::Sender<Op>,
+    refused: AtomicU64,
+}
+
+impl Store for BusStore {
+    fn connection_opened(&self, record: ConnectionRecord) {
+        self.inner.connection_opened(record);
+    }
+
+    fn connection_closed(&self, id: u64, at: Micros, close_code: u16, messages_in: u64, messages_out: u64) {
+        self.inner.connection_closed(id, at, close_code, messages_in, messages_out);
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn accepts_critical(&self) -> bool {
+        self.state.usable() && self.ops.capacity() > 0
+    }
+
+    fn critical_enqueued(&self, record: CriticalRecord) -> Option<Receipt> {
+        let (tx, rx) = oneshot::channel();
+        if self.ops.try_send(Op::Critical(record, tx)).is_err() {
+            // The dropped sender resolves the receipt to false: the publish is answered 503.
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Receipt::new(rx))
+    }
+
+    fn critical_acked(&self, user: &str, channel: Channel, sequence: u64, _at: Micros) {
+        if self.ops.try_send(Op::Ack { user: user.to_owned(), channel, sequence }).is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn metrics(&self, record: MetricsRecord) {
+        self.inner.metrics(record);
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            up: self.state.usable(),
+            critical_refused: self.refused.load(Ordering::Relaxed),
+            backlog: (self.ops.max_capacity() - self.ops.capacity()) as u64,
+            ..self.inner.stats()
+        }
+    }
+}
+
 /// `url` without a password, for logs and the status page.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -308,6 +511,11 @@ mod tests {
         assert_eq!(subject(&bar), "tw.s.bars.AAPL.1m");
         // Distinct keys, distinct subjects: the escape is reversible.
         assert_ne!(subject(&t(Channel::Quotes, "A.B")), subject(&t(Channel::Quotes, "A%2EB")));
+        for key in ["AAPL", "BRK.B", "u 1*>%é", "", "%41", "a%"] {
+            let subject = subject(&t(Channel::Orders, key));
+            assert_eq!(unescape_token(&subject["tw.s.orders.".len()..]), key, "{subject}");
+        }
+        assert_eq!(ack_subject(Channel::Alerts, "u.1"), "tw.ack.alerts.u%2E1");
     }
 
     #[test]

@@ -63,16 +63,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     LocalExecutorBuilder::new(Placement::Unbound).io_memory(IO_MEMORY).make().map_err(|e| start_error(0, &e))?;
     let listeners = bind(config.listen, shards).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listeners.1;
-    let (store, recovered) = crate::store::open(&config)?;
-    let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
-    }
     // The cluster bus, when configured: its thread connects in the background.
     let mut bus = match config.bus.as_deref().filter(|u| !u.trim().is_empty()) {
         Some(url) => Some(crate::bus::Bus::start(url, &config).context("cannot start the bus thread")?),
         None => None,
     };
+    let (store, recovered) = crate::store::open(&config, bus.as_ref())?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
+    }
     let shared = Arc::new(Shared {
         shards,
         auth: auth.clone(),

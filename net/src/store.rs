@@ -22,10 +22,21 @@ const MEMORY_STRIPES: usize = 64;
 
 /// The store to run with, and the private topics to continue. Without `database_url`, the memory store;
 /// with it, PostgreSQL, or a clear error if it cannot be reached.
-pub fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Vec<RecoveredTopic>)> {
+pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<(Arc<dyn Store>, Vec<RecoveredTopic>)> {
     // An empty URL (DATABASE_URL= in a unit file) means none.
     let Some(url) = config.database_url.as_ref().filter(|u| !u.trim().is_empty()) else {
-        return Ok((Arc::new(MemoryStore::striped(MEMORY_CONNECTIONS, MEMORY_STRIPES)), Vec::new()));
+        let memory = Arc::new(MemoryStore::striped(MEMORY_CONNECTIONS, MEMORY_STRIPES));
+        // With a bus and no database, the bus keeps the critical messages.
+        let (Some(bus), Some(bus_url)) = (bus, config.bus.as_deref()) else { return Ok((memory, Vec::new())) };
+        let recovered = crate::bus::recover(bus_url, config)
+            .map_err(|e| anyhow::anyhow!("cannot read the critical messages kept on the bus: {e}"))?;
+        let unacked: usize = recovered.iter().map(|t| t.unacked.len()).sum();
+        eprintln!(
+            "persistence: critical messages on the bus ({}); {} critical topics continue, {unacked} unacknowledged messages queued",
+            bus.state.url,
+            recovered.len()
+        );
+        return Ok((Arc::new(bus.store(memory)), recovered));
     };
     let mut options = PgOptions::new(url.clone());
     options.critical_buffer = config.critical_buffer;
@@ -164,12 +175,15 @@ mod tests {
     #[test]
     fn an_unreachable_database_is_one_clear_error_without_the_password_and_an_empty_url_is_none() {
         let config = Config { database_url: Some("postgres://me:pw@127.0.0.1:1/x".into()), ..Config::default() };
-        let Err(err) = open(&config).map(|_| ()) else { panic!("no database there") };
+        let Err(err) = open(&config, None).map(|_| ()) else { panic!("no database there") };
         let err = err.to_string();
         assert!(err.contains("cannot connect to the database at postgres://me@127.0.0.1:1/x"), "{err}");
         assert!(err.contains("unset it to run with the in-memory store") && !err.contains(":pw@"), "{err}");
         let empty = Config { database_url: Some(" ".into()), ..Config::default() };
-        assert!(open(&empty).unwrap().1.is_empty(), "an empty URL (DATABASE_URL= in a unit file) is the memory store");
+        assert!(
+            open(&empty, None).unwrap().1.is_empty(),
+            "an empty URL (DATABASE_URL= in a unit file) is the memory store"
+        );
     }
 
     #[test]

@@ -116,3 +116,61 @@ fn without_a_bus_a_node_is_a_single_node() {
     let (_, metrics) = http_raw(srv.addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert!(metrics.contains("tickwire_uptime_seconds") && !metrics.contains("tickwire_bus_up"));
 }
+
+/// The orders that come to `c` next, as `(sequence, order_id)`, until `n` of them.
+fn next_orders(c: &mut common::Client, n: usize) -> Vec<(u64, String)> {
+    (0..n)
+        .map(|_| {
+            let v = c.recv_until(Duration::from_secs(10), |v| v["type"] == "order").expect("an order");
+            (v["sequence"].as_u64().unwrap(), v["data"]["order_id"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+fn order(user: &str, id: &str) -> Value {
+    json!({"channel":"orders","user_id":user,"data":{"order_id":id,"symbol":"AAPL","side":"buy","status":"new","qty":10}})
+}
+
+#[test]
+fn without_a_database_critical_messages_are_kept_on_the_bus_and_survive_the_node() {
+    let Some(nats) = nats() else { return };
+    let url = format!("nats://{nats}");
+    // NATS keeps what earlier runs stored: a user of this run only.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let user = format!("u-bus-{}-{nanos}", std::process::id());
+    let publisher = token("pub", "publisher");
+    let first = Server::start(&["--no-simulator", "--bus", &url]);
+    wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&first)["status"] == "up");
+    let orders = json!([order(&user, "o-1"), order(&user, "o-2"), order(&user, "o-3")]);
+    let (code, body) = http(first.addr, "POST", "/api/publish", Some(&publisher), &orders.to_string());
+    assert_eq!((code, &body["durable"]), (202, &json!(true)), "stored on the bus before the answer: {body}");
+
+    let mut c = common::Client::connect(first.addr, "/v1/stream", Some(&token(&user, "user"))).unwrap();
+    c.send(json!({"action":"subscribe","channel":"orders"}));
+    assert_eq!(next_orders(&mut c, 3), [(1, "o-1".into()), (2, "o-2".into()), (3, "o-3".into())]);
+    c.send(json!({"action":"ack","channel":"orders","sequence":1}));
+    // The ack reaches the stream of acks (asynchronously: acks are not awaited).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let acked = || {
+        runtime.block_on(async {
+            let js = async_nats::jetstream::new(async_nats::connect(nats.to_string()).await.unwrap());
+            let acks = js.get_stream("TICKWIRE_ACKS").await.unwrap();
+            let last = acks.direct_get_last_for_subject(format!("tw.ack.orders.{user}")).await;
+            last.ok().map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        })
+    };
+    wait_for(Duration::from_secs(10), "the ack on the bus", || acked().as_deref() == Some("1"));
+    drop(c);
+    drop(first); // SIGKILL: the node is lost
+
+    // Another node (here the same one started again, with nothing on disk) continues from the bus.
+    let second = Server::start(&["--no-simulator", "--bus", &url]);
+    wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&second)["status"] == "up");
+    let mut c = common::Client::connect(second.addr, "/v1/stream", Some(&token(&user, "user"))).unwrap();
+    c.send(json!({"action":"subscribe","channel":"orders"}));
+    assert_eq!(next_orders(&mut c, 2), [(2, "o-2".into()), (3, "o-3".into())], "the unacknowledged ones, again");
+    let (code, body) =
+        http(second.addr, "POST", "/api/publish", Some(&publisher), &json!([order(&user, "o-4")]).to_string());
+    assert_eq!((code, &body["sequences"][0]["sequence"]), (202, &json!(4)), "the topic continues: {body}");
+    assert_eq!(next_orders(&mut c, 1), [(4, "o-4".into())], "and nothing else came before it");
+}

@@ -121,6 +121,14 @@ pub struct StoreStats {
 #[derive(Debug)]
 pub struct Receipt(tokio::sync::oneshot::Receiver<bool>);
 
+impl Receipt {
+    /// A receipt resolved through `rx` by another durable store (the cluster bus's: net/src/bus.rs); a
+    /// dropped sender resolves it to `false`.
+    pub fn new(rx: tokio::sync::oneshot::Receiver<bool>) -> Receipt {
+        Receipt(rx)
+    }
+}
+
 impl Future for Receipt {
     type Output = bool;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
