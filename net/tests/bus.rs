@@ -48,6 +48,11 @@ fn a_node_sets_up_the_cluster_streams_and_refuses_publishes_while_nats_is_unreac
     let srv = Server::start(&["--no-simulator", "--bus", &url]);
     wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&srv)["status"] == "up");
     assert_eq!(bus_status(&srv)["url"], url.as_str());
+    // A streaming publisher, and a subscriber that sees what is accepted.
+    let mut streaming = common::Client::connect(srv.addr, "/v1/publish", Some(&token("pub", "publisher"))).unwrap();
+    let mut watcher = srv.connect(None);
+    watcher.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"]}));
+    watcher.recv_until(Duration::from_secs(10), |v| v["type"] == "subscribed").expect("subscribed");
     assert_eq!(metric(srv.addr, "tickwire_bus_up"), 1.0);
 
     // What the node made on NATS, read with async-nats as another node would.
@@ -96,6 +101,9 @@ fn a_node_sets_up_the_cluster_streams_and_refuses_publishes_while_nats_is_unreac
     let (code, body) = publish(&srv);
     assert_eq!(code, 503, "{body}");
     assert!(body["error"].as_str().unwrap().contains("cannot reach the cluster's bus"), "{body}");
+    streaming.send(json!({"channel":"quotes","data":{"symbol":"AAPL","bid":1.0,"ask":1.01,"last":1.0}}));
+    let refused = streaming.recv_until(Duration::from_secs(10), |v| v["type"] == "error").expect("an error frame");
+    assert_eq!(refused["code"], "UNAVAILABLE", "{refused}");
     assert_eq!(metric(srv.addr, "tickwire_bus_up"), 0.0);
     let (health, _) = http(srv.addr, "GET", "/healthz", None, "");
     assert_eq!(health, 200, "the node itself is healthy: it serves what it has");
@@ -106,6 +114,11 @@ fn a_node_sets_up_the_cluster_streams_and_refuses_publishes_while_nats_is_unreac
     assert!(bus_status(&srv)["connects"].as_u64().unwrap() >= 2, "{}", bus_status(&srv));
     let (code, body) = publish(&srv);
     assert_eq!(code, 202, "{body}");
+    // The streaming publisher is heard again; what it sent while the bus was down was not sequenced.
+    streaming.send(json!({"channel":"quotes","data":{"symbol":"AAPL","bid":2.0,"ask":2.01,"last":2.0}}));
+    let seen = watcher.recv_until(Duration::from_secs(10), |v| v["type"] == "quote" && v["data"]["last"] == 2.0);
+    let seen = seen.expect("the streamed quote");
+    assert_eq!(seen["sequence"], 3, "1 and 2 by POST, 3 by the stream: the refused one took no sequence: {seen}");
 }
 
 #[test]
