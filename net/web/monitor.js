@@ -336,7 +336,10 @@ function onOrder(data, frame) {
     orders.delete($('orders').lastChild.dataset.orderId);
     $('orders').lastChild.remove();
   }
-  if (frame.type !== 'snapshot') li.dataset.sequence = frame.sequence;
+  if (frame.type !== 'snapshot') {
+    li.dataset.sequence = frame.sequence;
+    toast(`Order ${data.order_id}: ${data.status}`);
+  }
 }
 function onExecution(data) {
   toast(`Executed: ${String(data.side).toUpperCase()} ${data.quantity} ${data.symbol} @ ${price(data.price)}`);

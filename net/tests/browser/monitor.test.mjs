@@ -57,6 +57,8 @@ test('the page loads clean under its policy, charts the server and ticks', async
     await page.waitForFunction((n) => Number(document.querySelector('.quote[data-symbol="AAPL"]').dataset.updates || 0) > n + 2, first);
     const px = Number(await page.textContent('.quote[data-symbol="AAPL"] .px'));
     assert.ok(px > 150 && px < 400, `AAPL at ${px}`);
+    // A price move flashes its card green or red.
+    await page.waitForSelector('.quote.flash-up, .quote.flash-down');
     // The figures come from /api/ws/stats: this page's own connection is counted, deliveries per second shown.
     await page.waitForFunction(() => Number(document.querySelector('#f-connections').textContent) >= 1);
     await page.waitForFunction(() => /\d/.test(document.querySelector('#f-deliveries').textContent));
@@ -95,6 +97,7 @@ test('with a user token: orders, executions and alerts; a critical alert stays u
 
     await publish(server.addr, publisher, [order(user, 'ord-77')]);
     await page.waitForSelector('#orders li[data-order-id="ord-77"]');
+    await page.waitForFunction(() => /Order ord-77: new/.test(document.querySelector('#toasts').textContent));
     assert.match(await page.textContent('#orders li[data-order-id="ord-77"]'), /BUY 100 AAPL @ 231.50.*new/);
     await publish(server.addr, publisher, [{ ...order(user, 'ord-77', 'filled'), data: { ...order(user, 'ord-77').data, status: 'filled', filled_qty: 100, avg_price: 231.5 } }]);
     await page.waitForFunction(() => document.querySelector('#orders li[data-order-id="ord-77"] .tag').textContent === 'filled');
@@ -173,8 +176,15 @@ test('the server restarting shows resuming, then the stream continues without a 
 test('an admin token adds the admin stats; on a phone the page fits the width', async () => {
   const server = await startServer(SIM);
   try {
-    const { page, context, problems } = await open(`http://${server.addr}/?token=${token('ops', 'admin')}`, { width: 390, height: 844 }, 'dark');
+    const { page, context, problems } = await open(`http://${server.addr}/`, { width: 390, height: 844 }, 'dark');
+    // The token pasted, rather than in the address.
+    await page.waitForSelector('#conn-state[data-state="open"]');
+    assert.equal(await page.isVisible('#admin'), false);
+    await page.fill('#token-input', token('ops', 'admin'));
+    await page.click('#token-form button[type="submit"]');
     await page.waitForSelector('#admin:not([hidden])');
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('tickwire-token') !== null), true);
+    assert.match(await page.textContent('#account-user'), /signed in as ops/);
     assert.match(await page.textContent('#admin-stats'), /activeConnections/);
     // The system's dark theme, then the light one chosen with the button (and remembered).
     const background = () => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
