@@ -332,6 +332,22 @@ impl<D: Dialect> Sequencer<D> {
         }
     }
 
+    /// Continues `topic` at `sequence`, its snapshot state (for channels with snapshots) taken from its last
+    /// update's canonical `frame`; no history (a resume from before gets `reset` and the snapshot).
+    pub fn restore_last(&mut self, topic: &Topic, sequence: u64, frame: &[u8]) {
+        let state = self.topics.entry(topic.clone()).or_default();
+        if sequence < state.sequence {
+            return;
+        }
+        state.sequence = sequence;
+        if topic.channel.info().snapshot {
+            if let Some((timestamp, data)) = frame_data(frame) {
+                state.latest = Some(Latest { timestamp, source_ts: None, data: Bytes::from(data) });
+                state.snapshot = None;
+            }
+        }
+    }
+
     /// Unacknowledged messages of a critical topic.
     pub fn unacked(&self, topic: &Topic) -> usize {
         self.topics.get(topic).and_then(|s| s.critical.as_ref()).map_or(0, |q| q.unacked.len())
@@ -558,5 +574,31 @@ mod resume_tests {
         s.restore(&p, 41, Vec::new());
         assert_eq!(s.ingest(&p, Bytes::from_static(b"{}"), None, 0).sequence, 42);
         assert_eq!(s.unacked(&p), 0);
+    }
+
+    #[test]
+    fn a_topic_continued_from_its_last_frame_has_its_sequence_and_snapshot_but_no_history() {
+        let parse = |f: &[u8]| serde_json::from_slice::<serde_json::Value>(crate::frame::payload(f)).unwrap();
+        // The last update of another run, as the cluster bus keeps it.
+        let mut before = small();
+        let quotes = Topic::new(Channel::Quotes, "AAPL");
+        for last in [1, 2, 3] {
+            before.ingest(&quotes, Bytes::from(format!(r#"{{"symbol":"AAPL","last":{last}}}"#)), None, 7_000_000);
+        }
+        let last = before.ingest(&quotes, Bytes::from_static(br#"{"symbol":"AAPL","last":4}"#), None, 8_000_000);
+        let mut s = small();
+        s.restore_last(&quotes, last.sequence, &last.frame);
+        let start = s.start(&quotes, Resume::Latest, 9_000_000);
+        let snap = parse(&start.frames[0]);
+        assert_eq!(
+            (&snap["type"], &snap["sequence"], &snap["data"]["last"]),
+            (&json!("snapshot"), &json!(4), &json!(4))
+        );
+        assert_eq!(snap["timestamp"], parse(&last.frame)["timestamp"], "the state's time is the update's");
+        let from_2 = s.start(&quotes, Resume::After(2), 9_000_000);
+        assert!(parse(&from_2.frames[0])["type"] == "reset", "no history to resume from");
+        assert_eq!(s.ingest(&quotes, Bytes::from_static(b"{}"), None, 0).sequence, 5);
+        s.restore_last(&quotes, 2, &last.frame);
+        assert_eq!(s.ingest(&quotes, Bytes::from_static(b"{}"), None, 0).sequence, 6, "never backwards");
     }
 }

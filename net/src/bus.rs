@@ -85,6 +85,17 @@ enum Op {
     Critical(CriticalRecord, oneshot::Sender<bool>),
     /// The user acknowledged `channel` up to `sequence`.
     Ack { user: String, channel: Channel, sequence: u64 },
+    /// A topic that is not critical has a new update (stored without waiting for the stream's ack).
+    Update { subject: String, sequence: u64, frame: bytes::Bytes, at: Micros },
+}
+
+/// A topic continued from its last update on the bus, by a node that starts.
+#[derive(Debug, Clone)]
+pub struct ContinuedTopic {
+    pub topic: Topic,
+    pub sequence: u64,
+    /// The last update's canonical frame (its data is the topic's snapshot state).
+    pub frame: bytes::Bytes,
 }
 
 /// The running bus: its state and its thread, stopped by [`Bus::stop`] (or on drop).
@@ -119,7 +130,13 @@ impl Bus {
     /// `TICKWIRE_PRIVATE` before their publish is answered, acknowledgements in `TICKWIRE_ACKS`; the rest
     /// (connections, metrics) goes to `inner`.
     pub fn store(&self, inner: Arc<dyn Store>) -> BusStore {
-        BusStore { inner, state: self.state.clone(), ops: self.ops.clone(), refused: AtomicU64::new(0) }
+        BusStore {
+            inner,
+            state: self.state.clone(),
+            ops: self.ops.clone(),
+            refused: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+        }
     }
 
     /// Closes the connection and joins the thread.
@@ -233,6 +250,19 @@ async fn handle(js: &jetstream::Context, op: Op) {
                     tracing::warn!(error = %e, "a critical message could not be sent to the bus");
                     let _ = done.send(false);
                 }
+            }
+        }
+        Op::Update { subject, sequence, frame, at } => {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Tw-Seq", sequence.to_string().as_str());
+            headers.insert("Tw-Ts", at.to_string().as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}:{sequence}").as_str());
+            if let Ok(ack) = js.publish_with_headers(subject, headers, frame).await {
+                tokio::spawn(async move {
+                    if let Err(e) = ack.await {
+                        tracing::debug!(error = %e, "an update was not stored on the bus");
+                    }
+                });
             }
         }
         Op::Ack { user, channel, sequence } => {
@@ -372,10 +402,11 @@ fn unescape_token(token: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The critical topics kept in the streams, for a node that starts with a bus and no database: each
-/// user's critical topic continues from its last sequence, its messages above the last acknowledged one
-/// (the last `critical_queue` of them) waiting for the user again. Nothing when the streams do not exist yet.
-pub fn recover(url: &str, config: &Config) -> anyhow::Result<Vec<RecoveredTopic>> {
+/// What a node that starts with a bus and no database continues from the streams. The critical topics:
+/// each user's continues from its last sequence, its messages above the last acknowledged one (the last
+/// `critical_queue` of them) waiting for the user again. Every other topic: its last update (sequence and
+/// snapshot state). Nothing when the streams do not exist yet.
+pub fn recover(url: &str, config: &Config) -> anyhow::Result<(Vec<RecoveredTopic>, Vec<ContinuedTopic>)> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url);
@@ -383,7 +414,7 @@ pub fn recover(url: &str, config: &Config) -> anyhow::Result<Vec<RecoveredTopic>
             .await
             .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 10 s", redact(url)))??;
         let js = jetstream::new(client);
-        let Ok(private) = js.get_stream(PRIVATE_STREAM).await else { return Ok(Vec::new()) };
+        let Ok(private) = js.get_stream(PRIVATE_STREAM).await else { return Ok((Vec::new(), Vec::new())) };
         let acks = js.get_stream(ACKS_STREAM).await.ok();
         let mut out = Vec::new();
         for row in CATALOG.iter().filter(|c| c.critical) {
@@ -426,8 +457,43 @@ pub fn recover(url: &str, config: &Config) -> anyhow::Result<Vec<RecoveredTopic>
                 out.push(RecoveredTopic { user, channel: row.channel, sequence, unacked });
             }
         }
-        Ok(out)
+        let mut continued = Vec::new();
+        for name in [PUBLIC_STREAM, PRIVATE_STREAM] {
+            let Ok(stream) = js.get_stream(name).await else { continue };
+            for row in CATALOG.iter().filter(|c| !c.critical) {
+                let prefix = format!("tw.s.{}.", row.name);
+                let mut subjects = Vec::new();
+                {
+                    use futures_lite::StreamExt;
+                    let mut listed = stream.info_with_subjects(format!("{prefix}>")).await?;
+                    while let Some(entry) = listed.next().await {
+                        subjects.push(entry?.0);
+                    }
+                }
+                for subject in subjects {
+                    let Some(topic) = topic_of(row.channel, &subject[prefix.len()..]) else { continue };
+                    let message = stream.direct_get_last_for_subject(&subject).await?;
+                    let Some(sequence) = message.headers.get("Tw-Seq").and_then(|v| v.as_str().parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    continued.push(ContinuedTopic { topic, sequence, frame: message.payload });
+                }
+            }
+        }
+        Ok((out, continued))
     })
+}
+
+/// The topic of `channel` whose subject ends with `rest` (`<key>` or, for bars, `<key>.<interval>`).
+fn topic_of(channel: Channel, rest: &str) -> Option<Topic> {
+    let (key, interval) = match rest.split_once('.') {
+        Some((key, interval)) => (key, Some(tickwire_core::BarInterval::parse(interval)?)),
+        None => (rest, None),
+    };
+    let mut topic = Topic::new(channel, unescape_token(key).as_str());
+    topic.interval = interval;
+    Some(topic)
 }
 
 /// The store of a node with a bus and no database ([`Bus::store`]).
@@ -437,6 +503,8 @@ pub struct BusStore {
     state: Arc<BusState>,
     ops: mpsc::Sender<Op>,
     refused: AtomicU64,
+    /// Updates not stored on the bus for a full queue toward it.
+    shed: AtomicU64,
 }
 
 impl Store for BusStore {
@@ -471,6 +539,13 @@ impl Store for BusStore {
         }
     }
 
+    fn update_sequenced(&self, topic: &Topic, sequence: u64, frame: &bytes::Bytes, at: Micros) {
+        let op = Op::Update { subject: subject(topic), sequence, frame: frame.clone(), at };
+        if self.ops.try_send(op).is_err() {
+            self.shed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn metrics(&self, record: MetricsRecord) {
         self.inner.metrics(record);
     }
@@ -479,6 +554,7 @@ impl Store for BusStore {
         StoreStats {
             up: self.state.usable(),
             critical_refused: self.refused.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
             backlog: (self.ops.max_capacity() - self.ops.capacity()) as u64,
             ..self.inner.stats()
         }

@@ -68,7 +68,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(url) => Some(crate::bus::Bus::start(url, &config).context("cannot start the bus thread")?),
         None => None,
     };
-    let (store, recovered) = crate::store::open(&config, bus.as_ref())?;
+    let (store, recovered, continued) = crate::store::open(&config, bus.as_ref())?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
@@ -83,6 +83,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         store,
         recovered: std::sync::Mutex::new(recovered),
+        continued: std::sync::Mutex::new(continued),
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
         security,
         bus: bus.as_ref().map(|b| b.state.clone()),

@@ -49,6 +49,10 @@ impl Journal for StoreJournal {
     fn critical_acked(&self, topic: &Topic, sequence: u64, now: Micros) {
         self.0.critical_acked(&topic.key, topic.channel, sequence, now);
     }
+
+    fn sequenced(&self, topic: &Topic, sequence: u64, frame: &Bytes, now: Micros) {
+        self.0.update_sequenced(topic, sequence, frame, now);
+    }
 }
 
 /// The engine of a shard of the server.
@@ -133,6 +137,14 @@ impl Shard {
                     return true;
                 }
                 engine.restore(&topic, t.sequence, std::mem::take(&mut t.unacked));
+                false
+            });
+            let mut continued = shared.continued.lock().unwrap_or_else(|e| e.into_inner());
+            continued.retain(|t| {
+                if t.topic.owner(shared.shards) != id {
+                    return true;
+                }
+                engine.restore_last(&t.topic, t.sequence, &t.frame);
                 false
             });
         }

@@ -22,21 +22,24 @@ const MEMORY_STRIPES: usize = 64;
 
 /// The store to run with, and the private topics to continue. Without `database_url`, the memory store;
 /// with it, PostgreSQL, or a clear error if it cannot be reached.
-pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<(Arc<dyn Store>, Vec<RecoveredTopic>)> {
+pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Opened> {
     // An empty URL (DATABASE_URL= in a unit file) means none.
     let Some(url) = config.database_url.as_ref().filter(|u| !u.trim().is_empty()) else {
         let memory = Arc::new(MemoryStore::striped(MEMORY_CONNECTIONS, MEMORY_STRIPES));
         // With a bus and no database, the bus keeps the critical messages.
-        let (Some(bus), Some(bus_url)) = (bus, config.bus.as_deref()) else { return Ok((memory, Vec::new())) };
-        let recovered = crate::bus::recover(bus_url, config)
-            .map_err(|e| anyhow::anyhow!("cannot read the critical messages kept on the bus: {e}"))?;
+        let (Some(bus), Some(bus_url)) = (bus, config.bus.as_deref()) else {
+            return Ok((memory, Vec::new(), Vec::new()));
+        };
+        let (recovered, continued) =
+            crate::bus::recover(bus_url, config).map_err(|e| anyhow::anyhow!("cannot read what the bus keeps: {e}"))?;
         let unacked: usize = recovered.iter().map(|t| t.unacked.len()).sum();
         eprintln!(
-            "persistence: critical messages on the bus ({}); {} critical topics continue, {unacked} unacknowledged messages queued",
+            "persistence: on the bus ({}); {} critical topics continue, {unacked} unacknowledged messages queued; {} other topics continue",
             bus.state.url,
-            recovered.len()
+            recovered.len(),
+            continued.len()
         );
-        return Ok((Arc::new(bus.store(memory)), recovered));
+        return Ok((Arc::new(bus.store(memory)), recovered, continued));
     };
     let mut options = PgOptions::new(url.clone());
     options.critical_buffer = config.critical_buffer;
@@ -54,8 +57,11 @@ pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<(A
         tickwire_persistence::pg::redact(url),
         recovered.topics.len()
     );
-    Ok((Arc::new(store), recovered.topics))
+    Ok((Arc::new(store), recovered.topics, Vec::new()))
 }
+
+/// The store, the private topics it continues, and the topics the bus continues ([`crate::bus::recover`]).
+pub type Opened = (Arc<dyn Store>, Vec<RecoveredTopic>, Vec<crate::bus::ContinuedTopic>);
 
 /// What became of a publish request's critical events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

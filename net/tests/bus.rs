@@ -34,10 +34,20 @@ fn bus_status(srv: &Server) -> Value {
     http(srv.addr, "GET", "/api/ws/status", None, "").1["bus"].clone()
 }
 
-fn publish(srv: &Server) -> (u16, Value) {
-    let quote = json!({"channel":"quotes","data":{"symbol":"AAPL","bid":231.0,"ask":231.01,"last":231.0,
+/// A symbol of this run only: NATS keeps what earlier runs stored, and a node continues each topic from it.
+fn fresh_symbol() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("T{}{}", std::process::id() % 1000, nanos % 1_000_000_000_000)
+}
+
+fn publish_quote(srv: &Server, symbol: &str, last: f64) -> (u16, Value) {
+    let quote = json!({"channel":"quotes","data":{"symbol":symbol,"bid":last - 0.01,"ask":last + 0.01,"last":last,
         "bid_size":100,"ask_size":100,"volume":1000}});
     http(srv.addr, "POST", "/api/publish", Some(&token("pub", "publisher")), &quote.to_string())
+}
+
+fn publish(srv: &Server) -> (u16, Value) {
+    publish_quote(srv, "AAPL", 231.0)
 }
 
 #[test]
@@ -48,10 +58,11 @@ fn a_node_sets_up_the_cluster_streams_and_refuses_publishes_while_nats_is_unreac
     let srv = Server::start(&["--no-simulator", "--bus", &url]);
     wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&srv)["status"] == "up");
     assert_eq!(bus_status(&srv)["url"], url.as_str());
+    let symbol = fresh_symbol();
     // A streaming publisher, and a subscriber that sees what is accepted.
     let mut streaming = common::Client::connect(srv.addr, "/v1/publish", Some(&token("pub", "publisher"))).unwrap();
     let mut watcher = srv.connect(None);
-    watcher.send(json!({"action":"subscribe","channel":"quotes","symbols":["AAPL"]}));
+    watcher.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol]}));
     watcher.recv_until(Duration::from_secs(10), |v| v["type"] == "subscribed").expect("subscribed");
     assert_eq!(metric(srv.addr, "tickwire_bus_up"), 1.0);
 
@@ -82,7 +93,7 @@ fn a_node_sets_up_the_cluster_streams_and_refuses_publishes_while_nats_is_unreac
         assert_eq!((status.history(), status.max_age()), (1, Duration::from_secs(3)), "one value per key, a 3 s lease");
     });
 
-    let (code, body) = publish(&srv);
+    let (code, body) = publish_quote(&srv, &symbol, 1.0);
     assert_eq!(code, 202, "{body}");
 
     // A node configured to keep another history than the cluster's streams do does not take part.
@@ -101,7 +112,7 @@ fn a_node_sets_up_the_cluster_streams_and_refuses_publishes_while_nats_is_unreac
     let (code, body) = publish(&srv);
     assert_eq!(code, 503, "{body}");
     assert!(body["error"].as_str().unwrap().contains("cannot reach the cluster's bus"), "{body}");
-    streaming.send(json!({"channel":"quotes","data":{"symbol":"AAPL","bid":1.0,"ask":1.01,"last":1.0}}));
+    streaming.send(json!({"channel":"quotes","data":{"symbol":symbol,"bid":1.0,"ask":1.01,"last":1.0}}));
     let refused = streaming.recv_until(Duration::from_secs(10), |v| v["type"] == "error").expect("an error frame");
     assert_eq!(refused["code"], "UNAVAILABLE", "{refused}");
     assert_eq!(metric(srv.addr, "tickwire_bus_up"), 0.0);
@@ -112,10 +123,10 @@ fn a_node_sets_up_the_cluster_streams_and_refuses_publishes_while_nats_is_unreac
     proxy.set_blackhole(false);
     wait_for(Duration::from_secs(30), "the bus to be up again", || bus_status(&srv)["status"] == "up");
     assert!(bus_status(&srv)["connects"].as_u64().unwrap() >= 2, "{}", bus_status(&srv));
-    let (code, body) = publish(&srv);
+    let (code, body) = publish_quote(&srv, &symbol, 1.5);
     assert_eq!(code, 202, "{body}");
     // The streaming publisher is heard again; what it sent while the bus was down was not sequenced.
-    streaming.send(json!({"channel":"quotes","data":{"symbol":"AAPL","bid":2.0,"ask":2.01,"last":2.0}}));
+    streaming.send(json!({"channel":"quotes","data":{"symbol":symbol,"bid":2.0,"ask":2.01,"last":2.0}}));
     let seen = watcher.recv_until(Duration::from_secs(10), |v| v["type"] == "quote" && v["data"]["last"] == 2.0);
     let seen = seen.expect("the streamed quote");
     assert_eq!(seen["sequence"], 3, "1 and 2 by POST, 3 by the stream: the refused one took no sequence: {seen}");
@@ -186,4 +197,41 @@ fn without_a_database_critical_messages_are_kept_on_the_bus_and_survive_the_node
         http(second.addr, "POST", "/api/publish", Some(&publisher), &json!([order(&user, "o-4")]).to_string());
     assert_eq!((code, &body["sequences"][0]["sequence"]), (202, &json!(4)), "the topic continues: {body}");
     assert_eq!(next_orders(&mut c, 1), [(4, "o-4".into())], "and nothing else came before it");
+}
+
+#[test]
+fn without_a_database_every_topic_continues_from_the_bus_after_the_node() {
+    let Some(nats) = nats() else { return };
+    let url = format!("nats://{nats}");
+    let symbol = fresh_symbol();
+    let first = Server::start(&["--no-simulator", "--bus", &url]);
+    wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&first)["status"] == "up");
+    for (i, last) in [10.0, 11.0, 12.0].into_iter().enumerate() {
+        let (code, body) = publish_quote(&first, &symbol, last);
+        assert_eq!((code, &body["sequences"][0]["sequence"]), (202, &json!(i + 1)), "{body}");
+    }
+    // Updates are stored without waiting for the stream (they are not critical): wait until it has them.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stored = || {
+        runtime.block_on(async {
+            let js = async_nats::jetstream::new(async_nats::connect(nats.to_string()).await.unwrap());
+            let stream = js.get_stream("TICKWIRE_PUBLIC").await.unwrap();
+            let last = stream.direct_get_last_for_subject(format!("tw.s.quotes.{symbol}")).await.ok()?;
+            let seq = last.headers.get("Tw-Seq")?.as_str().to_owned();
+            Some(seq)
+        })
+    };
+    wait_for(Duration::from_secs(10), "the third quote on the bus", || stored().as_deref() == Some("3"));
+    drop(first); // SIGKILL
+
+    let second = Server::start(&["--no-simulator", "--bus", &url]);
+    wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&second)["status"] == "up");
+    let mut c = second.connect(None);
+    c.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol]}));
+    let snapshot = c.recv_until(Duration::from_secs(10), |v| v["type"] == "snapshot").expect("a snapshot");
+    assert_eq!((&snapshot["sequence"], &snapshot["data"]["last"]), (&json!(3), &json!(12.0)), "{snapshot}");
+    let (code, body) = publish_quote(&second, &symbol, 13.0);
+    assert_eq!((code, &body["sequences"][0]["sequence"]), (202, &json!(4)), "the topic continues: {body}");
+    let update = c.recv_until(Duration::from_secs(10), |v| v["type"] == "quote").expect("the update");
+    assert_eq!(update["sequence"], 4);
 }

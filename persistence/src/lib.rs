@@ -170,6 +170,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn critical_acked(&self, _user: &str, _channel: Channel, _sequence: u64, _at: Micros) {}
     /// A private, non-critical topic's update got `sequence` (kept so that sequences continue).
     fn private_sequenced(&self, _user: &str, _channel: Channel, _sequence: u64) {}
+    /// A topic that is not critical has a new update (`frame`, canonical): kept by the cluster bus's store
+    /// only.
+    fn update_sequenced(&self, _topic: &tickwire_core::Topic, _sequence: u64, _frame: &Bytes, _at: Micros) {}
     fn subscription_added(&self, _record: SubscriptionRecord, _at: Micros) {}
     /// The subscription named like `record` (its throttle aside) ended by the client's unsubscribe.
     fn subscription_removed(&self, _record: SubscriptionRecord) {}

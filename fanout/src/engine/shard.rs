@@ -53,6 +53,9 @@ pub trait Journal {
     fn private_sequenced(&self, topic: &Topic, sequence: u64);
     /// The user acknowledged a critical topic up to `sequence`.
     fn critical_acked(&self, topic: &Topic, sequence: u64, now: Micros);
+    /// A topic that is not critical (critical ones go to [`Journal::critical_enqueued`]) has a new update,
+    /// `frame` in the canonical dialect (the cluster bus keeps it; nothing else does).
+    fn sequenced(&self, _topic: &Topic, _sequence: u64, _frame: &Bytes, _now: Micros) {}
 }
 
 /// A journal that keeps nothing (tests, the simulation).
@@ -250,6 +253,12 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         self.sequencer.restore(topic, sequence, unacked);
     }
 
+    /// Continues `topic` from its last update kept elsewhere (the cluster bus): its sequence, and its state
+    /// for snapshots from that update's canonical `frame`.
+    pub fn restore_last(&mut self, topic: &Topic, sequence: u64, frame: &[u8]) {
+        self.sequencer.restore_last(topic, sequence, frame);
+    }
+
     /// Switches a [`Fault`] on (the simulation's proof that it catches bugs).
     #[doc(hidden)]
     pub fn inject_fault(&mut self, fault: Fault) {
@@ -421,6 +430,9 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         let others = (1..DIALECT_COUNT).any(|d| any(d) != 0);
         let kept = others.then(|| (data.clone(), source_ts.clone()));
         let out = self.sequencer.ingest(topic, data, source_ts, now);
+        if !topic.channel.is_critical() {
+            self.journal.sequenced(topic, out.sequence, &out.frame, now);
+        }
         self.stats.renders_by_dialect[0].fetch_add(1, Ordering::Relaxed);
         let mut frames = Rendered::canonical(out.frame.clone());
         if masks[DIALECT_COUNT] != 0 {
