@@ -332,20 +332,24 @@ impl<D: Dialect> Sequencer<D> {
         }
     }
 
-    /// Continues `topic` at `sequence`, its snapshot state (for channels with snapshots) taken from its last
-    /// update's canonical `frame`; no history (a resume from before gets `reset` and the snapshot).
-    pub fn restore_last(&mut self, topic: &Topic, sequence: u64, frame: &[u8]) {
+    /// Continues `topic` at `sequence` from its last updates' canonical `frames` (oldest first, consecutive,
+    /// the last one `sequence`'s, kept elsewhere: the cluster bus): they are its history for resumes, and the
+    /// last one's data its snapshot state (for channels with snapshots). Never moves a topic backwards.
+    pub fn restore_from(&mut self, topic: &Topic, sequence: u64, frames: Vec<Bytes>) {
+        let keep = if topic.channel.is_private() { self.limits.history_private } else { self.limits.history_public };
         let state = self.topics.entry(topic.clone()).or_default();
         if sequence < state.sequence {
             return;
         }
         state.sequence = sequence;
         if topic.channel.info().snapshot {
-            if let Some((timestamp, data)) = frame_data(frame) {
+            if let Some((timestamp, data)) = frames.last().and_then(|f| frame_data(f)) {
                 state.latest = Some(Latest { timestamp, source_ts: None, data: Bytes::from(data) });
                 state.snapshot = None;
             }
         }
+        let skip = frames.len().saturating_sub(keep);
+        state.history = frames.into_iter().skip(skip).collect();
     }
 
     /// Unacknowledged messages of a critical topic.
@@ -577,28 +581,32 @@ mod resume_tests {
     }
 
     #[test]
-    fn a_topic_continued_from_its_last_frame_has_its_sequence_and_snapshot_but_no_history() {
+    fn a_topic_continued_from_its_last_frames_has_its_sequence_snapshot_and_history() {
         let parse = |f: &[u8]| serde_json::from_slice::<serde_json::Value>(crate::frame::payload(f)).unwrap();
-        // The last update of another run, as the cluster bus keeps it.
+        // The last updates of another run, as the cluster bus keeps them.
         let mut before = small();
         let quotes = Topic::new(Channel::Quotes, "AAPL");
-        for last in [1, 2, 3] {
-            before.ingest(&quotes, Bytes::from(format!(r#"{{"symbol":"AAPL","last":{last}}}"#)), None, 7_000_000);
-        }
-        let last = before.ingest(&quotes, Bytes::from_static(br#"{"symbol":"AAPL","last":4}"#), None, 8_000_000);
+        let frames: Vec<Bytes> = (1..=4)
+            .map(|last| {
+                before.ingest(&quotes, Bytes::from(format!(r#"{{"symbol":"AAPL","last":{last}}}"#)), None, last)
+            })
+            .map(|out| out.frame)
+            .collect();
         let mut s = small();
-        s.restore_last(&quotes, last.sequence, &last.frame);
+        s.restore_from(&quotes, 4, frames[1..].to_vec());
         let start = s.start(&quotes, Resume::Latest, 9_000_000);
         let snap = parse(&start.frames[0]);
         assert_eq!(
             (&snap["type"], &snap["sequence"], &snap["data"]["last"]),
             (&json!("snapshot"), &json!(4), &json!(4))
         );
-        assert_eq!(snap["timestamp"], parse(&last.frame)["timestamp"], "the state's time is the update's");
+        assert_eq!(snap["timestamp"], parse(&frames[3])["timestamp"], "the state's time is the update's");
         let from_2 = s.start(&quotes, Resume::After(2), 9_000_000);
-        assert!(parse(&from_2.frames[0])["type"] == "reset", "no history to resume from");
+        assert_eq!(from_2.frames, frames[2..], "a resume replays the very frames");
+        let from_0 = s.start(&quotes, Resume::After(0), 9_000_000);
+        assert_eq!(parse(&from_0.frames[0])["type"], "reset", "before what was kept");
         assert_eq!(s.ingest(&quotes, Bytes::from_static(b"{}"), None, 0).sequence, 5);
-        s.restore_last(&quotes, 2, &last.frame);
+        s.restore_from(&quotes, 2, frames[..2].to_vec());
         assert_eq!(s.ingest(&quotes, Bytes::from_static(b"{}"), None, 0).sequence, 6, "never backwards");
     }
 }

@@ -89,13 +89,25 @@ enum Op {
     Update { subject: String, sequence: u64, frame: bytes::Bytes, at: Micros },
 }
 
-/// A topic continued from its last update on the bus, by a node that starts.
+/// A topic continued from its last updates on the bus, by a node that starts.
 #[derive(Debug, Clone)]
 pub struct ContinuedTopic {
     pub topic: Topic,
     pub sequence: u64,
-    /// The last update's canonical frame (its data is the topic's snapshot state).
-    pub frame: bytes::Bytes,
+    /// Its last updates' canonical frames, consecutive, oldest first, the last one `sequence`'s.
+    pub frames: Vec<bytes::Bytes>,
+}
+
+/// What a node continues from the bus ([`recover`]).
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Each user's critical topics, with their unacknowledged messages.
+    pub critical: Vec<RecoveredTopic>,
+    /// Every other topic the streams keep.
+    pub continued: Vec<ContinuedTopic>,
+    /// The cluster's epoch: when the streams were made (hex microseconds), so that sequences resume
+    /// across nodes and restarts; `None` before they exist.
+    pub epoch: Option<String>,
 }
 
 /// The running bus: its state and its thread, stopped by [`Bus::stop`] (or on drop).
@@ -406,7 +418,7 @@ fn unescape_token(token: &str) -> String {
 /// each user's continues from its last sequence, its messages above the last acknowledged one (the last
 /// `critical_queue` of them) waiting for the user again. Every other topic: its last update (sequence and
 /// snapshot state). Nothing when the streams do not exist yet.
-pub fn recover(url: &str, config: &Config) -> anyhow::Result<(Vec<RecoveredTopic>, Vec<ContinuedTopic>)> {
+pub fn recover(url: &str, config: &Config) -> anyhow::Result<Recovered> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url);
@@ -414,7 +426,11 @@ pub fn recover(url: &str, config: &Config) -> anyhow::Result<(Vec<RecoveredTopic
             .await
             .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 10 s", redact(url)))??;
         let js = jetstream::new(client);
-        let Ok(private) = js.get_stream(PRIVATE_STREAM).await else { return Ok((Vec::new(), Vec::new())) };
+        // The streams are made first, if this is the cluster's first node, so that its epoch is theirs from
+        // the start. A failure is the bus thread's to report (it tries again); here it only means less to read.
+        let _ = set_up(&js, &streams(config)).await;
+        let Ok(mut private) = js.get_stream(PRIVATE_STREAM).await else { return Ok(Recovered::default()) };
+        let private_created = Some(private.info().await?.created);
         let acks = js.get_stream(ACKS_STREAM).await.ok();
         let mut out = Vec::new();
         for row in CATALOG.iter().filter(|c| c.critical) {
@@ -457,31 +473,58 @@ pub fn recover(url: &str, config: &Config) -> anyhow::Result<(Vec<RecoveredTopic
                 out.push(RecoveredTopic { user, channel: row.channel, sequence, unacked });
             }
         }
+        // Every other topic: one pass over each stream, in stream order, keeping each subject's last
+        // consecutive updates (a gap, an update the bus did not store, cuts the history there).
         let mut continued = Vec::new();
-        for name in [PUBLIC_STREAM, PRIVATE_STREAM] {
+        for (name, keep) in [(PUBLIC_STREAM, config.history_public), (PRIVATE_STREAM, config.history_private)] {
             let Ok(stream) = js.get_stream(name).await else { continue };
-            for row in CATALOG.iter().filter(|c| !c.critical) {
-                let prefix = format!("tw.s.{}.", row.name);
-                let mut subjects = Vec::new();
-                {
-                    use futures_lite::StreamExt;
-                    let mut listed = stream.info_with_subjects(format!("{prefix}>")).await?;
-                    while let Some(entry) = listed.next().await {
-                        subjects.push(entry?.0);
+            let last = stream.get_info().await?.state.last_sequence;
+            let mut kept: std::collections::HashMap<String, (u64, std::collections::VecDeque<bytes::Bytes>)> =
+                std::collections::HashMap::new();
+            if last > 0 {
+                use futures_lite::StreamExt;
+                let consumer = stream
+                    .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                        filter_subject: "tw.s.>".to_owned(),
+                        ..Default::default()
+                    })
+                    .await?;
+                let mut messages = consumer.messages().await?;
+                while let Some(message) = messages.next().await {
+                    let message = message?;
+                    let at = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+                    let seq = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Tw-Seq"))
+                        .and_then(|v| v.as_str().parse::<u64>().ok());
+                    if let Some(seq) = seq {
+                        let (top, frames) = kept.entry(message.subject.to_string()).or_default();
+                        if seq != *top + 1 {
+                            frames.clear();
+                        }
+                        *top = seq;
+                        if frames.len() == keep.max(1) {
+                            frames.pop_front();
+                        }
+                        frames.push_back(message.payload.clone());
+                    }
+                    if at >= last {
+                        break;
                     }
                 }
-                for subject in subjects {
-                    let Some(topic) = topic_of(row.channel, &subject[prefix.len()..]) else { continue };
-                    let message = stream.direct_get_last_for_subject(&subject).await?;
-                    let Some(sequence) = message.headers.get("Tw-Seq").and_then(|v| v.as_str().parse::<u64>().ok())
-                    else {
-                        continue;
-                    };
-                    continued.push(ContinuedTopic { topic, sequence, frame: message.payload });
-                }
+            }
+            for (subject, (sequence, frames)) in kept {
+                let Some((channel, rest)) = subject.strip_prefix("tw.s.").and_then(|s| s.split_once('.')) else {
+                    continue;
+                };
+                let Some(channel) = Channel::from_name(channel).filter(|c| !c.is_critical()) else { continue };
+                let Some(topic) = topic_of(channel, rest) else { continue };
+                continued.push(ContinuedTopic { topic, sequence, frames: frames.into() });
             }
         }
-        Ok((out, continued))
+        let epoch = private_created.map(|t| format!("{:x}", t.unix_timestamp_nanos() / 1000));
+        Ok(Recovered { critical: out, continued, epoch })
     })
 }
 

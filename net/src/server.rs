@@ -68,7 +68,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(url) => Some(crate::bus::Bus::start(url, &config).context("cannot start the bus thread")?),
         None => None,
     };
-    let (store, recovered, continued) = crate::store::open(&config, bus.as_ref())?;
+    let (store, recovered) = crate::store::open(&config, bus.as_ref())?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
@@ -79,11 +79,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         interest: InterestMap::new(16 * 1024),
         stats: (0..shards).map(|_| ShardStats::default()).collect(),
         shutdown,
-        epoch: format!("{:x}", now_micros()),
+        // With a bus the epoch is the cluster's (its streams'), so that clients resume across nodes.
+        epoch: recovered.epoch.unwrap_or_else(|| format!("{:x}", now_micros())),
         started: Instant::now(),
         store,
-        recovered: std::sync::Mutex::new(recovered),
-        continued: std::sync::Mutex::new(continued),
+        recovered: std::sync::Mutex::new(recovered.critical),
+        continued: std::sync::Mutex::new(recovered.continued),
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
         security,
         bus: bus.as_ref().map(|b| b.state.clone()),

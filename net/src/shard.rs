@@ -140,11 +140,11 @@ impl Shard {
                 false
             });
             let mut continued = shared.continued.lock().unwrap_or_else(|e| e.into_inner());
-            continued.retain(|t| {
+            continued.retain_mut(|t| {
                 if t.topic.owner(shared.shards) != id {
                     return true;
                 }
-                engine.restore_last(&t.topic, t.sequence, &t.frame);
+                engine.restore_from(&t.topic, t.sequence, std::mem::take(&mut t.frames));
                 false
             });
         }

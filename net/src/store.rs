@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickwire_persistence::{MemoryStore, MetricsRecord, PgOptions, PgStore, Receipt, RecoveredTopic, Store};
+use tickwire_persistence::{MemoryStore, MetricsRecord, PgOptions, PgStore, Receipt, Store};
 
 use crate::config::Config;
 use crate::histogram::LATENCY_BOUNDS_US;
@@ -28,18 +28,18 @@ pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Op
         let memory = Arc::new(MemoryStore::striped(MEMORY_CONNECTIONS, MEMORY_STRIPES));
         // With a bus and no database, the bus keeps the critical messages.
         let (Some(bus), Some(bus_url)) = (bus, config.bus.as_deref()) else {
-            return Ok((memory, Vec::new(), Vec::new()));
+            return Ok((memory, crate::bus::Recovered::default()));
         };
-        let (recovered, continued) =
+        let recovered =
             crate::bus::recover(bus_url, config).map_err(|e| anyhow::anyhow!("cannot read what the bus keeps: {e}"))?;
-        let unacked: usize = recovered.iter().map(|t| t.unacked.len()).sum();
+        let unacked: usize = recovered.critical.iter().map(|t| t.unacked.len()).sum();
         eprintln!(
             "persistence: on the bus ({}); {} critical topics continue, {unacked} unacknowledged messages queued; {} other topics continue",
             bus.state.url,
-            recovered.len(),
-            continued.len()
+            recovered.critical.len(),
+            recovered.continued.len()
         );
-        return Ok((Arc::new(bus.store(memory)), recovered, continued));
+        return Ok((Arc::new(bus.store(memory)), recovered));
     };
     let mut options = PgOptions::new(url.clone());
     options.critical_buffer = config.critical_buffer;
@@ -57,11 +57,11 @@ pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Op
         tickwire_persistence::pg::redact(url),
         recovered.topics.len()
     );
-    Ok((Arc::new(store), recovered.topics, Vec::new()))
+    Ok((Arc::new(store), crate::bus::Recovered { critical: recovered.topics, ..Default::default() }))
 }
 
-/// The store, the private topics it continues, and the topics the bus continues ([`crate::bus::recover`]).
-pub type Opened = (Arc<dyn Store>, Vec<RecoveredTopic>, Vec<crate::bus::ContinuedTopic>);
+/// The store, and what it continues: the private topics of the database, or what the bus keeps.
+pub type Opened = (Arc<dyn Store>, crate::bus::Recovered);
 
 /// What became of a publish request's critical events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +187,7 @@ mod tests {
         assert!(err.contains("unset it to run with the in-memory store") && !err.contains(":pw@"), "{err}");
         let empty = Config { database_url: Some(" ".into()), ..Config::default() };
         assert!(
-            open(&empty, None).unwrap().1.is_empty(),
+            open(&empty, None).unwrap().1.critical.is_empty(),
             "an empty URL (DATABASE_URL= in a unit file) is the memory store"
         );
     }

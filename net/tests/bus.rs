@@ -206,6 +206,10 @@ fn without_a_database_every_topic_continues_from_the_bus_after_the_node() {
     let symbol = fresh_symbol();
     let first = Server::start(&["--no-simulator", "--bus", &url]);
     wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&first)["status"] == "up");
+    let mut c = first.connect(None);
+    let welcome = c.welcome.clone();
+    c.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol]}));
+    c.recv_until(Duration::from_secs(10), |v| v["type"] == "subscribed").expect("subscribed");
     for (i, last) in [10.0, 11.0, 12.0].into_iter().enumerate() {
         let (code, body) = publish_quote(&first, &symbol, last);
         assert_eq!((code, &body["sequences"][0]["sequence"]), (202, &json!(i + 1)), "{body}");
@@ -222,10 +226,35 @@ fn without_a_database_every_topic_continues_from_the_bus_after_the_node() {
         })
     };
     wait_for(Duration::from_secs(10), "the third quote on the bus", || stored().as_deref() == Some("3"));
+    // The client saw the first (if its subscription was placed in time) and holds on to sequence 1 at least.
+    let first_seen = c.recv_until(Duration::from_secs(10), |v| v["type"] == "quote" || v["type"] == "snapshot");
+    assert!(first_seen.is_some());
+    drop(c);
     drop(first); // SIGKILL
 
     let second = Server::start(&["--no-simulator", "--bus", &url]);
     wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(&second)["status"] == "up");
+    // A client of the first node resumes on this one: same epoch (the cluster's), the missed updates replayed
+    // from what the bus kept, the very frames, no reset.
+    let mut r = second.connect(None);
+    let again = r.welcome.clone();
+    assert_eq!(again["epoch"], welcome["epoch"], "the epoch is the cluster's, not the node's");
+    r.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol],"from_sequence":{symbol.as_str():1},
+        "epoch":welcome["epoch"]}));
+    let mut replayed = Vec::new();
+    while replayed.len() < 2 {
+        let v = r.recv_until(Duration::from_secs(10), |v| {
+            ["quote", "snapshot", "reset"].contains(&v["type"].as_str().unwrap_or(""))
+        });
+        let v = v.expect("a frame");
+        assert_ne!(v["type"], "reset", "{v}");
+        replayed.push((
+            v["type"].as_str().unwrap().to_owned(),
+            v["sequence"].as_u64().unwrap(),
+            v["data"]["last"].as_f64().unwrap(),
+        ));
+    }
+    assert_eq!(replayed, [("quote".to_owned(), 2, 11.0), ("quote".to_owned(), 3, 12.0)]);
     let mut c = second.connect(None);
     c.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol]}));
     let snapshot = c.recv_until(Duration::from_secs(10), |v| v["type"] == "snapshot").expect("a snapshot");
@@ -234,4 +263,6 @@ fn without_a_database_every_topic_continues_from_the_bus_after_the_node() {
     assert_eq!((code, &body["sequences"][0]["sequence"]), (202, &json!(4)), "the topic continues: {body}");
     let update = c.recv_until(Duration::from_secs(10), |v| v["type"] == "quote").expect("the update");
     assert_eq!(update["sequence"], 4);
+    let live = r.recv_until(Duration::from_secs(10), |v| v["type"] == "quote").expect("live after the replay");
+    assert_eq!(live["sequence"], 4);
 }

@@ -253,10 +253,10 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         self.sequencer.restore(topic, sequence, unacked);
     }
 
-    /// Continues `topic` from its last update kept elsewhere (the cluster bus): its sequence, and its state
-    /// for snapshots from that update's canonical `frame`.
-    pub fn restore_last(&mut self, topic: &Topic, sequence: u64, frame: &[u8]) {
-        self.sequencer.restore_last(topic, sequence, frame);
+    /// Continues `topic` from its last updates kept elsewhere (the cluster bus; see
+    /// [`Sequencer::restore_from`]).
+    pub fn restore_from(&mut self, topic: &Topic, sequence: u64, frames: Vec<Bytes>) {
+        self.sequencer.restore_from(topic, sequence, frames);
     }
 
     /// Switches a [`Fault`] on (the simulation's proof that it catches bugs).
