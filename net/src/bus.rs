@@ -420,112 +420,119 @@ fn unescape_token(token: &str) -> String {
 /// snapshot state). Nothing when the streams do not exist yet.
 pub fn recover(url: &str, config: &Config) -> anyhow::Result<Recovered> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url);
-        let client = tokio::time::timeout(Duration::from_secs(10), connect)
-            .await
-            .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 10 s", redact(url)))??;
-        let js = jetstream::new(client);
-        // The streams are made first, if this is the cluster's first node, so that its epoch is theirs from
-        // the start. A failure is the bus thread's to report (it tries again); here it only means less to read.
-        let _ = set_up(&js, &streams(config)).await;
-        let Ok(mut private) = js.get_stream(PRIVATE_STREAM).await else { return Ok(Recovered::default()) };
-        let private_created = Some(private.info().await?.created);
-        let acks = js.get_stream(ACKS_STREAM).await.ok();
-        let mut out = Vec::new();
-        for row in CATALOG.iter().filter(|c| c.critical) {
-            let prefix = format!("tw.s.{}.", row.name);
-            let mut subjects = Vec::new();
-            {
-                use futures_lite::StreamExt;
-                let mut listed = private.info_with_subjects(format!("{prefix}>")).await?;
-                while let Some(entry) = listed.next().await {
-                    subjects.push(entry?.0);
-                }
-            }
-            for subject in subjects {
-                let user = unescape_token(&subject[prefix.len()..]);
-                let acked = match &acks {
-                    Some(a) => a
-                        .direct_get_last_for_subject(ack_subject(row.channel, &user))
-                        .await
-                        .ok()
-                        .and_then(|m| std::str::from_utf8(&m.payload).ok()?.parse::<u64>().ok())
-                        .unwrap_or(0),
-                    None => 0,
-                };
-                let (mut at, mut sequence, mut unacked) = (0, 0, Vec::new());
-                loop {
-                    let message = match private.direct_get_next_for_subject(&subject, Some(at + 1)).await {
-                        Ok(m) => m,
-                        Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
-                        Err(e) => return Err(e.into()),
-                    };
-                    at = message.sequence;
-                    let seq = message.headers.get("Tw-Seq").and_then(|v| v.as_str().parse::<u64>().ok()).unwrap_or(0);
-                    sequence = sequence.max(seq);
-                    if seq > acked {
-                        unacked.push((seq, message.payload));
-                    }
-                }
-                let keep = unacked.len().saturating_sub(config.critical_queue);
-                unacked.drain(..keep);
-                out.push(RecoveredTopic { user, channel: row.channel, sequence, unacked });
+    let read = runtime.block_on(tokio::time::timeout(RECOVER_TIMEOUT, read_back(url, config)));
+    read.map_err(|_| anyhow::anyhow!("reading the streams took over {} s", RECOVER_TIMEOUT.as_secs()))?
+}
+
+/// How long a starting node may take to read what the streams keep.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn read_back(url: &str, config: &Config) -> anyhow::Result<Recovered> {
+    let connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url);
+    let client = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 10 s", redact(url)))??;
+    let js = jetstream::new(client);
+    // The streams are made first, if this is the cluster's first node, so that its epoch is theirs from
+    // the start. A failure is the bus thread's to report (it tries again); here it only means less to read.
+    let _ = set_up(&js, &streams(config)).await;
+    let Ok(mut private) = js.get_stream(PRIVATE_STREAM).await else { return Ok(Recovered::default()) };
+    let private_created = Some(private.info().await?.created);
+    let acks = js.get_stream(ACKS_STREAM).await.ok();
+    let mut out = Vec::new();
+    for row in CATALOG.iter().filter(|c| c.critical) {
+        let prefix = format!("tw.s.{}.", row.name);
+        let mut subjects = Vec::new();
+        {
+            use futures_lite::StreamExt;
+            let mut listed = private.info_with_subjects(format!("{prefix}>")).await?;
+            while let Some(entry) = listed.next().await {
+                subjects.push(entry?.0);
             }
         }
-        // Every other topic: one pass over each stream, in stream order, keeping each subject's last
-        // consecutive updates (a gap, an update the bus did not store, cuts the history there).
-        let mut continued = Vec::new();
-        for (name, keep) in [(PUBLIC_STREAM, config.history_public), (PRIVATE_STREAM, config.history_private)] {
-            let Ok(stream) = js.get_stream(name).await else { continue };
-            let last = stream.get_info().await?.state.last_sequence;
-            let mut kept: std::collections::HashMap<String, (u64, std::collections::VecDeque<bytes::Bytes>)> =
-                std::collections::HashMap::new();
-            if last > 0 {
-                use futures_lite::StreamExt;
-                let consumer = stream
-                    .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                        filter_subject: "tw.s.>".to_owned(),
-                        ..Default::default()
-                    })
-                    .await?;
-                let mut messages = consumer.messages().await?;
-                while let Some(message) = messages.next().await {
-                    let message = message?;
-                    let at = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-                    let seq = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Tw-Seq"))
-                        .and_then(|v| v.as_str().parse::<u64>().ok());
-                    if let Some(seq) = seq {
-                        let (top, frames) = kept.entry(message.subject.to_string()).or_default();
-                        if seq != *top + 1 {
-                            frames.clear();
-                        }
-                        *top = seq;
-                        if frames.len() == keep.max(1) {
-                            frames.pop_front();
-                        }
-                        frames.push_back(message.payload.clone());
-                    }
-                    if at >= last {
-                        break;
-                    }
+        for subject in subjects {
+            let user = unescape_token(&subject[prefix.len()..]);
+            let acked = match &acks {
+                Some(a) => a
+                    .direct_get_last_for_subject(ack_subject(row.channel, &user))
+                    .await
+                    .ok()
+                    .and_then(|m| std::str::from_utf8(&m.payload).ok()?.parse::<u64>().ok())
+                    .unwrap_or(0),
+                None => 0,
+            };
+            let (mut at, mut sequence, mut unacked) = (0, 0, Vec::new());
+            loop {
+                let message = match private.direct_get_next_for_subject(&subject, Some(at + 1)).await {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
+                    Err(e) => return Err(e.into()),
+                };
+                at = message.sequence;
+                let seq = message.headers.get("Tw-Seq").and_then(|v| v.as_str().parse::<u64>().ok()).unwrap_or(0);
+                sequence = sequence.max(seq);
+                if seq > acked {
+                    unacked.push((seq, message.payload));
                 }
             }
-            for (subject, (sequence, frames)) in kept {
-                let Some((channel, rest)) = subject.strip_prefix("tw.s.").and_then(|s| s.split_once('.')) else {
-                    continue;
-                };
-                let Some(channel) = Channel::from_name(channel).filter(|c| !c.is_critical()) else { continue };
-                let Some(topic) = topic_of(channel, rest) else { continue };
-                continued.push(ContinuedTopic { topic, sequence, frames: frames.into() });
+            let keep = unacked.len().saturating_sub(config.critical_queue);
+            unacked.drain(..keep);
+            out.push(RecoveredTopic { user, channel: row.channel, sequence, unacked });
+        }
+    }
+    // Every other topic: one pass over each stream, in stream order, keeping each subject's last
+    // consecutive updates (a gap, an update the bus did not store, cuts the history there).
+    let mut continued = Vec::new();
+    for (name, keep) in [(PUBLIC_STREAM, config.history_public), (PRIVATE_STREAM, config.history_private)] {
+        let Ok(stream) = js.get_stream(name).await else { continue };
+        let state = stream.get_info().await?.state;
+        let (last, total) = (state.last_sequence, state.messages);
+        let mut kept: std::collections::HashMap<String, (u64, std::collections::VecDeque<bytes::Bytes>)> =
+            std::collections::HashMap::new();
+        if total > 0 {
+            use futures_lite::StreamExt;
+            let consumer = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: "tw.s.>".to_owned(),
+                    ..Default::default()
+                })
+                .await?;
+            let mut messages = consumer.messages().await?;
+            let mut read = 0;
+            while let Some(message) = messages.next().await {
+                let message = message?;
+                read += 1;
+                let at = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+                let seq =
+                    message.headers.as_ref().and_then(|h| h.get("Tw-Seq")).and_then(|v| v.as_str().parse::<u64>().ok());
+                if let Some(seq) = seq {
+                    let (top, frames) = kept.entry(message.subject.to_string()).or_default();
+                    if seq != *top + 1 {
+                        frames.clear();
+                    }
+                    *top = seq;
+                    if frames.len() == keep.max(1) {
+                        frames.pop_front();
+                    }
+                    frames.push_back(message.payload.clone());
+                }
+                // Up to what the stream held when the read began (later messages are newer nodes' work).
+                if at >= last || read >= total {
+                    break;
+                }
             }
         }
-        let epoch = private_created.map(|t| format!("{:x}", t.unix_timestamp_nanos() / 1000));
-        Ok(Recovered { critical: out, continued, epoch })
-    })
+        for (subject, (sequence, frames)) in kept {
+            let Some((channel, rest)) = subject.strip_prefix("tw.s.").and_then(|s| s.split_once('.')) else {
+                continue;
+            };
+            let Some(channel) = Channel::from_name(channel).filter(|c| !c.is_critical()) else { continue };
+            let Some(topic) = topic_of(channel, rest) else { continue };
+            continued.push(ContinuedTopic { topic, sequence, frames: frames.into() });
+        }
+    }
+    let epoch = private_created.map(|t| format!("{:x}", t.unix_timestamp_nanos() / 1000));
+    Ok(Recovered { critical: out, continued, epoch })
 }
 
 /// The topic of `channel` whose subject ends with `rest` (`<key>` or, for bars, `<key>.<interval>`).
