@@ -420,7 +420,8 @@ fn unescape_token(token: &str) -> String {
 /// snapshot state). Nothing when the streams do not exist yet.
 pub fn recover(url: &str, config: &Config) -> anyhow::Result<Recovered> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let read = runtime.block_on(tokio::time::timeout(RECOVER_TIMEOUT, read_back(url, config)));
+    // The timer is made inside the runtime (tokio's timers need it).
+    let read = runtime.block_on(async { tokio::time::timeout(RECOVER_TIMEOUT, read_back(url, config)).await });
     read.map_err(|_| anyhow::anyhow!("reading the streams took over {} s", RECOVER_TIMEOUT.as_secs()))?
 }
 
