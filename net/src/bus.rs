@@ -32,6 +32,9 @@ pub const PRIVATE_STREAM: &str = "TICKWIRE_PRIVATE";
 pub const ACKS_STREAM: &str = "TICKWIRE_ACKS";
 /// Who sequences which partition, under leases.
 pub const OWNERS_BUCKET: &str = "tickwire-owners";
+/// What a publish gets while the bus is not usable (503 on POST /api/publish, an `UNAVAILABLE` error frame on
+/// /v1/publish).
+pub const UNAVAILABLE: &str = "this node cannot reach the cluster's bus (NATS): it accepts no publishes until it can, so that no topic is sequenced twice; retry, or publish through another node";
 /// How long a partition's owner keeps it without renewing.
 pub const LEASE: Duration = Duration::from_secs(3);
 /// How long a publish retried after a lost ack is recognised as the same (`Nats-Msg-Id`).
@@ -248,10 +251,7 @@ async fn handle(js: &jetstream::Context, op: Op) {
     match op {
         Op::Critical(record, done) => {
             let subject = subject(&Topic::new(record.channel, record.user.as_str()));
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Tw-Seq", record.sequence.to_string().as_str());
-            headers.insert("Tw-Ts", record.created_at.to_string().as_str());
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}:{}", record.sequence).as_str());
+            let headers = update_headers(&subject, record.sequence, record.created_at);
             match js.publish_with_headers(subject, headers, record.frame).await {
                 Ok(ack) => {
                     tokio::spawn(async move {
@@ -265,10 +265,7 @@ async fn handle(js: &jetstream::Context, op: Op) {
             }
         }
         Op::Update { subject, sequence, frame, at } => {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Tw-Seq", sequence.to_string().as_str());
-            headers.insert("Tw-Ts", at.to_string().as_str());
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}:{sequence}").as_str());
+            let headers = update_headers(&subject, sequence, at);
             if let Ok(ack) = js.publish_with_headers(subject, headers, frame).await {
                 tokio::spawn(async move {
                     if let Err(e) = ack.await {
@@ -286,6 +283,16 @@ async fn handle(js: &jetstream::Context, op: Op) {
             }
         }
     }
+}
+
+/// The headers of a topic's update on its subject: its sequence, its time, and the id that makes a retried
+/// publish stored once.
+fn update_headers(subject: &str, sequence: u64, at: Micros) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Tw-Seq", sequence.to_string().as_str());
+    headers.insert("Tw-Ts", at.to_string().as_str());
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}:{sequence}").as_str());
+    headers
 }
 
 /// Creates the streams and the bucket where they do not exist; checks that existing ones keep what this
@@ -416,8 +423,8 @@ fn unescape_token(token: &str) -> String {
 
 /// What a node that starts with a bus and no database continues from the streams. The critical topics:
 /// each user's continues from its last sequence, its messages above the last acknowledged one (the last
-/// `critical_queue` of them) waiting for the user again. Every other topic: its last update (sequence and
-/// snapshot state). Nothing when the streams do not exist yet.
+/// `critical_queue` of them) waiting for the user again. Every other topic: its sequence, its snapshot state
+/// and its last consecutive updates as history. Nothing when the streams do not exist yet.
 pub fn recover(url: &str, config: &Config) -> anyhow::Result<Recovered> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The timer is made inside the runtime (tokio's timers need it).

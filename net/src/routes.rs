@@ -421,7 +421,6 @@ fn token(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
 const DATABASE_UNAVAILABLE: &str =
     "the database is unavailable: critical events (orders, executions, alerts) are not accepted until it returns; retry later";
 /// A critical publish whose events were not committed in time.
-const BUS_UNAVAILABLE: &str = "this node cannot reach the cluster's bus (NATS): it accepts no publishes until it can, so that no topic is sequenced twice; retry, or publish through another node";
 const NOT_DURABLE: &str = "critical events were not confirmed durable in time (database slow or unavailable); they may have reached online subscribers: retry (delivery is at least once, so a retry may deliver a second copy)";
 
 async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
@@ -441,7 +440,7 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
         }
     };
     if shard.shared.bus.as_ref().is_some_and(|b| !b.usable()) {
-        return http::error(503, BUS_UNAVAILABLE, keep_alive);
+        return http::error(503, crate::bus::UNAVAILABLE, keep_alive);
     }
     let n = events.len();
     let store = &shard.shared.store;

@@ -267,8 +267,7 @@ fn carry_out(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             Some(Request::Ack { topic, sequence }) => shard.ack(topic, sequence),
             Some(Request::Publish(_)) if shard.shared.bus.as_ref().is_some_and(|b| !b.usable()) => {
                 // As POST /api/publish answers 503: a node cut off from the cluster's bus sequences nothing.
-                let msg = "this node cannot reach the cluster's bus (NATS): the events were not accepted; retry, or publish through another node";
-                conn.error(None, ErrorCode::Unavailable, msg);
+                conn.error(None, ErrorCode::Unavailable, crate::bus::UNAVAILABLE);
             }
             Some(Request::Publish(events)) => {
                 shard.stats().published.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
