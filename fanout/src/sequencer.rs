@@ -182,29 +182,39 @@ impl<D: Dialect> Sequencer<D> {
             Some(signature) => signed_update_frame(&self.dialect, &update, &signature),
             None => update_frame(&self.dialect, &update),
         };
-        let info = topic.channel.info();
-        if info.snapshot {
+        if topic.channel.info().snapshot {
             state.latest = Some(Latest { timestamp: now, source_ts, data });
             state.snapshot = None;
         }
-        let keep = if topic.channel.is_private() { self.limits.history_private } else { self.limits.history_public };
-        if keep > 0 {
-            if state.history.len() >= keep {
-                state.history.pop_front();
-            }
-            state.history.push_back(frame.clone());
-        }
-        let mut dropped = 0;
-        if info.critical && self.limits.critical_queue > 0 {
-            let q = state.critical.get_or_insert_with(Critical::default);
-            while q.unacked.len() >= self.limits.critical_queue {
-                q.unacked.pop_front();
-                dropped += 1;
-            }
-            q.dropped += dropped;
-            q.unacked.push_back((state.sequence, frame.clone()));
-        }
+        let dropped = keep(&self.limits, topic, state, &frame);
         Sequenced { sequence: state.sequence, frame, dropped }
+    }
+
+    /// Takes an update sequenced elsewhere (the cluster bus, which stored it): `sequence` and its canonical
+    /// `frame` become the topic's latest state, history and, on critical channels, an unacknowledged
+    /// message. Returns the messages dropped from a critical queue for room, or `None` if the topic is
+    /// already at or past `sequence` (delivered before). A gap before it cuts the history: a resume from
+    /// before the gap gets a `reset`, never a hole.
+    pub fn apply(&mut self, topic: &Topic, sequence: u64, frame: &Bytes) -> Option<u64> {
+        let state = match self.topics.get_mut(topic) {
+            Some(s) => s,
+            None => self.topics.entry(topic.clone()).or_default(),
+        };
+        if sequence <= state.sequence {
+            return None;
+        }
+        if sequence != state.sequence + 1 {
+            state.history.clear();
+        }
+        state.sequence = sequence;
+        if topic.channel.info().snapshot {
+            if let Some(parts) = frame_parts(frame) {
+                state.latest =
+                    Some(Latest { timestamp: parts.timestamp, source_ts: parts.source_ts, data: parts.data });
+                state.snapshot = None;
+            }
+        }
+        Some(keep(&self.limits, topic, state, frame))
     }
 
     /// Where a new subscriber of `topic` starts, resuming as asked if history allows.
@@ -388,6 +398,29 @@ fn snapshot_of<D: Dialect>(dialect: &D, topic: &Topic, state: &mut TopicState) -
     state.snapshot.clone()
 }
 
+/// Keeps a topic's new `frame` (its `state.sequence`'s) as history and, on critical channels, as an
+/// unacknowledged message; returns how many of those were dropped for room.
+fn keep(limits: &Limits, topic: &Topic, state: &mut TopicState, frame: &Bytes) -> u64 {
+    let keep = if topic.channel.is_private() { limits.history_private } else { limits.history_public };
+    if keep > 0 {
+        if state.history.len() >= keep {
+            state.history.pop_front();
+        }
+        state.history.push_back(frame.clone());
+    }
+    let mut dropped = 0;
+    if topic.channel.info().critical && limits.critical_queue > 0 {
+        let q = state.critical.get_or_insert_with(Critical::default);
+        while q.unacked.len() >= limits.critical_queue {
+            q.unacked.pop_front();
+            dropped += 1;
+        }
+        q.dropped += dropped;
+        q.unacked.push_back((state.sequence, frame.clone()));
+    }
+    dropped
+}
+
 /// The time and raw `data` of a canonical update frame (a critical queue keeps frames, not data).
 fn frame_data(frame: &[u8]) -> Option<(Micros, String)> {
     let json = crate::frame::payload(frame);
@@ -396,6 +429,22 @@ fn frame_data(frame: &[u8]) -> Option<(Micros, String)> {
     use sonic_rs::JsonValueTrait;
     let timestamp = tickwire_core::time::parse_rfc3339(ts.as_str()?)?;
     Some((timestamp, data))
+}
+
+/// What a canonical update frame says of its update: its time, raw `data` and raw `source_ts`.
+#[derive(Debug, Clone)]
+pub struct FrameParts {
+    pub timestamp: Micros,
+    pub data: Bytes,
+    pub source_ts: Option<Bytes>,
+}
+
+/// Reads a canonical update frame back into its parts (an update sequenced on another node).
+pub fn frame_parts(frame: &[u8]) -> Option<FrameParts> {
+    let (timestamp, data) = frame_data(frame)?;
+    let json = crate::frame::payload(frame);
+    let source_ts = sonic_rs::get(json, ["source_ts"]).ok().map(|v| Bytes::copy_from_slice(v.as_raw_str().as_bytes()));
+    Some(FrameParts { timestamp, data: Bytes::from(data), source_ts })
 }
 
 /// `{"type":"reset",...}` for one topic; private and keyless topics name no symbol.

@@ -1,14 +1,21 @@
 //! The NATS JetStream bus of a node in a cluster (docs/scale-out.md), with `--bus nats://HOST:PORT`.
 //!
 //! One thread runs async-nats on a current-thread tokio runtime beside the shards, as the PostgreSQL store
-//! does; shards never wait on it: they read its state ([`BusState`], atomics). This first part of the
-//! scale-out connects (async-nats reconnects by itself), creates what the cluster shares if it is not there
-//! (the streams `TICKWIRE_PUBLIC`, `TICKWIRE_PRIVATE` and `TICKWIRE_ACKS`, the key-value bucket
+//! does; shards never wait on it: they read its state ([`BusState`], atomics) and hand it work through a
+//! bounded channel. It connects (async-nats reconnects by itself), creates what the cluster shares if it
+//! is not there (the streams `TICKWIRE_PUBLIC`, `TICKWIRE_PRIVATE` and `TICKWIRE_ACKS`, the key-value bucket
 //! `tickwire-owners`: every node does it at start, idempotently), and says whether the bus is usable. While
-//! it is not, the node answers publishes 503: a node cut off from NATS must not sequence on its own. Storing
-//! updates in the streams, routing by interest and resuming from them are the next parts (docs/scale-out.md
-//! says which).
+//! it is not, the node answers publishes 503: a node cut off from NATS must not sequence on its own.
+//!
+//! With no database, the bus sequences: each update a shard hands over ([`BusStore`]'s
+//! [`Store::sequence`]) gets its topic's next sequence and is stored on the topic's subject with
+//! `Nats-Expected-Last-Subject-Sequence`, the fence that makes JetStream refuse it if another node stored
+//! an update of the topic meanwhile (then the node reads the subject's last message and tries again with
+//! the next sequence). Only then is the publish answered. Every node follows the streams from where its
+//! read-back at start ended ([`Applied`], to the shard that owns each topic), so every subscriber on every
+//! node gets the same sequences and the same bytes, and acks made on any node release the message on all.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,9 +24,7 @@ use async_nats::jetstream::{self, stream};
 use tickwire_core::channel::CATALOG;
 use tickwire_core::time::Micros;
 use tickwire_core::{Channel, Topic};
-use tickwire_persistence::{
-    ConnectionRecord, CriticalRecord, MetricsRecord, Receipt, RecoveredTopic, Store, StoreStats,
-};
+use tickwire_persistence::{ConnectionRecord, MetricsRecord, Receipt, RecoveredTopic, Store, StoreStats};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
@@ -54,6 +59,15 @@ pub struct BusState {
     ready: AtomicBool,
     /// Connections made (the first one included).
     pub connects: AtomicU64,
+    /// Updates this node sequenced and the stream stored.
+    pub stored: AtomicU64,
+    /// Publishes the fence refused (another node had stored an update of the topic), each tried again.
+    pub fenced: AtomicU64,
+    /// Updates and acks read from the streams and handed to the shards (from every node).
+    pub applied: AtomicU64,
+    /// Per stream (public, private, acks), the latest stream sequence a shard has applied: a node at or
+    /// past a message's stream sequence has taken it.
+    pub applied_to: [AtomicU64; 3],
     last_error: Mutex<Option<String>>,
 }
 
@@ -84,13 +98,58 @@ impl BusState {
 /// Work for the bus thread, from the shards through [`BusStore`].
 #[derive(Debug)]
 enum Op {
-    /// Store a critical message; say on the sender once the stream has it (or not).
-    Critical(CriticalRecord, oneshot::Sender<bool>),
+    /// Sequence and store one update; say its sequence on the sender once the stream has it (a dropped
+    /// sender: it could not be stored).
+    Publish(Publish),
     /// The user acknowledged `channel` up to `sequence`.
     Ack { user: String, channel: Channel, sequence: u64 },
-    /// A topic that is not critical has a new update (stored without waiting for the stream's ack).
-    Update { subject: String, sequence: u64, frame: bytes::Bytes, at: Micros },
+    /// Start delivering what the streams store to the shards, from where the read-back ended.
+    Attach(Position, Vec<mpsc::Sender<Applied>>),
 }
+
+/// An update waiting for its sequence.
+#[derive(Debug)]
+struct Publish {
+    topic: Topic,
+    data: bytes::Bytes,
+    source_ts: Option<bytes::Bytes>,
+    at: Micros,
+    done: oneshot::Sender<u64>,
+}
+
+/// What the streams stored, for the shard that owns the topic: an update (from any node), or an
+/// acknowledgement (made on any node).
+#[derive(Debug)]
+pub enum Applied {
+    Update { topic: Topic, sequence: u64, frame: bytes::Bytes, at: StreamAt },
+    Ack { topic: Topic, sequence: u64, at: StreamAt },
+}
+
+/// Where a message sits: its stream (0 public, 1 private, 2 acks, as [`BusState::applied_to`]) and its
+/// stream sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamAt(pub usize, pub u64);
+
+impl BusState {
+    /// A shard has applied the message at `at`.
+    pub fn applied(&self, at: StreamAt) {
+        self.applied_to[at.0].fetch_max(at.1, Ordering::Relaxed);
+    }
+}
+
+/// Where a node's read of the streams at start ended, and each subject's last `(sequence, stream
+/// sequence)` there: the node follows the streams from the next message on.
+#[derive(Debug, Default, Clone)]
+pub struct Position {
+    pub public: u64,
+    pub private: u64,
+    pub acks: u64,
+    pub heads: HashMap<String, (u64, u64)>,
+}
+
+/// How many times a publish is tried again after the fence refused it (another node stored an update of
+/// the topic meanwhile) before it is answered 503.
+const FENCE_TRIES: u32 = 16;
 
 /// A topic continued from its last updates on the bus, by a node that starts.
 #[derive(Debug, Clone)]
@@ -104,6 +163,8 @@ pub struct ContinuedTopic {
 /// What a node continues from the bus ([`recover`]).
 #[derive(Debug, Default)]
 pub struct Recovered {
+    /// Where the read ended (`None` without a bus): the node follows the streams from there.
+    pub position: Option<Position>,
     /// Each user's critical topics, with their unacknowledged messages.
     pub critical: Vec<RecoveredTopic>,
     /// Every other topic the streams keep.
@@ -125,7 +186,7 @@ pub struct Bus {
 impl Bus {
     /// Starts the bus thread for `url`; it connects in the background (the node starts either way, and
     /// refuses publishes until the bus is usable).
-    pub fn start(url: &str, config: &Config) -> anyhow::Result<Bus> {
+    pub fn start(url: &str, config: &Config, signer: Arc<crate::signing::Signer>) -> anyhow::Result<Bus> {
         let state = Arc::new(BusState { url: redact(url), ..BusState::default() });
         let streams = streams(config);
         let (ops, ops_rx) = mpsc::channel(config.critical_buffer.max(1));
@@ -136,7 +197,7 @@ impl Bus {
                 Ok(r) => r,
                 Err(e) => return s.set_error(format!("cannot start the bus runtime: {e}")),
             };
-            runtime.block_on(run(url, s, streams, ops_rx, stopped));
+            runtime.block_on(run(url, s, streams, ops_rx, stopped, signer));
         })?;
         Ok(Bus { state, ops, stop: Some(stop), thread: Some(thread) })
     }
@@ -145,13 +206,13 @@ impl Bus {
     /// `TICKWIRE_PRIVATE` before their publish is answered, acknowledgements in `TICKWIRE_ACKS`; the rest
     /// (connections, metrics) goes to `inner`.
     pub fn store(&self, inner: Arc<dyn Store>) -> BusStore {
-        BusStore {
-            inner,
-            state: self.state.clone(),
-            ops: self.ops.clone(),
-            refused: AtomicU64::new(0),
-            shed: AtomicU64::new(0),
-        }
+        BusStore { inner, state: self.state.clone(), ops: self.ops.clone(), refused: AtomicU64::new(0) }
+    }
+
+    /// Starts delivering what the streams store from `position` on (where the read-back ended) to the
+    /// shards, each update and ack to the sender of the shard that owns its topic.
+    pub fn attach(&self, position: Position, shards: Vec<mpsc::Sender<Applied>>) -> anyhow::Result<()> {
+        self.ops.try_send(Op::Attach(position, shards)).map_err(|_| anyhow::anyhow!("the bus thread has stopped"))
     }
 
     /// Closes the connection and joins the thread.
@@ -178,6 +239,7 @@ async fn run(
     streams: Vec<stream::Config>,
     mut ops: mpsc::Receiver<Op>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
+    signer: Arc<crate::signing::Signer>,
 ) {
     let events = state.clone();
     let options = async_nats::ConnectOptions::new()
@@ -214,11 +276,46 @@ async fn run(
     let js = jetstream::new(client.clone());
     let mut watch = tokio::time::interval(WATCH_EVERY);
     let mut next_try = tokio::time::Instant::now();
+    let (back_tx, mut back) = mpsc::unbounded_channel();
+    let mut sequencer = BusSequencer {
+        js: js.clone(),
+        slots: HashMap::new(),
+        heads: Arc::new(Mutex::new(HashMap::new())),
+        back: back_tx,
+        state: state.clone(),
+        signer,
+        node: format!("{:016x}", rand::random::<u64>()),
+    };
+    let mut followers = Vec::new();
     loop {
         tokio::select! {
             _ = &mut stopped => break,
             Some(op) = ops.recv() => {
-                handle(&js, op).await;
+                match op {
+                    Op::Publish(p) => sequencer.publish(p),
+                    Op::Ack { user, channel, sequence } => {
+                        // Lost acks are not lost messages: the messages are delivered again, and acked again.
+                        if let Ok(ack) = js.publish(ack_subject(channel, &user), sequence.to_string().into()).await {
+                            tokio::spawn(async move {
+                                let _ = ack.await;
+                            });
+                        }
+                    }
+                    Op::Attach(position, shards) => {
+                        sequencer.heads.lock().unwrap_or_else(|e| e.into_inner()).extend(position.heads.clone());
+                        let shards = Arc::new(shards);
+                        for (name, from) in
+                            [(PUBLIC_STREAM, position.public), (PRIVATE_STREAM, position.private), (ACKS_STREAM, position.acks)]
+                        {
+                            let follow = follow(js.clone(), name, from + 1, shards.clone(), sequencer.heads.clone(), state.clone());
+                            followers.push(tokio::spawn(follow));
+                        }
+                    }
+                }
+                continue;
+            }
+            Some(b) = back.recv() => {
+                sequencer.back(b);
                 continue;
             }
             _ = watch.tick() => {}
@@ -242,56 +339,289 @@ async fn run(
             }
         }
     }
+    for f in followers {
+        f.abort();
+    }
     let _ = client.drain().await;
 }
 
-/// Sends one op to the streams. A critical message's sender learns of the stream's ack in a task of its
-/// own, so that the next publish does not wait for it (the order of sending is the order of storing).
-async fn handle(js: &jetstream::Context, op: Op) {
-    match op {
-        Op::Critical(record, done) => {
-            let subject = subject(&Topic::new(record.channel, record.user.as_str()));
-            let headers = update_headers(&subject, record.sequence, record.created_at);
-            match js.publish_with_headers(subject, headers, record.frame).await {
-                Ok(ack) => {
-                    tokio::spawn(async move {
-                        let _ = done.send(ack.await.is_ok());
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "a critical message could not be sent to the bus");
-                    let _ = done.send(false);
-                }
+/// The node's side of each topic's sequence: the last `(sequence, stream sequence)` it knows of each
+/// subject, and the updates waiting for theirs, one in flight per subject (the fence needs the stream
+/// sequence of the previous one).
+struct BusSequencer {
+    js: jetstream::Context,
+    slots: HashMap<String, Slot>,
+    /// What the followers read from the streams, per subject: `(sequence, stream sequence)`.
+    heads: Arc<Mutex<HashMap<String, (u64, u64)>>>,
+    back: mpsc::UnboundedSender<Back>,
+    state: Arc<BusState>,
+    signer: Arc<crate::signing::Signer>,
+    /// Names this node's publishes (`Nats-Msg-Id`), so that another node's update of the same sequence
+    /// is never taken for a retry of this one.
+    node: String,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    sequence: u64,
+    stream: u64,
+    busy: bool,
+    tries: u32,
+    waiting: std::collections::VecDeque<Publish>,
+}
+
+/// What became of a subject's store in flight.
+#[derive(Debug)]
+enum Back {
+    Stored {
+        subject: String,
+        sequence: u64,
+        stream: u64,
+    },
+    /// The fence refused it: another node stored an update of the topic since.
+    Fenced {
+        subject: String,
+    },
+    /// The subject's last message, read after a refusal.
+    Head {
+        subject: String,
+        sequence: u64,
+        stream: u64,
+    },
+    Failed {
+        subject: String,
+        error: String,
+    },
+}
+
+impl BusSequencer {
+    fn publish(&mut self, p: Publish) {
+        let subject = subject(&p.topic);
+        self.slots.entry(subject.clone()).or_default().waiting.push_back(p);
+        self.next(subject);
+    }
+
+    /// Sends the subject's next waiting update, if none is in flight, with the next sequence after the
+    /// last one known (its own, or what the followers read, whichever is later in the stream).
+    fn next(&mut self, subject: String) {
+        let Some(slot) = self.slots.get_mut(&subject) else { return };
+        if slot.busy {
+            return;
+        }
+        let Some(p) = slot.waiting.front() else {
+            self.slots.remove(&subject);
+            return;
+        };
+        if let Some(&(sequence, stream)) = self.heads.lock().unwrap_or_else(|e| e.into_inner()).get(&subject) {
+            if stream > slot.stream {
+                (slot.sequence, slot.stream) = (sequence, stream);
             }
         }
-        Op::Update { subject, sequence, frame, at } => {
-            let headers = update_headers(&subject, sequence, at);
-            if let Ok(ack) = js.publish_with_headers(subject, headers, frame).await {
-                tokio::spawn(async move {
-                    if let Err(e) = ack.await {
-                        tracing::debug!(error = %e, "an update was not stored on the bus");
+        slot.busy = true;
+        let sequence = slot.sequence + 1;
+        let frame = render(&p.topic, sequence, p.at, &p.data, p.source_ts.as_deref(), &self.signer);
+        let mut headers = update_headers(sequence, p.at);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}:{sequence}:{}", self.node).as_str());
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, slot.stream.to_string().as_str());
+        let (js, back) = (self.js.clone(), self.back.clone());
+        tokio::spawn(async move {
+            let result = match js.publish_with_headers(subject.clone(), headers, frame).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            let _ = back.send(match result {
+                Ok(ack) => Back::Stored { subject, sequence, stream: ack.sequence },
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    Back::Fenced { subject }
+                }
+                Err(e) => Back::Failed { subject, error: e.to_string() },
+            });
+        });
+    }
+
+    fn back(&mut self, b: Back) {
+        match b {
+            Back::Stored { subject, sequence, stream } => {
+                if let Some(slot) = self.slots.get_mut(&subject) {
+                    (slot.sequence, slot.stream, slot.busy, slot.tries) = (sequence, stream, false, 0);
+                    if let Some(p) = slot.waiting.pop_front() {
+                        let _ = p.done.send(sequence);
                     }
+                    self.state.stored.fetch_add(1, Ordering::Relaxed);
+                }
+                self.next(subject);
+            }
+            Back::Fenced { subject } => {
+                self.state.fenced.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = self.slots.get_mut(&subject) else { return };
+                slot.tries += 1;
+                if slot.tries > FENCE_TRIES {
+                    return self.back(Back::Failed { subject, error: "the fence refused it too often".into() });
+                }
+                let stream = match slot.waiting.front() {
+                    Some(p) if p.topic.channel.is_private() => PRIVATE_STREAM,
+                    _ => PUBLIC_STREAM,
+                };
+                let (js, back) = (self.js.clone(), self.back.clone());
+                tokio::spawn(async move {
+                    let last = async {
+                        let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+                        match stream.direct_get_last_for_subject(&subject).await {
+                            Ok(m) => Ok((tw_seq(Some(&m.headers)).unwrap_or(0), m.sequence)),
+                            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok((0, 0)),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    };
+                    let _ = back.send(match last.await {
+                        Ok((sequence, stream)) => Back::Head { subject, sequence, stream },
+                        Err(error) => Back::Failed { subject, error },
+                    });
                 });
             }
-        }
-        Op::Ack { user, channel, sequence } => {
-            // Lost acks are not lost messages: the messages are delivered again, and acked again.
-            if let Ok(ack) = js.publish(ack_subject(channel, &user), sequence.to_string().into()).await {
-                tokio::spawn(async move {
-                    let _ = ack.await;
-                });
+            Back::Head { subject, sequence, stream } => {
+                if let Some(slot) = self.slots.get_mut(&subject) {
+                    (slot.sequence, slot.stream, slot.busy) = (sequence, stream, false);
+                }
+                self.next(subject);
+            }
+            Back::Failed { subject, error } => {
+                tracing::warn!(%subject, %error, "an update was not stored on the bus: its publisher is answered 503");
+                if let Some(slot) = self.slots.get_mut(&subject) {
+                    // The dropped sender answers the publisher.
+                    slot.waiting.pop_front();
+                    (slot.busy, slot.tries) = (false, 0);
+                }
+                self.next(subject);
             }
         }
     }
 }
 
-/// The headers of a topic's update on its subject: its sequence, its time, and the id that makes a retried
-/// publish stored once.
-fn update_headers(subject: &str, sequence: u64, at: Micros) -> async_nats::HeaderMap {
+/// The canonical frame of update `sequence` of `topic`, as a shard would render it (orders signed).
+fn render(
+    topic: &Topic,
+    sequence: u64,
+    at: Micros,
+    data: &[u8],
+    source_ts: Option<&[u8]>,
+    signer: &crate::signing::Signer,
+) -> bytes::Bytes {
+    use tickwire_core::protocol::{canonical::Canonical, Update, UpdateKind};
+    let update = Update {
+        kind: UpdateKind::Update,
+        channel: topic.channel,
+        sequence,
+        timestamp: at,
+        source_ts,
+        data,
+        day: None,
+        key: &topic.key,
+    };
+    if topic.channel == Channel::Orders {
+        tickwire_fanout::frame::signed_update_frame(&Canonical, &update, &signer.sign_b64(data))
+    } else {
+        tickwire_fanout::frame::update_frame(&Canonical, &update)
+    }
+}
+
+/// A message's `Tw-Seq` header.
+fn tw_seq(headers: Option<&async_nats::HeaderMap>) -> Option<u64> {
+    headers?.get("Tw-Seq")?.as_str().parse().ok()
+}
+
+/// Follows stream `name` from stream sequence `from` on, for as long as the node runs: each update to
+/// the shard that owns its topic (updates of every node, this one's included: a node delivers its own
+/// publishes from the stream, as the others do), each ack likewise, and each subject's last sequence to
+/// the sequencer. The consumer is made again, from the next message, whenever it fails (NATS restarted).
+async fn follow(
+    js: jetstream::Context,
+    name: &'static str,
+    mut from: u64,
+    shards: Arc<Vec<mpsc::Sender<Applied>>>,
+    heads: Arc<Mutex<HashMap<String, (u64, u64)>>>,
+    state: Arc<BusState>,
+) {
+    use futures_lite::StreamExt;
+    let acks = name == ACKS_STREAM;
+    let index = [PUBLIC_STREAM, PRIVATE_STREAM, ACKS_STREAM].iter().position(|n| *n == name).unwrap_or(0);
+    loop {
+        let messages = async {
+            let stream = js.get_stream(name).await?;
+            let consumer = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: if acks { "tw.ack.>" } else { "tw.s.>" }.to_owned(),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+                    ..Default::default()
+                })
+                .await?;
+            anyhow::Ok(consumer.messages().await?)
+        };
+        let mut messages = match messages.await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(stream = name, error = %e, "cannot follow the stream yet");
+                tokio::time::sleep(SET_UP_RETRY).await;
+                continue;
+            }
+        };
+        while let Some(message) = messages.next().await {
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(stream = name, error = %e, "following the stream again");
+                    break;
+                }
+            };
+            let Ok(info) = message.info() else { continue };
+            from = info.stream_sequence + 1;
+            let subject = message.subject.to_string();
+            let applied = if acks {
+                let Some((channel, user)) = subject.strip_prefix("tw.ack.").and_then(|s| s.split_once('.')) else {
+                    continue;
+                };
+                let Some(channel) = Channel::from_name(channel) else { continue };
+                let Some(sequence) = std::str::from_utf8(&message.payload).ok().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                let at = StreamAt(index, info.stream_sequence);
+                Applied::Ack { topic: Topic::new(channel, unescape_token(user).as_str()), sequence, at }
+            } else {
+                let Some(sequence) = tw_seq(message.headers.as_ref()) else { continue };
+                let Some(topic) = topic_of_subject(&subject) else { continue };
+                {
+                    let mut heads = heads.lock().unwrap_or_else(|e| e.into_inner());
+                    let head = heads.entry(subject).or_default();
+                    if info.stream_sequence > head.1 {
+                        *head = (sequence, info.stream_sequence);
+                    }
+                }
+                let at = StreamAt(index, info.stream_sequence);
+                Applied::Update { topic, sequence, frame: message.payload.clone(), at }
+            };
+            let topic = match &applied {
+                Applied::Update { topic, .. } | Applied::Ack { topic, .. } => topic,
+            };
+            let owner = topic.owner(shards.len());
+            state.applied.fetch_add(1, Ordering::Relaxed);
+            if shards[owner].send(applied).await.is_err() {
+                return; // the shards stopped
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The topic of a `tw.s.<channel>.<key>[.<interval>]` subject.
+fn topic_of_subject(subject: &str) -> Option<Topic> {
+    let (channel, rest) = subject.strip_prefix("tw.s.")?.split_once('.')?;
+    topic_of(Channel::from_name(channel)?, rest)
+}
+
+/// The headers of a topic's update on its subject: its sequence and its time.
+fn update_headers(sequence: u64, at: Micros) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Tw-Seq", sequence.to_string().as_str());
     headers.insert("Tw-Ts", at.to_string().as_str());
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}:{sequence}").as_str());
     headers
 }
 
@@ -447,6 +777,17 @@ async fn read_back(url: &str, config: &Config) -> anyhow::Result<Recovered> {
     let Ok(mut private) = js.get_stream(PRIVATE_STREAM).await else { return Ok(Recovered::default()) };
     let private_created = Some(private.info().await?.created);
     let acks = js.get_stream(ACKS_STREAM).await.ok();
+    // Where each stream ends now: what is read below stops there, and the node follows from the next one.
+    let mut position = Position::default();
+    for (name, at) in [
+        (PUBLIC_STREAM, &mut position.public),
+        (PRIVATE_STREAM, &mut position.private),
+        (ACKS_STREAM, &mut position.acks),
+    ] {
+        if let Ok(mut stream) = js.get_stream(name).await {
+            *at = stream.info().await?.state.last_sequence;
+        }
+    }
     let mut out = Vec::new();
     for row in CATALOG.iter().filter(|c| c.critical) {
         let prefix = format!("tw.s.{}.", row.name);
@@ -472,7 +813,8 @@ async fn read_back(url: &str, config: &Config) -> anyhow::Result<Recovered> {
             let (mut at, mut sequence, mut unacked) = (0, 0, Vec::new());
             loop {
                 let message = match private.direct_get_next_for_subject(&subject, Some(at + 1)).await {
-                    Ok(m) => m,
+                    Ok(m) if m.sequence <= position.private => m,
+                    Ok(_) => break,
                     Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
                     Err(e) => return Err(e.into()),
                 };
@@ -491,13 +833,15 @@ async fn read_back(url: &str, config: &Config) -> anyhow::Result<Recovered> {
     // Every other topic: one pass over each stream, in stream order, keeping each subject's last
     // consecutive updates (a gap, an update the bus did not store, cuts the history there).
     let mut continued = Vec::new();
-    for (name, keep) in [(PUBLIC_STREAM, config.history_public), (PRIVATE_STREAM, config.history_private)] {
+    for (name, keep, last) in [
+        (PUBLIC_STREAM, config.history_public, position.public),
+        (PRIVATE_STREAM, config.history_private, position.private),
+    ] {
         let Ok(stream) = js.get_stream(name).await else { continue };
-        let state = stream.get_info().await?.state;
-        let (last, total) = (state.last_sequence, state.messages);
+        let total = stream.get_info().await?.state.messages;
         let mut kept: std::collections::HashMap<String, (u64, std::collections::VecDeque<bytes::Bytes>)> =
             std::collections::HashMap::new();
-        if total > 0 {
+        if total > 0 && last > 0 {
             use futures_lite::StreamExt;
             let consumer = stream
                 .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -511,9 +855,14 @@ async fn read_back(url: &str, config: &Config) -> anyhow::Result<Recovered> {
                 let message = message?;
                 read += 1;
                 let at = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-                let seq =
-                    message.headers.as_ref().and_then(|h| h.get("Tw-Seq")).and_then(|v| v.as_str().parse::<u64>().ok());
-                if let Some(seq) = seq {
+                if at > last {
+                    break;
+                }
+                if let Some(seq) = tw_seq(message.headers.as_ref()) {
+                    let head = position.heads.entry(message.subject.to_string()).or_default();
+                    if at > head.1 {
+                        *head = (seq, at);
+                    }
                     let (top, frames) = kept.entry(message.subject.to_string()).or_default();
                     if seq != *top + 1 {
                         frames.clear();
@@ -540,7 +889,7 @@ async fn read_back(url: &str, config: &Config) -> anyhow::Result<Recovered> {
         }
     }
     let epoch = private_created.map(|t| format!("{:x}", t.unix_timestamp_nanos() / 1000));
-    Ok(Recovered { critical: out, continued, epoch })
+    Ok(Recovered { critical: out, continued, epoch, position: Some(position) })
 }
 
 /// The topic of `channel` whose subject ends with `rest` (`<key>` or, for bars, `<key>.<interval>`).
@@ -560,9 +909,8 @@ pub struct BusStore {
     inner: Arc<dyn Store>,
     state: Arc<BusState>,
     ops: mpsc::Sender<Op>,
+    /// Updates and acks refused for a full queue toward the bus.
     refused: AtomicU64,
-    /// Updates not stored on the bus for a full queue toward it.
-    shed: AtomicU64,
 }
 
 impl Store for BusStore {
@@ -582,25 +930,22 @@ impl Store for BusStore {
         self.state.usable() && self.ops.capacity() > 0
     }
 
-    fn critical_enqueued(&self, record: CriticalRecord) -> Option<Receipt> {
-        let (tx, rx) = oneshot::channel();
-        if self.ops.try_send(Op::Critical(record, tx)).is_err() {
-            // The dropped sender resolves the receipt to false: the publish is answered 503.
+    fn sequences(&self) -> bool {
+        true
+    }
+
+    fn sequence(&self, topic: &Topic, data: bytes::Bytes, source_ts: Option<bytes::Bytes>, at: Micros) -> Receipt {
+        let (done, rx) = oneshot::channel();
+        if self.ops.try_send(Op::Publish(Publish { topic: topic.clone(), data, source_ts, at, done })).is_err() {
+            // The dropped sender resolves the receipt to `None`: a waiting publisher is answered 503.
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
-        Some(Receipt::new(rx))
+        Receipt::new(rx)
     }
 
     fn critical_acked(&self, user: &str, channel: Channel, sequence: u64, _at: Micros) {
         if self.ops.try_send(Op::Ack { user: user.to_owned(), channel, sequence }).is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn update_sequenced(&self, topic: &Topic, sequence: u64, frame: &bytes::Bytes, at: Micros) {
-        let op = Op::Update { subject: subject(topic), sequence, frame: frame.clone(), at };
-        if self.ops.try_send(op).is_err() {
-            self.shed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -612,7 +957,6 @@ impl Store for BusStore {
         StoreStats {
             up: self.state.usable(),
             critical_refused: self.refused.load(Ordering::Relaxed),
-            shed: self.shed.load(Ordering::Relaxed),
             backlog: (self.ops.max_capacity() - self.ops.capacity()) as u64,
             ..self.inner.stats()
         }

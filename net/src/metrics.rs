@@ -142,6 +142,18 @@ pub fn render_prometheus(shared: &Shared) -> String {
             "1 while the cluster bus (NATS JetStream) is usable: connected, streams in place; 0 while publishes are refused.",
         );
         let _ = writeln!(out, "tickwire_bus_up {}", u8::from(bus.usable()));
+        for (name, help, n) in [
+            ("tickwire_bus_stored_total", "Updates this node sequenced and the cluster's stream stored.", &bus.stored),
+            (
+                "tickwire_bus_fenced_total",
+                "Publishes the stream refused because another node had stored an update of the topic meanwhile (each tried again with the next sequence).",
+                &bus.fenced,
+            ),
+            ("tickwire_bus_applied_total", "Updates and acks read from the cluster's streams (every node's) and taken by this node's shards.", &bus.applied),
+        ] {
+            header(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
+        }
     }
     out
 }

@@ -423,6 +423,9 @@ const DATABASE_UNAVAILABLE: &str =
 /// A critical publish whose events were not committed in time.
 const NOT_DURABLE: &str = "critical events were not confirmed durable in time (database slow or unavailable); they may have reached online subscribers: retry (delivery is at least once, so a retry may deliver a second copy)";
 
+/// A publish whose events the cluster's bus did not store in time.
+const NOT_STORED: &str = "the cluster's bus (NATS JetStream) did not confirm these events stored in time; some may have been stored and delivered: retry (a retry may deliver a second copy)";
+
 async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
     match authenticate(shard, req) {
         Err(e) => return http::error(401, &e, keep_alive),
@@ -449,9 +452,20 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
         return http::error(503, DATABASE_UNAVAILABLE, keep_alive);
     }
     shard.stats().published.fetch_add(n as u64, Ordering::Relaxed);
-    let published = shard.publish(events).await;
+    let mut published = shard.publish(events).await;
     let timeout = Duration::from_millis(shard.shared.config.durable_timeout_ms);
-    let durability = crate::store::durability(published.receipts, timeout).await;
+    let mut durability = crate::store::durability(published.receipts, timeout).await;
+    if !published.forwarded.is_empty() {
+        // The cluster's bus sequences: the answer waits until the stream stored every event.
+        let receipts = published.forwarded.into_iter().map(|(_, _, r)| r).collect();
+        let Some(sequences) = crate::store::sequenced(receipts, timeout).await else {
+            return http::error(503, NOT_STORED, keep_alive);
+        };
+        for (entry, sequence) in published.sequences.iter_mut().zip(sequences) {
+            entry.2 = sequence;
+        }
+        durability = if critical { Durability::Committed } else { Durability::NoCritical };
+    }
     if durability == Durability::Failed {
         return http::error(503, NOT_DURABLE, keep_alive);
     }
@@ -638,6 +652,14 @@ fn status_json(shard: &Shard) -> Vec<u8> {
             "url": b.url,
             "connects": b.connects.load(Ordering::Relaxed),
             "last_error": b.last_error(),
+            "stored": b.stored.load(Ordering::Relaxed),
+            "fenced": b.fenced.load(Ordering::Relaxed),
+            "applied": b.applied.load(Ordering::Relaxed),
+            "applied_to": {
+                "public": b.applied_to[0].load(Ordering::Relaxed),
+                "private": b.applied_to[1].load(Ordering::Relaxed),
+                "acks": b.applied_to[2].load(Ordering::Relaxed),
+            },
         }),
     };
     to_json(&Status {

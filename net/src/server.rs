@@ -37,6 +37,8 @@ const RING_DEPTH: usize = 4096;
 const MESH_CAPACITY: usize = 1024;
 /// How long the shards have to start and join their mesh.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Updates and acks from the bus waiting for each shard (the bus thread waits while a shard's is full).
+const BUS_INBOX: usize = 4096;
 /// How long a stopping shard waits for its peers' in-flight messages.
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The range a shutdown picks each connection's reconnect hint from (`retry_after_ms`), spreading the reconnects.
@@ -65,10 +67,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let addr = listeners.1;
     // The cluster bus, when configured: its thread connects in the background.
     let mut bus = match config.bus.as_deref().filter(|u| !u.trim().is_empty()) {
-        Some(url) => Some(crate::bus::Bus::start(url, &config).context("cannot start the bus thread")?),
+        Some(url) => {
+            Some(crate::bus::Bus::start(url, &config, security.signer.clone()).context("cannot start the bus thread")?)
+        }
         None => None,
     };
     let (store, recovered) = crate::store::open(&config, bus.as_ref())?;
+    // A node the bus sequences for follows the streams from where its read-back ended: each shard gets
+    // the updates and acks of the topics it owns, from every node.
+    let mut bus_inbox = Vec::new();
+    if let (Some(bus), Some(position), true) = (bus.as_ref(), recovered.position.clone(), store.sequences()) {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| tokio::sync::mpsc::channel(BUS_INBOX)).map(|(tx, rx)| (tx, Some(rx))).unzip();
+        bus.attach(position, senders)?;
+        bus_inbox = receivers;
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
@@ -88,6 +101,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
         security,
         bus: bus.as_ref().map(|b| b.state.clone()),
+        bus_inbox: std::sync::Mutex::new(bus_inbox),
         config,
     });
     if generated {
@@ -296,6 +310,17 @@ async fn shard_main(
         glommio::spawn_local(pump(shard.clone(), senders.clone(), peer)).detach();
     }
     glommio::spawn_local(ticker(shard.clone())).detach();
+    let inbox = shared.bus_inbox.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id).and_then(Option::take);
+    if let Some(mut inbox) = inbox {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(applied) = inbox.recv().await {
+                shard.apply(applied);
+                glommio::yield_if_needed().await;
+            }
+        })
+        .detach();
+    }
     if shared.store.durable() {
         glommio::spawn_local(crate::store::record_metrics(shard.clone())).detach();
     }

@@ -50,8 +50,12 @@ impl Journal for StoreJournal {
         self.0.critical_acked(&topic.key, topic.channel, sequence, now);
     }
 
-    fn sequenced(&self, topic: &Topic, sequence: u64, frame: &Bytes, now: Micros) {
-        self.0.update_sequenced(topic, sequence, frame, now);
+    fn sequences(&self) -> bool {
+        self.0.sequences()
+    }
+
+    fn sequence(&self, topic: &Topic, data: Bytes, source_ts: Option<Bytes>, now: Micros) -> Option<Receipt> {
+        Some(self.0.sequence(topic, data, source_ts, now))
     }
 }
 
@@ -279,6 +283,24 @@ impl Shard {
     /// Time passed: throttled flushes and bar closes that are due.
     pub fn tick(&self, now: Micros) {
         self.engine(|e| e.handle_timeout(now));
+    }
+
+    /// What the cluster's streams stored, for a topic this shard owns: kept and delivered (an update), or
+    /// released (an ack made on some node).
+    pub fn apply(&self, applied: crate::bus::Applied) {
+        let at = match applied {
+            crate::bus::Applied::Update { topic, sequence, frame, at } => {
+                self.engine(|e| e.apply(now_micros(), &topic, sequence, frame));
+                at
+            }
+            crate::bus::Applied::Ack { topic, sequence, at } => {
+                self.engine(|e| e.apply_ack(&topic, sequence));
+                at
+            }
+        };
+        if let Some(bus) = &self.shared.bus {
+            bus.applied(at);
+        }
     }
 
     /// Acknowledges a critical topic up to `sequence`, at its owner.

@@ -36,6 +36,9 @@ pub struct Shared {
     pub security: crate::security::Security,
     /// The cluster bus's state, with `--bus` ([`crate::bus`]).
     pub bus: Option<Arc<crate::bus::BusState>>,
+    /// Per shard, where the bus hands it what the streams store (a node the bus sequences for), taken by
+    /// the shard at start.
+    pub bus_inbox: std::sync::Mutex<Vec<Option<tokio::sync::mpsc::Receiver<crate::bus::Applied>>>>,
 }
 
 /// Per-shard figures, written by the shard, read by anyone (`/metrics`, the status endpoints): the
@@ -124,6 +127,7 @@ impl Shared {
             symbols: Vec::new(),
             security: crate::security::Security::from_config(&config).unwrap(),
             bus: None,
+            bus_inbox: Mutex::new(Vec::new()),
             config,
         }
     }

@@ -86,7 +86,7 @@ pub async fn durability(receipts: Vec<Option<Receipt>>, timeout: Duration) -> Du
     }
     let all = glommio::timer::timeout(timeout, async move {
         for r in receipts.into_iter().flatten() {
-            if !r.await {
+            if r.await.is_none() {
                 return Ok(false);
             }
         }
@@ -97,6 +97,24 @@ pub async fn durability(receipts: Vec<Option<Receipt>>, timeout: Duration) -> Du
         Ok(true) => Durability::Committed,
         _ => Durability::Failed,
     }
+}
+
+/// Waits, at most `timeout`, for the sequences of a publish request's items that the cluster's bus
+/// sequences ([`tickwire_persistence::Store::sequences`]), in order; `None` if one was not stored in time.
+pub async fn sequenced(receipts: Vec<Option<Receipt>>, timeout: Duration) -> Option<Vec<u64>> {
+    glommio::timer::timeout(timeout, async move {
+        let mut sequences = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            match r {
+                Some(r) => sequences.push(r.await),
+                None => sequences.push(None),
+            }
+        }
+        Ok(sequences.into_iter().collect::<Option<Vec<u64>>>())
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// What a metrics row is computed from, at one moment: every row of the counters table

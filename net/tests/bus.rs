@@ -266,3 +266,136 @@ fn without_a_database_every_topic_continues_from_the_bus_after_the_node() {
     let live = r.recv_until(Duration::from_secs(10), |v| v["type"] == "quote").expect("live after the replay");
     assert_eq!(live["sequence"], 4);
 }
+
+/// `n` nodes of one cluster (one shard each, so that what a node has applied is in stream order), their
+/// buses up.
+fn cluster(url: &str, n: usize) -> Vec<Server> {
+    let nodes: Vec<Server> =
+        (0..n).map(|_| Server::start(&["--no-simulator", "--bus", url, "--shards", "1"])).collect();
+    for node in &nodes {
+        wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(node)["status"] == "up");
+    }
+    nodes
+}
+
+/// The next `n` update frames of `c` (raw text, in order), other frames skipped.
+fn updates_raw(c: &mut common::Client, kind: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let text = c.recv_text(Duration::from_secs(10)).unwrap_or_else(|| panic!("only {} of {n} updates", out.len()));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if v["type"] == kind {
+            out.push(text);
+        }
+    }
+    out
+}
+
+#[test]
+fn three_nodes_give_a_topic_one_sequence_and_the_same_bytes_whichever_node_it_is_published_on() {
+    let Some(nats) = nats() else { return };
+    let nodes = cluster(&format!("nats://{nats}"), 3);
+    let symbol = fresh_symbol();
+    // Subscribers on B and C; the publishers are on A and B, at once.
+    let mut subscribers: Vec<common::Client> = nodes[1..]
+        .iter()
+        .map(|node| {
+            let mut c = node.connect(None);
+            c.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol]}));
+            c.recv_until(Duration::from_secs(10), |v| v["type"] == "subscribed").expect("subscribed");
+            c
+        })
+        .collect();
+    const EACH: usize = 40;
+    let publishers: Vec<_> = [nodes[0].addr, nodes[1].addr]
+        .into_iter()
+        .enumerate()
+        .map(|(p, addr)| {
+            let symbol = symbol.clone();
+            std::thread::spawn(move || {
+                let publisher = token("pub", "publisher");
+                (0..EACH)
+                    .map(|k| {
+                        let last = (1000 * (p + 1) + k) as f64;
+                        let quote =
+                            json!({"channel":"quotes","data":{"symbol":symbol,"bid":last,"ask":last,"last":last}});
+                        let (code, body) = http(addr, "POST", "/api/publish", Some(&publisher), &quote.to_string());
+                        assert_eq!(code, 202, "{body}");
+                        (body["sequences"][0]["sequence"].as_u64().unwrap(), last)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut answered: Vec<(u64, f64)> = publishers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    answered.sort_by_key(|a| a.0);
+    assert_eq!(
+        answered.iter().map(|a| a.0).collect::<Vec<_>>(),
+        (1..=2 * EACH as u64).collect::<Vec<_>>(),
+        "every publish answered with its own sequence, none twice, none skipped"
+    );
+    // Every subscriber, on either node, gets each update once, in order, as the publisher was answered,
+    // in the very same bytes.
+    let seen: Vec<Vec<String>> = subscribers.iter_mut().map(|c| updates_raw(c, "quote", 2 * EACH)).collect();
+    assert_eq!(seen[0], seen[1], "the same frames on B and C");
+    let got: Vec<(u64, f64)> = seen[0]
+        .iter()
+        .map(|t| {
+            let v: Value = serde_json::from_str(t).unwrap();
+            (v["sequence"].as_u64().unwrap(), v["data"]["last"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(got, answered);
+    let fenced: u64 = nodes.iter().map(|n| bus_status(n)["fenced"].as_u64().unwrap()).sum();
+    eprintln!("publishes refused by the fence and tried again: {fenced}");
+    // A new subscriber on A (which published but subscribed to nothing) starts at the same place.
+    let mut late = nodes[0].connect(None);
+    late.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol]}));
+    let snapshot = late.recv_until(Duration::from_secs(10), |v| v["type"] == "snapshot").expect("a snapshot");
+    assert_eq!(snapshot["sequence"], 2 * EACH as u64, "{snapshot}");
+}
+
+#[test]
+fn critical_messages_reach_their_user_on_any_node_and_an_ack_on_one_node_holds_on_all() {
+    let Some(nats) = nats() else { return };
+    let nodes = cluster(&format!("nats://{nats}"), 3);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let user = format!("u-cluster-{}-{nanos}", std::process::id());
+    let publisher = token("pub", "publisher");
+    // The user is online on C; orders are published on A.
+    let mut on_c = common::Client::connect(nodes[2].addr, "/v1/stream", Some(&token(&user, "user"))).unwrap();
+    on_c.send(json!({"action":"subscribe","channel":"orders"}));
+    on_c.recv_until(Duration::from_secs(10), |v| v["type"] == "subscribed").expect("subscribed");
+    let orders = json!([order(&user, "o-1"), order(&user, "o-2")]);
+    let (code, body) = http(nodes[0].addr, "POST", "/api/publish", Some(&publisher), &orders.to_string());
+    assert_eq!((code, &body["durable"]), (202, &json!(true)), "stored on the bus before the answer: {body}");
+    assert_eq!(next_orders(&mut on_c, 2), [(1, "o-1".into()), (2, "o-2".into())]);
+    on_c.send(json!({"action":"ack","channel":"orders","sequence":1}));
+    // The ack is on the bus, and B has taken it (B's shard applied the acks stream up to it).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ack_at = || {
+        runtime.block_on(async {
+            let js = async_nats::jetstream::new(async_nats::connect(nats.to_string()).await.unwrap());
+            let acks = js.get_stream("TICKWIRE_ACKS").await.unwrap();
+            let last = acks.direct_get_last_for_subject(format!("tw.ack.orders.{user}")).await.ok()?;
+            (last.payload.as_ref() == b"1").then_some(last.sequence)
+        })
+    };
+    wait_for(Duration::from_secs(10), "the ack on the bus", || ack_at().is_some());
+    let at = ack_at().unwrap();
+    wait_for(Duration::from_secs(10), "B to take the ack", || {
+        bus_status(&nodes[1])["applied_to"]["acks"].as_u64().unwrap() >= at
+    });
+    // The user, now on B: only the unacknowledged order comes again, with its sequence and its signature.
+    let mut on_b = common::Client::connect(nodes[1].addr, "/v1/stream", Some(&token(&user, "user"))).unwrap();
+    on_b.send(json!({"action":"subscribe","channel":"orders"}));
+    let again = on_b.recv_until(Duration::from_secs(10), |v| v["type"] == "order").expect("the unacked order");
+    assert_eq!((&again["sequence"], &again["data"]["order_id"]), (&json!(2), &json!("o-2")), "{again}");
+    assert!(again["signature"].as_str().is_some_and(|s| !s.is_empty()), "orders are signed: {again}");
+    // A publish on B continues the user's topic, and C delivers it too.
+    let (code, body) =
+        http(nodes[1].addr, "POST", "/api/publish", Some(&publisher), &json!([order(&user, "o-3")]).to_string());
+    assert_eq!((code, &body["sequences"][0]["sequence"]), (202, &json!(3)), "{body}");
+    assert_eq!(next_orders(&mut on_b, 1), [(3, "o-3".into())]);
+    assert_eq!(next_orders(&mut on_c, 1), [(3, "o-3".into())]);
+}

@@ -39,7 +39,7 @@ fn main() {
         rt.block_on(async move {
             let mut waits = Vec::new();
             while let Some((at, r)) = rx.recv().await {
-                waits.push(tokio::spawn(async move { r.await.then(|| at.elapsed()) }));
+                waits.push(tokio::spawn(async move { r.await.map(|_| at.elapsed()) }));
             }
             let mut out = Vec::with_capacity(waits.len());
             for w in waits {

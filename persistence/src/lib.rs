@@ -116,23 +116,24 @@ pub struct StoreStats {
     pub backlog: u64,
 }
 
-/// Resolves once a critical message is safely in the database (`true`), or when it cannot be queued
-/// (`false`: the buffer toward the database is full, or the store stopped).
+/// Resolves once a message is safely stored, to the sequence it was stored under (`Some`), or when it
+/// cannot be (`None`: the buffer toward the database is full, the store stopped, the cluster's stream
+/// refused it).
 #[derive(Debug)]
-pub struct Receipt(tokio::sync::oneshot::Receiver<bool>);
+pub struct Receipt(tokio::sync::oneshot::Receiver<u64>);
 
 impl Receipt {
-    /// A receipt resolved through `rx` by another durable store (the cluster bus's: net/src/bus.rs); a
-    /// dropped sender resolves it to `false`.
-    pub fn new(rx: tokio::sync::oneshot::Receiver<bool>) -> Receipt {
+    /// A receipt resolved through `rx` by another store (the cluster bus's: net/src/bus.rs), with the
+    /// sequence the message was stored under; a dropped sender resolves it to `None`.
+    pub fn new(rx: tokio::sync::oneshot::Receiver<u64>) -> Receipt {
         Receipt(rx)
     }
 }
 
 impl Future for Receipt {
-    type Output = bool;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(false))
+    type Output = Option<u64>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<u64>> {
+        Pin::new(&mut self.0).poll(cx).map(Result::ok)
     }
 }
 
@@ -170,9 +171,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn critical_acked(&self, _user: &str, _channel: Channel, _sequence: u64, _at: Micros) {}
     /// A private, non-critical topic's update got `sequence` (kept so that sequences continue).
     fn private_sequenced(&self, _user: &str, _channel: Channel, _sequence: u64) {}
-    /// A topic that is not critical has a new update (`frame`, canonical): kept by the cluster bus's store
-    /// only.
-    fn update_sequenced(&self, _topic: &tickwire_core::Topic, _sequence: u64, _frame: &Bytes, _at: Micros) {}
+    /// Whether updates are sequenced by the store rather than by the shards (the cluster bus: one sequence
+    /// per topic across nodes). Then the shards hand each update over with [`Store::sequence`] and deliver
+    /// what the store gives back, stored.
+    fn sequences(&self) -> bool {
+        false
+    }
+    /// Sequences and stores one update of `topic` (`data`, the publisher's raw `source_ts`, received `at`);
+    /// the receipt resolves to its sequence once stored, or to `None` if it could not be. Called only when
+    /// [`Store::sequences`] says so.
+    fn sequence(&self, _topic: &tickwire_core::Topic, _data: Bytes, _source_ts: Option<Bytes>, _at: Micros) -> Receipt {
+        let (_, rx) = tokio::sync::oneshot::channel();
+        Receipt(rx)
+    }
     fn subscription_added(&self, _record: SubscriptionRecord, _at: Micros) {}
     /// The subscription named like `record` (its throttle aside) ended by the client's unsubscribe.
     fn subscription_removed(&self, _record: SubscriptionRecord) {}

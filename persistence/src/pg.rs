@@ -179,7 +179,7 @@ impl Store for PgStore {
         if self.critical.try_send(CriticalOp::Insert(record, tx)).is_err() {
             self.counters.critical_refused.fetch_add(1, Ordering::Relaxed);
         }
-        // A refused op drops its sender: the receipt resolves to false.
+        // A refused op drops its sender: the receipt resolves to `None`.
         Some(Receipt(rx))
     }
 

@@ -22,7 +22,7 @@ use crate::{ConnectionRecord, CriticalRecord, MetricsRecord, SubscriptionRecord}
 /// Critical work: messages (answered once committed) and acks.
 #[derive(Debug)]
 pub(crate) enum CriticalOp {
-    Insert(CriticalRecord, oneshot::Sender<bool>),
+    Insert(CriticalRecord, oneshot::Sender<u64>),
     Ack { user: String, channel: Channel, sequence: u64, at: Micros },
 }
 
@@ -139,7 +139,7 @@ fn clean(s: &mut String) {
 /// Critical work waiting to be written.
 #[derive(Debug, Default)]
 struct Critical {
-    inserts: Vec<(CriticalRecord, oneshot::Sender<bool>)>,
+    inserts: Vec<(CriticalRecord, oneshot::Sender<u64>)>,
     acks: Vec<(String, Channel, u64, Micros)>,
 }
 
@@ -235,8 +235,8 @@ pub(crate) async fn run(
             match timed(options.timeout, write_critical(c, &critical)).await {
                 Ok(rows) => {
                     counters.written.fetch_add(rows, Ordering::Relaxed);
-                    for (_, tx) in critical.inserts.drain(..) {
-                        let _ = tx.send(true);
+                    for (record, tx) in critical.inserts.drain(..) {
+                        let _ = tx.send(record.sequence);
                     }
                     critical.acks.clear();
                     refused = 0;

@@ -117,7 +117,7 @@ fn rows_reach_each_table() {
         latency_p99_ms: None,
     });
     let receipt = store.critical_enqueued(order("u-1", 1)).expect("a durable store gives receipts");
-    assert!(block_on(receipt), "committed");
+    assert_eq!(block_on(receipt), Some(1), "committed, under its sequence");
     store.flush();
 
     let c = &mut db.client();
@@ -159,9 +159,9 @@ fn a_new_store_recovers_sequences_and_unacked_messages() {
     let Some(db) = TestDb::create() else { return };
     let (store, _) = open(&db);
     for seq in 1..=4 {
-        assert!(block_on(store.critical_enqueued(order("u-1", seq)).unwrap()));
+        assert_eq!(block_on(store.critical_enqueued(order("u-1", seq)).unwrap()), Some(seq));
     }
-    assert!(block_on(store.critical_enqueued(order("u-2", 1)).unwrap()));
+    assert_eq!(block_on(store.critical_enqueued(order("u-2", 1)).unwrap()), Some(1));
     store.critical_acked("u-1", Channel::Orders, 2, 1_700_000_000_100_000);
     store.critical_acked("u-2", Channel::Orders, 1, 1_700_000_000_100_000);
     store.private_sequenced("u-1", Channel::Portfolio, 9);
@@ -207,7 +207,7 @@ fn records_past_the_retention_are_deleted_and_unacked_messages_stay() {
     for seq in 1..=2 {
         let mut old = order("u-1", seq);
         old.created_at = now - 3 * day;
-        assert!(block_on(store.critical_enqueued(old).unwrap()));
+        assert!(block_on(store.critical_enqueued(old).unwrap()).is_some());
     }
     store.critical_acked("u-1", Channel::Orders, 1, now - 3 * day);
     store.flush();
@@ -242,7 +242,7 @@ fn batches_the_database_refuses_cannot_wedge_the_queues() {
     // A critical batch is tried a few times, then refused: its publisher is told (503), not left waiting.
     let receipt = store.critical_enqueued(order("u-1", 1)).unwrap();
     let answer = block_on(async { tokio::time::timeout(Duration::from_secs(10), receipt).await });
-    assert_eq!(answer, Ok(false), "refused, in time");
+    assert_eq!(answer, Ok(None), "refused, in time");
     assert_eq!(store.stats().critical_refused, 1);
     // A bookkeeping batch is shed at once and counted.
     store.connection_opened(ConnectionRecord {
@@ -258,7 +258,7 @@ fn batches_the_database_refuses_cannot_wedge_the_queues() {
     // Once the database takes rows again, so does the store.
     c.batch_execute("DROP TRIGGER refuse ON websocket_critical_messages; DROP TRIGGER refuse ON websocket_connections")
         .unwrap();
-    assert!(block_on(store.critical_enqueued(order("u-1", 2)).unwrap()), "accepted again");
+    assert_eq!(block_on(store.critical_enqueued(order("u-1", 2)).unwrap()), Some(2), "accepted again");
     assert_eq!(db.count("websocket_critical_messages"), 1);
 }
 
@@ -274,7 +274,7 @@ fn text_from_peers_with_nul_cannot_wedge_the_queues() {
         shard: 0,
         connected_at: 0,
     });
-    assert!(block_on(store.critical_enqueued(order("u\0x", 1)).unwrap()), "committed, NUL replaced");
+    assert_eq!(block_on(store.critical_enqueued(order("u\0x", 1)).unwrap()), Some(1), "committed, NUL replaced");
     store.flush();
     assert_eq!(db.count("websocket_connections WHERE user_id = 'u\u{fffd}x'"), 1);
     assert_eq!(store.stats().write_errors, 0);

@@ -53,9 +53,17 @@ pub trait Journal {
     fn private_sequenced(&self, topic: &Topic, sequence: u64);
     /// The user acknowledged a critical topic up to `sequence`.
     fn critical_acked(&self, topic: &Topic, sequence: u64, now: Micros);
-    /// A topic that is not critical (critical ones go to [`Journal::critical_enqueued`]) has a new update,
-    /// `frame` in the canonical dialect (the cluster bus keeps it; nothing else does).
-    fn sequenced(&self, _topic: &Topic, _sequence: u64, _frame: &Bytes, _now: Micros) {}
+    /// Whether updates are sequenced elsewhere (the cluster bus: one sequence per topic across nodes). The
+    /// owner then hands each update over ([`Journal::sequence`]) instead of sequencing it, and delivers
+    /// what comes back stored ([`Shard::apply`]), as every node does.
+    fn sequences(&self) -> bool {
+        false
+    }
+    /// Hands one update over to be sequenced and stored; the receipt resolves to its sequence. Called only
+    /// when [`Journal::sequences`] says so.
+    fn sequence(&self, _topic: &Topic, _data: Bytes, _source_ts: Option<Bytes>, _now: Micros) -> Option<Self::Receipt> {
+        None
+    }
 }
 
 /// A journal that keeps nothing (tests, the simulation).
@@ -93,8 +101,14 @@ pub enum ShardMsg<R> {
     /// To a topic's owner: sequence these; answer `(origin shard, request)` if set.
     Ingest { items: Vec<IngestItem>, reply: Option<(usize, u64)> },
     /// Back to the origin: the sequences given, as `(event, topic, sequence)`, and one entry per critical
-    /// item: its receipt from the journal.
-    Ingested { request: u64, sequences: Vec<(usize, Topic, u64)>, receipts: Vec<Option<R>> },
+    /// item: its receipt from the journal. Where the journal sequences ([`Journal::sequences`]), the
+    /// sequences are 0 and `forwarded` has each item's receipt, which resolves to its sequence.
+    Ingested {
+        request: u64,
+        sequences: Vec<(usize, Topic, u64)>,
+        receipts: Vec<Option<R>>,
+        forwarded: Vec<(usize, Topic, Option<R>)>,
+    },
     /// From a topic's owner to a shard with subscribers: one update sequenced at `ingested`, rendered in
     /// each dialect with subscribers of the topic.
     Fanout { topic: Topic, frames: Rendered, ingested: Micros },
@@ -120,11 +134,14 @@ pub enum ShardMsg<R> {
 pub struct Published<R> {
     pub sequences: Vec<(usize, Topic, u64)>,
     pub receipts: Vec<Option<R>>,
+    /// Where the journal sequences: each item's receipt, in the order of `sequences` (whose sequences are
+    /// then 0), resolving to its sequence once stored.
+    pub forwarded: Vec<(usize, Topic, Option<R>)>,
 }
 
 impl<R> Default for Published<R> {
     fn default() -> Self {
-        Published { sequences: Vec::new(), receipts: Vec::new() }
+        Published { sequences: Vec::new(), receipts: Vec::new(), forwarded: Vec::new() }
     }
 }
 
@@ -184,6 +201,8 @@ pub struct Shard<S, J: Journal> {
     window_every: [Micros; DIALECT_COUNT],
     /// How frames are deflated for subscribers that take deflated frames (permessage-deflate).
     compression: tickwire_core::deflate::Level,
+    /// The journal sequences (the cluster bus): see [`Journal::sequences`].
+    forwards: bool,
 }
 
 impl<S: Sink + Clone, J: Journal> Shard<S, J> {
@@ -197,6 +216,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         journal: J,
         stats: Arc<Stats>,
     ) -> Shard<S, J> {
+        let journal_sequences = journal.sequences();
         let mut sequencer = Sequencer::with_limits(Canonical, limits);
         if let Some(sign) = signer {
             sequencer = sequencer.with_signer(sign);
@@ -232,6 +252,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             windows: Windows::new(),
             window_every: [1_000_000; DIALECT_COUNT],
             compression: tickwire_core::deflate::Level::default(),
+            forwards: journal_sequences,
         }
     }
 
@@ -310,6 +331,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         }
         let mut done = self.pending.remove(&request)?.done;
         done.sequences.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        done.forwarded.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         Some(done)
     }
 
@@ -317,17 +339,19 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     pub fn handle_shard_msg(&mut self, now: Micros, msg: ShardMsg<J::Receipt>) {
         match msg {
             ShardMsg::Ingest { items, reply } => {
-                let mut receipts = Vec::new();
-                let sequences: Vec<_> = items.into_iter().map(|item| self.sequence(item, now, &mut receipts)).collect();
+                let (mut receipts, mut forwarded) = (Vec::new(), Vec::new());
+                let sequences: Vec<_> =
+                    items.into_iter().map(|item| self.sequence(item, now, &mut receipts, &mut forwarded)).collect();
                 if let Some((origin, request)) = reply {
-                    self.route(now, origin, ShardMsg::Ingested { request, sequences, receipts });
+                    self.route(now, origin, ShardMsg::Ingested { request, sequences, receipts, forwarded });
                 }
             }
-            ShardMsg::Ingested { request, sequences, receipts } => {
+            ShardMsg::Ingested { request, sequences, receipts, forwarded } => {
                 let Some(p) = self.pending.get_mut(&request) else { return };
                 p.remaining = p.remaining.saturating_sub(sequences.len());
                 p.done.sequences.extend(sequences);
                 p.done.receipts.extend(receipts);
+                p.done.forwarded.extend(forwarded);
                 if p.remaining == 0 {
                     self.completed.push(request);
                 }
@@ -379,12 +403,14 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
 
     /// Owner side: sequences one item, fans it out, and aggregates bars from trades. A private topic's
     /// update goes to the journal too: a critical one whole (its receipt joins `receipts`), another as its
-    /// sequence.
+    /// sequence. Where the journal sequences, the item is handed to it instead (its receipt joins
+    /// `forwarded`; the sequence returned is 0) and delivered when it comes back ([`Shard::apply`]).
     fn sequence(
         &mut self,
         item: IngestItem,
         now: Micros,
         receipts: &mut Vec<Option<J::Receipt>>,
+        forwarded: &mut Vec<(usize, Topic, Option<J::Receipt>)>,
     ) -> (usize, Topic, u64) {
         if let Some(q) = item.quote {
             let day = match self.days.get_mut(&item.topic.key) {
@@ -392,6 +418,19 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
                 None => self.days.entry(item.topic.key.clone()).or_default(),
             };
             DayStats::on_quote(day, now, q);
+        }
+        if self.forwards {
+            forwarded.push((
+                item.event,
+                item.topic.clone(),
+                self.journal.sequence(&item.topic, item.data, item.source_ts, now),
+            ));
+            if let Some(t) = item.trade {
+                let mut closed = Vec::new();
+                self.bars.on_trade(&item.topic.key, t.price, t.size, now, &mut closed);
+                self.publish_bars(closed, now);
+            }
+            return (item.event, item.topic, 0);
         }
         let (out, frames) = self.ingest(&item.topic, item.data, item.source_ts, now);
         self.stats.ingested.fetch_add(1, Ordering::Relaxed);
@@ -416,6 +455,11 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// Sequences and fans out bars that closed.
     fn publish_bars(&mut self, closed: Vec<ClosedBar>, now: Micros) {
         for bar in closed {
+            if self.forwards {
+                // Nobody waits for a bar's sequence: it comes back stored, as every update does.
+                let _ = self.journal.sequence(&bar.topic, bar.data, None, now);
+                continue;
+            }
             let (_, frames) = self.ingest(&bar.topic, bar.data, None, now);
             self.fan_out(&bar.topic, frames, now, now);
         }
@@ -424,26 +468,44 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// Owner side: sequences one update and renders it once in each dialect with subscribers of its topic
     /// (the sequencer's own, always).
     fn ingest(&mut self, topic: &Topic, data: Bytes, source_ts: Option<Bytes>, now: Micros) -> (Sequenced, Rendered) {
+        let others = self.other_dialects(topic);
+        let kept = others.then(|| (data.clone(), source_ts.clone()));
+        let out = self.sequencer.ingest(topic, data, source_ts, now);
+        let frames = self.render(topic, out.sequence, &out.frame, kept, now);
+        (out, frames)
+    }
+
+    /// Whether shards have subscribers of `topic` in another dialect than the canonical one.
+    fn other_dialects(&self, topic: &Topic) -> bool {
+        let masks = self.interest_in(topic);
+        (1..DIALECT_COUNT).any(|d| masks[d] | masks[d + DIALECT_COUNT] != 0)
+    }
+
+    /// Renders update `sequence` of `topic` (canonical `frame`; `data` and `source_ts` when other dialects
+    /// have subscribers, stamped `at`) once in each dialect with subscribers, deflated once where some take
+    /// it deflated.
+    fn render(
+        &mut self,
+        topic: &Topic,
+        sequence: u64,
+        frame: &Bytes,
+        kept: Option<(Bytes, Option<Bytes>)>,
+        at: Micros,
+    ) -> Rendered {
         let masks = self.interest_in(topic);
         // Per dialect, the shards with subscribers of it, plain or deflating.
         let any = |d: usize| masks[d] | masks[d + DIALECT_COUNT];
-        let others = (1..DIALECT_COUNT).any(|d| any(d) != 0);
-        let kept = others.then(|| (data.clone(), source_ts.clone()));
-        let out = self.sequencer.ingest(topic, data, source_ts, now);
-        if !topic.channel.is_critical() {
-            self.journal.sequenced(topic, out.sequence, &out.frame, now);
-        }
         self.stats.renders_by_dialect[0].fetch_add(1, Ordering::Relaxed);
-        let mut frames = Rendered::canonical(out.frame.clone());
+        let mut frames = Rendered::canonical(frame.clone());
         if masks[DIALECT_COUNT] != 0 {
-            self.deflate(&mut frames, DialectId::CANONICAL, &out.frame);
+            self.deflate(&mut frames, DialectId::CANONICAL, frame);
         }
         if let Some((data, source_ts)) = kept {
             let update = Update {
                 kind: UpdateKind::Update,
                 channel: topic.channel,
-                sequence: out.sequence,
-                timestamp: now,
+                sequence,
+                timestamp: at,
                 source_ts: source_ts.as_deref(),
                 data: &data,
                 day: self.days.get(&topic.key).and_then(Option::as_ref).filter(|_| topic.channel == Channel::Quotes),
@@ -467,7 +529,33 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
                 }
             }
         }
-        (out, frames)
+        frames
+    }
+
+    /// An update of a topic this shard owns, sequenced and stored elsewhere (the cluster bus, see
+    /// [`Journal::sequences`]), wherever it was published: kept as the topic's state, history and critical
+    /// queue, rendered once per dialect with subscribers, and delivered. One at or below the topic's
+    /// sequence (seen before) is skipped. Returns whether it was taken.
+    pub fn apply(&mut self, now: Micros, topic: &Topic, sequence: u64, frame: Bytes) -> bool {
+        let Some(dropped) = self.sequencer.apply(topic, sequence, &frame) else { return false };
+        let parts = crate::sequencer::frame_parts(&frame);
+        let at = parts.as_ref().map_or(now, |p| p.timestamp);
+        let kept = parts.filter(|_| self.other_dialects(topic)).map(|p| (p.data, p.source_ts));
+        let frames = self.render(topic, sequence, &frame, kept, at);
+        self.stats.ingested.fetch_add(1, Ordering::Relaxed);
+        self.stats.ingested_at(topic.channel, at.max(1) as u64);
+        if dropped > 0 {
+            self.queue_overflowed(topic, dropped, now);
+        }
+        self.fan_out(topic, frames, at, now);
+        true
+    }
+
+    /// A critical topic this shard owns was acknowledged up to `sequence` on some node (the cluster bus):
+    /// released here too, without telling the journal again.
+    pub fn apply_ack(&mut self, topic: &Topic, sequence: u64) {
+        let released = self.sequencer.ack(topic, sequence);
+        self.stats.critical_acked.fetch_add(released as u64, Ordering::Relaxed);
     }
 
     /// Deflates `dialect`'s frame once, for every subscriber of it that takes deflated frames.
