@@ -285,6 +285,7 @@ async fn run(
         state: state.clone(),
         signer,
         node: format!("{:016x}", rand::random::<u64>()),
+        attempts: 0,
     };
     let mut followers = Vec::new();
     loop {
@@ -356,9 +357,10 @@ struct BusSequencer {
     back: mpsc::UnboundedSender<Back>,
     state: Arc<BusState>,
     signer: Arc<crate::signing::Signer>,
-    /// Names this node's publishes (`Nats-Msg-Id`), so that another node's update of the same sequence
-    /// is never taken for a retry of this one.
+    /// Names this node's publishes (`Nats-Msg-Id` = `<node>:<attempt>`): no two attempts share an id, so
+    /// that JetStream's deduplication (checked before the fence) never answers one with another's ack.
     node: String,
+    attempts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -378,9 +380,11 @@ enum Back {
         sequence: u64,
         stream: u64,
     },
-    /// The fence refused it: another node stored an update of the topic since.
+    /// The fence refused it: another node stored an update of the topic since, whose stream sequence the
+    /// refusal says (`last`).
     Fenced {
         subject: String,
+        last: Option<u64>,
     },
     /// The subject's last message, read after a refusal.
     Head {
@@ -421,7 +425,8 @@ impl BusSequencer {
         let sequence = slot.sequence + 1;
         let frame = render(&p.topic, sequence, p.at, &p.data, p.source_ts.as_deref(), &self.signer);
         let mut headers = update_headers(sequence, p.at);
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{subject}:{sequence}:{}", self.node).as_str());
+        self.attempts += 1;
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{}:{}", self.node, self.attempts).as_str());
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, slot.stream.to_string().as_str());
         let (js, back) = (self.js.clone(), self.back.clone());
         tokio::spawn(async move {
@@ -430,9 +435,11 @@ impl BusSequencer {
                 Err(e) => Err(e),
             };
             let _ = back.send(match result {
+                // An id of its own per attempt: a duplicate would be an ack for something else.
+                Ok(ack) if ack.duplicate => Back::Failed { subject, error: "acknowledged as a duplicate".into() },
                 Ok(ack) => Back::Stored { subject, sequence, stream: ack.sequence },
                 Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                    Back::Fenced { subject }
+                    Back::Fenced { last: wrong_last_sequence(&e.to_string()), subject }
                 }
                 Err(e) => Back::Failed { subject, error: e.to_string() },
             });
@@ -451,7 +458,7 @@ impl BusSequencer {
                 }
                 self.next(subject);
             }
-            Back::Fenced { subject } => {
+            Back::Fenced { subject, last } => {
                 self.state.fenced.fetch_add(1, Ordering::Relaxed);
                 let Some(slot) = self.slots.get_mut(&subject) else { return };
                 slot.tries += 1;
@@ -464,13 +471,18 @@ impl BusSequencer {
                 };
                 let (js, back) = (self.js.clone(), self.back.clone());
                 tokio::spawn(async move {
+                    // The message the fence compared with, read by its stream sequence (the per-subject
+                    // lookups of nats-server 2.9 can miss messages after a restart; this cannot).
                     let last = async {
                         let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
-                        match stream.direct_get_last_for_subject(&subject).await {
-                            Ok(m) => Ok((tw_seq(Some(&m.headers)).unwrap_or(0), m.sequence)),
-                            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok((0, 0)),
-                            Err(e) => Err(e.to_string()),
-                        }
+                        let message = match last {
+                            Some(0) => return Ok((0, 0)),
+                            Some(at) => stream.get_raw_message(at).await.map_err(|e| e.to_string())?,
+                            None => {
+                                stream.get_last_raw_message_by_subject(&subject).await.map_err(|e| e.to_string())?
+                            }
+                        };
+                        Ok((tw_seq(Some(&message.headers)).unwrap_or(0), message.sequence))
                     };
                     let _ = back.send(match last.await {
                         Ok((sequence, stream)) => Back::Head { subject, sequence, stream },
@@ -524,6 +536,12 @@ fn render(
     }
 }
 
+/// The stream sequence a fence's refusal names: `... wrong last sequence: 153 (code 400, ...)`.
+fn wrong_last_sequence(error: &str) -> Option<u64> {
+    let (_, rest) = error.rsplit_once("wrong last sequence: ")?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 /// A message's `Tw-Seq` header.
 fn tw_seq(headers: Option<&async_nats::HeaderMap>) -> Option<u64> {
     headers?.get("Tw-Seq")?.as_str().parse().ok()
@@ -564,13 +582,27 @@ async fn follow(
                 continue;
             }
         };
-        while let Some(message) = messages.next().await {
+        // A consumer does not outlive a restarted nats-server, and its pulls would notice only after a
+        // few missed heartbeats: a new connection makes it again at once.
+        let connects = state.connects.load(Ordering::Relaxed);
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        loop {
+            let message = tokio::select! {
+                m = messages.next() => m,
+                _ = watch.tick() => {
+                    if state.connects.load(Ordering::Relaxed) != connects {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let message = match message {
-                Ok(m) => m,
-                Err(e) => {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
                     tracing::debug!(stream = name, error = %e, "following the stream again");
                     break;
                 }
+                None => break,
             };
             let Ok(info) = message.info() else { continue };
             from = info.stream_sequence + 1;
@@ -1012,6 +1044,14 @@ mod tests {
             s[1].subjects.contains(&"tw.s.orders.>".to_owned()) && !s[1].subjects.contains(&"tw.s.quotes.>".to_owned())
         );
         assert_eq!(s[0].subjects.len() + s[1].subjects.len(), CATALOG.len());
+    }
+
+    #[test]
+    fn a_refusal_by_the_fence_says_where_the_subject_is() {
+        let e = "wrong last sequence: wrong last sequence: 153 (code 400, error code 10071)";
+        assert_eq!(wrong_last_sequence(e), Some(153));
+        assert_eq!(wrong_last_sequence("wrong last sequence: 0 (code 400, error code 10071)"), Some(0));
+        assert_eq!(wrong_last_sequence("timed out"), None);
     }
 
     #[test]
