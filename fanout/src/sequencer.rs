@@ -324,6 +324,20 @@ impl<D: Dialect> Sequencer<D> {
         before - q.unacked.len()
     }
 
+    /// A critical topic was acknowledged up to `sequence` elsewhere (on another node of the cluster), maybe
+    /// before any of its messages reached this sequencer: remembered, so that those at or below it are
+    /// never queued as unacknowledged. Returns how many queued ones were released.
+    pub fn acked(&mut self, topic: &Topic, sequence: u64) -> usize {
+        let state = self.topics.entry(topic.clone()).or_default();
+        state.critical.get_or_insert_with(Critical::default);
+        self.ack(topic, sequence)
+    }
+
+    /// Forgets a topic (a node that no longer follows it: what it has would go stale).
+    pub fn forget(&mut self, topic: &Topic) {
+        self.topics.remove(topic);
+    }
+
     /// Continues a topic from an earlier run (the persistence store's recovery): its last `sequence` and,
     /// on critical channels, its unacknowledged `(sequence, frame)`s, oldest first, within the queue bound.
     pub fn restore(&mut self, topic: &Topic, sequence: u64, unacked: Vec<(u64, Bytes)>) {
@@ -340,26 +354,6 @@ impl<D: Dialect> Sequencer<D> {
                 q.unacked.pop_front();
             }
         }
-    }
-
-    /// Continues `topic` at `sequence` from its last updates' canonical `frames` (oldest first, consecutive,
-    /// the last one `sequence`'s, kept elsewhere: the cluster bus): they are its history for resumes, and the
-    /// last one's data its snapshot state (for channels with snapshots). Never moves a topic backwards.
-    pub fn restore_from(&mut self, topic: &Topic, sequence: u64, frames: Vec<Bytes>) {
-        let keep = if topic.channel.is_private() { self.limits.history_private } else { self.limits.history_public };
-        let state = self.topics.entry(topic.clone()).or_default();
-        if sequence < state.sequence {
-            return;
-        }
-        state.sequence = sequence;
-        if topic.channel.info().snapshot {
-            if let Some((timestamp, data)) = frames.last().and_then(|f| frame_data(f)) {
-                state.latest = Some(Latest { timestamp, source_ts: None, data: Bytes::from(data) });
-                state.snapshot = None;
-            }
-        }
-        let skip = frames.len().saturating_sub(keep);
-        state.history = frames.into_iter().skip(skip).collect();
     }
 
     /// Unacknowledged messages of a critical topic.
@@ -411,6 +405,9 @@ fn keep(limits: &Limits, topic: &Topic, state: &mut TopicState, frame: &Bytes) -
     let mut dropped = 0;
     if topic.channel.info().critical && limits.critical_queue > 0 {
         let q = state.critical.get_or_insert_with(Critical::default);
+        if state.sequence <= q.acked {
+            return 0; // acknowledged already (on another node, before it came here)
+        }
         while q.unacked.len() >= limits.critical_queue {
             q.unacked.pop_front();
             dropped += 1;
@@ -630,19 +627,20 @@ mod resume_tests {
     }
 
     #[test]
-    fn a_topic_continued_from_its_last_frames_has_its_sequence_snapshot_and_history() {
+    fn updates_sequenced_on_another_node_become_state_history_and_critical_queue() {
         let parse = |f: &[u8]| serde_json::from_slice::<serde_json::Value>(crate::frame::payload(f)).unwrap();
-        // The last updates of another run, as the cluster bus keeps them.
-        let mut before = small();
+        // Frames another node sequenced, as the cluster bus hands them over.
+        let mut other = small();
         let quotes = Topic::new(Channel::Quotes, "AAPL");
         let frames: Vec<Bytes> = (1..=4)
-            .map(|last| {
-                before.ingest(&quotes, Bytes::from(format!(r#"{{"symbol":"AAPL","last":{last}}}"#)), None, last)
-            })
+            .map(|last| other.ingest(&quotes, Bytes::from(format!(r#"{{"symbol":"AAPL","last":{last}}}"#)), None, last))
             .map(|out| out.frame)
             .collect();
         let mut s = small();
-        s.restore_from(&quotes, 4, frames[1..].to_vec());
+        for (i, frame) in frames.iter().enumerate().skip(1) {
+            assert_eq!(s.apply(&quotes, i as u64 + 1, frame), Some(0));
+        }
+        assert_eq!(s.apply(&quotes, 3, &frames[2]), None, "seen before: skipped");
         let start = s.start(&quotes, Resume::Latest, 9_000_000);
         let snap = parse(&start.frames[0]);
         assert_eq!(
@@ -653,9 +651,25 @@ mod resume_tests {
         let from_2 = s.start(&quotes, Resume::After(2), 9_000_000);
         assert_eq!(from_2.frames, frames[2..], "a resume replays the very frames");
         let from_0 = s.start(&quotes, Resume::After(0), 9_000_000);
-        assert_eq!(parse(&from_0.frames[0])["type"], "reset", "before what was kept");
-        assert_eq!(s.ingest(&quotes, Bytes::from_static(b"{}"), None, 0).sequence, 5);
-        s.restore_from(&quotes, 2, frames[..2].to_vec());
-        assert_eq!(s.ingest(&quotes, Bytes::from_static(b"{}"), None, 0).sequence, 6, "never backwards");
+        assert_eq!(parse(&from_0.frames[0])["type"], "reset", "before what came (1 never did)");
+        // A gap cuts the history: a resume across it is reset, never served with a hole.
+        other.ingest(&quotes, Bytes::from_static(b"{}"), None, 5); // never comes here
+        let sixth = other.ingest(&quotes, Bytes::from_static(b"{}"), None, 6).frame;
+        assert_eq!(s.apply(&quotes, 6, &sixth), Some(0));
+        assert_eq!(parse(&s.start(&quotes, Resume::After(4), 0).frames[0])["type"], "reset");
+
+        // A critical topic acknowledged on another node before its messages came: only those after the ack
+        // wait for the user.
+        let orders = Topic::new(Channel::Orders, "u-1");
+        let sent: Vec<Bytes> =
+            (1..=3).map(|_| other.ingest(&orders, Bytes::from_static(b"{}"), None, 0).frame).collect();
+        assert_eq!(s.acked(&orders, 2), 0);
+        for (i, frame) in sent.iter().enumerate() {
+            s.apply(&orders, i as u64 + 1, frame);
+        }
+        assert_eq!(s.unacked(&orders), 1);
+        assert_eq!(s.start(&orders, Resume::Latest, 0).frames, sent[2..]);
+        s.forget(&orders);
+        assert_eq!(s.sequence(&orders), 0, "forgotten");
     }
 }

@@ -725,6 +725,7 @@ fn msg_name(msg: &ShardMsg<()>) -> String {
             format!("snapshot {topic:?} {conn}#{generation} ({} frames)", frames.len())
         }
         ShardMsg::Ack { topic, sequence } => format!("ack {topic:?} {sequence}"),
+        ShardMsg::Unfollow { topic } => format!("unfollow {topic:?}"),
         ShardMsg::Quiesce => "quiesce".into(),
         ShardMsg::Stall { ms } => format!("stall {ms}"),
     }

@@ -68,6 +68,8 @@ pub struct BusState {
     /// Per stream (public, private, acks), the latest stream sequence a shard has applied: a node at or
     /// past a message's stream sequence has taken it.
     pub applied_to: [AtomicU64; 3],
+    /// Topics this node follows (those its clients subscribe to).
+    pub followed: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -103,8 +105,13 @@ enum Op {
     Publish(Publish),
     /// The user acknowledged `channel` up to `sequence`.
     Ack { user: String, channel: Channel, sequence: u64 },
-    /// Start delivering what the streams store to the shards, from where the read-back ended.
-    Attach(Position, Vec<mpsc::Sender<Applied>>),
+    /// The shards to hand what the streams store to (each topic's to its owner); acks made anywhere from
+    /// now on start coming.
+    Attach(Vec<mpsc::Sender<Applied>>),
+    /// A shard needs `topic`'s updates: what is stored, then what comes ([`Applied::Loaded`] in between).
+    Follow(Topic, u64),
+    /// It no longer does.
+    Unfollow(Topic),
 }
 
 /// An update waiting for its sequence.
@@ -121,8 +128,22 @@ struct Publish {
 /// acknowledgement (made on any node).
 #[derive(Debug)]
 pub enum Applied {
-    Update { topic: Topic, sequence: u64, frame: bytes::Bytes, at: StreamAt },
-    Ack { topic: Topic, sequence: u64, at: StreamAt },
+    Update {
+        topic: Topic,
+        sequence: u64,
+        frame: bytes::Bytes,
+        at: StreamAt,
+    },
+    Ack {
+        topic: Topic,
+        sequence: u64,
+        at: StreamAt,
+    },
+    /// Everything stored of `topic` when its follow (`generation`) began has come.
+    Loaded {
+        topic: Topic,
+        generation: u64,
+    },
 }
 
 /// Where a message sits: its stream (0 public, 1 private, 2 acks, as [`BusState::applied_to`]) and its
@@ -137,40 +158,18 @@ impl BusState {
     }
 }
 
-/// Where a node's read of the streams at start ended, and each subject's last `(sequence, stream
-/// sequence)` there: the node follows the streams from the next message on.
-#[derive(Debug, Default, Clone)]
-pub struct Position {
-    pub public: u64,
-    pub private: u64,
-    pub acks: u64,
-    pub heads: HashMap<String, (u64, u64)>,
-}
-
 /// How many times a publish is tried again after the fence refused it (another node stored an update of
 /// the topic meanwhile) before it is answered 503.
 const FENCE_TRIES: u32 = 16;
 
-/// A topic continued from its last updates on the bus, by a node that starts.
-#[derive(Debug, Clone)]
-pub struct ContinuedTopic {
-    pub topic: Topic,
-    pub sequence: u64,
-    /// Its last updates' canonical frames, consecutive, oldest first, the last one `sequence`'s.
-    pub frames: Vec<bytes::Bytes>,
-}
-
-/// What a node continues from the bus ([`recover`]).
+/// What a node continues from the bus ([`recover`]): the cluster's epoch. Topics come when first needed
+/// (a subscriber's start waits until what the streams keep of its topic has come).
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Where the read ended (`None` without a bus): the node follows the streams from there.
-    pub position: Option<Position>,
-    /// Each user's critical topics, with their unacknowledged messages.
+    /// Private topics continued from the database (a node with one; the bus keeps none then).
     pub critical: Vec<RecoveredTopic>,
-    /// Every other topic the streams keep.
-    pub continued: Vec<ContinuedTopic>,
     /// The cluster's epoch: when the streams were made (hex microseconds), so that sequences resume
-    /// across nodes and restarts; `None` before they exist.
+    /// across nodes and restarts; `None` without a bus.
     pub epoch: Option<String>,
 }
 
@@ -209,10 +208,9 @@ impl Bus {
         BusStore { inner, state: self.state.clone(), ops: self.ops.clone(), refused: AtomicU64::new(0) }
     }
 
-    /// Starts delivering what the streams store from `position` on (where the read-back ended) to the
-    /// shards, each update and ack to the sender of the shard that owns its topic.
-    pub fn attach(&self, position: Position, shards: Vec<mpsc::Sender<Applied>>) -> anyhow::Result<()> {
-        self.ops.try_send(Op::Attach(position, shards)).map_err(|_| anyhow::anyhow!("the bus thread has stopped"))
+    /// The shards' senders: each topic's updates (once followed) and acks go to the shard that owns it.
+    pub fn attach(&self, shards: Vec<mpsc::Sender<Applied>>) -> anyhow::Result<()> {
+        self.ops.try_send(Op::Attach(shards)).map_err(|_| anyhow::anyhow!("the bus thread has stopped"))
     }
 
     /// Closes the connection and joins the thread.
@@ -288,6 +286,8 @@ async fn run(
         attempts: 0,
     };
     let mut followers = Vec::new();
+    let mut shards = Arc::new(Vec::new());
+    let mut topics: HashMap<Topic, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         tokio::select! {
             _ = &mut stopped => break,
@@ -302,15 +302,24 @@ async fn run(
                             });
                         }
                     }
-                    Op::Attach(position, shards) => {
-                        sequencer.heads.lock().unwrap_or_else(|e| e.into_inner()).extend(position.heads.clone());
-                        let shards = Arc::new(shards);
-                        for (name, from) in
-                            [(PUBLIC_STREAM, position.public), (PRIVATE_STREAM, position.private), (ACKS_STREAM, position.acks)]
-                        {
-                            let follow = follow(js.clone(), name, from + 1, shards.clone(), sequencer.heads.clone(), state.clone());
-                            followers.push(tokio::spawn(follow));
+                    Op::Attach(senders) => {
+                        shards = Arc::new(senders);
+                        let follow = follow(js.clone(), Following::Acks, shards.clone(), sequencer.heads.clone(), state.clone());
+                        followers.push(tokio::spawn(follow));
+                    }
+                    Op::Follow(topic, generation) => {
+                        let following = Following::Topic(topic.clone(), generation);
+                        let follow = follow(js.clone(), following, shards.clone(), sequencer.heads.clone(), state.clone());
+                        if let Some(old) = topics.insert(topic, tokio::spawn(follow)) {
+                            old.abort();
                         }
+                        state.followed.store(topics.len() as u64, Ordering::Relaxed);
+                    }
+                    Op::Unfollow(topic) => {
+                        if let Some(old) = topics.remove(&topic) {
+                            old.abort();
+                        }
+                        state.followed.store(topics.len() as u64, Ordering::Relaxed);
                     }
                 }
                 continue;
@@ -340,7 +349,7 @@ async fn run(
             }
         }
     }
-    for f in followers {
+    for f in followers.into_iter().chain(topics.into_values()) {
         f.abort();
     }
     let _ = client.drain().await;
@@ -547,34 +556,81 @@ fn tw_seq(headers: Option<&async_nats::HeaderMap>) -> Option<u64> {
     headers?.get("Tw-Seq")?.as_str().parse().ok()
 }
 
-/// Follows stream `name` from stream sequence `from` on, for as long as the node runs: each update to
-/// the shard that owns its topic (updates of every node, this one's included: a node delivers its own
-/// publishes from the stream, as the others do), each ack likewise, and each subject's last sequence to
-/// the sequencer. The consumer is made again, from the next message, whenever it fails (NATS restarted).
+/// What a follower reads.
+#[derive(Debug, Clone)]
+enum Following {
+    /// Acks made on any node from now on (a topic followed later reads its last one first).
+    Acks,
+    /// One topic's updates (its subject, or for a wildcard topic every key's), from the first one stored.
+    Topic(Topic, u64),
+}
+
+/// Follows what `following` names for as long as the node needs it: each update to the shard that owns
+/// its topic (updates of every node, this one's included: a node delivers its own publishes from the
+/// stream, as the others do), each ack likewise, and each subject's last sequence to the sequencer. A
+/// topic's follower first hands over a critical topic's last ack, then every message the stream keeps of
+/// it, then [`Applied::Loaded`], then what comes. The consumer is made again, from the next message,
+/// whenever it fails or the connection is new (a restarted nats-server keeps no consumer).
 async fn follow(
     js: jetstream::Context,
-    name: &'static str,
-    mut from: u64,
+    following: Following,
     shards: Arc<Vec<mpsc::Sender<Applied>>>,
     heads: Arc<Mutex<HashMap<String, (u64, u64)>>>,
     state: Arc<BusState>,
 ) {
     use futures_lite::StreamExt;
-    let acks = name == ACKS_STREAM;
+    // The acks' follower starts at the stream's end (and, made again before its first ack, at the end
+    // again: an ack missed then only means a message delivered once more, never one lost).
+    let (name, filter, mut from) = match &following {
+        Following::Acks => (ACKS_STREAM, "tw.ack.>".to_owned(), None),
+        Following::Topic(t, _) if t.channel.is_private() => (PRIVATE_STREAM, follow_subject(t), Some(1)),
+        Following::Topic(t, _) => (PUBLIC_STREAM, follow_subject(t), Some(1)),
+    };
     let index = [PUBLIC_STREAM, PRIVATE_STREAM, ACKS_STREAM].iter().position(|n| *n == name).unwrap_or(0);
+    let send = |applied: Applied| {
+        let topic = match &applied {
+            Applied::Update { topic, .. } | Applied::Ack { topic, .. } | Applied::Loaded { topic, .. } => topic,
+        };
+        let shard = shards.get(topic.owner(shards.len().max(1))).cloned();
+        async move {
+            match shard {
+                Some(shard) => shard.send(applied).await.is_ok(),
+                None => false,
+            }
+        }
+    };
+    let mut loaded = false;
     loop {
+        let connects = state.connects.load(Ordering::Relaxed);
         let messages = async {
+            if let (Following::Topic(topic, _), false) = (&following, loaded) {
+                if topic.channel.is_critical() {
+                    // The user's last ack, before the messages: those at or below it are not queued again.
+                    let acks = js.get_stream(ACKS_STREAM).await?;
+                    if let Ok(m) = acks.get_last_raw_message_by_subject(&ack_subject(topic.channel, &topic.key)).await {
+                        if let Some(sequence) = std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse().ok()) {
+                            let at = StreamAt(2, m.sequence);
+                            send(Applied::Ack { topic: topic.clone(), sequence, at }).await;
+                        }
+                    }
+                }
+            }
             let stream = js.get_stream(name).await?;
-            let consumer = stream
+            let deliver_policy = match from {
+                Some(start_sequence) => jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                None => jetstream::consumer::DeliverPolicy::New,
+            };
+            let mut consumer = stream
                 .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                    filter_subject: if acks { "tw.ack.>" } else { "tw.s.>" }.to_owned(),
-                    deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
+                    filter_subject: filter.clone(),
+                    deliver_policy,
                     ..Default::default()
                 })
                 .await?;
-            anyhow::Ok(consumer.messages().await?)
+            let pending = consumer.info().await?.num_pending;
+            anyhow::Ok((consumer.messages().await?, pending))
         };
-        let mut messages = match messages.await {
+        let (mut messages, pending) = match messages.await {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(stream = name, error = %e, "cannot follow the stream yet");
@@ -582,9 +638,14 @@ async fn follow(
                 continue;
             }
         };
+        if let (Following::Topic(topic, generation), false, 0) = (&following, loaded, pending) {
+            loaded = true;
+            if !send(Applied::Loaded { topic: topic.clone(), generation: *generation }).await {
+                return;
+            }
+        }
         // A consumer does not outlive a restarted nats-server, and its pulls would notice only after a
         // few missed heartbeats: a new connection makes it again at once.
-        let connects = state.connects.load(Ordering::Relaxed);
         let mut watch = tokio::time::interval(WATCH_EVERY);
         loop {
             let message = tokio::select! {
@@ -605,41 +666,54 @@ async fn follow(
                 None => break,
             };
             let Ok(info) = message.info() else { continue };
-            from = info.stream_sequence + 1;
+            let (at, left) = (StreamAt(index, info.stream_sequence), info.pending);
+            from = Some(info.stream_sequence + 1);
             let subject = message.subject.to_string();
-            let applied = if acks {
-                let Some((channel, user)) = subject.strip_prefix("tw.ack.").and_then(|s| s.split_once('.')) else {
-                    continue;
-                };
-                let Some(channel) = Channel::from_name(channel) else { continue };
-                let Some(sequence) = std::str::from_utf8(&message.payload).ok().and_then(|s| s.parse().ok()) else {
-                    continue;
-                };
-                let at = StreamAt(index, info.stream_sequence);
-                Applied::Ack { topic: Topic::new(channel, unescape_token(user).as_str()), sequence, at }
-            } else {
-                let Some(sequence) = tw_seq(message.headers.as_ref()) else { continue };
-                let Some(topic) = topic_of_subject(&subject) else { continue };
-                {
-                    let mut heads = heads.lock().unwrap_or_else(|e| e.into_inner());
-                    let head = heads.entry(subject).or_default();
-                    if info.stream_sequence > head.1 {
-                        *head = (sequence, info.stream_sequence);
-                    }
+            let applied = match &following {
+                Following::Acks => {
+                    let Some((channel, user)) = subject.strip_prefix("tw.ack.").and_then(|s| s.split_once('.')) else {
+                        continue;
+                    };
+                    let Some(channel) = Channel::from_name(channel) else { continue };
+                    let Some(sequence) = std::str::from_utf8(&message.payload).ok().and_then(|s| s.parse().ok()) else {
+                        continue;
+                    };
+                    Applied::Ack { topic: Topic::new(channel, unescape_token(user).as_str()), sequence, at }
                 }
-                let at = StreamAt(index, info.stream_sequence);
-                Applied::Update { topic, sequence, frame: message.payload.clone(), at }
+                Following::Topic(..) => {
+                    let Some(sequence) = tw_seq(message.headers.as_ref()) else { continue };
+                    let Some(topic) = topic_of_subject(&subject) else { continue };
+                    {
+                        let mut heads = heads.lock().unwrap_or_else(|e| e.into_inner());
+                        let head = heads.entry(subject).or_default();
+                        if info.stream_sequence > head.1 {
+                            *head = (sequence, info.stream_sequence);
+                        }
+                    }
+                    Applied::Update { topic, sequence, frame: message.payload.clone(), at }
+                }
             };
-            let topic = match &applied {
-                Applied::Update { topic, .. } | Applied::Ack { topic, .. } => topic,
-            };
-            let owner = topic.owner(shards.len());
             state.applied.fetch_add(1, Ordering::Relaxed);
-            if shards[owner].send(applied).await.is_err() {
+            if !send(applied).await {
                 return; // the shards stopped
+            }
+            if let (Following::Topic(topic, generation), false, 0) = (&following, loaded, left) {
+                loaded = true;
+                if !send(Applied::Loaded { topic: topic.clone(), generation: *generation }).await {
+                    return;
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The subject a topic's follower reads: its own, or for a wildcard topic (`key` = `*`) every key's.
+fn follow_subject(topic: &Topic) -> String {
+    if &*topic.key == tickwire_core::topic::ALL && topic.interval.is_none() {
+        format!("tw.s.{}.*", topic.channel.name())
+    } else {
+        subject(topic)
     }
 }
 
@@ -783,145 +857,28 @@ fn unescape_token(token: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What a node that starts with a bus and no database continues from the streams. The critical topics:
-/// each user's continues from its last sequence, its messages above the last acknowledged one (the last
-/// `critical_queue` of them) waiting for the user again. Every other topic: its sequence, its snapshot state
-/// and its last consecutive updates as history. Nothing when the streams do not exist yet.
+/// The cluster's epoch, for a node that starts with a bus and no database: when the streams were made
+/// (made here first if this is the cluster's first node). Nothing else is read at start: a topic's stored
+/// updates come when a subscriber of it first needs them.
 pub fn recover(url: &str, config: &Config) -> anyhow::Result<Recovered> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The timer is made inside the runtime (tokio's timers need it).
-    let read = runtime.block_on(async { tokio::time::timeout(RECOVER_TIMEOUT, read_back(url, config)).await });
-    read.map_err(|_| anyhow::anyhow!("reading the streams took over {} s", RECOVER_TIMEOUT.as_secs()))?
+    let read = runtime.block_on(async { tokio::time::timeout(RECOVER_TIMEOUT, epoch(url, config)).await });
+    read.map_err(|_| anyhow::anyhow!("NATS at {} did not answer within {} s", redact(url), RECOVER_TIMEOUT.as_secs()))?
 }
 
-/// How long a starting node may take to read what the streams keep.
-const RECOVER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a starting node waits for NATS.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn read_back(url: &str, config: &Config) -> anyhow::Result<Recovered> {
-    let connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url);
-    let client = tokio::time::timeout(Duration::from_secs(10), connect)
-        .await
-        .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 10 s", redact(url)))??;
+async fn epoch(url: &str, config: &Config) -> anyhow::Result<Recovered> {
+    let client = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url).await?;
     let js = jetstream::new(client);
     // The streams are made first, if this is the cluster's first node, so that its epoch is theirs from
-    // the start. A failure is the bus thread's to report (it tries again); here it only means less to read.
+    // the start. A failure is the bus thread's to report (it tries again).
     let _ = set_up(&js, &streams(config)).await;
     let Ok(mut private) = js.get_stream(PRIVATE_STREAM).await else { return Ok(Recovered::default()) };
-    let private_created = Some(private.info().await?.created);
-    let acks = js.get_stream(ACKS_STREAM).await.ok();
-    // Where each stream ends now: what is read below stops there, and the node follows from the next one.
-    let mut position = Position::default();
-    for (name, at) in [
-        (PUBLIC_STREAM, &mut position.public),
-        (PRIVATE_STREAM, &mut position.private),
-        (ACKS_STREAM, &mut position.acks),
-    ] {
-        if let Ok(mut stream) = js.get_stream(name).await {
-            *at = stream.info().await?.state.last_sequence;
-        }
-    }
-    let mut out = Vec::new();
-    for row in CATALOG.iter().filter(|c| c.critical) {
-        let prefix = format!("tw.s.{}.", row.name);
-        let mut subjects = Vec::new();
-        {
-            use futures_lite::StreamExt;
-            let mut listed = private.info_with_subjects(format!("{prefix}>")).await?;
-            while let Some(entry) = listed.next().await {
-                subjects.push(entry?.0);
-            }
-        }
-        for subject in subjects {
-            let user = unescape_token(&subject[prefix.len()..]);
-            let acked = match &acks {
-                Some(a) => a
-                    .direct_get_last_for_subject(ack_subject(row.channel, &user))
-                    .await
-                    .ok()
-                    .and_then(|m| std::str::from_utf8(&m.payload).ok()?.parse::<u64>().ok())
-                    .unwrap_or(0),
-                None => 0,
-            };
-            let (mut at, mut sequence, mut unacked) = (0, 0, Vec::new());
-            loop {
-                let message = match private.direct_get_next_for_subject(&subject, Some(at + 1)).await {
-                    Ok(m) if m.sequence <= position.private => m,
-                    Ok(_) => break,
-                    Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
-                    Err(e) => return Err(e.into()),
-                };
-                at = message.sequence;
-                let seq = message.headers.get("Tw-Seq").and_then(|v| v.as_str().parse::<u64>().ok()).unwrap_or(0);
-                sequence = sequence.max(seq);
-                if seq > acked {
-                    unacked.push((seq, message.payload));
-                }
-            }
-            let keep = unacked.len().saturating_sub(config.critical_queue);
-            unacked.drain(..keep);
-            out.push(RecoveredTopic { user, channel: row.channel, sequence, unacked });
-        }
-    }
-    // Every other topic: one pass over each stream, in stream order, keeping each subject's last
-    // consecutive updates (a gap, an update the bus did not store, cuts the history there).
-    let mut continued = Vec::new();
-    for (name, keep, last) in [
-        (PUBLIC_STREAM, config.history_public, position.public),
-        (PRIVATE_STREAM, config.history_private, position.private),
-    ] {
-        let Ok(stream) = js.get_stream(name).await else { continue };
-        let total = stream.get_info().await?.state.messages;
-        let mut kept: std::collections::HashMap<String, (u64, std::collections::VecDeque<bytes::Bytes>)> =
-            std::collections::HashMap::new();
-        if total > 0 && last > 0 {
-            use futures_lite::StreamExt;
-            let consumer = stream
-                .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                    filter_subject: "tw.s.>".to_owned(),
-                    ..Default::default()
-                })
-                .await?;
-            let mut messages = consumer.messages().await?;
-            let mut read = 0;
-            while let Some(message) = messages.next().await {
-                let message = message?;
-                read += 1;
-                let at = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-                if at > last {
-                    break;
-                }
-                if let Some(seq) = tw_seq(message.headers.as_ref()) {
-                    let head = position.heads.entry(message.subject.to_string()).or_default();
-                    if at > head.1 {
-                        *head = (seq, at);
-                    }
-                    let (top, frames) = kept.entry(message.subject.to_string()).or_default();
-                    if seq != *top + 1 {
-                        frames.clear();
-                    }
-                    *top = seq;
-                    if frames.len() == keep.max(1) {
-                        frames.pop_front();
-                    }
-                    frames.push_back(message.payload.clone());
-                }
-                // Up to what the stream held when the read began (later messages are newer nodes' work).
-                if at >= last || read >= total {
-                    break;
-                }
-            }
-        }
-        for (subject, (sequence, frames)) in kept {
-            let Some((channel, rest)) = subject.strip_prefix("tw.s.").and_then(|s| s.split_once('.')) else {
-                continue;
-            };
-            let Some(channel) = Channel::from_name(channel).filter(|c| !c.is_critical()) else { continue };
-            let Some(topic) = topic_of(channel, rest) else { continue };
-            continued.push(ContinuedTopic { topic, sequence, frames: frames.into() });
-        }
-    }
-    let epoch = private_created.map(|t| format!("{:x}", t.unix_timestamp_nanos() / 1000));
-    Ok(Recovered { critical: out, continued, epoch, position: Some(position) })
+    let created = private.info().await?.created;
+    Ok(Recovered { epoch: Some(format!("{:x}", created.unix_timestamp_nanos() / 1000)), ..Recovered::default() })
 }
 
 /// The topic of `channel` whose subject ends with `rest` (`<key>` or, for bars, `<key>.<interval>`).
@@ -977,6 +934,20 @@ impl Store for BusStore {
 
     fn critical_acked(&self, user: &str, channel: Channel, sequence: u64, _at: Micros) {
         if self.ops.try_send(Op::Ack { user: user.to_owned(), channel, sequence }).is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn follow(&self, topic: &Topic, generation: u64) {
+        // A follow that cannot be queued leaves the subscriber's start waiting: it is told nothing rather
+        // than something wrong; the bus thread's queue is sized for every publish in flight.
+        if self.ops.try_send(Op::Follow(topic.clone(), generation)).is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn unfollow(&self, topic: &Topic) {
+        if self.ops.try_send(Op::Unfollow(topic.clone())).is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -154,6 +154,13 @@ pub fn render_prometheus(shared: &Shared) -> String {
             header(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
         }
+        header(
+            &mut out,
+            "tickwire_bus_followed_topics",
+            "gauge",
+            "Topics this node follows on the bus: those its clients subscribe to.",
+        );
+        let _ = writeln!(out, "tickwire_bus_followed_topics {}", bus.followed.load(Ordering::Relaxed));
     }
     out
 }

@@ -655,6 +655,7 @@ fn status_json(shard: &Shard) -> Vec<u8> {
             "stored": b.stored.load(Ordering::Relaxed),
             "fenced": b.fenced.load(Ordering::Relaxed),
             "applied": b.applied.load(Ordering::Relaxed),
+            "followed": b.followed.load(Ordering::Relaxed),
             "applied_to": {
                 "public": b.applied_to[0].load(Ordering::Relaxed),
                 "private": b.applied_to[1].load(Ordering::Relaxed),

@@ -73,13 +73,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let (store, recovered) = crate::store::open(&config, bus.as_ref())?;
-    // A node the bus sequences for follows the streams from where its read-back ended: each shard gets
-    // the updates and acks of the topics it owns, from every node.
+    // A node the bus sequences for gets, for each topic its clients subscribe to, the updates the streams
+    // store (every node's) and the acks made anywhere, each at the shard that owns the topic.
     let mut bus_inbox = Vec::new();
-    if let (Some(bus), Some(position), true) = (bus.as_ref(), recovered.position.clone(), store.sequences()) {
+    if let (Some(bus), true) = (bus.as_ref(), store.sequences()) {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| tokio::sync::mpsc::channel(BUS_INBOX)).map(|(tx, rx)| (tx, Some(rx))).unzip();
-        bus.attach(position, senders)?;
+        bus.attach(senders)?;
         bus_inbox = receivers;
     }
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -97,7 +97,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         store,
         recovered: std::sync::Mutex::new(recovered.critical),
-        continued: std::sync::Mutex::new(recovered.continued),
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
         security,
         bus: bus.as_ref().map(|b| b.state.clone()),

@@ -57,6 +57,14 @@ impl Journal for StoreJournal {
     fn sequence(&self, topic: &Topic, data: Bytes, source_ts: Option<Bytes>, now: Micros) -> Option<Receipt> {
         Some(self.0.sequence(topic, data, source_ts, now))
     }
+
+    fn follow(&self, topic: &Topic, generation: u64) {
+        self.0.follow(topic, generation);
+    }
+
+    fn unfollow(&self, topic: &Topic) {
+        self.0.unfollow(topic);
+    }
 }
 
 /// The engine of a shard of the server.
@@ -141,14 +149,6 @@ impl Shard {
                     return true;
                 }
                 engine.restore(&topic, t.sequence, std::mem::take(&mut t.unacked));
-                false
-            });
-            let mut continued = shared.continued.lock().unwrap_or_else(|e| e.into_inner());
-            continued.retain_mut(|t| {
-                if t.topic.owner(shared.shards) != id {
-                    return true;
-                }
-                engine.restore_from(&t.topic, t.sequence, std::mem::take(&mut t.frames));
                 false
             });
         }
@@ -296,6 +296,9 @@ impl Shard {
             crate::bus::Applied::Ack { topic, sequence, at } => {
                 self.engine(|e| e.apply_ack(&topic, sequence));
                 at
+            }
+            crate::bus::Applied::Loaded { topic, generation } => {
+                return self.engine(|e| e.loaded(now_micros(), &topic, generation));
             }
         };
         if let Some(bus) = &self.shared.bus {

@@ -28,8 +28,6 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Private topics continued from an earlier run (the database store), taken by their owner shards.
     pub recovered: std::sync::Mutex<Vec<RecoveredTopic>>,
-    /// Topics continued from the cluster bus (a node with a bus and no database), taken by their owners.
-    pub continued: std::sync::Mutex<Vec<crate::bus::ContinuedTopic>>,
     /// Symbols of the simulated feed.
     pub symbols: Vec<Arc<str>>,
     /// Connection limits, TLS, API keys, the order-signing key.
@@ -123,7 +121,6 @@ impl Shared {
             started: Instant::now(),
             store: Arc::new(tickwire_persistence::MemoryStore::new(64)),
             recovered: Mutex::new(Vec::new()),
-            continued: Mutex::new(Vec::new()),
             symbols: Vec::new(),
             security: crate::security::Security::from_config(&config).unwrap(),
             bus: None,

@@ -26,18 +26,16 @@ pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Op
     // An empty URL (DATABASE_URL= in a unit file) means none.
     let Some(url) = config.database_url.as_ref().filter(|u| !u.trim().is_empty()) else {
         let memory = Arc::new(MemoryStore::striped(MEMORY_CONNECTIONS, MEMORY_STRIPES));
-        // With a bus and no database, the bus keeps the critical messages.
+        // With a bus and no database, the bus sequences and keeps every update (critical ones included).
         let (Some(bus), Some(bus_url)) = (bus, config.bus.as_deref()) else {
             return Ok((memory, crate::bus::Recovered::default()));
         };
         let recovered =
-            crate::bus::recover(bus_url, config).map_err(|e| anyhow::anyhow!("cannot read what the bus keeps: {e}"))?;
-        let unacked: usize = recovered.critical.iter().map(|t| t.unacked.len()).sum();
+            crate::bus::recover(bus_url, config).map_err(|e| anyhow::anyhow!("cannot reach the bus: {e}"))?;
         eprintln!(
-            "persistence: on the bus ({}); {} critical topics continue, {unacked} unacknowledged messages queued; {} other topics continue",
+            "persistence: on the bus ({}), epoch {}; each topic's stored updates come when a subscriber first needs them",
             bus.state.url,
-            recovered.critical.len(),
-            recovered.continued.len()
+            recovered.epoch.as_deref().unwrap_or("-")
         );
         return Ok((Arc::new(bus.store(memory)), recovered));
     };

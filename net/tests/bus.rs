@@ -296,12 +296,15 @@ fn three_nodes_give_a_topic_one_sequence_and_the_same_bytes_whichever_node_it_is
     let Some(nats) = nats() else { return };
     let nodes = cluster(&format!("nats://{nats}"), 3);
     let symbol = fresh_symbol();
-    // Subscribers on B and C; the publishers are on A and B, at once.
+    // Subscribers on B and C, from the start (from_sequence 0: whatever is published before their
+    // subscription is in place comes as replayed updates, not folded into a snapshot); the publishers are
+    // on A and B, at once.
     let mut subscribers: Vec<common::Client> = nodes[1..]
         .iter()
         .map(|node| {
             let mut c = node.connect(None);
-            c.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol]}));
+            c.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol],
+                "from_sequence":{symbol.as_str(): 0},"epoch":c.welcome["epoch"]}));
             c.recv_until(Duration::from_secs(10), |v| v["type"] == "subscribed").expect("subscribed");
             c
         })
@@ -398,4 +401,43 @@ fn critical_messages_reach_their_user_on_any_node_and_an_ack_on_one_node_holds_o
     assert_eq!((code, &body["sequences"][0]["sequence"]), (202, &json!(3)), "{body}");
     assert_eq!(next_orders(&mut on_b, 1), [(3, "o-3".into())]);
     assert_eq!(next_orders(&mut on_c, 1), [(3, "o-3".into())]);
+}
+
+#[test]
+fn a_node_receives_only_the_topics_its_clients_subscribe_to() {
+    let Some(nats) = nats() else { return };
+    let nodes = cluster(&format!("nats://{nats}"), 3);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let symbol = fresh_symbol();
+    let followed = |n: &Server| bus_status(n)["followed"].as_u64().unwrap();
+    let public_applied = |n: &Server| bus_status(n)["applied_to"]["public"].as_u64().unwrap();
+    // C watches the symbol throughout; B has no subscriber yet: it follows nothing, takes nothing.
+    let mut watcher = c.connect(None);
+    watcher.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol],
+        "from_sequence":{symbol.as_str(): 0},"epoch":watcher.welcome["epoch"]}));
+    for last in [1.0, 2.0] {
+        assert_eq!(publish_quote(a, &symbol, last).0, 202);
+    }
+    assert_eq!(updates_raw(&mut watcher, "quote", 2).len(), 2);
+    assert_eq!((followed(b), public_applied(b)), (0, 0), "B follows and takes nothing of what no client of it wants");
+
+    // A client of B subscribes: B follows the topic, from what the stream keeps (a resume from 1 is served).
+    let mut on_b = b.connect(None);
+    on_b.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol],
+        "from_sequence":{symbol.as_str(): 1},"epoch":on_b.welcome["epoch"]}));
+    let replayed = updates_raw(&mut on_b, "quote", 1);
+    assert!(replayed[0].contains("\"sequence\":2"), "{}", replayed[0]);
+    assert_eq!(followed(b), 1);
+    assert_eq!(publish_quote(a, &symbol, 3.0).0, 202);
+    assert!(updates_raw(&mut on_b, "quote", 1)[0].contains("\"sequence\":3"));
+    let taken = public_applied(b);
+    assert!(taken > 0);
+
+    // It leaves: B stops following, and what is published next reaches C, not B.
+    on_b.send(json!({"action":"unsubscribe","channel":"quotes","symbols":[symbol]}));
+    on_b.recv_until(Duration::from_secs(10), |v| v["type"] == "unsubscribed").expect("unsubscribed");
+    wait_for(Duration::from_secs(10), "B to stop following", || followed(b) == 0);
+    assert_eq!(publish_quote(a, &symbol, 4.0).0, 202);
+    assert_eq!(updates_raw(&mut watcher, "quote", 2).len(), 2, "3 and 4 at C");
+    assert_eq!(public_applied(b), taken, "nothing more at B");
 }

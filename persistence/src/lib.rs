@@ -184,6 +184,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let (_, rx) = tokio::sync::oneshot::channel();
         Receipt(rx)
     }
+    /// Where the store sequences: a shard needs `topic`'s stored updates, then those to come, and to be told
+    /// when the stored ones have come (`generation` names this follow).
+    fn follow(&self, _topic: &tickwire_core::Topic, _generation: u64) {}
+    /// It no longer needs them.
+    fn unfollow(&self, _topic: &tickwire_core::Topic) {}
     fn subscription_added(&self, _record: SubscriptionRecord, _at: Micros) {}
     /// The subscription named like `record` (its throttle aside) ended by the client's unsubscribe.
     fn subscription_removed(&self, _record: SubscriptionRecord) {}

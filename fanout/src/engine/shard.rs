@@ -64,6 +64,12 @@ pub trait Journal {
     fn sequence(&self, _topic: &Topic, _data: Bytes, _source_ts: Option<Bytes>, _now: Micros) -> Option<Self::Receipt> {
         None
     }
+    /// Where the journal sequences: the shard that owns `topic` needs its updates from now on, after those
+    /// already stored (its history, its state, a critical topic's unacknowledged messages), and then
+    /// [`Shard::loaded`] with `generation`.
+    fn follow(&self, _topic: &Topic, _generation: u64) {}
+    /// The shard no longer needs `topic`'s updates (no subscriber of it is left on this node).
+    fn unfollow(&self, _topic: &Topic) {}
 }
 
 /// A journal that keeps nothing (tests, the simulation).
@@ -122,6 +128,9 @@ pub enum ShardMsg<R> {
     Snapshot { topic: Topic, conn: u64, generation: u64, frames: Vec<Bytes>, dropped: u64 },
     /// To a critical topic's owner: the user acknowledged everything up to `sequence`.
     Ack { topic: Topic, sequence: u64 },
+    /// To a topic's owner, where the journal sequences: the last subscriber of the topic on the sending
+    /// shard left; the owner stops following it if no shard has any.
+    Unfollow { topic: Topic },
     /// At shutdown, to every peer: everything this shard sent before has arrived.
     Quiesce,
     /// The driver's own (a test aid): block the receiving shard's thread for this long. The engine ignores it.
@@ -203,6 +212,30 @@ pub struct Shard<S, J: Journal> {
     compression: tickwire_core::deflate::Level,
     /// The journal sequences (the cluster bus): see [`Journal::sequences`].
     forwards: bool,
+    /// Where the journal sequences: the topics this owner follows, loading (their subscribers' starts
+    /// wait) or live.
+    followed: HashMap<Topic, Followed>,
+}
+
+/// A topic the owner follows on the cluster's bus.
+#[derive(Debug)]
+enum Followed {
+    /// Its stored updates are coming: the starts asked meanwhile wait for [`Shard::loaded`].
+    Loading {
+        generation: u64,
+        waiting: Vec<StartRequest>,
+    },
+    Live,
+}
+
+/// A subscriber's start, asked of the owner.
+#[derive(Debug)]
+struct StartRequest {
+    from: usize,
+    conn: u64,
+    generation: u64,
+    dialect: DialectId,
+    resume: Resume,
 }
 
 impl<S: Sink + Clone, J: Journal> Shard<S, J> {
@@ -253,6 +286,7 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             window_every: [1_000_000; DIALECT_COUNT],
             compression: tickwire_core::deflate::Level::default(),
             forwards: journal_sequences,
+            followed: HashMap::new(),
         }
     }
 
@@ -272,12 +306,6 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// Continues a private topic this shard owns from an earlier run: its sequence and unacked messages.
     pub fn restore(&mut self, topic: &Topic, sequence: u64, unacked: Vec<(u64, Bytes)>) {
         self.sequencer.restore(topic, sequence, unacked);
-    }
-
-    /// Continues `topic` from its last updates kept elsewhere (the cluster bus; see
-    /// [`Sequencer::restore_from`]).
-    pub fn restore_from(&mut self, topic: &Topic, sequence: u64, frames: Vec<Bytes>) {
-        self.sequencer.restore_from(topic, sequence, frames);
     }
 
     /// Switches a [`Fault`] on (the simulation's proof that it catches bugs).
@@ -357,22 +385,28 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
                 }
             }
             ShardMsg::Fanout { topic, frames, ingested } => self.deliver(&topic, &frames, ingested, now),
-            ShardMsg::SnapshotRequest { topic, from, conn, generation, dialect, mut resume } => {
-                if let (Some(Fault::ResumeOffByOne), Resume::After(n)) = (self.fault, resume) {
-                    resume = Resume::After(n + 1);
+            ShardMsg::SnapshotRequest { topic, from, conn, generation, dialect, resume } => {
+                let request = StartRequest { from, conn, generation, dialect, resume };
+                if self.forwards {
+                    match self.followed.get_mut(&topic) {
+                        Some(Followed::Live) => {}
+                        Some(Followed::Loading { waiting, .. }) => return waiting.push(request),
+                        None => {
+                            // First interest on this node: what the cluster stored comes first.
+                            let generation = self.next_id();
+                            self.journal.follow(&topic, generation);
+                            self.followed.insert(topic, Followed::Loading { generation, waiting: vec![request] });
+                            return;
+                        }
+                    }
                 }
-                let start = if dialect == DialectId::CANONICAL {
-                    self.sequencer.start(&topic, resume, now)
-                } else {
-                    self.sequencer.start_in(&topic, dialect.codec())
-                };
-                self.stats.replayed_frames.fetch_add(start.replayed as u64, Ordering::Relaxed);
-                if start.reset.is_some() {
-                    self.stats.resets.fetch_add(1, Ordering::Relaxed);
+                self.start(now, topic, request);
+            }
+            ShardMsg::Unfollow { topic } => {
+                if self.map.shards(&topic) == 0 && self.followed.remove(&topic).is_some() {
+                    self.journal.unfollow(&topic);
+                    self.sequencer.forget(&topic);
                 }
-                let (frames, dropped) = (start.frames, start.dropped);
-                let msg = ShardMsg::Snapshot { topic, conn, generation, frames, dropped };
-                self.route(now, from, msg);
             }
             ShardMsg::Snapshot { topic, conn, generation, mut frames, dropped } => {
                 if let Some(sink) = self.index.activate(&topic, conn, generation) {
@@ -398,6 +432,40 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
             }
             ShardMsg::Quiesce => self.quiesced += 1,
             ShardMsg::Stall { .. } => {}
+        }
+    }
+
+    /// Owner side: answers a subscriber's start (snapshot, replay, unacknowledged messages).
+    fn start(&mut self, now: Micros, topic: Topic, request: StartRequest) {
+        let StartRequest { from, conn, generation, dialect, mut resume } = request;
+        if let (Some(Fault::ResumeOffByOne), Resume::After(n)) = (self.fault, resume) {
+            resume = Resume::After(n + 1);
+        }
+        let start = if dialect == DialectId::CANONICAL {
+            self.sequencer.start(&topic, resume, now)
+        } else {
+            self.sequencer.start_in(&topic, dialect.codec())
+        };
+        self.stats.replayed_frames.fetch_add(start.replayed as u64, Ordering::Relaxed);
+        if start.reset.is_some() {
+            self.stats.resets.fetch_add(1, Ordering::Relaxed);
+        }
+        let (frames, dropped) = (start.frames, start.dropped);
+        let msg = ShardMsg::Snapshot { topic, conn, generation, frames, dropped };
+        self.route(now, from, msg);
+    }
+
+    /// Where the journal sequences: everything stored of `topic` when [`Journal::follow`] was asked (with
+    /// `generation`) has been applied; the subscribers' starts that waited are answered.
+    pub fn loaded(&mut self, now: Micros, topic: &Topic, generation: u64) {
+        let Some(Followed::Loading { generation: g, .. }) = self.followed.get(topic) else { return };
+        if *g != generation {
+            return; // an earlier follow's
+        }
+        if let Some(Followed::Loading { waiting, .. }) = self.followed.insert(topic.clone(), Followed::Live) {
+            for request in waiting {
+                self.start(now, topic.clone(), request);
+            }
         }
     }
 
@@ -537,6 +605,12 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// queue, rendered once per dialect with subscribers, and delivered. One at or below the topic's
     /// sequence (seen before) is skipped. Returns whether it was taken.
     pub fn apply(&mut self, now: Micros, topic: &Topic, sequence: u64, frame: Bytes) -> bool {
+        // Only what this node follows (a follow just ended may still have some on the way: it would
+        // leave stale state behind).
+        let wild = self.wildcard_of(topic).is_some_and(|w| self.followed.contains_key(w));
+        if !wild && !self.followed.contains_key(topic) {
+            return false;
+        }
         let Some(dropped) = self.sequencer.apply(topic, sequence, &frame) else { return false };
         let parts = crate::sequencer::frame_parts(&frame);
         let at = parts.as_ref().map_or(now, |p| p.timestamp);
@@ -552,9 +626,13 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     }
 
     /// A critical topic this shard owns was acknowledged up to `sequence` on some node (the cluster bus):
-    /// released here too, without telling the journal again.
+    /// released here too, without telling the journal again. Acks of topics this node does not follow are
+    /// none of its business (it reads the last one when it starts following).
     pub fn apply_ack(&mut self, topic: &Topic, sequence: u64) {
-        let released = self.sequencer.ack(topic, sequence);
+        if !self.followed.contains_key(topic) {
+            return;
+        }
+        let released = self.sequencer.acked(topic, sequence);
         self.stats.critical_acked.fetch_add(released as u64, Ordering::Relaxed);
     }
 
@@ -701,6 +779,10 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         if let Some((dialect, wire, last)) = removed {
             if last {
                 self.interest.remove(topic, wire);
+                if self.forwards && self.map.shards(topic) == 0 {
+                    let owner = topic.owner(self.shards);
+                    self.route(0, owner, ShardMsg::Unfollow { topic: topic.clone() });
+                }
             }
             if let Some(board) = self.boards[usize::from(dialect.0)].as_mut() {
                 board.leave(conn, (&*topic.key != ALL).then_some(&*topic.key));
@@ -866,6 +948,85 @@ mod tests {
         fn push_window(&self, pieces: &[Bytes], _: Micros) {
             self.2.borrow_mut().extend_from_slice(pieces);
         }
+    }
+
+    /// The cluster's bus as the engine sees it: it sequences, and says what it was asked.
+    #[derive(Debug, Default, Clone)]
+    struct Bus(Rc<RefCell<Vec<String>>>);
+
+    impl Journal for Bus {
+        type Receipt = ();
+
+        fn critical_enqueued(&self, _: &Topic, _: u64, _: &Bytes, _: Micros) -> Option<()> {
+            None
+        }
+
+        fn private_sequenced(&self, _: &Topic, _: u64) {}
+
+        fn critical_acked(&self, topic: &Topic, sequence: u64, _: Micros) {
+            self.0.borrow_mut().push(format!("ack {} {sequence}", topic.key));
+        }
+
+        fn sequences(&self) -> bool {
+            true
+        }
+
+        fn sequence(&self, topic: &Topic, _: Bytes, _: Option<Bytes>, _: Micros) -> Option<()> {
+            self.0.borrow_mut().push(format!("sequence {}", topic.key));
+            Some(())
+        }
+
+        fn follow(&self, topic: &Topic, generation: u64) {
+            self.0.borrow_mut().push(format!("follow {} {generation}", topic.key));
+        }
+
+        fn unfollow(&self, topic: &Topic) {
+            self.0.borrow_mut().push(format!("unfollow {}", topic.key));
+        }
+    }
+
+    #[test]
+    fn where_the_bus_sequences_a_topic_is_followed_while_it_has_subscribers_and_starts_wait_for_it() {
+        let bus = Bus::default();
+        let mut shard: Shard<Inbox, Bus> =
+            Shard::new(0, 1, InterestMap::new(16), Limits::default(), None, bus.clone(), Arc::default());
+        let aapl = Topic::new(Channel::Quotes, "AAPL");
+        let mut elsewhere = Sequencer::new(Canonical);
+        let frames: Vec<Bytes> =
+            (0..3).map(|n| elsewhere.ingest(&aapl, Bytes::from(format!("{{\"n\":{n}}}")), None, 0).frame).collect();
+        // A publish is handed over, not sequenced nor delivered here.
+        let request = shard.publish(1, vec![quote(&aapl, 0)], true).unwrap();
+        let published = shard.take_published(request).unwrap();
+        assert_eq!((published.sequences[0].2, published.forwarded.len()), (0, 1));
+        assert_eq!(shard.sequence_of(&aapl), 0);
+        // Nobody follows it yet: what the bus brings of it is not taken.
+        assert!(!shard.apply(1, &aapl, 1, frames[0].clone()));
+
+        // The first subscriber: the topic is followed, its start waits until what is stored has come.
+        let got = Rc::new(RefCell::new(Vec::new()));
+        shard.subscribe(1, Inbox(7, got.clone()), aapl.clone(), 0, Resume::After(0));
+        let generation: u64 = bus.0.borrow().last().unwrap().strip_prefix("follow AAPL ").unwrap().parse().unwrap();
+        assert!(shard.apply(1, &aapl, 1, frames[0].clone()));
+        assert!(shard.apply(1, &aapl, 2, frames[1].clone()));
+        assert!(got.borrow().is_empty(), "the start waits");
+        shard.loaded(1, &aapl, generation + 1); // another follow's
+        assert!(got.borrow().is_empty());
+        shard.loaded(1, &aapl, generation);
+        assert_eq!(*got.borrow(), frames[..2], "replayed from what the stream keeps");
+        assert!(shard.apply(1, &aapl, 3, frames[2].clone()));
+        assert_eq!(*got.borrow(), frames, "then live");
+        // A second subscriber is answered at once: the topic is followed already.
+        let second = Rc::new(RefCell::new(Vec::new()));
+        shard.subscribe(1, Inbox(8, second.clone()), aapl.clone(), 0, Resume::After(2));
+        assert_eq!(*second.borrow(), frames[2..]);
+
+        // The last one leaves: no longer followed, its state forgotten.
+        shard.unsubscribe(7, &aapl);
+        assert!(!bus.0.borrow().iter().any(|l| l.starts_with("unfollow")), "one subscriber is left");
+        shard.unsubscribe(8, &aapl);
+        assert_eq!(bus.0.borrow().last().unwrap(), "unfollow AAPL");
+        assert_eq!(shard.sequence_of(&aapl), 0);
+        assert!(!shard.apply(1, &aapl, 4, frames[2].clone()));
     }
 
     fn pair() -> [Shard<Inbox, NoJournal>; 2] {
