@@ -3,17 +3,18 @@
 //! One thread runs async-nats on a current-thread tokio runtime beside the shards, as the PostgreSQL store
 //! does; shards never wait on it: they read its state ([`BusState`], atomics) and hand it work through a
 //! bounded channel. It connects (async-nats reconnects by itself), creates what the cluster shares if it
-//! is not there (the streams `TICKWIRE_PUBLIC`, `TICKWIRE_PRIVATE` and `TICKWIRE_ACKS`, the key-value bucket
-//! `tickwire-owners`: every node does it at start, idempotently), and says whether the bus is usable. While
-//! it is not, the node answers publishes 503: a node cut off from NATS must not sequence on its own.
+//! is not there (the streams `TICKWIRE_PUBLIC`, `TICKWIRE_PRIVATE` and `TICKWIRE_ACKS`: every node does it
+//! at start, idempotently), and says whether the bus is usable. While it is not, the node answers publishes
+//! 503: a node cut off from NATS must not sequence on its own.
 //!
 //! With no database, the bus sequences: each update a shard hands over ([`BusStore`]'s
 //! [`Store::sequence`]) gets its topic's next sequence and is stored on the topic's subject with
 //! `Nats-Expected-Last-Subject-Sequence`, the fence that makes JetStream refuse it if another node stored
-//! an update of the topic meanwhile (then the node reads the subject's last message and tries again with
-//! the next sequence). Only then is the publish answered. Every node follows the streams from where its
-//! read-back at start ended ([`Applied`], to the shard that owns each topic), so every subscriber on every
-//! node gets the same sequences and the same bytes, and acks made on any node release the message on all.
+//! an update of the topic meanwhile (then the node reads the message the refusal names and tries again
+//! with the next sequence). Only then is the publish answered. A node follows each topic its clients
+//! subscribe to, from the first update the stream keeps of it, while they do ([`Applied`], to the shard
+//! that owns the topic), so every subscriber on every node gets the same sequences and the same bytes, and
+//! a node takes only the topics its clients want; acks made on any node release the message on all.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,13 +36,9 @@ pub const PUBLIC_STREAM: &str = "TICKWIRE_PUBLIC";
 pub const PRIVATE_STREAM: &str = "TICKWIRE_PRIVATE";
 /// The latest acknowledged sequence of each user's critical topic.
 pub const ACKS_STREAM: &str = "TICKWIRE_ACKS";
-/// Who sequences which partition, under leases.
-pub const OWNERS_BUCKET: &str = "tickwire-owners";
 /// What a publish gets while the bus is not usable (503 on POST /api/publish, an `UNAVAILABLE` error frame on
 /// /v1/publish).
 pub const UNAVAILABLE: &str = "this node cannot reach the cluster's bus (NATS): it accepts no publishes until it can, so that no topic is sequenced twice; retry, or publish through another node";
-/// How long a partition's owner keeps it without renewing.
-pub const LEASE: Duration = Duration::from_secs(3);
 /// How long a publish retried after a lost ack is recognised as the same (`Nats-Msg-Id`).
 const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 /// How often the thread looks at the connection's state (an event also says when it is lost).
@@ -55,7 +52,7 @@ pub struct BusState {
     /// The URL, without credentials.
     pub url: String,
     connected: AtomicBool,
-    /// The streams and the bucket are in place.
+    /// The streams are in place.
     ready: AtomicBool,
     /// Connections made (the first one included).
     pub connects: AtomicU64,
@@ -74,7 +71,7 @@ pub struct BusState {
 }
 
 impl BusState {
-    /// Connected, with the streams and the bucket in place: the node may accept publishes.
+    /// Connected, with the streams in place: the node may accept publishes.
     pub fn usable(&self) -> bool {
         self.connected.load(Ordering::Relaxed) && self.ready.load(Ordering::Relaxed)
     }
@@ -337,7 +334,7 @@ async fn run(
             match set_up(&js, &streams).await {
                 Ok(()) => {
                     state.ready.store(true, Ordering::Relaxed);
-                    tracing::info!(url = %state.url, "bus ready: streams and the owners' bucket in place");
+                    tracing::info!(url = %state.url, "bus ready: streams in place");
                 }
                 Err(e) => {
                     // Said once per distinct error, not once a second.
@@ -731,7 +728,7 @@ fn update_headers(sequence: u64, at: Micros) -> async_nats::HeaderMap {
     headers
 }
 
-/// Creates the streams and the bucket where they do not exist; checks that existing ones keep what this
+/// Creates the streams where they do not exist; checks that existing ones keep what this
 /// node was configured to keep.
 async fn set_up(js: &jetstream::Context, streams: &[stream::Config]) -> anyhow::Result<()> {
     for config in streams {
@@ -745,30 +742,7 @@ async fn set_up(js: &jetstream::Context, streams: &[stream::Config]) -> anyhow::
             config.max_messages_per_subject
         );
     }
-    // The bucket is made as the stream behind it: async-nats's own `create_key_value` asks the server for
-    // account details that nats-server 2.9 does not give, and any client opens the bucket once it exists.
-    js.get_or_create_stream(owners_bucket()).await?;
-    js.get_key_value(OWNERS_BUCKET).await?;
     Ok(())
-}
-
-/// The stream behind the key-value bucket of partition owners: one value per key, gone after [`LEASE`]
-/// unless renewed, as a bucket made by `nats kv add --history 1 --ttl 3s` is.
-fn owners_bucket() -> stream::Config {
-    stream::Config {
-        name: format!("KV_{OWNERS_BUCKET}"),
-        description: Some("tickwire: which node sequences each partition, under a lease".to_owned()),
-        subjects: vec![format!("$KV.{OWNERS_BUCKET}.>")],
-        max_messages_per_subject: 1,
-        max_age: LEASE,
-        duplicate_window: LEASE,
-        discard: stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        storage: stream::StorageType::File,
-        ..stream::Config::default()
-    }
 }
 
 /// The streams the cluster shares, as `config` sizes them.

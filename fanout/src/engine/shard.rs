@@ -605,10 +605,11 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
     /// queue, rendered once per dialect with subscribers, and delivered. One at or below the topic's
     /// sequence (seen before) is skipped. Returns whether it was taken.
     pub fn apply(&mut self, now: Micros, topic: &Topic, sequence: u64, frame: Bytes) -> bool {
-        // Only what this node follows (a follow just ended may still have some on the way: it would
-        // leave stale state behind).
-        let wild = self.wildcard_of(topic).is_some_and(|w| self.followed.contains_key(w));
-        if !wild && !self.followed.contains_key(topic) {
+        // Only what this node follows, for itself or for subscribers of its channel's wildcard (whose
+        // owner may be another shard): a follow just ended may still have some on the way, which would
+        // leave stale state behind.
+        let wanted = self.interest_in(topic).iter().any(|&m| m != 0);
+        if !wanted && !self.followed.contains_key(topic) {
             return false;
         }
         let Some(dropped) = self.sequencer.apply(topic, sequence, &frame) else { return false };
