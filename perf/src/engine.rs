@@ -57,9 +57,28 @@ pub struct Target {
     pub user: String,
     /// Subscribers offer permessage-deflate (and fail if it is not agreed), and inflate what comes deflated.
     pub compress: bool,
+    /// The nodes of a cluster that subscribers connect to, in turn (empty: `addr`). The publisher and the
+    /// server's figures stay on `addr`.
+    pub subscribers: Vec<SocketAddr>,
+    /// The other nodes' processes, whose CPU and memory are added to the server's (a cluster's figures).
+    pub cluster_pids: Vec<u32>,
 }
 
 impl Target {
+    /// Where subscriber `n` connects.
+    pub fn subscriber_addr(&self, n: usize) -> SocketAddr {
+        if self.subscribers.is_empty() {
+            self.addr
+        } else {
+            self.subscribers[n % self.subscribers.len()]
+        }
+    }
+
+    /// The nodes the run spreads its subscribers over.
+    pub fn nodes(&self) -> usize {
+        self.subscribers.len().max(1)
+    }
+
     fn stream_path(&self) -> &'static str {
         match self.protocol {
             Protocol::Tickwire => "/v1/stream",
@@ -382,8 +401,8 @@ fn epoch_second(t: &[u8]) -> Option<i64> {
 }
 
 /// A subscriber: connects, subscribes to `symbols`, then reads until the run stops.
-pub async fn subscriber(target: Rc<Target>, symbols: Vec<String>, shared: Rc<Shared>) {
-    if let Err(e) = subscriber_inner(&target, &symbols, &shared).await {
+pub async fn subscriber(target: Rc<Target>, symbols: Vec<String>, shared: Rc<Shared>, n: usize) {
+    if let Err(e) = subscriber_inner(&target, target.subscriber_addr(n), &symbols, &shared).await {
         if !shared.stop.fired() {
             shared.fail(&e);
         }
@@ -391,18 +410,31 @@ pub async fn subscriber(target: Rc<Target>, symbols: Vec<String>, shared: Rc<Sha
 }
 
 async fn connect(target: &Target, path: &str, token: Option<&str>) -> anyhow::Result<(TcpStream, BytesMut)> {
-    let mut stream =
-        TcpStream::connect(target.addr).await.map_err(|e| anyhow::anyhow!("connect {}: {e}", target.addr))?;
+    connect_to(target, target.addr, path, token).await
+}
+
+async fn connect_to(
+    target: &Target,
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(TcpStream, BytesMut)> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| anyhow::anyhow!("connect {addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| anyhow::anyhow!("set_nodelay: {e}"))?;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // Only subscribers compress: publishers and idle connections send and receive little.
     let compress = target.compress && path == target.stream_path();
-    ws::handshake(&mut stream, &target.addr.to_string(), path, token, compress, &mut buf).await?;
+    ws::handshake(&mut stream, &addr.to_string(), path, token, compress, &mut buf).await?;
     Ok((stream, buf))
 }
 
-async fn subscriber_inner(target: &Target, symbols: &[String], shared: &Shared) -> anyhow::Result<()> {
-    let (mut stream, mut buf) = connect(target, target.stream_path(), target.token.as_deref()).await?;
+async fn subscriber_inner(
+    target: &Target,
+    addr: SocketAddr,
+    symbols: &[String],
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    let (mut stream, mut buf) = connect_to(target, addr, target.stream_path(), target.token.as_deref()).await?;
     let _watched = shared.stop.watch(&stream);
     let mut rng = SmallRng::from_os_rng();
     let mut out = Vec::with_capacity(256);

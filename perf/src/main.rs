@@ -91,6 +91,13 @@ struct ConnArgs {
     /// PID of the server, to report its CPU and memory from /proc
     #[arg(long)]
     server_pid: Option<u32>,
+    /// A cluster on the bus: the nodes subscribers connect to, in turn (the publisher and the server's
+    /// /metrics stay on --target, which should be one of them)
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,...")]
+    subscriber_targets: Vec<SocketAddr>,
+    /// A cluster: the other nodes' PIDs, whose CPU and memory are added to --server-pid's
+    #[arg(long, value_delimiter = ',', value_name = "PID,...")]
+    cluster_pids: Vec<u32>,
     /// Write the report as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
@@ -180,6 +187,14 @@ struct PlanArgs {
     /// Plan each core for at most this CPU use, percent (headroom for bursts)
     #[arg(long, default_value_t = 50.0)]
     max_core_pct: f64,
+    /// A cluster on the bus: a fanout report of the same scenario over several nodes (made with
+    /// --subscriber-targets, --server-pid and --cluster-pids, as perf/cluster.sh does); each node's cost per
+    /// update it follows is then part of the plan
+    #[arg(long, requires = "updates_per_s")]
+    bus_report: Option<PathBuf>,
+    /// Updates per second the publishers send (with --bus-report: every node pays for those it follows)
+    #[arg(long, default_value_t = 0.0)]
+    updates_per_s: f64,
 }
 
 impl ConnArgs {
@@ -193,6 +208,8 @@ impl ConnArgs {
                 interval_s: self.legacy_interval_s.max(1),
                 user: self.private_user.clone(),
                 compress: self.compress,
+                subscribers: self.subscriber_targets.clone(),
+                cluster_pids: self.cluster_pids.clone(),
             },
             name: self.name.clone(),
             connections: self.connections,
@@ -290,8 +307,9 @@ fn main() -> anyhow::Result<()> {
                 cores_per_node: a.cores_per_node,
                 mem_per_node_gib: a.mem_per_node_gib,
                 max_core_pct: a.max_core_pct,
+                updates_per_s: a.updates_per_s,
             };
-            let p = plan::plan(&a.fanout_report, &a.idle_report, w)?;
+            let p = plan::plan(&a.fanout_report, &a.idle_report, a.bus_report.as_deref(), w)?;
             println!("{}", p.table(&w));
             Ok(())
         }

@@ -47,6 +47,10 @@ pub struct Report {
     pub lost: u64,
     pub gaps: u64,
     pub duplicates: u64,
+    /// The nodes the subscribers were spread over (a cluster on the bus; 1: one server). The server's CPU and
+    /// memory are then every node's.
+    #[serde(default = "one")]
+    pub nodes: usize,
     pub server_cpu_pct: Option<f64>,
     pub client_cpu_pct: Option<f64>,
     pub server_rss_kib: Option<u64>,
@@ -439,6 +443,11 @@ fn steps_plot(r: &Report, path: &Path) -> anyhow::Result<()> {
     )?;
     root.present()?;
     Ok(())
+}
+
+/// A report of one server (those written before reports named their nodes).
+fn one() -> usize {
+    1
 }
 
 #[cfg(test)]

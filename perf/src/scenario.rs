@@ -53,7 +53,7 @@ pub async fn connect_all(
         for i in assignment(c, k, syms.len()) {
             per_symbol[i] += 1;
         }
-        let task = tokio::task::spawn_local(engine::subscriber(target.clone(), mine, shared.clone()));
+        let task = tokio::task::spawn_local(engine::subscriber(target.clone(), mine, shared.clone(), c));
         tasks.push(task);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -85,6 +85,7 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
     shared.rec.borrow_mut().reset();
     shared.rec.borrow_mut().recording = true;
     let server = p.server_pid.and_then(CpuMeter::start);
+    let others: Vec<CpuMeter> = p.target.cluster_pids.iter().filter_map(|&pid| CpuMeter::start(pid)).collect();
     let client = CpuMeter::start(std::process::id());
     let lag_before = match p.target.protocol {
         engine::Protocol::Nats => None,
@@ -154,11 +155,19 @@ pub async fn measure(p: StepParams<'_>, next_seq: &mut [u64], report: &mut Repor
         expected = rec.delivered + rec.gaps;
     }
     report.server_cpu_pct = server.and_then(|m| m.percent());
+    if let Some(cpu) = report.server_cpu_pct.as_mut() {
+        // A cluster's: every node's.
+        *cpu += others.into_iter().filter_map(|m| m.percent()).sum::<f64>();
+    }
+    report.nodes = p.target.nodes();
     report.client_cpu_pct = client.and_then(|m| m.percent());
     if let Some(before) = lag_before {
         report.server_view = server_metrics::read(p.target.addr).map(|after| server_metrics::between(&before, &after));
     }
     report.server_rss_kib = p.server_pid.and_then(rss_kib);
+    if let Some(rss) = report.server_rss_kib.as_mut() {
+        *rss += p.target.cluster_pids.iter().filter_map(|&pid| rss_kib(pid)).sum::<u64>();
+    }
     report.offered_rate = p.rate;
     report.duration_s = p.duration.as_secs_f64();
     report.delivered_total = rec.delivered;
