@@ -6,8 +6,9 @@
 #   perf/cluster.sh                                  # 2,000 connections, 1,000 updates/s: 20,000 deliveries/s
 #   CONNS=10000 RATE=1000 DURATION_S=20 perf/cluster.sh    # the product scenario (100,000 deliveries/s)
 #
-# Starts a nats-server of its own (JetStream, a temporary store), the nodes pinned to CPU 0 with it, the
-# generator pinned to CPU 1 (or SERVER_CPUS / LOAD_CPUS). Writes one JSON report per configuration, the
+# Starts a nats-server of its own (JetStream, a temporary store). The nodes are pinned to CPU 0, the
+# generator and nats-server to CPU 1 (SERVER_CPUS, LOAD_CPUS, NATS_CPUS): on two cores, nats-server beside
+# two nodes saturated their core and queued updates for half a second. Writes one JSON report per configuration, the
 # table with ratios, each node's bus figures (updates stored and applied per second, topics followed) and
 # the CPU of nats-server into $OUT/README.md, then `tickwire-load plan` with the bus report.
 set -euo pipefail
@@ -21,6 +22,8 @@ SUBS=${SUBS:-1}
 OUT=${OUT:-perf/reports/cluster}
 SERVER_CPUS=${SERVER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
+NATS_CPUS=${NATS_CPUS:-$LOAD_CPUS}
+ONLY=${ONLY:-}
 NATS_PORT=${NATS_PORT:-4333}
 SECRET=cluster-secret
 
@@ -51,7 +54,7 @@ cpu_s() {
   awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-taskset -c "$SERVER_CPUS" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$store" >/dev/null 2>&1 &
+taskset -c "$NATS_CPUS" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$store" >/dev/null 2>&1 &
 nats=$!
 pids+=("$nats")
 wait_port "$NATS_PORT"
@@ -84,6 +87,7 @@ run() { # NAME PUBLISHER_PORT [SUBSCRIBER_PORTS...] -- env: PIDS (server pids, t
     --server-pid "${ps[0]}" "${extra[@]}" --json "$OUT/$name.json" --fail-on-loss
 }
 
+if [ -z "$ONLY" ]; then
 echo "== one node, no bus"
 single=$(start_node 9101)
 pids+=("$single")
@@ -97,6 +101,7 @@ pids+=("$one")
 wait_port 9111
 PIDS=$one run one-node-bus 9111
 kill -TERM "$one"
+fi
 
 echo "== two nodes, with the bus: subscribers on both, the publisher on the first"
 a=$(start_node 9121 --bus "nats://127.0.0.1:$NATS_PORT")
@@ -121,7 +126,7 @@ commit=$(git rev-parse --short HEAD)
   echo
   echo "Commit $commit on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d)."
   echo "Command: \`CONNS=$CONNS RATE=$RATE DURATION_S=$DURATION_S SYMBOLS=$SYMBOLS SUBS=$SUBS perf/cluster.sh\`"
-  echo "(nodes of one shard and nats-server pinned to CPU $SERVER_CPUS, the generator to CPU $LOAD_CPUS; latency from"
+  echo "(nodes of one shard pinned to CPU $SERVER_CPUS, the generator to CPU $LOAD_CPUS, nats-server to CPU $NATS_CPUS; latency from"
   echo "the publisher's send to each subscriber's receipt, so the bus hop is inside it; the server CPU of the"
   echo "two-node run is both nodes', nats-server's is below)."
   echo
@@ -144,10 +149,10 @@ EOF
   echo
   echo '```'
   "$load" plan --fanout-report "$OUT/single.json" --idle-report perf/reports/idle-tickwire.json \
-    --bus-report "$OUT/two-nodes-bus.json" --updates-per-s 100000 --connections 1000000 --deliveries-per-s 10000000
+    --bus-report "$OUT/two-nodes-bus.json" --updates-per-s 10000 --connections 1000000 --deliveries-per-s 10000000 2>&1 | grep -v '^ *[0-9]*: \|^ *at ' || true
   echo '```'
   echo
   echo "(\`tickwire-load plan --fanout-report $OUT/single.json --idle-report perf/reports/idle-tickwire.json"
-  echo "--bus-report $OUT/two-nodes-bus.json --updates-per-s 100000 --connections 1000000 --deliveries-per-s 10000000\`)"
+  echo "--bus-report $OUT/two-nodes-bus.json --updates-per-s 10000 --connections 1000000 --deliveries-per-s 10000000\`)"
 } > "$OUT/README.md"
 cat "$OUT/README.md"
