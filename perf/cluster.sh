@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 RATE=${RATE:-1000}
 DURATION_S=${DURATION_S:-20}
+WARMUP_S=${WARMUP_S:-3}
 CONNS=${CONNS:-2000}
 SYMBOLS=${SYMBOLS:-100}
 SUBS=${SUBS:-1}
@@ -82,7 +83,8 @@ run() { # NAME PUBLISHER_PORT [SUBSCRIBER_PORTS...] -- env: PIDS (server pids, t
   local extra=()
   [ ${#targets[@]} -gt 1 ] && extra+=(--subscriber-targets "$(IFS=,; echo "${targets[*]}")")
   [ ${#others[@]} -gt 0 ] && extra+=(--cluster-pids "$(IFS=,; echo "${others[*]}")")
-  taskset -c "$LOAD_CPUS" "$load" fanout --rate "$RATE" --duration-s "$DURATION_S" --target "127.0.0.1:$port" \
+  taskset -c "$LOAD_CPUS" "$load" fanout --rate "$RATE" --duration-s "$DURATION_S" --warmup-s "$WARMUP_S" \
+    --target "127.0.0.1:$port" \
     --name "$name" --connections "$CONNS" --symbols "$SYMBOLS" --subs-per-conn "$SUBS" \
     --server-pid "${ps[0]}" "${extra[@]}" --json "$OUT/$name.json" --fail-on-loss
 }
@@ -125,7 +127,7 @@ commit=$(git rev-parse --short HEAD)
   echo "# Scale-out on the bus: one node, one node with the bus, two nodes with the bus"
   echo
   echo "Commit $commit on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d)."
-  echo "Command: \`CONNS=$CONNS RATE=$RATE DURATION_S=$DURATION_S SYMBOLS=$SYMBOLS SUBS=$SUBS perf/cluster.sh\`"
+  echo "Command: \`CONNS=$CONNS RATE=$RATE DURATION_S=$DURATION_S WARMUP_S=$WARMUP_S SYMBOLS=$SYMBOLS SUBS=$SUBS perf/cluster.sh\`"
   echo "(nodes of one shard pinned to CPU $SERVER_CPUS, the generator to CPU $LOAD_CPUS, nats-server to CPU $NATS_CPUS; latency from"
   echo "the publisher's send to each subscriber's receipt, so the bus hop is inside it; the server CPU of the"
   echo "two-node run is both nodes', nats-server's is below)."
@@ -134,14 +136,14 @@ commit=$(git rev-parse --short HEAD)
   echo
   echo "## The bus during the two-node run"
   echo
-  echo "| node | updates it stored/s | updates and acks it applied/s | topics followed at the end |"
-  echo "|---|---|---|---|"
+  echo "| node | updates it sequenced and stored/s | updates and acks it applied/s |"
+  echo "|---|---|---|"
   python3 - "$elapsed" "$sa" "$sa2" "$aa" "$aa2" "$fa" "$sb" "$sb2" "$ab" "$ab2" "$fb" <<'EOF'
 import sys
 t = float(sys.argv[1])
 a = [float(x) for x in sys.argv[2:]]
-for name, (s0, s1, a0, a1, f) in (("A (publisher's)", a[0:5]), ("B", a[5:10])):
-    print(f"| {name} | {(s1 - s0) / t:.0f} | {(a1 - a0) / t:.0f} | {f:.0f} |")
+for name, (s0, s1, a0, a1, _) in (("A (publisher's)", a[0:5]), ("B", a[5:10])):
+    print(f"| {name} | {(s1 - s0) / t:.0f} | {(a1 - a0) / t:.0f} |")
 EOF
   python3 -c "print(f'\nnats-server used {($nats_after - $nats_before) / $elapsed * 100:.1f}% of a core over the two-node run ({$elapsed:.0f} s, connections and subscriptions included).')"
   echo

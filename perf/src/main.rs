@@ -132,6 +132,10 @@ struct FanoutArgs {
     /// Seconds of publishing
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
+    /// Seconds of publishing at the same rate before the measured ones, not measured (a cluster's nodes
+    /// start following each topic at its first subscriber, and the first updates wait for that)
+    #[arg(long, default_value_t = 0)]
+    warmup_s: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -275,7 +279,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Fanout(a) => {
             let (setup, rate, d) = (a.conn.setup(), a.rate, Duration::from_secs(a.duration_s));
-            let report = on_executor(move || scenario::fanout(setup, rate, d))?;
+            let warmup = Duration::from_secs(a.warmup_s);
+            let report = on_executor(move || scenario::fanout(setup, rate, d, warmup))?;
             finish(&report, &a.conn)
         }
         Cmd::Saturate(a) => {

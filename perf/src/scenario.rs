@@ -275,10 +275,15 @@ impl Session {
     }
 }
 
-/// `fanout`: N connections, S symbols, K subscriptions each, an open-loop publisher at `rate`.
-pub async fn fanout(setup: Setup, rate: f64, duration: Duration) -> anyhow::Result<Report> {
+/// `fanout`: N connections, S symbols, K subscriptions each, an open-loop publisher at `rate`, after
+/// `warmup` of the same, not measured.
+pub async fn fanout(setup: Setup, rate: f64, duration: Duration, warmup: Duration) -> anyhow::Result<Report> {
     let mut report = setup.report("fanout");
     let mut session = Session::open(&setup, &mut report).await?;
+    if !warmup.is_zero() {
+        let mut unmeasured = setup.report("warm-up");
+        session.step(rate, warmup, None, &mut unmeasured).await?;
+    }
     session.step(rate, duration, setup.server_pid, &mut report).await?;
     session.close().await;
     Ok(report)
