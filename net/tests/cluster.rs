@@ -350,3 +350,40 @@ fn nats_restarted_mid_stream_loses_nothing_acknowledged() {
         assert!(bus_status(a)["connects"].as_u64().unwrap() >= 2, "{}", bus_status(a));
     }
 }
+
+#[test]
+fn streams_made_again_are_a_new_epoch_and_every_resume_is_reset() {
+    if !have("nats-server") {
+        return;
+    }
+    let nats = Nats::start();
+    let symbol = unique("E");
+    let first = node(&nats.url());
+    wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(first.addr)["status"] == "up");
+    let quote = json!({"channel":"quotes","data":{"symbol":symbol,"bid":1.0,"ask":1.0,"last":1.0}});
+    let (code, body) = http(first.addr, "POST", "/api/publish", Some(&token("pub", "publisher")), &quote.to_string());
+    assert_eq!(code, 202, "{body}");
+    let old = first.connect(None).welcome["epoch"].clone();
+    drop(first);
+    // Another node on the same streams: the same epoch.
+    let again = node(&nats.url());
+    assert_eq!(again.connect(None).welcome["epoch"], old, "the epoch is the streams', not the node's");
+    drop(again);
+
+    // The streams are lost (deleted here, as an operator might): the next node makes them again.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        for name in ["TICKWIRE_PUBLIC", "TICKWIRE_PRIVATE", "TICKWIRE_ACKS"] {
+            js.delete_stream(name).await.unwrap_or_else(|e| panic!("delete {name}: {e}"));
+        }
+    });
+    let fresh = node(&nats.url());
+    wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(fresh.addr)["status"] == "up");
+    let mut c = fresh.connect(None);
+    assert_ne!(c.welcome["epoch"], old, "a new epoch");
+    c.send(json!({"action":"subscribe","channel":"quotes","symbols":[symbol],"from_sequence":{symbol.as_str(): 1},
+        "epoch": old}));
+    let reset = c.recv_until(Duration::from_secs(10), |v| v["type"] == "reset").expect("a reset");
+    assert_eq!(reset["reason"], "epoch_changed", "{reset}");
+}
