@@ -387,3 +387,46 @@ fn streams_made_again_are_a_new_epoch_and_every_resume_is_reset() {
     let reset = c.recv_until(Duration::from_secs(10), |v| v["type"] == "reset").expect("a reset");
     assert_eq!(reset["reason"], "epoch_changed", "{reset}");
 }
+
+#[test]
+fn a_node_cut_off_from_nats_refuses_publishes_and_its_clients_miss_nothing() {
+    if !have("haproxy") || !have("nats-server") {
+        return;
+    }
+    let nats = Nats::start();
+    // The first node reaches NATS through a proxy that can cut it off; the others directly.
+    let proxy = common::proxy::Proxy::start(format!("127.0.0.1:{}", nats.port).parse().unwrap());
+    let nodes = [node(&format!("nats://{}", proxy.addr)), node(&nats.url()), node(&nats.url())];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    for &a in &addrs {
+        wait_for(Duration::from_secs(20), "the bus to be up", || bus_status(a)["status"] == "up");
+    }
+    let lb = Balancer::start(&addrs);
+    let symbol = unique("P");
+    let until = Arc::new(AtomicU64::new(0));
+    let handles = clients(lb.addr, &symbol, &until);
+    let cut_off = addrs[0];
+
+    let answered = publish_through(lb.addr, &symbol, QUOTES, |k| {
+        if k == QUOTES / 3 {
+            proxy.set_blackhole(true);
+            proxy.cut();
+            wait_for(Duration::from_secs(20), "the node to see NATS gone", || {
+                bus_status(cut_off)["status"] == "unreachable"
+            });
+            // It refuses rather than sequence alone; the balancer's other nodes take the publisher's retries.
+            let quote = json!({"channel":"quotes","data":{"symbol":symbol,"bid":1.0,"ask":1.0,"last":1.0}});
+            let (code, body) =
+                http(cut_off, "POST", "/api/publish", Some(&token("pub", "publisher")), &quote.to_string());
+            assert_eq!(code, 503, "{body}");
+        }
+        if k == 2 * QUOTES / 3 {
+            proxy.set_blackhole(false);
+            wait_for(Duration::from_secs(30), "the node to be back", || bus_status(cut_off)["status"] == "up");
+        }
+    });
+    until.store(*answered.keys().max().unwrap(), Ordering::Relaxed);
+    let seen: Vec<Seen> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // The cut-off node's clients stayed connected and got what was stored meanwhile once it was back.
+    check(seen, &answered);
+}
