@@ -326,9 +326,10 @@ settings! {
     /// (and the store reconnects)
     store_timeout_ms: u64 = 10_000, value "MS";
     // Scale-out (docs/scale-out.md).
-    /// NATS URL (nats://host:4222) of the JetStream bus that joins the nodes of a cluster: the node creates
-    /// the cluster's streams there and refuses publishes (503) while it cannot reach it; without it, a
-    /// single node
+    /// NATS URL (nats://host:4222) of the JetStream bus that joins the nodes of a cluster behind a TCP
+    /// balancer: each topic keeps one sequence across the nodes, updates and critical messages are stored
+    /// there, a node follows the topics its clients subscribe to, and refuses publishes (503) while it
+    /// cannot reach NATS. Not with --database-url. Without it, a single node
     bus: Option<String> = None, value "URL", shown "none: a single node";
     /// A test aid, never for production: POST /api/admin/debug/stall?ms=N (admin role) blocks the other
     /// shards' threads for N ms or until POST /api/admin/debug/release, so that the stall detector and
@@ -567,6 +568,12 @@ impl Config {
             self.critical_buffer >= 1 && self.store_backlog >= 1,
             "critical_buffer and store_backlog must be at least 1"
         );
+        let set = |o: &Option<String>| o.as_deref().is_some_and(|u| !u.trim().is_empty());
+        // A node with a database sequences its topics alone: beside a cluster's nodes it would diverge.
+        anyhow::ensure!(
+            !(set(&self.bus) && set(&self.database_url)),
+            "--bus and --database-url (or DATABASE_URL) do not go together: the nodes of a cluster keep their topics on the bus, not in a database (docs/scale-out.md)"
+        );
         Ok(())
     }
 
@@ -612,6 +619,21 @@ mod tests {
         std::fs::write(&file, "listne = 1\n").unwrap();
         assert!(Config::load(&args).is_err(), "unknown keys are refused");
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's own Jail signature
+    fn a_cluster_node_has_no_database() {
+        figment::Jail::expect_with(|jail| {
+            let bus = parse(&["--bus", "nats://127.0.0.1:4222"]);
+            assert!(Config::load(&bus).is_ok());
+            jail.set_env("DATABASE_URL", "postgres://a@h/one");
+            let e = Config::load(&bus).unwrap_err().to_string();
+            assert!(e.contains("do not go together"), "{e}");
+            jail.set_env("DATABASE_URL", "");
+            assert!(Config::load(&bus).is_ok(), "an empty URL is none");
+            Ok(())
+        });
     }
 
     #[test]
