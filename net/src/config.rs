@@ -625,6 +625,8 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment's own Jail signature
     fn a_cluster_node_has_no_database() {
         figment::Jail::expect_with(|jail| {
+            // (CI exports DATABASE_URL for the tests that use one: none here at first.)
+            jail.set_env("DATABASE_URL", "");
             let bus = parse(&["--bus", "nats://127.0.0.1:4222"]);
             assert!(Config::load(&bus).is_ok());
             jail.set_env("DATABASE_URL", "postgres://a@h/one");

@@ -51,7 +51,7 @@ pub mod web;
 #[cfg(test)]
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
-    "stats", "util", "http", "asyncapi", "web", "tls", "auth", "histogram", "config", "bus", "limits", "signing", "security",
+    "stats", "util", "http", "asyncapi", "web", "tls", "auth", "histogram", "config", "signing", "bus", "limits", "security",
     "state", "lag", "metrics", "conn", "shard", "store", "session", "feed", "routes", "server",
 ];
 
