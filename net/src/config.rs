@@ -331,6 +331,10 @@ settings! {
     /// there, a node follows the topics its clients subscribe to, and refuses publishes (503) while it
     /// cannot reach NATS. Not with --database-url. Without it, a single node
     bus: Option<String> = None, value "URL", shown "none: a single node";
+    // Operations (docs/deploy).
+    /// How log lines are written to standard error: plain (key=value; colours only on a terminal) or json
+    /// (one object per line, for journald and log collectors); RUST_LOG picks what is logged
+    log_format: String = "plain".to_owned(), value "plain|json";
     /// A test aid, never for production: POST /api/admin/debug/stall?ms=N (admin role) blocks the other
     /// shards' threads for N ms or until POST /api/admin/debug/release, so that the stall detector and
     /// /healthz can be seen at work
@@ -568,6 +572,11 @@ impl Config {
             self.critical_buffer >= 1 && self.store_backlog >= 1,
             "critical_buffer and store_backlog must be at least 1"
         );
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "plain" | "json"),
+            "log_format must be plain or json, not {:?}",
+            self.log_format
+        );
         let set = |o: &Option<String>| o.as_deref().is_some_and(|u| !u.trim().is_empty());
         // A node with a database sequences its topics alone: beside a cluster's nodes it would diverge.
         anyhow::ensure!(
@@ -575,6 +584,16 @@ impl Config {
             "--bus and --database-url (or DATABASE_URL) do not go together: the nodes of a cluster keep their topics on the bus, not in a database (docs/scale-out.md)"
         );
         Ok(())
+    }
+
+    /// Says `line` to the person who started the server (its address, where the page is): on standard
+    /// error as it is, or with `--log-format json` as an info event, so that a log collector reads JSON only.
+    pub fn say(&self, line: &str) {
+        if self.log_format == "json" {
+            tracing::info!(target: "tickwire", "{line}");
+        } else {
+            eprintln!("{line}");
+        }
     }
 
     /// The number of shards to run.

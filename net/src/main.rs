@@ -6,18 +6,15 @@ use tickwire_net::config::{token_secret, Cli, Command, Config};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // Colours for a terminal only: log files and journals get plain `key=value` lines.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let result = match cli.command {
-        None => Config::load(&cli.serve).and_then(tickwire_net::server::run),
-        Some(Command::Serve(args)) => Config::load(&args).and_then(tickwire_net::server::run),
+        None => Config::load(&cli.serve).and_then(serve),
+        Some(Command::Serve(args)) => Config::load(&args).and_then(serve),
         Some(Command::Token(args)) => token(&args),
         Some(Command::DevCert(args)) => dev_cert(&args),
-        Some(Command::Report(args)) => report(&args),
+        Some(Command::Report(args)) => {
+            logs(false);
+            report(&args)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -25,6 +22,24 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs as configured, then runs the server.
+fn serve(config: Config) -> anyhow::Result<()> {
+    logs(config.log_format == "json");
+    tickwire_net::server::run(config)
+}
+
+/// Log lines on standard error, of the levels RUST_LOG asks for (info by default): one JSON object per
+/// line, or `key=value` text with colours only on a terminal (log files and journals get none).
+fn logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
 }
 

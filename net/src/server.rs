@@ -103,7 +103,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         bus_inbox: std::sync::Mutex::new(bus_inbox),
         config,
     });
-    if generated {
+    if generated && shared.config.log_format == "json" {
+        // Logs for machines carry no token.
+        tracing::warn!(
+            "no --jwt-secret given: a random secret for this run; no token made outside this process is valid"
+        );
+    } else if generated {
         let now = now_secs();
         eprintln!("no --jwt-secret given: using a random secret for this run. Tokens valid for 24 h:");
         eprintln!(
@@ -173,9 +178,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot start the stall observer")?
     };
     let scheme = shared.security.ws_scheme();
-    eprintln!("tickwire listening on {addr} ({shards} shards, {sim}); stream at {scheme}://{addr}/v1/stream");
+    let config = &shared.config;
+    config
+        .say(&format!("tickwire listening on {addr} ({shards} shards, {sim}); stream at {scheme}://{addr}/v1/stream"));
     let page = if scheme == "wss" { "https" } else { "http" };
-    eprintln!("monitor page at {page}://{addr}/ (add ?token=<a user token> to see that user's account)");
+    config.say(&format!("monitor page at {page}://{addr}/ (add ?token=<a user token> to see that user's account)"));
     crate::security::log_summary(&shared.config, &shared.security, &shared.auth);
     tracing::info!(%addr, shards, "listening");
     let mut failed = None;
@@ -195,7 +202,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     match failed {
         Some(e) => Err(e),
         None => {
-            eprintln!("tickwire stopped");
+            shared.config.say("tickwire stopped");
             Ok(())
         }
     }

@@ -32,11 +32,11 @@ pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Op
         };
         let recovered =
             crate::bus::recover(bus_url, config).map_err(|e| anyhow::anyhow!("cannot reach the bus: {e}"))?;
-        eprintln!(
+        config.say(&format!(
             "persistence: on the bus ({}), epoch {}; each topic's stored updates come when a subscriber first needs them",
             bus.state.url,
             recovered.epoch.as_deref().unwrap_or("-")
-        );
+        ));
         return Ok((Arc::new(bus.store(memory)), recovered));
     };
     let mut options = PgOptions::new(url.clone());
@@ -50,11 +50,11 @@ pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Op
         anyhow::anyhow!("{e}; fix --database-url (or DATABASE_URL), or unset it to run with the in-memory store")
     })?;
     let unacked: usize = recovered.topics.iter().map(|t| t.unacked.len()).sum();
-    eprintln!(
+    config.say(&format!(
         "persistence: PostgreSQL at {} (migrations applied); {} private topics continue, {unacked} unacknowledged critical messages queued",
         tickwire_persistence::pg::redact(url),
         recovered.topics.len()
-    );
+    ));
     Ok((Arc::new(store), crate::bus::Recovered { critical: recovered.topics, ..Default::default() }))
 }
 
