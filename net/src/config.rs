@@ -34,6 +34,19 @@ pub enum Command {
     DevCert(DevCertArgs),
     /// Print connections and throughput over time from the database's metrics history.
     Report(ReportArgs),
+    /// Check this host for the configured server (the same flags, environment and --config as serve): one
+    /// line per item with ok, warn or fail and the fix; exit status 0, 1 or 2 for the worst of them.
+    CheckSystem(CheckSystemArgs),
+}
+
+/// Flags of `tickwire check-system`: the server's, and the output's.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckSystemArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Print the checks as JSON (an array of {item, level, found, fix}) for automation
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `tickwire serve`: one per setting ([`SettingFlags`], declared in `settings!`), the config

@@ -43,6 +43,7 @@ pub mod signing;
 pub mod state;
 pub use tickwire_fanout::engine::stats;
 pub mod store;
+pub mod system;
 pub mod tls;
 pub mod util;
 pub mod web;
@@ -51,7 +52,7 @@ pub mod web;
 #[cfg(test)]
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
-    "stats", "util", "http", "asyncapi", "web", "tls", "auth", "histogram", "config", "signing", "bus", "limits", "security",
+    "stats", "util", "http", "asyncapi", "web", "tls", "auth", "histogram", "config", "system", "signing", "bus", "limits", "security",
     "state", "lag", "metrics", "conn", "shard", "store", "session", "feed", "routes", "server",
 ];
 

@@ -6,6 +6,9 @@ use tickwire_net::config::{token_secret, Cli, Command, Config};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::CheckSystem(args)) = &cli.command {
+        return check_system(args);
+    }
     let result = match cli.command {
         None => Config::load(&cli.serve).and_then(serve),
         Some(Command::Serve(args)) => Config::load(&args).and_then(serve),
@@ -15,6 +18,7 @@ fn main() -> std::process::ExitCode {
             logs(false);
             report(&args)
         }
+        Some(Command::CheckSystem(_)) => unreachable!("answered above"),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -23,6 +27,30 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `tickwire check-system`: exit status 0, 1 or 2 for ok, warn or fail (2 too for a configuration that
+/// does not load).
+fn check_system(args: &tickwire_net::config::CheckSystemArgs) -> std::process::ExitCode {
+    use tickwire_net::system::{checks, text, worst, Host, Level};
+    let config = match Config::load(&args.serve) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let all = checks(&Host::read(&config), &config);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+    } else {
+        print!("{}", text(&all));
+    }
+    std::process::ExitCode::from(match worst(&all) {
+        Level::Ok => 0,
+        Level::Warn => 1,
+        Level::Fail => 2,
+    })
 }
 
 /// Logs as configured, then runs the server.

@@ -17,6 +17,8 @@ pub struct Security {
     pub limits: Arc<ConnLimits>,
     /// `Some`: every connection speaks TLS.
     pub tls: Option<TlsAcceptor>,
+    /// The certificate the acceptor serves, which SIGHUP reloads.
+    pub certificate: Option<Arc<crate::tls::Certificate>>,
     pub api_keys: ApiKeys,
     pub signer: Arc<Signer>,
 }
@@ -34,9 +36,12 @@ impl std::fmt::Debug for Security {
 
 impl Security {
     pub fn from_config(config: &Config) -> anyhow::Result<Security> {
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key, config.tls_allow_1_2)?),
-            _ => None,
+        let (tls, certificate) = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (acceptor, certificate) = crate::tls::acceptor(cert, key, config.tls_allow_1_2)?;
+                (Some(acceptor), Some(certificate))
+            }
+            _ => (None, None),
         };
         let signer = match &config.signing_key {
             Some(path) => Signer::from_pem_file(path)?,
@@ -49,6 +54,7 @@ impl Security {
                 config.max_connections_per_ip,
             )),
             tls,
+            certificate,
             api_keys: ApiKeys::new(&config.api_keys),
             signer: Arc::new(signer),
         })

@@ -22,9 +22,7 @@ use crate::lag::{self, LagProbe};
 use crate::shard::{Shard, ShardMsg, ShardStats, Shared};
 use crate::util::{now_micros, now_secs};
 
-/// Registered I/O memory per shard. tickwire does no file I/O, so glommio's 10 MiB default would only
-/// count against the locked-memory limit (often 8 MiB in total).
-const IO_MEMORY: usize = 256 * 1024;
+use crate::system::{IO_MEMORY, SPARE_DESCRIPTORS};
 /// Submission-queue entries of each of a shard's io_uring rings (glommio's default is 128). The kernel sizes
 /// a ring's table of pending polls from its completion queue: 2^(log2(entries) - 4) buckets, at most 256.
 /// Every connection has a poll pending there (its read readiness), and every cancellation the runtime
@@ -60,6 +58,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         auth = auth.with_public_key(alg, &pem)?;
     }
     let security = crate::security::Security::from_config(&config)?;
+    // What this host lacks for this server, said once (check-system says it all, with the fixes).
+    crate::system::log_at_start(&config);
     // Pre-flight: an executor that cannot start here (io_uring off, locked memory too low) would fail every
     // shard; say so once, before listening.
     LocalExecutorBuilder::new(Placement::Unbound).io_memory(IO_MEMORY).make().map_err(|e| start_error(0, &e))?;
@@ -86,6 +86,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
     }
+    // SIGHUP (systemctl reload): the TLS certificate and key are read again; nothing stops.
+    let hangups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("cannot install the SIGHUP handler")?;
     let shared = Arc::new(Shared {
         shards,
         auth: auth.clone(),
@@ -117,6 +120,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             auth.issue(simulator::DEMO_USER, Role::User, now, 86_400)
         );
         eprintln!("  publisher:          {}", auth.issue("publisher", Role::Publisher, now, 86_400));
+    }
+    {
+        let certificate = shared.security.certificate.clone();
+        std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || reload_on_hangup(hangups, certificate))
+            .context("cannot start the reload thread")?;
     }
     let cpus = allowed_cpus();
     let mesh = MeshBuilder::full(shards, MESH_CAPACITY);
@@ -208,6 +218,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Reads the TLS certificate and key again at each SIGHUP: new handshakes take them, connections already
+/// made keep theirs. A pair that does not load leaves the one in use.
+fn reload_on_hangup(mut hangups: signal_hook::iterator::Signals, certificate: Option<Arc<crate::tls::Certificate>>) {
+    for _ in hangups.forever() {
+        match certificate.as_deref().map(crate::tls::Certificate::reload) {
+            None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+            Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded; new connections use it"),
+            Some(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: the TLS certificate was not reloaded; the one in use stays")
+            }
+        }
+    }
+}
+
 fn start_error<T>(shard: usize, e: &glommio::GlommioError<T>) -> anyhow::Error {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
@@ -239,10 +263,9 @@ fn bind(addr: SocketAddr, shards: usize) -> anyhow::Result<(Vec<RawFd>, SocketAd
     Ok((fds, actual))
 }
 
-/// Descriptors beyond `max_connections` for listeners, rings, the store and connections still closing.
-const SPARE_DESCRIPTORS: usize = 1024;
-
-/// Grows this process's descriptor table to hold `n` descriptors (within `RLIMIT_NOFILE`) at once.
+/// Raises the soft `RLIMIT_NOFILE` toward `n` (up to the hard limit: a shell's 1,024 would refuse
+/// connections long before `max_connections`), then grows this process's descriptor table to hold that
+/// many descriptors at once.
 ///
 /// The kernel grows the table by doubling as descriptors are opened, and in a process with several
 /// threads each growth waits for an RCU grace period (`expand_fdtable` calls `synchronize_rcu`): a shard
@@ -257,6 +280,12 @@ fn reserve_descriptors(n: usize) {
         let mut limit: libc::rlimit = std::mem::zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return;
+        }
+        if limit.rlim_cur < n as u64 {
+            let raised = libc::rlimit { rlim_cur: (n as u64).min(limit.rlim_max), rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
         }
         let top = (n as u64).min(limit.rlim_cur).saturating_sub(1) as libc::c_int;
         if top < 3 || libc::fcntl(top, libc::F_GETFD) != -1 {

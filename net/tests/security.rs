@@ -294,3 +294,109 @@ fn wss_with_tls_1_3_and_tls_1_2_refused_unless_allowed() {
     assert!(took >= Duration::from_millis(900) && took < SECS, "dropped after {took:?}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn sighup_rotates_the_certificate_under_load_and_connections_stay() {
+    let dir = std::env::temp_dir().join(format!("tickwire-tls-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    for pair in ["a", "b"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args([
+                "dev-cert",
+                "--cert",
+                &path(&format!("{pair}-cert.pem")),
+                "--key",
+                &path(&format!("{pair}-key.pem")),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    std::fs::copy(path("a-cert.pem"), path("cert.pem")).unwrap();
+    std::fs::copy(path("a-key.pem"), path("key.pem")).unwrap();
+    let server = Server::start_env(
+        &["--no-simulator", "--tls-cert", &path("cert.pem"), "--tls-key", &path("key.pem")],
+        &[("RUST_LOG", "info")],
+    );
+    let (trusts_a, trusts_b) = (
+        client_config(&path("a-cert.pem"), &[&rustls::version::TLS13]),
+        client_config(&path("b-cert.pem"), &[&rustls::version::TLS13]),
+    );
+    assert!(tls_connect(server.addr, trusts_b.clone()).is_err(), "the first certificate serves");
+    // A subscriber over the first certificate, and a publisher at a steady rate throughout.
+    let tls = tls_connect(server.addr, trusts_a.clone()).unwrap();
+    let req = format!("wss://localhost:{}/v1/stream", server.addr.port()).into_client_request().unwrap();
+    let (mut ws, _) = tungstenite::client(req, tls).map_err(|e| format!("{e}")).unwrap();
+    assert_eq!(first_frame(&mut ws).unwrap()["type"], "welcome");
+    ws.send(Message::text(r#"{"action":"subscribe","channel":"quotes","symbols":["ROT"],"id":"s"}"#)).unwrap();
+    while first_frame(&mut ws).unwrap()["id"] != "s" {}
+    // The publisher trusts both certificates: it goes on across the rotation, a connection per publish.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(path("a-cert.pem")).unwrap(),
+        std::fs::read_to_string(path("b-cert.pem")).unwrap()
+    );
+    std::fs::write(path("both.pem"), both).unwrap();
+    let trusts_both = client_config(&path("both.pem"), &[&rustls::version::TLS13]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (addr, stop) = (server.addr, stop.clone());
+        std::thread::spawn(move || {
+            let token = token("pub", "publisher");
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let body = json!({"channel":"quotes","data":{"symbol":"ROT","bid":n,"ask":n}}).to_string();
+                let mut tls = tls_connect(addr, trusts_both.clone()).expect("a handshake");
+                let req = format!(
+                    "POST /api/publish HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                tls.write_all(req.as_bytes()).unwrap();
+                let mut out = String::new();
+                let _ = tls.read_to_string(&mut out);
+                assert!(out.starts_with("HTTP/1.1 202"), "{out}");
+                std::thread::sleep(Duration::from_millis(5)); // a steady rate, not a synchronisation
+            }
+            n
+        })
+    };
+    let quote = |ws: &mut tungstenite::WebSocket<_>| loop {
+        let v = first_frame(ws).expect("a frame");
+        if v["type"] == "quote" {
+            return v["sequence"].as_u64().unwrap();
+        }
+    };
+    let before = quote(&mut ws);
+
+    // The pair is replaced (as certbot does) and the server told.
+    std::fs::copy(path("b-key.pem"), path("key.pem")).unwrap();
+    std::fs::copy(path("b-cert.pem"), path("cert.pem")).unwrap();
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    common::wait_for(SECS, "the reload", || {
+        server.log.lock().unwrap().iter().any(|l| l.contains("TLS certificate reloaded"))
+    });
+    let fresh = tls_connect(server.addr, trusts_b).expect("new handshakes get the new certificate");
+    drop(fresh);
+    // (A fresh client: one that resumes an earlier session is not shown a certificate at all.)
+    drop(trusts_a);
+    let fresh_a = client_config(&path("a-cert.pem"), &[&rustls::version::TLS13]);
+    assert!(tls_connect(server.addr, fresh_a).is_err(), "and no longer the old one");
+    // The connection made before goes on, every update in order.
+    let mut last = before;
+    for _ in 0..20 {
+        let s = quote(&mut ws);
+        assert_eq!(s, last + 1, "no update lost across the reload");
+        last = s;
+    }
+    // A pair that does not match is refused; the one in use stays.
+    std::fs::copy(path("a-key.pem"), path("key.pem")).unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    common::wait_for(SECS, "the refusal", || server.log.lock().unwrap().iter().any(|l| l.contains("was not reloaded")));
+    assert!(tls_connect(server.addr, client_config(&path("b-cert.pem"), &[&rustls::version::TLS13])).is_ok());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(publisher.join().unwrap() > 20);
+    std::fs::remove_dir_all(dir).ok();
+}
