@@ -224,7 +224,7 @@ pub fn checks(host: &Host, config: &Config) -> Vec<Check> {
             Level::Ok,
             format!(
                 "{} MiB at most, {conns} connections need about {} MiB",
-                high * host.page_size >> 20,
+                (high * host.page_size) >> 20,
                 tcp_needed >> 20
             ),
             None,
@@ -234,7 +234,7 @@ pub fn checks(host: &Host, config: &Config) -> Vec<Check> {
             Level::Warn,
             format!(
                 "{} MiB at most, {conns} connections need about {} MiB",
-                found.map_or(0, |m| m[2] * host.page_size >> 20),
+                found.map_or(0, |m| (m[2] * host.page_size) >> 20),
                 tcp_needed >> 20
             ),
             Some(format!(
