@@ -117,6 +117,11 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
+/// The locked memory `shards` shards need, bytes.
+pub fn memlock_needed(shards: u64) -> u64 {
+    shards * MEMLOCK_PER_SHARD
+}
+
 /// Judges `host` for `config`'s server.
 pub fn checks(host: &Host, config: &Config) -> Vec<Check> {
     let shards = config.shard_count() as u64;
@@ -157,7 +162,7 @@ pub fn checks(host: &Host, config: &Config) -> Vec<Check> {
             Some("in a container, allow io_uring_setup, io_uring_enter and io_uring_register in its seccomp profile (docs/deploy/container.md); raise the locked-memory limit".into()),
         ),
     }
-    let memlock_needed = shards * MEMLOCK_PER_SHARD;
+    let memlock_needed = memlock_needed(shards);
     match host.memlock {
         None => add("RLIMIT_MEMLOCK", Level::Ok, "unlimited".into(), None),
         Some(have) if have >= memlock_needed => {
