@@ -156,8 +156,11 @@ impl BusState {
 }
 
 /// How many times a publish is tried again after the fence refused it (another node stored an update of
-/// the topic meanwhile) before it is answered 503.
-const FENCE_TRIES: u32 = 16;
+/// the topic meanwhile) before it is answered 503 (its publisher's `durable_timeout_ms` bounds it too).
+/// After the first few, each retry waits a random moment of up to a millisecond per refusal (10 at most),
+/// so that a node that keeps losing to another publishing the same topic back to back gets its turn (16
+/// tries without the wait were seen to run out under load).
+const FENCE_TRIES: u32 = 100;
 
 /// What a node continues from the bus ([`recover`]): the cluster's epoch. Topics come when first needed
 /// (a subscriber's start waits until what the streams keep of its topic has come).
@@ -476,11 +479,16 @@ impl BusSequencer {
                     _ => PUBLIC_STREAM,
                 };
                 let (js, back) = (self.js.clone(), self.back.clone());
+                let wait = (slot.tries > 2)
+                    .then(|| Duration::from_micros(rand::random_range(0..1000 * u64::from(slot.tries.min(10)))));
                 tokio::spawn(async move {
+                    if let Some(wait) = wait {
+                        tokio::time::sleep(wait).await;
+                    }
                     // The message the fence compared with, read by its stream sequence (the per-subject
                     // lookups of nats-server 2.9 can miss messages after a restart; this cannot).
                     let last = async {
-                        let stream = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+                        let stream = js.get_stream_no_info(stream).await.map_err(|e| e.to_string())?;
                         let message = match last {
                             Some(0) => return Ok((0, 0)),
                             Some(at) => stream.get_raw_message(at).await.map_err(|e| e.to_string())?,

@@ -3,6 +3,8 @@
 //! settings, the sysctl drop-in names keys this kernel has. A machine without systemd-analyze skips the
 //! verification with a notice, unless `CI` or `NATS_URL` is set (`.ci/run`): then it fails.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -89,5 +91,45 @@ fn the_sysctl_drop_in_names_keys_this_kernel_has() {
         let path = Path::new("/proc/sys").join(key.trim().replace('.', "/"));
         assert!(path.exists(), "{} is not a sysctl here", key.trim());
         assert!(value.split_whitespace().all(|v| v.parse::<u64>().is_ok()), "{line}");
+    }
+}
+
+/// Every metric a panel of the Grafana dashboard queries exists in a live `/metrics`, a cluster node's (so
+/// that the bus's are there too: NATS of `NATS_URL`, or skipped outside CI with a notice).
+#[test]
+fn every_metric_the_dashboard_queries_is_served() {
+    let dashboard: serde_json::Value = serde_json::from_str(&deploy("grafana-dashboard.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let mut names = std::collections::BTreeSet::new();
+    for panel in panels {
+        assert!(panel["title"].is_string() && panel["gridPos"]["w"].is_u64(), "{panel}");
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("tickwire_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .fold(name.clone(), |n, s| n.strip_suffix(s).unwrap_or(&n).to_owned());
+                names.insert((name, family));
+            }
+        }
+    }
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let reachable = std::net::TcpStream::connect(url.trim_start_matches("nats://")).is_ok();
+    let bus: Vec<&str> = if reachable { vec!["--bus", &url] } else { Vec::new() };
+    if !reachable {
+        assert!(std::env::var_os("CI").is_none() && std::env::var_os("NATS_URL").is_none(), "NATS is needed in CI");
+        eprintln!("NOTICE: NATS not reachable: the bus's metrics are not checked (they are in CI)");
+    }
+    let srv = common::Server::start(&[&["--no-simulator"][..], &bus].concat());
+    let (_, metrics) = common::http_raw(srv.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    for (name, family) in &names {
+        if !reachable && family.starts_with("tickwire_bus_") {
+            continue;
+        }
+        let served = metrics.lines().any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")));
+        assert!(served, "the dashboard queries {name}, which /metrics does not serve");
+        assert!(metrics.contains(&format!("# TYPE {family} ")), "{family} has no TYPE line");
     }
 }
