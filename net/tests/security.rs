@@ -357,7 +357,6 @@ fn sighup_rotates_the_certificate_under_load_and_connections_stay() {
                 let mut out = String::new();
                 let _ = tls.read_to_string(&mut out);
                 assert!(out.starts_with("HTTP/1.1 202"), "{out}");
-                std::thread::sleep(Duration::from_millis(5)); // a steady rate, not a synchronisation
             }
             n
         })
