@@ -1,9 +1,13 @@
 //! Authentication: JWTs naming the user (`sub`) and a role, from the `Authorization: Bearer` header, the
-//! `token` query parameter or the `session` cookie. HS256 with the server's secret; RS256 or ES256 with a
-//! configured public key. `exp` is required, `nbf` honoured, both with [`LEEWAY_S`] of clock skew.
+//! `token` query parameter or the `session` cookie. HS256 with the server's secret; tokens of an identity
+//! provider with its public key (`--jwt-public-key`) or its key set (`--jwt-jwks`), both read again by
+//! [`Authenticator::reload`] (SIGHUP). `exp` is required, `nbf` honoured, both with [`LEEWAY_S`] of clock
+//! skew; `iss` and `aud` are checked on every token when configured.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -46,12 +50,24 @@ pub struct Identity {
     pub role: Role,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims read from a token (`iss` and `aud` are checked by the validation, not read).
+#[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
-    exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     role: Option<String>,
+}
+
+/// The claims of a token this server issues.
+#[derive(Debug, Serialize)]
+struct Issued<'a> {
+    sub: &'a str,
+    exp: u64,
+    role: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
 }
 
 /// Seconds of clock skew allowed on `exp` and `nbf`.
@@ -69,10 +85,23 @@ pub enum AuthError {
     NotYetValid,
     #[error("token algorithm {0} is not accepted")]
     Algorithm(String),
+    #[error("token issuer (iss) is not the one accepted")]
+    Issuer,
+    #[error("token audience (aud) does not name this server")]
+    Audience,
+    #[error("token key id (kid) '{0}' is not in the key set")]
+    UnknownKey(String),
     #[error("unknown role '{0}'")]
     UnknownRole(String),
     #[error("cannot load the JWT public key: {0}")]
     Key(String),
+}
+
+/// The claims every token must carry beyond `exp` and `sub`: `iss` and `aud` when configured.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimRules {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
 }
 
 /// One accepted algorithm with its key.
@@ -83,25 +112,73 @@ struct Verifier {
 }
 
 impl Verifier {
-    fn new(alg: Algorithm, key: DecodingKey) -> Verifier {
+    fn new(alg: Algorithm, key: DecodingKey, rules: &ClaimRules) -> Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY_S;
         validation.validate_nbf = true;
         validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = &rules.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &rules.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            // No audience configured: a token's `aud` is not this server's business.
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         Verifier { key, validation }
+    }
+
+    fn decode(&self, token: &str) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map(|d| d.claims).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidIssuer => AuthError::Issuer,
+                ErrorKind::InvalidAudience => AuthError::Audience,
+                ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::Issuer,
+                ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::Audience,
+                _ => AuthError::Invalid(e.to_string()),
+            }
+        })
     }
 }
 
-/// Signs tokens with the HS256 secret and checks them: HS256 with that secret always, and RS256 or ES256
-/// with a configured public key (tokens from an identity provider). The algorithm is chosen by the token's
-/// header among these only, each with its own key, so a token cannot pick its key's type (no HS256 token
-/// "signed" with the public key, no `none`).
+/// The identity providers' keys: what the key files held when last read.
+#[derive(Default)]
+struct ProviderKeys {
+    /// `--jwt-public-key`: one algorithm, one key.
+    public_key: Option<(Algorithm, Verifier)>,
+    /// `--jwt-jwks`: each key with its id (`kid`) and algorithm.
+    jwks: Vec<(Option<String>, Algorithm, Verifier)>,
+}
+
+/// Where the providers' keys are read from.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFiles {
+    /// A PEM public key and its algorithm (RS256 or ES256).
+    pub public_key: Option<(Algorithm, PathBuf)>,
+    /// A JWK set (RFC 7517) as an identity provider publishes it.
+    pub jwks: Option<PathBuf>,
+}
+
+/// Signs tokens with the HS256 secret and checks them: HS256 with that secret always, and an identity
+/// provider's tokens with its public key or key set. The algorithm is chosen by the token's header among
+/// these only, each with its own key, so a token cannot pick its key's type (no HS256 token "signed" with a
+/// public key, no `none`). Clones share the providers' keys, so a reload reaches every shard.
 #[derive(Clone)]
 pub struct Authenticator {
     encoding: EncodingKey,
+    rules: ClaimRules,
     hs256: Verifier,
-    external: Option<(Algorithm, Verifier)>,
+    files: KeyFiles,
+    providers: Arc<RwLock<Arc<ProviderKeys>>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -112,65 +189,206 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     pub fn hs256(secret: &[u8]) -> Authenticator {
+        Authenticator::new(secret, ClaimRules::default())
+    }
+
+    /// HS256 with `secret`; every token must also satisfy `rules`, and tokens issued here carry them.
+    pub fn new(secret: &[u8], rules: ClaimRules) -> Authenticator {
         Authenticator {
             encoding: EncodingKey::from_secret(secret),
-            hs256: Verifier::new(Algorithm::HS256, DecodingKey::from_secret(secret)),
-            external: None,
+            hs256: Verifier::new(Algorithm::HS256, DecodingKey::from_secret(secret), &rules),
+            rules,
+            files: KeyFiles::default(),
+            providers: Arc::default(),
         }
     }
 
     /// Also accepts tokens signed with `alg` (RS256 or ES256) by the holder of the private key of `pem`
-    /// (a PEM public key).
-    pub fn with_public_key(mut self, alg: Algorithm, pem: &[u8]) -> Result<Authenticator, AuthError> {
-        let key = match alg {
-            Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
-            Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
-            other => return Err(AuthError::Key(format!("{other:?} is not supported: use RS256 or ES256"))),
-        }
-        .map_err(|e| AuthError::Key(e.to_string()))?;
-        self.external = Some((alg, Verifier::new(alg, key)));
+    /// (a PEM public key). Not read again by [`Authenticator::reload`]: see [`Authenticator::with_key_files`].
+    pub fn with_public_key(self, alg: Algorithm, pem: &[u8]) -> Result<Authenticator, AuthError> {
+        let verifier = public_key(alg, pem, &self.rules)?;
+        let keys = ProviderKeys { public_key: Some((alg, verifier)), jwks: Vec::new() };
+        *self.providers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
         Ok(self)
     }
 
-    /// The algorithms accepted, for logs.
-    pub fn algorithms(&self) -> String {
-        match &self.external {
-            Some((alg, _)) => format!("HS256, {alg:?}"),
-            None => "HS256".to_owned(),
+    /// Also accepts the tokens of the providers whose keys `files` name; read now and at each
+    /// [`Authenticator::reload`].
+    pub fn with_key_files(mut self, files: KeyFiles) -> Result<Authenticator, AuthError> {
+        self.files = files;
+        self.reload()?;
+        Ok(self)
+    }
+
+    /// Reads the key files again. On an error (a missing file, a half-written set, a set without a usable
+    /// key) the keys in use stay. Returns what is now accepted, for the log.
+    pub fn reload(&self) -> Result<String, AuthError> {
+        let mut keys = ProviderKeys::default();
+        if let Some((alg, path)) = &self.files.public_key {
+            let pem = read(path)?;
+            keys.public_key = Some((*alg, public_key(*alg, &pem, &self.rules)?));
         }
+        if let Some(path) = &self.files.jwks {
+            keys.jwks =
+                jwks(&read(path)?, &self.rules).map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))?;
+        }
+        *self.providers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        Ok(self.algorithms())
+    }
+
+    fn keys(&self) -> Arc<ProviderKeys> {
+        self.providers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The algorithms and keys accepted, for logs.
+    pub fn algorithms(&self) -> String {
+        let keys = self.keys();
+        let mut out = "HS256".to_owned();
+        if let Some((alg, _)) = &keys.public_key {
+            out.push_str(&format!(", {alg:?} (public key)"));
+        }
+        if !keys.jwks.is_empty() {
+            let ids: Vec<String> = keys
+                .jwks
+                .iter()
+                .map(|(kid, alg, _)| format!("{}:{alg:?}", kid.as_deref().unwrap_or("(no kid)")))
+                .collect();
+            out.push_str(&format!(", key set [{}]", ids.join(", ")));
+        }
+        out
     }
 
     /// Checks a token and names its holder.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let verifier = match (&self.external, header.alg) {
-            (_, Algorithm::HS256) => &self.hs256,
-            (Some((alg, v)), a) if *alg == a => v,
-            (_, a) => return Err(AuthError::Algorithm(format!("{a:?}"))),
+        let claims = if header.alg == Algorithm::HS256 {
+            self.hs256.decode(token)?
+        } else {
+            let keys = self.keys();
+            let mut candidates: Vec<&Verifier> = Vec::new();
+            if let Some((alg, v)) = &keys.public_key {
+                if *alg == header.alg {
+                    candidates.push(v);
+                }
+            }
+            let same_alg = keys.jwks.iter().filter(|(_, alg, _)| *alg == header.alg);
+            match &header.kid {
+                // A named key must be in the set (a key of the right algorithm under another id is not it).
+                Some(kid) => {
+                    let named: Vec<&Verifier> =
+                        same_alg.filter(|(id, _, _)| id.as_deref() == Some(kid.as_str())).map(|(_, _, v)| v).collect();
+                    if named.is_empty() && candidates.is_empty() && keys.jwks.iter().any(|(_, a, _)| *a == header.alg) {
+                        return Err(AuthError::UnknownKey(kid.chars().take(64).collect()));
+                    }
+                    candidates.extend(named);
+                }
+                None => candidates.extend(same_alg.map(|(_, _, v)| v)),
+            }
+            if candidates.is_empty() {
+                return Err(AuthError::Algorithm(format!("{:?}", header.alg)));
+            }
+            // The first key whose signature holds decides; a signature that holds for none is invalid.
+            let mut last = AuthError::Invalid("InvalidSignature".into());
+            let mut found = None;
+            for v in candidates {
+                match v.decode(token) {
+                    Err(AuthError::Invalid(e)) => last = AuthError::Invalid(e),
+                    other => {
+                        found = Some(other);
+                        break;
+                    }
+                }
+            }
+            match found {
+                Some(r) => r?,
+                None => return Err(last),
+            }
         };
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &verifier.key, &verifier.validation).map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
-        let c = data.claims;
-        if c.sub.is_empty() || c.sub.len() > tickwire_core::event::MAX_USER_LEN {
+        if claims.sub.is_empty() || claims.sub.len() > tickwire_core::event::MAX_USER_LEN {
             return Err(AuthError::Invalid("sub must be 1 to 128 bytes".into()));
         }
-        let role = match c.role.as_deref() {
+        let role = match claims.role.as_deref() {
             None => Role::User,
             Some(r) => Role::parse(r).ok_or_else(|| AuthError::UnknownRole(r.chars().take(20).collect()))?,
         };
-        Ok(Identity { user: c.sub.into(), role })
+        Ok(Identity { user: claims.sub.into(), role })
     }
 
-    /// Issues an HS256 token for `sub` with `role`, valid `ttl_s` seconds from `now_s` (Unix seconds).
+    /// Issues an HS256 token for `sub` with `role`, valid `ttl_s` seconds from `now_s` (Unix seconds), with
+    /// the configured issuer and audience.
     pub fn issue(&self, sub: &str, role: Role, now_s: u64, ttl_s: u64) -> String {
-        let claims = Claims { sub: sub.to_owned(), exp: now_s + ttl_s, role: Some(role.as_str().to_owned()) };
+        let claims = Issued {
+            sub,
+            exp: now_s + ttl_s,
+            role: role.as_str(),
+            iss: self.rules.issuer.as_deref(),
+            aud: self.rules.audience.as_deref(),
+        };
         // HS256 signing of a serializable struct cannot fail.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
     }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, AuthError> {
+    std::fs::read(path).map_err(|e| AuthError::Key(format!("cannot read {}: {e}", path.display())))
+}
+
+fn public_key(alg: Algorithm, pem: &[u8], rules: &ClaimRules) -> Result<Verifier, AuthError> {
+    let key = match alg {
+        Algorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+        Algorithm::ES256 => DecodingKey::from_ec_pem(pem),
+        other => return Err(AuthError::Key(format!("{other:?} is not supported: use RS256 or ES256"))),
+    }
+    .map_err(|e| AuthError::Key(e.to_string()))?;
+    Ok(Verifier::new(alg, key, rules))
+}
+
+/// The signature keys of a JWK set. A key for encryption (`"use":"enc"`) or of a kind this server does not
+/// check (symmetric `oct` keys, unknown curves) is skipped; a set with no usable key is an error, since it
+/// would refuse every token of its provider.
+fn jwks(json: &[u8], rules: &ClaimRules) -> Result<Vec<(Option<String>, Algorithm, Verifier)>, String> {
+    let set: JwkSet = serde_json::from_slice(json).map_err(|e| format!("not a JWK set: {e}"))?;
+    let mut out = Vec::new();
+    for jwk in &set.keys {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        // The key's algorithm: as it says, else the usual one of its kind.
+        let alg = match (jwk.common.key_algorithm.map(Algorithm::try_from), &jwk.algorithm) {
+            (Some(Ok(a)), _) => a,
+            (Some(Err(_)), _) => continue,
+            (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (None, AlgorithmParameters::EllipticCurve(p)) => match p.curve {
+                EllipticCurve::P256 => Algorithm::ES256,
+                EllipticCurve::P384 => Algorithm::ES384,
+                _ => continue,
+            },
+            (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+            (None, _) => continue,
+        };
+        let asymmetric = matches!(
+            (alg, &jwk.algorithm),
+            (
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512,
+                AlgorithmParameters::RSA(_)
+            ) | (Algorithm::ES256 | Algorithm::ES384, AlgorithmParameters::EllipticCurve(_))
+                | (Algorithm::EdDSA, AlgorithmParameters::OctetKeyPair(_))
+        );
+        if !asymmetric {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {:?}: {e}", jwk.common.key_id))?;
+        out.push((jwk.common.key_id.clone(), alg, Verifier::new(alg, key, rules)));
+    }
+    if out.is_empty() {
+        return Err(format!("no signature key of RS*, PS*, ES256, ES384 or EdDSA among its {} keys", set.keys.len()));
+    }
+    Ok(out)
 }
 
 /// API keys exchanged at `GET /api/ws/token` for short-lived tokens. Only SHA-256 digests of the keys are
@@ -305,6 +523,110 @@ mod tests {
             Err(AuthError::Algorithm("RS256".into()))
         );
         assert!(Authenticator::hs256(b"s").with_public_key(Algorithm::ES256, b"not a pem").is_err());
+    }
+
+    /// A fresh ES256 key: its signing key and its JWK under `kid`.
+    fn es256_jwk(kid: &str) -> (EncodingKey, serde_json::Value) {
+        use base64::Engine;
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let raw = pair.public_key_raw(); // 0x04, x, y
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+                                     "x": b64(&raw[1..33]), "y": b64(&raw[33..65])});
+        (EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(), jwk)
+    }
+
+    fn with_kid(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: serde_json::Value) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_on_every_token_when_set() {
+        let rules = ClaimRules { issuer: Some("https://idp.example/".into()), audience: Some("tickwire".into()) };
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+        let read = |f: &str| std::fs::read(format!("{dir}{f}")).unwrap();
+        let a = Authenticator::new(b"k", rules).with_public_key(Algorithm::ES256, &read("jwt-es256.pub")).unwrap();
+        // The server's own tokens carry both.
+        assert_eq!(a.verify(&a.issue("u", Role::User, now(), 60)).unwrap().user.as_ref(), "u");
+        let hs = EncodingKey::from_secret(b"k");
+        let ec = EncodingKey::from_ec_pem(&read("jwt-es256.key")).unwrap();
+        let exp = now() + 60;
+        for (alg, key) in [(Algorithm::HS256, &hs), (Algorithm::ES256, &ec)] {
+            let t = |c: serde_json::Value| signed(alg, key, c);
+            let ok = serde_json::json!({"sub": "u", "exp": exp, "iss": "https://idp.example/", "aud": "tickwire"});
+            assert!(a.verify(&t(ok)).is_ok(), "{alg:?}");
+            let many = serde_json::json!({"sub": "u", "exp": exp, "iss": "https://idp.example/", "aud": ["other", "tickwire"]});
+            assert!(a.verify(&t(many)).is_ok(), "{alg:?}: one audience among several");
+            let wrong_iss =
+                serde_json::json!({"sub": "u", "exp": exp, "iss": "https://evil.example/", "aud": "tickwire"});
+            assert_eq!(a.verify(&t(wrong_iss)), Err(AuthError::Issuer), "{alg:?}");
+            let no_iss = serde_json::json!({"sub": "u", "exp": exp, "aud": "tickwire"});
+            assert_eq!(a.verify(&t(no_iss)), Err(AuthError::Issuer), "{alg:?}");
+            let wrong_aud =
+                serde_json::json!({"sub": "u", "exp": exp, "iss": "https://idp.example/", "aud": "billing"});
+            assert_eq!(a.verify(&t(wrong_aud)), Err(AuthError::Audience), "{alg:?}");
+            let no_aud = serde_json::json!({"sub": "u", "exp": exp, "iss": "https://idp.example/"});
+            assert_eq!(a.verify(&t(no_aud)), Err(AuthError::Audience), "{alg:?}");
+        }
+        // Without rules, a provider's `iss` and `aud` are not checked (a token for another audience too).
+        let plain = Authenticator::hs256(b"k");
+        let t = signed(Algorithm::HS256, &hs, serde_json::json!({"sub": "u", "exp": exp, "iss": "x", "aud": ["y"]}));
+        assert!(plain.verify(&t).is_ok());
+        // ... and its own tokens carry neither.
+        use base64::Engine;
+        let token = plain.issue("u", Role::User, now(), 60);
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((body.get("iss"), body.get("aud"), &body["sub"]), (None, None, &serde_json::json!("u")));
+    }
+
+    #[test]
+    fn a_key_set_picks_the_key_by_kid_and_rotates_on_reload() {
+        let dir = std::env::temp_dir().join(format!("tickwire-jwks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jwks.json");
+        let (k1, jwk1) = es256_jwk("k1");
+        let (k2, jwk2) = es256_jwk("k2");
+        std::fs::write(&file, serde_json::json!({"keys": [jwk1]}).to_string()).unwrap();
+        let files = KeyFiles { public_key: None, jwks: Some(file.clone()) };
+        let a = Authenticator::hs256(b"s").with_key_files(files).unwrap();
+        let claims = serde_json::json!({"sub": "u-1", "exp": now() + 60});
+        let t1 = with_kid(Algorithm::ES256, Some("k1"), &k1, claims.clone());
+        let t2 = with_kid(Algorithm::ES256, Some("k2"), &k2, claims.clone());
+        assert_eq!(a.verify(&t1).unwrap().user.as_ref(), "u-1");
+        assert_eq!(a.verify(&t2), Err(AuthError::UnknownKey("k2".into())));
+        // k2 signing under k1's id: a bad signature.
+        assert!(matches!(
+            a.verify(&with_kid(Algorithm::ES256, Some("k1"), &k2, claims.clone())),
+            Err(AuthError::Invalid(_))
+        ));
+        // No kid: every key of the algorithm is tried.
+        assert!(a.verify(&with_kid(Algorithm::ES256, None, &k1, claims.clone())).is_ok());
+        assert!(matches!(a.verify(&with_kid(Algorithm::ES256, None, &k2, claims.clone())), Err(AuthError::Invalid(_))));
+        // The provider rotates: k2 in, k1 out. A clone (another shard's) sees the reload.
+        let other = a.clone();
+        std::fs::write(&file, serde_json::json!({"keys": [jwk2]}).to_string()).unwrap();
+        assert!(a.reload().unwrap().contains("k2:ES256"));
+        assert!(other.verify(&t2).is_ok());
+        assert_eq!(other.verify(&t1), Err(AuthError::UnknownKey("k1".into())));
+        // A half-written file, or a set with no usable key, is refused and the keys in use stay.
+        std::fs::write(&file, "{\"keys\": [").unwrap();
+        assert!(matches!(a.reload(), Err(AuthError::Key(_))));
+        std::fs::write(&file, r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#).unwrap();
+        assert!(matches!(a.reload(), Err(AuthError::Key(_))));
+        assert!(other.verify(&t2).is_ok());
+        // An RS256 set as providers publish it (fixtures/jwt-rs256.jwks.json); its encryption key is skipped.
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+        let files = KeyFiles { public_key: None, jwks: Some(format!("{fixtures}jwt-rs256.jwks.json").into()) };
+        let rsa_set = Authenticator::hs256(b"s").with_key_files(files).unwrap();
+        assert_eq!(rsa_set.algorithms(), "HS256, key set [rsa-2026:RS256]");
+        let rsa = EncodingKey::from_rsa_pem(&std::fs::read(format!("{fixtures}jwt-rs256.key")).unwrap()).unwrap();
+        assert!(rsa_set.verify(&with_kid(Algorithm::RS256, Some("rsa-2026"), &rsa, claims.clone())).is_ok());
+        // An ES256 token against an RS256-only set: the algorithm is refused.
+        assert_eq!(rsa_set.verify(&t1), Err(AuthError::Algorithm("ES256".into())));
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

@@ -291,6 +291,13 @@ settings! {
     jwt_public_key: Option<PathBuf> = None, value "FILE", shown "none";
     /// Algorithm of --jwt-public-key: RS256 or ES256
     jwt_algorithm: Option<String> = None, value "ALG", shown "none";
+    /// JWK set file of an identity provider (its published keys: RS*, PS*, ES256, ES384, EdDSA; a token's
+    /// `kid` picks the key); read again on SIGHUP, so keys rotate without a restart
+    jwt_jwks: Option<PathBuf> = None, value "FILE", shown "none";
+    /// Issuer every token must name in `iss` (the server's own tokens carry it)
+    jwt_issuer: Option<String> = None, value "ISSUER", shown "none: not checked";
+    /// Audience every token must name in `aud` (the server's own tokens carry it)
+    jwt_audience: Option<String> = None, value "AUDIENCE", shown "none: not checked";
     /// API key exchanged at GET /api/ws/token (header X-API-Key) for a short-lived token naming USER;
     /// repeatable
     api_keys: Vec<String> = Vec::new(), value "KEY=USER", flag "api-key", shown "none";
@@ -615,15 +622,19 @@ impl Config {
     }
 }
 
-/// The JWT secret of `tickwire token`: flag, then environment, then config file.
-pub fn token_secret(args: &TokenArgs) -> anyhow::Result<String> {
-    if let Some(s) = &args.jwt_secret {
-        return Ok(s.clone());
-    }
+/// The JWT secret of `tickwire token` (flag, then environment, then config file) and the issuer and audience
+/// its tokens must carry (environment, then config file).
+pub fn token_secret(args: &TokenArgs) -> anyhow::Result<(String, crate::auth::ClaimRules)> {
     let serve = ServeArgs { config: args.config.clone(), ..ServeArgs::default() };
-    Config::load(&serve)?
-        .jwt_secret
-        .context("no secret configured: pass --jwt-secret, set TICKWIRE_JWT_SECRET or jwt_secret in --config")
+    let config = Config::load(&serve)?;
+    let rules = crate::auth::ClaimRules { issuer: config.jwt_issuer, audience: config.jwt_audience };
+    let secret = match &args.jwt_secret {
+        Some(s) => s.clone(),
+        None => config
+            .jwt_secret
+            .context("no secret configured: pass --jwt-secret, set TICKWIRE_JWT_SECRET or jwt_secret in --config")?,
+    };
+    Ok((secret, rules))
 }
 
 #[cfg(test)]

@@ -95,9 +95,9 @@ fn report(args: &tickwire_net::config::ReportArgs) -> anyhow::Result<()> {
 
 fn token(args: &tickwire_net::config::TokenArgs) -> anyhow::Result<()> {
     let role = Role::parse(&args.role).ok_or_else(|| anyhow::anyhow!("--role must be user, publisher or admin"))?;
-    let secret = token_secret(args)?;
+    let (secret, rules) = token_secret(args)?;
     let now = tickwire_net::util::now_secs();
-    println!("{}", Authenticator::hs256(secret.as_bytes()).issue(&args.sub, role, now, args.ttl_s));
+    println!("{}", Authenticator::new(secret.as_bytes(), rules).issue(&args.sub, role, now, args.ttl_s));
     Ok(())
 }
 

@@ -51,12 +51,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Some(s) => (s.clone(), false),
         None => (random_secret(), true),
     };
-    let mut auth = Authenticator::hs256(secret.as_bytes());
+    let rules = crate::auth::ClaimRules { issuer: config.jwt_issuer.clone(), audience: config.jwt_audience.clone() };
+    let mut files = crate::auth::KeyFiles { public_key: None, jwks: config.jwt_jwks.clone() };
     if let (Some(path), Some(alg)) = (&config.jwt_public_key, &config.jwt_algorithm) {
         let alg = crate::auth::parse_algorithm(alg).context("--jwt-algorithm must be RS256 or ES256")?;
-        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        auth = auth.with_public_key(alg, &pem)?;
+        files.public_key = Some((alg, path.clone()));
     }
+    let auth = Authenticator::new(secret.as_bytes(), rules).with_key_files(files)?;
     let security = crate::security::Security::from_config(&config)?;
     // What this host lacks for this server, said once (check-system says it all, with the fixes).
     crate::system::log_at_start(&config);
@@ -86,7 +87,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("cannot install signal handlers")?;
     }
-    // SIGHUP (systemctl reload): the TLS certificate and key are read again; nothing stops.
+    // SIGHUP (systemctl reload): the TLS certificate and key and the JWT key files are read again; nothing
+    // stops.
     let hangups = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
         .context("cannot install the SIGHUP handler")?;
     let shared = Arc::new(Shared {
@@ -123,9 +125,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     {
         let certificate = shared.security.certificate.clone();
+        let auth = shared.auth.clone();
         std::thread::Builder::new()
             .name("reload".into())
-            .spawn(move || reload_on_hangup(hangups, certificate))
+            .spawn(move || reload_on_hangup(hangups, certificate, &auth))
             .context("cannot start the reload thread")?;
     }
     let cpus = allowed_cpus();
@@ -218,9 +221,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Reads the TLS certificate and key again at each SIGHUP: new handshakes take them, connections already
-/// made keep theirs. A pair that does not load leaves the one in use.
-fn reload_on_hangup(mut hangups: signal_hook::iterator::Signals, certificate: Option<Arc<crate::tls::Certificate>>) {
+/// Reads the TLS certificate and key and the JWT key files again at each SIGHUP: new handshakes and tokens
+/// are checked with them, connections already made keep going. A file that does not load leaves the one in
+/// use.
+fn reload_on_hangup(
+    mut hangups: signal_hook::iterator::Signals,
+    certificate: Option<Arc<crate::tls::Certificate>>,
+    auth: &Authenticator,
+) {
     for _ in hangups.forever() {
         match certificate.as_deref().map(crate::tls::Certificate::reload) {
             None => tracing::info!("SIGHUP: no TLS certificate to reload"),
@@ -228,6 +236,10 @@ fn reload_on_hangup(mut hangups: signal_hook::iterator::Signals, certificate: Op
             Some(Err(e)) => {
                 tracing::error!(error = %format!("{e:#}"), "SIGHUP: the TLS certificate was not reloaded; the one in use stays")
             }
+        }
+        match auth.reload() {
+            Ok(accepted) => tracing::info!(jwt = %accepted, "SIGHUP: JWT keys reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the JWT keys were not reloaded; the ones in use stay"),
         }
     }
 }
@@ -451,7 +463,9 @@ fn serve_accepted(shard: &Rc<Shard>, stream: glommio::net::TcpStream) {
     let ip = stream.peer_addr().ok().map(|a| a.ip());
     let _ = stream.set_nodelay(true);
     let fd = Some(stream.as_raw_fd());
-    glommio::spawn_local(crate::routes::accept(shard.clone(), stream, fd, ip)).detach();
+    // The connection's id in logs from here on, and its key in the shard once it upgrades.
+    let key = shard.next_id();
+    glommio::spawn_local(crate::routes::accept(shard.clone(), stream, fd, ip, key)).detach();
 }
 
 /// Graceful stop: tell every connection (a `system` notice with a jittered `retry_after_ms`, so that

@@ -399,3 +399,105 @@ fn sighup_rotates_the_certificate_under_load_and_connections_stay() {
     assert!(publisher.join().unwrap() > 20);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A fresh ES256 key of an identity provider: its signing key and its JWK under `kid`.
+fn provider_key(kid: &str) -> (jsonwebtoken::EncodingKey, Value) {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let raw = pair.public_key_raw(); // 0x04, x, y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+                     "x": b64(&raw[1..33]), "y": b64(&raw[33..65])});
+    (jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(), jwk)
+}
+
+#[test]
+fn an_identity_providers_issuer_audience_and_rotated_key_set() {
+    let dir = std::env::temp_dir().join(format!("tickwire-jwks-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = dir.join("jwks.json");
+    let (k1, jwk1) = provider_key("2026-11");
+    let (k2, jwk2) = provider_key("2026-12");
+    std::fs::write(&jwks, json!({"keys": [jwk1]}).to_string()).unwrap();
+    let (iss, aud) = ("https://idp.example/realms/trading", "tickwire");
+    let server = Server::start_env(
+        &[
+            "--no-simulator",
+            "--allow-anonymous",
+            "false",
+            "--jwt-jwks",
+            jwks.to_str().unwrap(),
+            "--jwt-issuer",
+            iss,
+            "--jwt-audience",
+            aud,
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    let addr = server.addr;
+    let signed = |key: &jsonwebtoken::EncodingKey, kid: &str, claims: Value| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    };
+    let claims = |sub: &str, iss: &str, aud: &str| json!({"sub": sub, "exp": now() + 600, "iss": iss, "aud": aud});
+    let stats = "/api/admin/websocket-stats";
+    let refusal = |t: &str| {
+        let (status, body) = http(addr, "GET", stats, Some(t), "");
+        (status, body["error"].as_str().unwrap_or_default().to_owned())
+    };
+    // The provider's token with its issuer and this audience: in, with the role it carries.
+    let good = signed(&k1, "2026-11", claims("idp-user", iss, aud));
+    let mut stays = Client::connect(addr, "/v1/stream", Some(&good)).unwrap();
+    assert_eq!(stays.welcome["user_id"], "idp-user");
+    let admin =
+        signed(&k1, "2026-11", json!({"sub": "ops", "exp": now() + 600, "iss": iss, "aud": aud, "role": "admin"}));
+    assert_eq!(http(addr, "GET", stats, Some(&admin), "").0, 200);
+    // Another issuer, another audience, a key not in the set: refused, each saying why.
+    let (status, error) = refusal(&signed(&k1, "2026-11", claims("u", "https://evil.example/", aud)));
+    assert!(status == 401 && error.contains("issuer"), "{status} {error}");
+    let (status, error) = refusal(&signed(&k1, "2026-11", claims("u", iss, "billing")));
+    assert!(status == 401 && error.contains("audience"), "{status} {error}");
+    let next = signed(&k2, "2026-12", claims("idp-user", iss, aud));
+    let (status, error) = refusal(&next);
+    assert!(status == 401 && error.contains("2026-12"), "{status} {error}");
+    // The server's own HS256 tokens must carry them too: one without is refused, `tickwire token` adds them.
+    assert_eq!(
+        refused_status(open(addr, "/v1/stream", &[("Authorization", &format!("Bearer {}", token("u", "user")))])),
+        401
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["token", "--sub", "cli-user", "--jwt-secret", SECRET])
+        .env("TICKWIRE_JWT_ISSUER", iss)
+        .env("TICKWIRE_JWT_AUDIENCE", aud)
+        .output()
+        .unwrap();
+    let cli = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(Client::connect(addr, "/v1/stream", Some(&cli)).unwrap().welcome["user_id"], "cli-user");
+
+    // The provider rotates its keys and the server is told: the new key is in, the old one out.
+    std::fs::write(&jwks, json!({"keys": [jwk2]}).to_string()).unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    common::wait_for(SECS, "the reload", || server.log.lock().unwrap().iter().any(|l| l.contains("JWT keys reloaded")));
+    assert_eq!(Client::connect(addr, "/v1/stream", Some(&next)).unwrap().welcome["user_id"], "idp-user");
+    let (status, error) = refusal(&good);
+    assert!(status == 401 && error.contains("2026-11"), "{status} {error}");
+    // A connection made with the old key stays.
+    stays.send(json!({"action": "subscribe", "channel": "quotes", "symbols": ["JWK"], "id": "after"}));
+    assert!(stays.recv_until(SECS, |v| v["id"] == "after").is_some());
+    // A broken set is refused and the keys in use stay.
+    std::fs::write(&jwks, "{\"keys\": [").unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    common::wait_for(SECS, "the refusal", || {
+        server.log.lock().unwrap().iter().any(|l| l.contains("JWT keys were not reloaded"))
+    });
+    assert!(Client::connect(addr, "/v1/stream", Some(&next)).is_ok());
+    std::fs::remove_dir_all(dir).ok();
+}
