@@ -20,31 +20,34 @@ use crate::metrics;
 use crate::session::{self, Kind};
 use crate::shard::Shard;
 use crate::store::Durability;
+use tickwire_fanout::engine::ConnId;
 
 /// How long a connection refused after its upgrade waits for the client to close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one accepted TCP connection: through TLS when configured (the handshake within the handshake
-/// deadline), then [`serve`]. `fd` is the plain TCP socket of `stream`.
-pub async fn accept<S>(shard: Rc<Shard>, stream: S, fd: Option<RawFd>, ip: Option<IpAddr>)
+/// deadline), then [`serve`]. `fd` is the plain TCP socket of `stream`; `key` its number on this shard
+/// (its id in logs, [`ConnId`]).
+pub async fn accept<S>(shard: Rc<Shard>, stream: S, fd: Option<RawFd>, ip: Option<IpAddr>, key: u64)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let Some(acceptor) = shard.shared.security.tls.clone() else { return serve(shard, stream, fd, ip).await };
+    let Some(acceptor) = shard.shared.security.tls.clone() else { return serve(shard, stream, fd, ip, key).await };
+    let conn = ConnId(shard.id, key);
     let deadline = Duration::from_secs(shard.shared.config.handshake_timeout_s);
     let handshake = glommio::timer::timeout(deadline, async { Ok(acceptor.accept(stream).await) }).await;
     match handshake {
         // Sessions must not write to the socket under TLS: no `fd`.
-        Ok(Ok(tls)) => serve(shard, tls, None, ip).await,
-        Ok(Err(e)) => tracing::debug!(?ip, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(?ip, "TLS handshake timed out"),
+        Ok(Ok(tls)) => serve(shard, tls, None, ip, key).await,
+        Ok(Err(e)) => tracing::debug!(%conn, ?ip, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%conn, ?ip, "TLS handshake timed out"),
     }
 }
 
 /// Serves one accepted connection: HTTP requests (kept alive) until an upgrade or the end. `fd` is its
 /// plain TCP socket, which WebSocket sessions may write to directly (see [`session::Conn::send_update`]);
 /// `None` for streams such as TLS.
-pub async fn serve<S>(shard: Rc<Shard>, mut stream: S, fd: Option<RawFd>, ip: Option<IpAddr>)
+pub async fn serve<S>(shard: Rc<Shard>, mut stream: S, fd: Option<RawFd>, ip: Option<IpAddr>, key: u64)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -79,10 +82,10 @@ where
                     .map(|d| Kind::Subscriber(d.id)),
             };
             if let Some(kind) = kind {
-                return upgrade(shard, stream, fd, buf, req, kind, ip).await;
+                return upgrade(shard, stream, fd, buf, req, kind, ip, key).await;
             }
         }
-        let resp = route(&shard, &req, &body, keep_alive).await;
+        let resp = route(&shard, &req, &body, keep_alive, ConnId(shard.id, key)).await;
         if stream.write_all(&resp).await.is_err() || !keep_alive {
             let _ = stream.close().await;
             return;
@@ -148,10 +151,11 @@ async fn upgrade<S>(
     req: Request,
     kind: Kind,
     ip: Option<IpAddr>,
+    key: u64,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let refuse = |status: u16, msg: &str| http::error(status, msg, false);
+    let refuse = |status: u16, msg: &str| (status, msg.to_owned());
     // Seed 002's endpoint answers a missing or bad token after the upgrade, with a close.
     let session = matches!(kind, Kind::Subscriber(d) if d.entry().auth == dialects::Auth::Session);
     let answer = (|| {
@@ -186,15 +190,17 @@ async fn upgrade<S>(
     })();
     let identity = match answer {
         Ok(identity) => identity,
-        Err(resp) => {
-            let _ = stream.write_all(&resp).await;
+        Err((status, why)) => {
+            // Debug: a client retrying in a loop must not flood the log. The reason names no credential.
+            tracing::debug!(conn = %ConnId(shard.id, key), ?ip, status, path = %req.path, "upgrade refused: {why}");
+            let _ = stream.write_all(&http::error(status, &why, false)).await;
             let _ = stream.close().await;
             return;
         }
     };
-    let key = req.ws_key.as_deref().unwrap_or_default().trim();
+    let ws_key = req.ws_key.as_deref().unwrap_or_default().trim();
     let mut accept: http::AcceptKey = [0; 28];
-    accept.copy_from_slice(tungstenite::handshake::derive_accept_key(key.as_bytes()).as_bytes());
+    accept.copy_from_slice(tungstenite::handshake::derive_accept_key(ws_key.as_bytes()).as_bytes());
     let deflate = req
         .ws_extensions
         .as_deref()
@@ -227,7 +233,8 @@ async fn upgrade<S>(
             };
             shard.stats().connections_refused.fetch_add(1, Ordering::Relaxed);
             // Debug, not info: a client retrying in a loop must not turn into a flood of log lines.
-            tracing::debug!(?ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");
+            let conn = ConnId(shard.id, key);
+            tracing::debug!(%conn, ?ip, user = user.map(|u| &**u), ?refusal, "connection refused: {reason}");
             let mut out = answer.map_or_else(Vec::new, |a| http::switching_protocols(&a, &http::extensions_tail(None)));
             out.extend_from_slice(&tickwire_core::ws::close_frame(code, reason));
             let _ = stream.write_all(&out).await;
@@ -247,11 +254,11 @@ async fn upgrade<S>(
     // The session runs as a task of its own and this one ends: the HTTP side's state (the largest part of
     // this task, several KiB) is not kept for the life of every WebSocket connection.
     // It holds the connection-limit slot until it ends.
-    let session = session::run(shard, slot, stream, fd, answer, deflate, buf, kind, identity, client_id, ip);
+    let session = session::run(shard, slot, stream, fd, answer, deflate, buf, kind, identity, client_id, ip, key);
     glommio::spawn_local(session).detach();
 }
 
-async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) -> Vec<u8> {
+async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool, conn: ConnId) -> Vec<u8> {
     if req.method == "GET" {
         if let Some(a) = crate::web::find(&req.path) {
             return asset(a, keep_alive);
@@ -272,7 +279,7 @@ async fn route(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool) 
             http::response(200, metrics::CONTENT_TYPE, metrics::render_prometheus(&shard.shared).as_bytes(), keep_alive)
         }
         ("GET", "/api/admin/websocket-stats") => admin_stats(shard, req, keep_alive),
-        ("GET", "/api/ws/token") => token(shard, req, keep_alive),
+        ("GET", "/api/ws/token") => token(shard, req, keep_alive, conn),
         ("GET", "/api/ws/signing-key") => http::json(200, &shard.shared.security.signer.key_json(), keep_alive),
         ("POST", "/api/admin/debug/stall" | "/api/admin/debug/release") if shard.shared.config.debug_endpoints => {
             debug_stall(shard, req, keep_alive)
@@ -383,13 +390,13 @@ fn debug_stall(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
 }
 
 /// `GET /api/ws/token`: an API key (`X-API-Key`) exchanged for a short-lived user token.
-fn token(shard: &Shard, req: &Request, keep_alive: bool) -> Vec<u8> {
+fn token(shard: &Shard, req: &Request, keep_alive: bool, conn: ConnId) -> Vec<u8> {
     let security = &shard.shared.security;
     let Some(key) = req.api_key.as_deref().filter(|k| !k.is_empty()) else {
         return http::error(401, "send an API key in the X-API-Key header", keep_alive);
     };
     let Some(user) = security.api_keys.user(key) else {
-        tracing::info!("token request with an unknown API key");
+        tracing::info!(%conn, "token request with an unknown API key");
         return http::error(401, "unknown API key", keep_alive);
     };
     let now = crate::util::now_secs();

@@ -55,11 +55,11 @@ pub fn run<S>(
     identity: Option<Identity>,
     client_id: Option<String>,
     ip: Option<std::net::IpAddr>,
+    key: u64,
 ) -> impl std::future::Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let key = shard.next_id();
     let now = now_micros();
     // Consumed here, so that the session's future does not keep it.
     let user = identity.map(|i| i.user);
@@ -84,6 +84,7 @@ where
         shard: shard.id,
     });
     shard.add_conn(conn.clone());
+    tracing::debug!(conn = %tickwire_fanout::engine::ConnId(shard.id, key), ?ip, user = user.as_deref(), ?kind, "connection upgraded");
     // Made once here for the store's record and the welcome (a made id is not kept by the connection).
     let client_id = conn.client_id().into_owned();
     shard.shared.store.connection_opened(ConnectionRecord {

@@ -169,6 +169,18 @@ impl RateLimiter {
     }
 }
 
+/// A connection's id in logs, `c-<shard>-<key>`: the key is the shard's count of accepted TCP connections,
+/// taken at the accept, so the lines of a connection's HTTP requests, its upgrade and its WebSocket session
+/// carry the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId(pub usize, pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c-{}-{}", self.0, self.1)
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Connection {
@@ -259,9 +271,9 @@ impl Connection {
         self.reader.deflate_bits()
     }
 
-    /// The connection's id, `c-<shard>-<key>` (made when asked: connections keep no string for it).
-    pub fn id(&self) -> String {
-        format!("c-{}-{}", self.shard, self.key)
+    /// The connection's id, `c-<shard>-<key>` (written when shown: connections keep no string for it).
+    pub fn id(&self) -> ConnId {
+        ConnId(self.shard as usize, self.key)
     }
 
     pub fn user(&self) -> Option<&Arc<str>> {
@@ -290,7 +302,7 @@ impl Connection {
     pub fn welcome(&mut self, now: Micros, client_id: &str) {
         let (user, settings) = (self.user.clone(), self.settings.clone());
         let welcome = Reply::Welcome {
-            connection_id: &self.id(),
+            connection_id: &self.id().to_string(),
             client_id,
             user_id: user.as_deref(),
             epoch: &settings.epoch,

@@ -16,6 +16,6 @@ pub mod conn;
 pub mod shard;
 pub mod stats;
 
-pub use conn::{Connection, Kind, Queued, Request, Settings};
+pub use conn::{ConnId, Connection, Kind, Queued, Request, Settings};
 pub use shard::{Fault, IngestItem, Journal, NoJournal, Published, Shard, ShardMsg};
 pub use tickwire_core::protocol::SessionLimits;
