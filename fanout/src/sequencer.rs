@@ -234,15 +234,34 @@ impl<D: Dialect> Sequencer<D> {
         };
         let sequence = state.sequence;
         if let Some(q) = &mut state.critical {
-            // At least once: everything not acknowledged, whatever the client says it has seen.
-            let mut frames = Vec::with_capacity(q.unacked.len() + 1);
-            let mut reset = None;
-            if let Resume::Reset(reason) = resume {
-                frames.push(reset_frame(&self.dialect, topic, reason, now));
-                reset = Some(reason);
+            // At least once: everything not acknowledged, whatever the client says it has seen; and, as on
+            // any private topic, what came after the client's `from_sequence` from history, acknowledged
+            // or not (another connection of the user may have acknowledged it before this one came back).
+            // In sequence order, each once.
+            let mut replay: std::collections::BTreeMap<u64, &Bytes> = q.unacked.iter().map(|(n, f)| (*n, f)).collect();
+            let mut reset = match resume {
+                Resume::Reset(reason) => Some(reason),
+                _ => None,
+            };
+            if let Resume::After(n) = resume {
+                let len = state.history.len() as u64;
+                if n < sequence && sequence - n > len && reset.is_none() {
+                    // Some of what came after `n` is no longer kept.
+                    reset = Some(reset::HISTORY_UNAVAILABLE);
+                }
+                for (i, f) in state.history.iter().enumerate() {
+                    let at = sequence + 1 + i as u64 - len;
+                    if at > n {
+                        replay.entry(at).or_insert(f);
+                    }
+                }
             }
-            frames.extend(q.unacked.iter().map(|(_, f)| f.clone()));
-            let replayed = q.unacked.len();
+            let mut frames = Vec::with_capacity(replay.len() + 1);
+            if let Some(reason) = reset {
+                frames.push(reset_frame(&self.dialect, topic, reason, now));
+            }
+            let replayed = replay.len();
+            frames.extend(replay.into_values().cloned());
             return Start { sequence, frames, dropped: std::mem::take(&mut q.dropped), reset, replayed };
         }
         let reason = match resume {
@@ -366,6 +385,15 @@ impl<D: Dialect> Sequencer<D> {
         if let Some(q) = self.topics.get_mut(topic).and_then(|s| s.critical.as_mut()) {
             q.dropped = 0;
         }
+    }
+
+    /// Every public topic with updates, and its last sequence (what a stopping node hands over).
+    pub fn public_sequences(&self) -> Vec<(Topic, u64)> {
+        self.topics
+            .iter()
+            .filter(|(t, s)| !t.channel.is_private() && s.sequence > 0)
+            .map(|(t, s)| (t.clone(), s.sequence))
+            .collect()
     }
 
     /// The current sequence of `topic` (0 before its first update).
@@ -568,6 +596,30 @@ mod resume_tests {
         let v: serde_json::Value =
             serde_json::from_slice(payload(&s.start(&p, Resume::After(2), 0).frames[0])).unwrap();
         assert_eq!(v, serde_json::json!({"type":"reset","channel":"portfolio","reason":"history_unavailable"}));
+    }
+
+    #[test]
+    fn a_critical_resume_gets_what_another_connection_acknowledged_meanwhile() {
+        use serde_json::json;
+        let mut s = small();
+        let o = Topic::new(Channel::Orders, "u-1");
+        for _ in 0..3 {
+            s.ingest(&o, Bytes::from_static(b"{}"), None, 0);
+        }
+        // One connection of the user saw 1 and left; another saw 2 and 3 and acknowledged all three.
+        assert_eq!(s.ack(&o, 3), 3);
+        // The first comes back from 1: 2 and 3 from history (2 kept), though nothing is unacknowledged.
+        let start = s.start(&o, Resume::After(1), 0);
+        assert_eq!((seqs(&start.frames), start.reset, start.replayed), (vec![json!(2), 3.into()], None, 2));
+        assert!(s.start(&o, Resume::After(3), 0).frames.is_empty(), "up to date, all acknowledged");
+        // Unacknowledged messages and history after `n` merge, in order, each once.
+        s.ingest(&o, Bytes::from_static(b"{}"), None, 0);
+        assert_eq!(seqs(&s.start(&o, Resume::After(2), 0).frames), [json!(3), 4.into()]);
+        assert_eq!(seqs(&s.start(&o, Resume::After(4), 0).frames), [json!(4)], "unacknowledged, seen or not");
+        // From further back than history keeps: a reset says so, then what is kept.
+        let start = s.start(&o, Resume::After(1), 0);
+        assert_eq!(start.reset, Some(reset::HISTORY_UNAVAILABLE));
+        assert_eq!(seqs(&start.frames), [json!(["reset", null]), json!(3), 4.into()]);
     }
 
     #[test]
