@@ -169,8 +169,11 @@ pub struct Recovered {
     /// Private topics continued from the database (a node with one; the bus keeps none then).
     pub critical: Vec<RecoveredTopic>,
     /// The cluster's epoch: when the streams were made (hex microseconds), so that sequences resume
-    /// across nodes and restarts; `None` without a bus.
+    /// across nodes and restarts; `None` without a bus. With a database: the epoch the last process at
+    /// this address left at its graceful stop, if it did.
     pub epoch: Option<String>,
+    /// With a database: that process's public topics' last sequences.
+    pub public: Vec<tickwire_persistence::PublicSequence>,
 }
 
 /// The running bus: its state and its thread, stopped by [`Bus::stop`] (or on drop).

@@ -73,7 +73,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (store, recovered) = crate::store::open(&config, bus.as_ref())?;
+    let (store, recovered) = crate::store::open(&config, bus.as_ref(), addr)?;
     // A node the bus sequences for gets, for each topic its clients subscribe to, the updates the streams
     // store (every node's) and the acks made anywhere, each at the shard that owns the topic.
     let mut bus_inbox = Vec::new();
@@ -102,6 +102,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         store,
         recovered: std::sync::Mutex::new(recovered.critical),
+        recovered_public: std::sync::Mutex::new(recovered.public),
+        handover: std::sync::Mutex::new(Vec::new()),
         symbols: simulator::symbols(if config.simulator { config.simulator_symbols } else { 0 }),
         security,
         bus: bus.as_ref().map(|b| b.state.clone()),
@@ -215,9 +217,37 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     match failed {
         Some(e) => Err(e),
         None => {
+            handover(&shared, addr);
             shared.config.say("tickwire stopped");
             Ok(())
         }
+    }
+}
+
+/// Leaves the epoch and the public topics' last sequences for the process that takes over `addr`
+/// (docs/deploy/restart.md): with a database, it continues them, so that clients resume there without a
+/// reset. Every shard has drained: nothing is sequenced any more.
+fn handover(shared: &Shared, addr: SocketAddr) {
+    let public: Vec<tickwire_persistence::PublicSequence> =
+        std::mem::take(&mut *shared.handover.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .map(|(topic, sequence)| tickwire_persistence::PublicSequence {
+                channel: topic.channel,
+                symbol: topic.key.to_string(),
+                interval: topic.interval.map_or("", |i| i.as_str()).to_owned(),
+                sequence,
+            })
+            .collect();
+    if shared.config.listen.port() == 0 {
+        // Any port: no process can take this one's address over.
+        return;
+    }
+    match shared.store.handover(&addr.to_string(), &shared.epoch, &public) {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::info!(epoch = %shared.epoch, public_topics = public.len(), "handed over to the next process at {addr}")
+        }
+        Err(e) => tracing::error!(error = %e, "the hand-over was not written: the next process starts a new epoch"),
     }
 }
 
@@ -377,6 +407,10 @@ async fn shard_main(
     accept_loop(&shard, &listener).await;
     drain(&shard).await;
     shard.shared.store.flush();
+    // For the process that takes over this address (docs/deploy/restart.md): written once every shard is
+    // here, by `run`.
+    let public = shard.public_sequences();
+    shard.shared.handover.lock().unwrap_or_else(|e| e.into_inner()).extend(public);
     Ok(())
 }
 
@@ -474,16 +508,20 @@ async fn drain(shard: &Rc<Shard>) {
     use rand::Rng;
     // First let what peers sent arrive: an update acknowledged to its publisher may still be on its way
     // from its owner to this shard's subscribers. Each peer's `Quiesce` comes after all it sent before
-    // stopping (bounded, in case a peer is gone).
-    shard.send_quiesce();
+    // stopping (bounded, in case a peer is gone). Two rounds: after the first, every event a peer forwarded
+    // here before it stopped has been sequenced here; the second comes after the updates its owner sent
+    // for events this shard forwarded (no shard sequences anything once stopping: `routes::STOPPING`).
     let peers = shard.shared.shards - 1;
     let quiet_by = Instant::now() + QUIESCE_TIMEOUT;
-    while shard.quiesced() < peers && Instant::now() < quiet_by {
-        let _ = glommio::timer::timeout(Duration::from_millis(10), async {
-            shard.quiesce_arrived().await;
-            Ok(())
-        })
-        .await;
+    for round in 1..=2 {
+        shard.send_quiesce();
+        while shard.quiesced() < round * peers && Instant::now() < quiet_by {
+            let _ = glommio::timer::timeout(Duration::from_millis(10), async {
+                shard.quiesce_arrived().await;
+                Ok(())
+            })
+            .await;
+        }
     }
     let conns = shard.connections();
     tracing::info!(shard = shard.id, connections = conns.len(), "stopping");

@@ -151,6 +151,16 @@ impl Shard {
                 engine.restore(&topic, t.sequence, std::mem::take(&mut t.unacked));
                 false
             });
+            let mut public = shared.recovered_public.lock().unwrap_or_else(|e| e.into_inner());
+            public.retain(|p| {
+                let mut topic = Topic::new(p.channel, p.symbol.as_str());
+                topic.interval = tickwire_core::topic::BarInterval::parse(&p.interval);
+                if topic.owner(shared.shards) != id {
+                    return true;
+                }
+                engine.restore(&topic, p.sequence, Vec::new());
+                false
+            });
         }
         let config = &shared.config;
         let conn_settings = Arc::new(engine::Settings {
@@ -268,6 +278,11 @@ impl Shard {
     /// A test aid (`debug_endpoints`): blocks every other shard's thread for `ms`; returns their ids.
     pub fn stall_peers(&self, ms: u64) -> Vec<usize> {
         self.engine(|e| e.stall_peers(ms))
+    }
+
+    /// The public topics this shard sequenced, with their last sequences (the hand-over at a graceful stop).
+    pub fn public_sequences(&self) -> Vec<(Topic, u64)> {
+        self.engine.borrow().public_sequences()
     }
 
     /// Sends `Quiesce` to every peer. Public for the shutdown in `server`.

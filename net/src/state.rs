@@ -28,6 +28,10 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Private topics continued from an earlier run (the database store), taken by their owner shards.
     pub recovered: std::sync::Mutex<Vec<RecoveredTopic>>,
+    /// Public topics continued from the last process at this address (its graceful stop's hand-over).
+    pub recovered_public: std::sync::Mutex<Vec<tickwire_persistence::PublicSequence>>,
+    /// The public topics' last sequences, put here by each shard when it has drained (for the hand-over).
+    pub handover: std::sync::Mutex<Vec<(tickwire_core::topic::Topic, u64)>>,
     /// Symbols of the simulated feed.
     pub symbols: Vec<Arc<str>>,
     /// Connection limits, TLS, API keys, the order-signing key.
@@ -121,6 +125,8 @@ impl Shared {
             started: Instant::now(),
             store: Arc::new(tickwire_persistence::MemoryStore::new(64)),
             recovered: Mutex::new(Vec::new()),
+            recovered_public: Mutex::new(Vec::new()),
+            handover: Mutex::new(Vec::new()),
             symbols: Vec::new(),
             security: crate::security::Security::from_config(&config).unwrap(),
             bus: None,

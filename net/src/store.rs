@@ -22,7 +22,7 @@ const MEMORY_STRIPES: usize = 64;
 
 /// The store to run with, and the private topics to continue. Without `database_url`, the memory store;
 /// with it, PostgreSQL, or a clear error if it cannot be reached.
-pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Opened> {
+pub fn open(config: &Config, bus: Option<&crate::bus::Bus>, node: std::net::SocketAddr) -> anyhow::Result<Opened> {
     // An empty URL (DATABASE_URL= in a unit file) means none.
     let Some(url) = config.database_url.as_ref().filter(|u| !u.trim().is_empty()) else {
         let memory = Arc::new(MemoryStore::striped(MEMORY_CONNECTIONS, MEMORY_STRIPES));
@@ -44,6 +44,8 @@ pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Op
     options.backlog = config.store_backlog;
     options.recover_per_topic = config.critical_queue;
     options.timeout = Duration::from_millis(config.store_timeout_ms.max(1));
+    // A node is its address; one on port 0 (any port, tests) has none to hand over or take over.
+    options.node = (config.listen.port() != 0).then(|| node.to_string());
     options.retention =
         (config.retention_days > 0).then(|| Duration::from_secs(u64::from(config.retention_days) * 86_400));
     let (store, recovered) = PgStore::open(options).map_err(|e| {
@@ -55,7 +57,16 @@ pub fn open(config: &Config, bus: Option<&crate::bus::Bus>) -> anyhow::Result<Op
         tickwire_persistence::pg::redact(url),
         recovered.topics.len()
     ));
-    Ok((Arc::new(store), crate::bus::Recovered { critical: recovered.topics, ..Default::default() }))
+    if let Some(epoch) = &recovered.epoch {
+        tracing::info!(
+            epoch,
+            public_topics = recovered.public.len(),
+            "persistence: continuing the epoch and public topics the previous process at {node} handed over"
+        );
+    }
+    let recovered =
+        crate::bus::Recovered { critical: recovered.topics, epoch: recovered.epoch, public: recovered.public };
+    Ok((Arc::new(store), recovered))
 }
 
 /// The store, and what it continues: the private topics of the database, or what the bus keeps.
@@ -197,13 +208,15 @@ mod tests {
     #[test]
     fn an_unreachable_database_is_one_clear_error_without_the_password_and_an_empty_url_is_none() {
         let config = Config { database_url: Some("postgres://me:pw@127.0.0.1:1/x".into()), ..Config::default() };
-        let Err(err) = open(&config, None).map(|_| ()) else { panic!("no database there") };
+        let Err(err) = open(&config, None, "127.0.0.1:1".parse().unwrap()).map(|_| ()) else {
+            panic!("no database there")
+        };
         let err = err.to_string();
         assert!(err.contains("cannot connect to the database at postgres://me@127.0.0.1:1/x"), "{err}");
         assert!(err.contains("unset it to run with the in-memory store") && !err.contains(":pw@"), "{err}");
         let empty = Config { database_url: Some(" ".into()), ..Config::default() };
         assert!(
-            open(&empty, None).unwrap().1.critical.is_empty(),
+            open(&empty, None, "127.0.0.1:1".parse().unwrap()).unwrap().1.critical.is_empty(),
             "an empty URL (DATABASE_URL= in a unit file) is the memory store"
         );
     }

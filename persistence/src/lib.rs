@@ -33,7 +33,7 @@ pub mod pg;
 pub mod report;
 mod writer;
 
-pub use pg::{PgOptions, PgStore, Recovered, RecoveredTopic};
+pub use pg::{PgOptions, PgStore, PublicSequence, Recovered, RecoveredTopic};
 
 /// A connection's life, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +203,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
     /// Writes out whatever is buffered; called once on graceful shutdown, after the connections closed.
     fn flush(&self) {}
+    /// Leaves this node's epoch and public topics' sequences for the process that takes over its address
+    /// (docs/deploy/restart.md); called once, last, at a graceful stop. `Ok(false)`: this store keeps none.
+    fn handover(&self, _node: &str, _epoch: &str, _public: &[PublicSequence]) -> Result<bool, String> {
+        Ok(false)
+    }
 }
 
 /// The in-memory store: the most recent connections, up to a bound.

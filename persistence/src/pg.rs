@@ -58,6 +58,10 @@ pub struct PgOptions {
     /// How long the database may take to accept a connection or answer a batch (or a read) before it
     /// counts as lost: a network that drops packets rather than closing.
     pub timeout: Duration,
+    /// This node's listening address. With it, the store waits at start until no other process holds the
+    /// address (an advisory lock held for the process's life), then takes what the last one left at its
+    /// graceful stop ([`PgStore::handover`]).
+    pub node: Option<String>,
 }
 
 impl PgOptions {
@@ -70,14 +74,30 @@ impl PgOptions {
             retention: None,
             prune_every: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
+            node: None,
         }
     }
 }
 
-/// What a restarted server needs to continue its private topics.
+/// What a restarted server needs to continue its private topics, and, after a graceful stop of the node
+/// at its address, its epoch and public topics.
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub topics: Vec<RecoveredTopic>,
+    /// The epoch the last process at this address left at its graceful stop.
+    pub epoch: Option<String>,
+    /// Its public topics' last sequences.
+    pub public: Vec<PublicSequence>,
+}
+
+/// A public topic's last sequence, handed from a stopping process to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicSequence {
+    pub channel: Channel,
+    pub symbol: String,
+    /// A bar interval's name (`1m`), or empty.
+    pub interval: String,
+    pub sequence: u64,
 }
 
 /// One private topic: its last sequence and, for critical channels, its unacknowledged messages (oldest
@@ -107,6 +127,8 @@ pub struct PgStore {
     critical: mpsc::Sender<CriticalOp>,
     book: mpsc::Sender<BookOp>,
     counters: Arc<Counters>,
+    url: String,
+    timeout: Duration,
     _thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -118,6 +140,7 @@ impl PgStore {
         let counters = Arc::new(Counters::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let c = counters.clone();
+        let (url, timeout) = (options.url.clone(), options.timeout);
         let thread = std::thread::Builder::new().name("persistence".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -130,11 +153,19 @@ impl PgStore {
                 let opened = async {
                     let mut client = connect(&options.url, options.timeout).await?;
                     migrate(&mut client).await?;
-                    let recovered = recover(&client, options.recover_per_topic).await?;
-                    Ok::<_, Error>((client, recovered))
+                    // The node's lock, on a connection of its own held as long as this thread runs.
+                    let lock = match &options.node {
+                        Some(node) => Some(take_over(&options.url, options.timeout, node).await?),
+                        None => None,
+                    };
+                    let mut recovered = recover(&client, options.recover_per_topic).await?;
+                    if let Some(node) = &options.node {
+                        (recovered.epoch, recovered.public) = handed_over(&mut client, node).await?;
+                    }
+                    Ok::<_, Error>((client, recovered, lock))
                 };
                 match opened.await {
-                    Ok((client, recovered)) => {
+                    Ok((client, recovered, _lock)) => {
                         c.up.store(true, Ordering::Relaxed);
                         let _ = ready_tx.send(Ok(recovered));
                         writer::run(options, client, critical_rx, book_rx, c).await;
@@ -147,7 +178,38 @@ impl PgStore {
         })?;
         let recovered =
             ready_rx.recv().unwrap_or_else(|_| Err(Error::Migrate("the persistence thread died".into())))?;
-        Ok((PgStore { critical, book, counters, _thread: Mutex::new(Some(thread)) }, recovered))
+        Ok((PgStore { critical, book, counters, url, timeout, _thread: Mutex::new(Some(thread)) }, recovered))
+    }
+
+    /// Leaves `epoch` and the public topics' last sequences for the next process at `node`, in one
+    /// transaction on a connection of its own; called once, at the end of a graceful stop, after the
+    /// shards drained and flushed. The next process reads them once it holds the node's lock, that is once
+    /// this process has exited.
+    pub fn write_handover(&self, node: &str, epoch: &str, public: &[PublicSequence]) -> Result<(), Error> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Thread)?;
+        rt.block_on(async {
+            let mut client = connect(&self.url, self.timeout).await?;
+            let tx = client.transaction().await?;
+            tx.execute("DELETE FROM websocket_handover_sequences WHERE node = $1", &[&node]).await?;
+            tx.execute(
+                "INSERT INTO websocket_handover (node, epoch, written_at) VALUES ($1, $2, now())
+                 ON CONFLICT (node) DO UPDATE SET epoch = EXCLUDED.epoch, written_at = EXCLUDED.written_at",
+                &[&node, &epoch],
+            )
+            .await?;
+            let channels: Vec<&str> = public.iter().map(|p| p.channel.name()).collect();
+            let symbols: Vec<&str> = public.iter().map(|p| p.symbol.as_str()).collect();
+            let intervals: Vec<&str> = public.iter().map(|p| p.interval.as_str()).collect();
+            let sequences: Vec<i64> = public.iter().map(|p| p.sequence as i64).collect();
+            tx.execute(
+                "INSERT INTO websocket_handover_sequences (node, channel, symbol, bar_interval, sequence)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::int8[])",
+                &[&node, &channels, &symbols, &intervals, &sequences],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     fn book(&self, op: BookOp) {
@@ -212,6 +274,10 @@ impl Store for PgStore {
 
     fn metrics(&self, record: MetricsRecord) {
         self.book(BookOp::Metrics(record));
+    }
+
+    fn handover(&self, node: &str, epoch: &str, public: &[PublicSequence]) -> Result<bool, String> {
+        self.write_handover(node, epoch, public).map(|()| true).map_err(|e| e.to_string())
     }
 
     fn stats(&self) -> StoreStats {
@@ -297,6 +363,54 @@ pub(crate) async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), E
     Ok(())
 }
 
+/// Takes the lock of `node` (its listening address) on a connection of its own, waiting as long as another
+/// process holds it: the process this one replaces, until it has drained and exited. Returns the
+/// connection, which holds the lock until it closes.
+async fn take_over(url: &str, timeout: Duration, node: &str) -> Result<tokio_postgres::Client, Error> {
+    const KEY: &str = "SELECT hashtextextended('tickwire node ' || $1, 0)";
+    let client = connect(url, timeout).await?;
+    let key: i64 = client.query_one(KEY, &[&node]).await?.get(0);
+    let free: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await?.get(0);
+    if !free {
+        tracing::warn!(
+            node,
+            "another process serves {node} on this database: waiting for it to stop (SIGTERM it; it drains, hands over and exits)"
+        );
+        client.execute("SELECT pg_advisory_lock($1)", &[&key]).await?;
+        tracing::info!(node, "the previous process has exited: taking over");
+    }
+    Ok(client)
+}
+
+/// What the last process at `node` left at its graceful stop (nothing after a crash), read and deleted.
+async fn handed_over(
+    client: &mut tokio_postgres::Client,
+    node: &str,
+) -> Result<(Option<String>, Vec<PublicSequence>), Error> {
+    let tx = client.transaction().await?;
+    let epoch: Option<String> = tx
+        .query_opt("DELETE FROM websocket_handover WHERE node = $1 RETURNING epoch", &[&node])
+        .await?
+        .map(|r| r.get(0));
+    let rows = tx
+        .query(
+            "DELETE FROM websocket_handover_sequences WHERE node = $1 RETURNING channel, symbol, bar_interval, sequence",
+            &[&node],
+        )
+        .await?;
+    tx.commit().await?;
+    let public = rows
+        .iter()
+        .filter_map(|r| {
+            let (name, symbol, interval, sequence): (String, String, String, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            Some(PublicSequence { channel: Channel::from_name(&name)?, symbol, interval, sequence: sequence as u64 })
+        })
+        .collect();
+    // Sequences without their epoch mean nothing: a half-written hand-over is none.
+    Ok(if epoch.is_some() { (epoch, public) } else { (None, Vec::new()) })
+}
+
 /// Loads every private topic's last sequence and the last `per_topic` unacknowledged critical messages.
 async fn recover(client: &tokio_postgres::Client, per_topic: usize) -> Result<Recovered, Error> {
     type Topics = std::collections::BTreeMap<(String, Channel), RecoveredTopic>;
@@ -334,7 +448,7 @@ async fn recover(client: &tokio_postgres::Client, per_topic: usize) -> Result<Re
         }
     }
     let topics = out.into_values().collect();
-    Ok(Recovered { topics })
+    Ok(Recovered { topics, ..Recovered::default() })
 }
 
 #[cfg(test)]

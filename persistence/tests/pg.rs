@@ -10,7 +10,7 @@ use bytes::Bytes;
 use testdb::TestDb;
 use tickwire_core::Channel;
 use tickwire_persistence::{
-    ConnectionRecord, CriticalRecord, MetricsRecord, PgOptions, PgStore, Store, SubscriptionRecord,
+    ConnectionRecord, CriticalRecord, MetricsRecord, PgOptions, PgStore, PublicSequence, Store, SubscriptionRecord,
 };
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -51,10 +51,45 @@ fn migrations_apply_to_an_empty_database_and_are_idempotent() {
         "websocket_metrics",
         "websocket_subscriptions",
         "websocket_topic_sequences",
+        "websocket_handover",
+        "websocket_handover_sequences",
     ] {
         assert!(tables.iter().any(|x| x == t), "{t} missing from {tables:?}");
     }
-    assert_eq!(db.count("refinery_schema_history"), 2, "each migration applied once");
+    assert_eq!(db.count("refinery_schema_history"), 3, "each migration applied once");
+}
+
+#[test]
+fn a_node_hands_its_epoch_and_public_sequences_to_the_next_process_at_its_address_once() {
+    let Some(db) = TestDb::create() else { return };
+    let node = |name: &str| {
+        let mut options = PgOptions::new(db.url.clone());
+        options.node = Some(name.to_owned());
+        PgStore::open(options).unwrap()
+    };
+    let (first, recovered) = node("127.0.0.1:9001");
+    assert_eq!((recovered.epoch, recovered.public.len()), (None, 0), "nothing handed over yet");
+    let public = vec![
+        PublicSequence { channel: Channel::Quotes, symbol: "AAPL".into(), interval: String::new(), sequence: 41 },
+        PublicSequence { channel: Channel::Bars, symbol: "AAPL".into(), interval: "1m".into(), sequence: 7 },
+    ];
+    first.write_handover("127.0.0.1:9001", "18a2b3c4d5e6f", &public).unwrap();
+    // Another address is another node: it takes nothing (and does not wait for the first).
+    let (_other, recovered) = node("127.0.0.1:9002");
+    assert_eq!(recovered.epoch, None);
+    // The next process at the address waits for the first to go, then takes what it left.
+    drop(first);
+    let (second, recovered) = node("127.0.0.1:9001");
+    assert_eq!(recovered.epoch.as_deref(), Some("18a2b3c4d5e6f"));
+    let mut got = recovered.public;
+    got.sort_by(|a, b| a.channel.name().cmp(b.channel.name()));
+    let mut want = public;
+    want.sort_by(|a, b| a.channel.name().cmp(b.channel.name()));
+    assert_eq!(got, want);
+    // Read once: a later process (after a crash of this one) starts a new epoch.
+    drop(second);
+    let (_third, recovered) = node("127.0.0.1:9001");
+    assert_eq!((recovered.epoch, recovered.public.len()), (None, 0));
 }
 
 #[test]
@@ -70,7 +105,7 @@ fn servers_starting_together_on_an_empty_database_both_migrate() {
         .map(|t| t.join().unwrap())
         .collect();
     assert!(opened.iter().all(Result::is_ok), "{opened:?}");
-    assert_eq!(db.count("refinery_schema_history"), 2);
+    assert_eq!(db.count("refinery_schema_history"), 3);
 }
 
 #[test]

@@ -308,6 +308,11 @@ impl<S: Sink + Clone, J: Journal> Shard<S, J> {
         self.sequencer.restore(topic, sequence, unacked);
     }
 
+    /// The public topics this shard sequenced, with their last sequences.
+    pub fn public_sequences(&self) -> Vec<(Topic, u64)> {
+        self.sequencer.public_sequences()
+    }
+
     /// Switches a [`Fault`] on (the simulation's proof that it catches bugs).
     #[doc(hidden)]
     pub fn inject_fault(&mut self, fault: Fault) {

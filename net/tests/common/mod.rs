@@ -31,9 +31,19 @@ impl Server {
 
     /// [`Server::start`] with `TICKWIRE_*` settings (or `DATABASE_URL`) in the environment.
     pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_until(extra, env, "listening on ")
+    }
+
+    /// [`Server::start_env`], returning once the server has logged a line with `marker` (the address line,
+    /// or an earlier one: a process waiting to take over an address, `net/tests/restart.rs`). `--listen` in
+    /// `extra` replaces port 0.
+    pub fn start_until(extra: &[&str], env: &[(&str, &str)], marker: &'static str) -> Server {
         let shards: &[&str] = if extra.contains(&"--shards") { &[] } else { &["--shards", "2"] };
+        let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
+        let given = extra.iter().position(|a| *a == "--listen").map(|i| extra[i + 1].to_owned());
         let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .args(listen)
+            .args(["--jwt-secret", SECRET])
             .args(shards)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -52,7 +62,9 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap().to_owned();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(Some(addr));
+                } else if line.contains(marker) {
+                    let _ = tx.send(None);
                 }
                 eprintln!("[server] {line}");
                 lines.lock().unwrap().push(line);
@@ -62,6 +74,7 @@ impl Server {
             let _ = child.kill();
             panic!("the server did not start within 20 s");
         };
+        let addr = addr.or(given).expect("the address: logged, or given with --listen");
         Server { addr: addr.parse().unwrap(), child, log }
     }
 
@@ -72,14 +85,19 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(10))
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the exit status (a drain of many clients takes longer).
+    pub fn terminate_within(&mut self, limit: Duration) -> std::process::ExitStatus {
         // SAFETY-free: `kill` is a plain command.
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not stop within 10 s");
+            assert!(Instant::now() < deadline, "server did not stop within {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
