@@ -2,8 +2,9 @@
 //! a new process starts beside the old one on the same address (SO_REUSEPORT) and waits; the old one, sent
 //! SIGTERM, stops taking publishes (503, `Retry-After`) and connections, delivers what it sequenced, sends
 //! each client its shutdown notice, drains, hands its epoch and public sequences over and exits; the new one
-//! takes over. 2,000 resuming clients and a publisher at a steady rate go through it: every client ends with
-//! every sequence of its topics once, in order, with no reset.
+//! takes over. 2,000 resuming clients and a publisher at a steady rate go through it, each subscribed to a
+//! public topic (quotes), a private one (portfolio) and a private critical one (orders): every client ends
+//! with every sequence of its topics once, in order (orders at least once), with no reset.
 
 mod common;
 #[path = "../../persistence/tests/support/testdb.rs"]
@@ -25,7 +26,7 @@ use tungstenite::Message;
 const CLIENTS: usize = 2_000;
 const SYMBOLS: usize = 20;
 const USERS: usize = 50;
-/// Events published: quotes and orders in turn.
+/// Events published: a quote, an order and a portfolio in turn.
 const EVENTS: usize = 1_200;
 /// Events per second, before, during and after the restart.
 const RATE: u64 = 400;
@@ -36,11 +37,12 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// What a client saw: quote sequences in the order they came, order sequences (repeats included: orders
-/// are delivered at least once), resets, connections, and the epochs of its welcomes.
+/// What a client saw: quote and portfolio sequences in the order they came, order sequences (repeats
+/// included: orders are delivered at least once), resets, connections, and the epochs of its welcomes.
 #[derive(Default)]
 struct Seen {
     quotes: Vec<u64>,
+    portfolio: Vec<u64>,
     orders: Vec<u64>,
     resets: u32,
     connections: u32,
@@ -52,10 +54,11 @@ struct Seen {
 struct Ends {
     quotes: BTreeMap<String, u64>,
     orders: BTreeMap<String, u64>,
+    portfolio: BTreeMap<String, u64>,
 }
 
-/// A client of the reference recipe (docs/protocol.md) as user `user`: subscribes to `symbol`'s quotes and
-/// to its orders, from the last sequences it has, with the epoch of its first welcome; acks each order;
+/// A client of the reference recipe (docs/protocol.md) as user `user`: subscribes to `symbol`'s quotes, its
+/// portfolio and its orders, from the last sequences it has, with the epoch of its first welcome; acks each order;
 /// when its connection ends it connects again at once and resumes. Ends once it has both topics' last
 /// sequences (known when `ends` is filled).
 fn client(
@@ -82,8 +85,8 @@ fn client(
         seen.connections += 1;
         loop {
             if let Some(ends) = &*ends.lock().unwrap() {
-                let (q, o) = (ends.quotes.get(&symbol).copied(), ends.orders.get(&user).copied());
-                if seen.quotes.last().copied() >= q && seen.orders.iter().max().copied() >= o {
+                let (q, o, p) = (ends.quotes.get(&symbol), ends.orders.get(&user), ends.portfolio.get(&user));
+                if seen.quotes.last() >= q && seen.orders.iter().max() >= o && seen.portfolio.last() >= p {
                     return seen;
                 }
             }
@@ -105,9 +108,11 @@ fn client(
                     seen.epochs.insert(v["epoch"].as_str().unwrap().to_owned());
                     let quotes = json!({"action":"subscribe","channel":"quotes","symbols":[symbol],
                         "from_sequence":{symbol.as_str(): seen.quotes.last().copied().unwrap_or(0)},"epoch":e});
+                    let portfolio = json!({"action":"subscribe","channel":"portfolio",
+                        "from_sequence":{"*": seen.portfolio.last().copied().unwrap_or(0)},"epoch":e});
                     let orders = json!({"action":"subscribe","channel":"orders",
                         "from_sequence":{"*": seen.orders.iter().max().copied().unwrap_or(0)},"epoch":e});
-                    for s in [quotes, orders] {
+                    for s in [quotes, portfolio, orders] {
                         if ws.send(Message::text(s.to_string())).is_err() {
                             continue 'connect;
                         }
@@ -119,6 +124,7 @@ fn client(
                     }
                 }
                 "quote" => seen.quotes.push(v["sequence"].as_u64().unwrap()),
+                "portfolio" => seen.portfolio.push(v["sequence"].as_u64().unwrap()),
                 "order" => {
                     let sequence = v["sequence"].as_u64().unwrap();
                     seen.orders.push(sequence);
@@ -187,15 +193,24 @@ fn a_new_process_beside_the_old_one_takes_over_and_no_client_misses_an_update() 
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait); // the publisher's pace, not a synchronisation
                 }
-                let (event, topics, key) = if k % 2 == 0 {
-                    let symbol = format!("S{}", (k / 2) % SYMBOLS);
-                    let quote = json!({"channel":"quotes","data":{"symbol":symbol,"bid":k,"ask":k,"last":k}});
-                    (quote, &mut ends.quotes, symbol)
-                } else {
-                    let user = format!("u-{}", (k / 2) % USERS);
-                    let order = json!({"channel":"orders","user_id":user,
-                        "data":{"order_id":format!("o-{k}"),"symbol":"AAPL","side":"buy","status":"new"}});
-                    (order, &mut ends.orders, user)
+                let (event, topics, key) = match k % 3 {
+                    0 => {
+                        let symbol = format!("S{}", (k / 3) % SYMBOLS);
+                        let quote = json!({"channel":"quotes","data":{"symbol":symbol,"bid":k,"ask":k,"last":k}});
+                        (quote, &mut ends.quotes, symbol)
+                    }
+                    1 => {
+                        let user = format!("u-{}", (k / 3) % USERS);
+                        let order = json!({"channel":"orders","user_id":user,
+                            "data":{"order_id":format!("o-{k}"),"symbol":"AAPL","side":"buy","status":"new"}});
+                        (order, &mut ends.orders, user)
+                    }
+                    _ => {
+                        let user = format!("u-{}", (k / 3) % USERS);
+                        let portfolio = json!({"channel":"portfolio","user_id":user,"data":{"total_value":k,
+                            "day_pnl":0.0,"cash":k,"buying_power":k,"positions":[]}});
+                        (portfolio, &mut ends.portfolio, user)
+                    }
                 };
                 let deadline = Instant::now() + Duration::from_secs(60);
                 let sequence = loop {
@@ -259,6 +274,8 @@ fn a_new_process_beside_the_old_one_takes_over_and_no_client_misses_an_update() 
             }
         }
         assert_eq!(firsts, (1..=ends.orders[&user]).collect::<Vec<_>>(), "client {i}: every order of {user}, in order");
+        let last = ends.portfolio[&user];
+        assert_eq!(s.portfolio, (1..=last).collect::<Vec<_>>(), "client {i}: every portfolio of {user} once, in order");
         assert_eq!(s.resets, 0, "client {i}: resumed, never reset");
         assert!(s.connections >= 2, "client {i} went through the restart");
         epochs.extend(s.epochs.iter().cloned());
