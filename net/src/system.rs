@@ -47,6 +47,9 @@ pub struct Host {
     pub io_uring_disabled: Option<u32>,
     /// Whether an io_uring executor could be made here: `Err` says why not (seccomp, memlock, kernel).
     pub ring_probe: Result<(), String>,
+    /// This process's seccomp mode (`Seccomp:` of /proc/self/status): 0 none, 1 strict, 2 a filter (a
+    /// container's profile).
+    pub seccomp: Option<u8>,
     /// `RLIMIT_MEMLOCK` soft limit in bytes (`None`: unlimited).
     pub memlock: Option<u64>,
     /// `RLIMIT_NOFILE`: soft, hard.
@@ -86,6 +89,9 @@ impl Host {
             kernel: sysctl("/proc/sys/kernel/osrelease").unwrap_or_default(),
             io_uring_disabled: sysctl("/proc/sys/kernel/io_uring_disabled").and_then(|s| s.parse().ok()),
             ring_probe: probe_ring(),
+            seccomp: std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+                status.lines().find_map(|l| l.strip_prefix("Seccomp:")).and_then(|v| v.trim().parse().ok())
+            }),
             memlock: rlimit(libc::RLIMIT_MEMLOCK).and_then(|l| unlimited(l.0)),
             nofile: rlimit(libc::RLIMIT_NOFILE).unwrap_or((0, 0)),
             somaxconn: sysctl("/proc/sys/net/core/somaxconn").and_then(|s| s.parse().ok()),
@@ -159,7 +165,18 @@ pub fn checks(host: &Host, config: &Config) -> Vec<Check> {
             "io_uring probe",
             Level::Fail,
             format!("no ring: {e}"),
-            Some("in a container, allow io_uring_setup, io_uring_enter and io_uring_register in its seccomp profile (docs/deploy/container.md); raise the locked-memory limit".into()),
+            Some("in a container, allow io_uring_setup, io_uring_enter and io_uring_register in its seccomp profile (docs/deploy/README.md, Containers); raise the locked-memory limit".into()),
+        ),
+    }
+    // A seccomp filter is how containers refuse io_uring: said apart, so that a refused probe is explained.
+    match (host.seccomp, &host.ring_probe) {
+        (None | Some(0), _) => add("seccomp", Level::Ok, "no filter".into(), None),
+        (Some(2), Ok(())) => add("seccomp", Level::Ok, "a filter that allows io_uring (the probe ring was made)".into(), None),
+        (Some(mode), _) => add(
+            "seccomp",
+            Level::Fail,
+            format!("mode {mode}: {}", if mode == 2 { "a filter, and the probe ring was refused" } else { "strict" }),
+            Some("run with a seccomp profile that allows io_uring_setup, io_uring_enter and io_uring_register (docker --security-opt seccomp=PROFILE; docs/deploy/README.md, Containers)".into()),
         ),
     }
     let memlock_needed = memlock_needed(shards);
@@ -325,6 +342,7 @@ mod tests {
             kernel: "6.1.0-18-amd64".into(),
             io_uring_disabled: Some(0),
             ring_probe: Ok(()),
+            seccomp: Some(0),
             memlock: Some(64 << 20),
             nofile: (1 << 20, 1 << 20),
             somaxconn: Some(4096),
@@ -350,6 +368,8 @@ mod tests {
         let all = checks(&good(), &config());
         assert_eq!(worst(&all), Level::Ok, "{}", text(&all));
         assert!(all.iter().all(|c| c.fix.is_none()));
+        // A container's filter that lets the ring be made is fine.
+        assert_eq!(level_of(&Host { seccomp: Some(2), ..good() }, "seccomp"), Level::Ok);
     }
 
     #[test]
@@ -359,6 +379,12 @@ mod tests {
             ("io_uring_disabled", Host { io_uring_disabled: Some(2), ..good() }, Level::Fail),
             ("io_uring_disabled", Host { io_uring_disabled: Some(1), ..good() }, Level::Warn),
             ("io_uring probe", Host { ring_probe: Err("Operation not permitted".into()), ..good() }, Level::Fail),
+            (
+                "seccomp",
+                Host { seccomp: Some(2), ring_probe: Err("Operation not permitted".into()), ..good() },
+                Level::Fail,
+            ),
+            ("seccomp", Host { seccomp: Some(1), ..good() }, Level::Fail),
             ("RLIMIT_MEMLOCK", Host { memlock: Some(64 * 1024), ..good() }, Level::Fail),
             ("RLIMIT_NOFILE", Host { nofile: (1024, 4096), ..good() }, Level::Fail),
             ("net.core.somaxconn", Host { somaxconn: Some(128), ..good() }, Level::Warn),

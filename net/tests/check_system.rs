@@ -17,10 +17,11 @@ fn check(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-const ITEMS: [&str; 11] = [
+const ITEMS: [&str; 12] = [
     "kernel",
     "io_uring_disabled",
     "io_uring probe",
+    "seccomp",
     "RLIMIT_MEMLOCK",
     "RLIMIT_NOFILE",
     "net.core.somaxconn",
@@ -36,7 +37,7 @@ fn the_exit_status_is_the_worst_item_and_json_says_each() {
     let (code, out) = check(&["--json", "--max-connections", "100", "--shards", "1"]);
     let checks: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let items: Vec<&str> = checks.iter().map(|c| c["item"].as_str().unwrap()).collect();
-    assert_eq!(items, ITEMS[..10], "every item, in order (no TLS file configured)");
+    assert_eq!(items, ITEMS[..11], "every item, in order (no TLS file configured)");
     let worst =
         checks.iter().map(|c| ["ok", "warn", "fail"].iter().position(|l| c["level"] == *l).unwrap()).max().unwrap();
     assert_eq!(code, worst as i32, "{out}");
