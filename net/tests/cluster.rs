@@ -181,18 +181,12 @@ fn resuming_client(lb: SocketAddr, symbol: String, until: Arc<AtomicU64>, ready:
             {
                 return seen;
             }
-            let text = match ws.read() {
-                Ok(Message::Text(t)) => t,
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    continue
-                }
+            let v = match common::read_json(&mut ws) {
+                common::Got::Json(v) => v,
+                common::Got::Quiet => continue,
                 // The node went away: connect again.
-                Err(_) => continue 'connect,
+                common::Got::Gone => continue 'connect,
             };
-            let v: Value = serde_json::from_str(&text).unwrap();
             match v["type"].as_str().unwrap_or("") {
                 "welcome" => {
                     let e = epoch.get_or_insert_with(|| v["epoch"].clone());

@@ -18,7 +18,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{http, token, Server};
-use serde_json::{json, Value};
+use serde_json::json;
 use testdb::TestDb;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
@@ -90,18 +90,12 @@ fn client(
                     return seen;
                 }
             }
-            let text = match ws.read() {
-                Ok(Message::Text(t)) => t,
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    continue
-                }
+            let v = match common::read_json(&mut ws) {
+                common::Got::Json(v) => v,
+                common::Got::Quiet => continue,
                 // The old process closed (1001 after its notice): connect again.
-                Err(_) => continue 'connect,
+                common::Got::Gone => continue 'connect,
             };
-            let v: Value = serde_json::from_str(&text).unwrap();
             match v["type"].as_str().unwrap_or("") {
                 "welcome" => {
                     let e = epoch.get_or_insert_with(|| v["epoch"].as_str().unwrap().to_owned()).clone();

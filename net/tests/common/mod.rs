@@ -306,3 +306,27 @@ pub fn settle(c: &mut Client, symbols: &[&str]) {
 pub const UPGRADE_REQUEST: &[u8] =
     b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// What a read of a resuming client's connection gave (net/tests/cluster.rs, restart.rs).
+pub enum Got {
+    /// A JSON text frame.
+    Json(Value),
+    /// Nothing within the read timeout, or a frame that is not text.
+    Quiet,
+    /// The connection ended: connect again.
+    Gone,
+}
+
+/// Reads one frame of a resuming client.
+pub fn read_json(ws: &mut WebSocket<TcpStream>) -> Got {
+    match ws.read() {
+        Ok(Message::Text(t)) => Got::Json(serde_json::from_str(&t).expect("a JSON frame")),
+        Ok(_) => Got::Quiet,
+        Err(tungstenite::Error::Io(e))
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+        {
+            Got::Quiet
+        }
+        Err(_) => Got::Gone,
+    }
+}
