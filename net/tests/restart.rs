@@ -18,7 +18,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{http, token, Server};
-use serde_json::json;
+use serde_json::{json, Value};
 use testdb::TestDb;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::Message;
@@ -308,29 +308,64 @@ fn request(stream: &mut TcpStream, request: &str) -> (String, String) {
 #[test]
 fn a_stopping_process_refuses_publishes_with_retry_after() {
     // One shard: the kept-alive connection and the subscriber that holds the drain are on the same one (a
-    // shard that has drained ends, and its connections with it).
-    let mut server = Server::start_env(&["--no-simulator", "--shards", "1"], &[("RUST_LOG", "info")]);
-    let publish = |token: &str| {
-        let body = json!({"channel":"quotes","data":{"symbol":"STOP","bid":1,"ask":2}}).to_string();
+    // shard that has drained ends, and its connections with it). The drain lasts as long as that subscriber
+    // neither reads nor goes: its close cannot be flushed (the waits below are far beyond the test's).
+    let mut server = Server::start_env(
+        &[
+            "--no-simulator",
+            "--shards",
+            "1",
+            "--close-flush-ms",
+            "120000",
+            "--shutdown-timeout-ms",
+            "120000",
+            "--slow-consumer-grace-ms",
+            "120000",
+            "--max-queued-bytes",
+            "67108864",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    let publisher = token("pub", "publisher");
+    let post = |body: &str| {
         format!(
-            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {publisher}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
     };
-    let publisher = token("pub", "publisher");
+    // The subscriber that holds the drain: a small receive buffer, subscribed, then never read again.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut upgrade = format!("ws://{}/v1/stream", server.addr).into_client_request().unwrap();
+    upgrade.headers_mut().insert("Authorization", format!("Bearer {}", token("silent", "user")).parse().unwrap());
+    let (mut silent, _) = tungstenite::client(upgrade, stream).unwrap();
+    // A private channel: its updates are never conflated, so they pile up.
+    silent.send(Message::text(r#"{"action":"subscribe","channel":"portfolio","id":"s"}"#)).unwrap();
+    while !matches!(silent.read().unwrap(), Message::Text(t) if t.contains("\"subscribed\"")) {}
+    // More updates for it than the kernel's buffers hold (the sender's grows to 4 MiB), on a connection
+    // kept alive for what follows: about 12 MB, in requests under the body limit.
     let mut kept = TcpStream::connect(server.addr).unwrap();
-    kept.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (head, _) = request(&mut kept, &publish(&publisher));
-    assert!(head.starts_with("HTTP/1.1 202"), "{head}");
-    // A subscriber that never reads keeps the drain going (its close is not answered until the linger ends).
-    let _silent = common::Client::connect(server.addr, "/v1/stream", None).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let position = json!({"symbol":"STOP","quantity":1,"avg_price":100.0,"market_price":101.0,"unrealized_pnl":1.0});
+    let update = json!({"channel":"portfolio","user_id":"silent","data":{"total_value":1,"day_pnl":0.0,"cash":1,
+        "buying_power":1,"positions":vec![position; 30]}});
+    for _ in 0..14 {
+        let (head, body) = request(&mut kept, &post(&Value::from(vec![update.clone(); 300]).to_string()));
+        assert!(head.starts_with("HTTP/1.1 202"), "{head}{body}");
+    }
     Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-    common::wait_for(Duration::from_secs(10), "the drain", || {
+    common::wait_for(Duration::from_secs(30), "the drain", || {
         server.log.lock().unwrap().iter().any(|l| l.contains("stopping"))
     });
-    let (head, body) = request(&mut kept, &publish(&publisher));
+    let one = json!({"channel":"quotes","data":{"symbol":"STOP","bid":1,"ask":2}}).to_string();
+    let (head, body) = request(&mut kept, &post(&one));
     assert!(head.starts_with("HTTP/1.1 503"), "{head}");
     assert!(head.contains("Retry-After: 1\r\n"), "{head}");
     assert!(body.contains("the server is stopping: nothing was published"), "{body}");
+    // The subscriber goes: the drain ends and the process exits cleanly.
+    drop(silent);
     assert!(server.terminate_within(Duration::from_secs(30)).success());
 }
