@@ -92,6 +92,14 @@ pub struct TokenArgs {
     /// HS256 secret (env TICKWIRE_JWT_SECRET, or `jwt_secret` in --config)
     #[arg(long, value_name = "SECRET")]
     pub jwt_secret: Option<String>,
+    /// Issuer the token names in `iss`, as the server's --jwt-issuer checks it (env TICKWIRE_JWT_ISSUER,
+    /// or `jwt_issuer` in --config)
+    #[arg(long, value_name = "ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Audience the token names in `aud`, as the server's --jwt-audience checks it (env
+    /// TICKWIRE_JWT_AUDIENCE, or `jwt_audience` in --config)
+    #[arg(long, value_name = "AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// TOML configuration file to read `jwt_secret` from
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -622,12 +630,22 @@ impl Config {
     }
 }
 
-/// The JWT secret of `tickwire token` (flag, then environment, then config file) and the issuer and audience
-/// its tokens must carry (environment, then config file).
+/// The JWT secret of `tickwire token` and the issuer and audience its tokens carry: each from its flag, then
+/// the environment, then the config file (read only when a flag and the environment leave the secret
+/// unsaid or `--config` is given, so that `--jwt-secret` alone needs no valid configuration).
 pub fn token_secret(args: &TokenArgs) -> anyhow::Result<(String, crate::auth::ClaimRules)> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut rules = crate::auth::ClaimRules {
+        issuer: args.jwt_issuer.clone().or_else(|| env("TICKWIRE_JWT_ISSUER")),
+        audience: args.jwt_audience.clone().or_else(|| env("TICKWIRE_JWT_AUDIENCE")),
+    };
+    if let (Some(s), None) = (&args.jwt_secret, &args.config) {
+        return Ok((s.clone(), rules));
+    }
     let serve = ServeArgs { config: args.config.clone(), ..ServeArgs::default() };
     let config = Config::load(&serve)?;
-    let rules = crate::auth::ClaimRules { issuer: config.jwt_issuer, audience: config.jwt_audience };
+    rules.issuer = rules.issuer.or(config.jwt_issuer);
+    rules.audience = rules.audience.or(config.jwt_audience);
     let secret = match &args.jwt_secret {
         Some(s) => s.clone(),
         None => config

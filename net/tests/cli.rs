@@ -61,6 +61,28 @@ fn token_is_signed_with_the_configured_secret() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no secret configured"));
     assert!(!tickwire(&["token", "--sub", "x", "--role", "king", "--jwt-secret", "s"]).status.success());
+
+    // With the secret given, no configuration is read: a stray TICKWIRE_* variable (a test harness's
+    // TICKWIRE_BIN) is no error. The issuer and audience come from flags or the environment.
+    let claims = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.validate_aud = false;
+        let key = jsonwebtoken::DecodingKey::from_secret(b"s");
+        let token = String::from_utf8(out.stdout).unwrap();
+        jsonwebtoken::decode::<serde_json::Value>(token.trim(), &key, &v).unwrap().claims
+    };
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_tickwire")).args(args).envs(env.iter().copied()).output().unwrap()
+    };
+    let c = claims(run(&["token", "--sub", "x", "--jwt-secret", "s"], &[("TICKWIRE_BIN", "/usr/bin/tickwire")]));
+    assert_eq!((c.get("iss"), c.get("aud")), (None, None));
+    let c =
+        claims(run(&["token", "--sub", "x", "--jwt-secret", "s", "--jwt-issuer", "idp", "--jwt-audience", "tw"], &[]));
+    assert_eq!((&c["iss"], &c["aud"]), (&serde_json::json!("idp"), &serde_json::json!("tw")));
+    let env = [("TICKWIRE_JWT_ISSUER", "env-idp"), ("TICKWIRE_JWT_AUDIENCE", "env-tw")];
+    let c = claims(run(&["token", "--sub", "x", "--jwt-secret", "s"], &env));
+    assert_eq!((&c["iss"], &c["aud"]), (&serde_json::json!("env-idp"), &serde_json::json!("env-tw")));
 }
 
 #[test]
