@@ -405,6 +405,9 @@ async fn shard_main(
         glommio::spawn_local(simulator::run(shard.clone())).detach();
     }
     accept_loop(&shard, &listener).await;
+    // Stop accepting before the drain: from now on the kernel hands new connections to the other listeners
+    // of this address (a process taking over: docs/deploy/restart.md), not to a backlog nobody accepts.
+    drop(listener);
     drain(&shard).await;
     shard.shared.store.flush();
     // For the process that takes over this address (docs/deploy/restart.md): written once every shard is
