@@ -430,10 +430,6 @@ const DATABASE_UNAVAILABLE: &str =
 /// A critical publish whose events were not committed in time.
 const NOT_DURABLE: &str = "critical events were not confirmed durable in time (database slow or unavailable); they may have reached online subscribers: retry (delivery is at least once, so a retry may deliver a second copy)";
 
-/// A publish that reached a stopping server (`503` with `Retry-After: 1`).
-pub const STOPPING: &str =
-    "the server is stopping: nothing was published; publish again (a restarted or another node takes it)";
-
 /// A publish whose events the cluster's bus did not store in time.
 const NOT_STORED: &str = "the cluster's bus (NATS JetStream) did not confirm these events stored in time; some may have been stored and delivered: retry (a retry may deliver a second copy)";
 
@@ -456,7 +452,7 @@ async fn publish(shard: &Rc<Shard>, req: &Request, body: &[u8], keep_alive: bool
     // Checked with no wait before the events are handed to their owners: this shard's drain, a task of the
     // same thread, sends its `Quiesce` after them.
     if shard.stopping() {
-        return http::with_headers(http::error(503, STOPPING, keep_alive), b"Retry-After: 1\r\n");
+        return http::with_headers(http::error(503, crate::shard::STOPPING, keep_alive), b"Retry-After: 1\r\n");
     }
     if shard.shared.bus.as_ref().is_some_and(|b| !b.usable()) {
         return http::error(503, crate::bus::UNAVAILABLE, keep_alive);

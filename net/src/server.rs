@@ -513,7 +513,7 @@ async fn drain(shard: &Rc<Shard>) {
     // from its owner to this shard's subscribers. Each peer's `Quiesce` comes after all it sent before
     // stopping (bounded, in case a peer is gone). Two rounds: after the first, every event a peer forwarded
     // here before it stopped has been sequenced here; the second comes after the updates its owner sent
-    // for events this shard forwarded (no shard sequences anything once stopping: `routes::STOPPING`).
+    // for events this shard forwarded (no shard sequences anything once stopping: `shard::STOPPING`).
     let peers = shard.shared.shards - 1;
     let quiet_by = Instant::now() + QUIESCE_TIMEOUT;
     for round in 1..=2 {

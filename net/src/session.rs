@@ -269,7 +269,7 @@ fn carry_out(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             Some(Request::Publish(_)) if shard.stopping() => {
                 // As POST /api/publish answers 503: a stopping node sequences nothing more, so that what its
                 // clients were told before the shutdown notice is all it sequenced (docs/deploy/restart.md).
-                conn.error(None, ErrorCode::Unavailable, crate::routes::STOPPING);
+                conn.error(None, ErrorCode::Unavailable, crate::shard::STOPPING);
             }
             Some(Request::Publish(_)) if shard.shared.bus.as_ref().is_some_and(|b| !b.usable()) => {
                 // As POST /api/publish answers 503: a node cut off from the cluster's bus sequences nothing.

@@ -25,6 +25,10 @@ use crate::util::{now_micros, LocalNotify};
 
 pub use crate::state::{ShardStats, Shared};
 
+/// Why a publish that reached a stopping server was refused (`503` with `Retry-After: 1`; an `UNAVAILABLE`
+/// error for a WebSocket publisher).
+pub const STOPPING: &str =
+    "the server is stopping: nothing was published; publish again (a restarted or another node takes it)";
 /// What the engine tells the store: critical messages, private sequences, acks.
 #[derive(Debug)]
 pub struct StoreJournal(Arc<dyn Store>);
@@ -453,7 +457,7 @@ impl Shard {
         }
     }
 
-    /// Whether the server is stopping.
+    /// Whether the server is stopping: it sequences nothing more ([`STOPPING`]).
     pub fn stopping(&self) -> bool {
         self.shared.shutdown.load(Ordering::Relaxed)
     }
