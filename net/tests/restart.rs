@@ -47,6 +47,8 @@ struct Seen {
     resets: u32,
     connections: u32,
     epochs: BTreeSet<String>,
+    /// The `retry_after_ms` of each shutdown notice.
+    notices: Vec<u64>,
 }
 
 /// The last sequence of each topic, known once the publisher is done.
@@ -128,6 +130,9 @@ fn client(
                     }
                 }
                 "reset" => seen.resets += 1,
+                "system" if v["data"]["retry_after_ms"].is_u64() => {
+                    seen.notices.push(v["data"]["retry_after_ms"].as_u64().unwrap());
+                }
                 _ => {}
             }
         }
@@ -272,6 +277,12 @@ fn a_new_process_beside_the_old_one_takes_over_and_no_client_misses_an_update() 
         assert_eq!(s.portfolio, (1..=last).collect::<Vec<_>>(), "client {i}: every portfolio of {user} once, in order");
         assert_eq!(s.resets, 0, "client {i}: resumed, never reset");
         assert!(s.connections >= 2, "client {i} went through the restart");
+        // The old process told it before closing, with a reconnect hint in the documented range.
+        assert!(
+            s.notices.len() == 1 && (500..=5000).contains(&s.notices[0]),
+            "client {i}: one shutdown notice: {:?}",
+            s.notices
+        );
         epochs.extend(s.epochs.iter().cloned());
     }
     assert_eq!(epochs.len(), 1, "the new process continues the old one's epoch: {epochs:?}");
