@@ -2,7 +2,7 @@
 //! a new process starts beside the old one on the same address (SO_REUSEPORT) and waits; the old one, sent
 //! SIGTERM, stops taking publishes (503, `Retry-After`) and connections, delivers what it sequenced, sends
 //! each client its shutdown notice, drains, hands its epoch and public sequences over and exits; the new one
-//! takes over. 2,000 resuming clients and a publisher at a steady rate go through it, each subscribed to a
+//! takes over. 2,000 resuming clients and a publisher sending back to back go through it, each subscribed to a
 //! public topic (quotes), a private one (portfolio) and a private critical one (orders): every client ends
 //! with every sequence of its topics once, in order (orders at least once), with no reset.
 
@@ -12,7 +12,6 @@ mod testdb;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,12 +25,12 @@ use tungstenite::Message;
 const CLIENTS: usize = 2_000;
 const SYMBOLS: usize = 20;
 const USERS: usize = 50;
-/// Events published: a quote, an order and a portfolio in turn.
+/// Events published at least: a quote, an order and a portfolio in turn.
 const EVENTS: usize = 1_200;
-/// Events per second, before, during and after the restart.
-const RATE: u64 = 400;
 /// The restart begins after this many events.
 const RESTART_AT: usize = 400;
+/// Events published at least once the old process has been sent SIGTERM: through its stop and the take-over.
+const AFTER_STOP: usize = 400;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -175,22 +174,25 @@ fn a_new_process_beside_the_old_one_takes_over_and_no_client_misses_an_update() 
         ready_rx.recv_timeout(Duration::from_secs(60)).expect("every client subscribed");
     }
 
-    // The publisher, at a steady rate throughout; a publish refused by the stopping process (503) is sent
-    // again; one sent while no process accepts waits in the new one's backlog.
-    let restart = Arc::new(AtomicBool::new(false));
+    // The publisher, one publish after another without a pause, before, through and after the restart: it
+    // says when the restart's turn has come and goes on until it has published AFTER_STOP events since the
+    // old process was sent SIGTERM. A publish refused by the stopping process (503) is sent again; one sent
+    // while no process accepts waits in the new one's backlog.
+    let (turn_tx, turn_rx) = mpsc::channel();
+    let stop_sent = Arc::new(AtomicBool::new(false));
     let publisher = {
-        let restart = restart.clone();
+        let stop_sent = stop_sent.clone();
         std::thread::spawn(move || {
             let publisher = token("pub", "publisher");
             let mut ends = Ends::default();
-            let (mut refused, start) = (0u32, Instant::now());
-            for k in 0..EVENTS {
+            let (mut refused, mut after_stop) = (0u32, 0);
+            let mut k = 0;
+            while k < EVENTS || after_stop < AFTER_STOP {
                 if k == RESTART_AT {
-                    restart.store(true, Ordering::Release);
+                    turn_tx.send(()).unwrap();
                 }
-                let next = start + Duration::from_micros(k as u64 * 1_000_000 / RATE);
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait); // the publisher's pace, not a synchronisation
+                if stop_sent.load(Ordering::Acquire) {
+                    after_stop += 1;
                 }
                 let (event, topics, key) = match k % 3 {
                     0 => {
@@ -226,31 +228,25 @@ fn a_new_process_beside_the_old_one_takes_over_and_no_client_misses_an_update() 
                 let last = topics.entry(key).or_default();
                 assert!(sequence > *last, "publish {k}: sequence {sequence} after {last}");
                 *last = sequence;
+                k += 1;
             }
-            (ends, refused)
+            (ends, refused, k)
         })
     };
 
     // The restart, by the publisher's count: the new process beside the old one (it binds the address and
     // waits for the old one's lock), then SIGTERM to the old one.
-    common::wait_for(Duration::from_secs(60), "the restart's turn", || restart.load(Ordering::Acquire));
-    let new = std::thread::spawn({
-        let (args, env) = (args.map(str::to_owned), env.map(|(k, v)| (k.to_owned(), v.to_owned())));
-        move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            Server::start_until(&args, &env, "waiting for it to stop")
-        }
-    })
-    .join()
-    .unwrap();
-    let stopped = old.terminate_within(Duration::from_secs(60));
+    turn_rx.recv_timeout(Duration::from_secs(60)).expect("the restart's turn");
+    let new = Server::start_until(&args, &env, "waiting for it to stop");
+    old.sigterm();
+    stop_sent.store(true, Ordering::Release);
+    let stopped = old.exit_within(Duration::from_secs(60));
     assert!(stopped.success(), "the old process exits cleanly: {stopped}");
     common::wait_for(Duration::from_secs(30), "the new process to take over", || {
         new.log.lock().unwrap().iter().any(|l| l.contains("listening on"))
     });
 
-    let (published, refused) = publisher.join().unwrap();
+    let (published, refused, events) = publisher.join().unwrap();
     *ends.lock().unwrap() = Some(published);
     let seen: Vec<Seen> = clients.into_iter().map(|c| c.join().unwrap()).collect();
 
@@ -289,8 +285,8 @@ fn a_new_process_beside_the_old_one_takes_over_and_no_client_misses_an_update() 
     let log = old.log.lock().unwrap().clone();
     assert!(log.iter().any(|l| l.contains("handed over to the next process")), "the old process handed over");
     eprintln!(
-        "restart: {CLIENTS} clients, {EVENTS} events at {RATE}/s, {refused} publishes refused while stopping and \
-         sent again, {repeats} orders delivered twice (unacknowledged at the stop)"
+        "restart: {CLIENTS} clients, {events} events back to back, {refused} publishes refused while stopping \
+         and sent again, {repeats} orders delivered twice (unacknowledged at the stop)"
     );
 }
 
@@ -367,7 +363,7 @@ fn a_stopping_process_refuses_publishes_with_retry_after() {
         let (head, body) = request(&mut kept, &post(&Value::from(vec![update.clone(); 300]).to_string()));
         assert!(head.starts_with("HTTP/1.1 202"), "{head}{body}");
     }
-    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    server.sigterm();
     common::wait_for(Duration::from_secs(30), "the drain", || {
         server.log.lock().unwrap().iter().any(|l| l.contains("stopping"))
     });

@@ -90,8 +90,18 @@ impl Server {
 
     /// Sends SIGTERM and waits up to `limit` for the exit status (a drain of many clients takes longer).
     pub fn terminate_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        self.sigterm();
+        self.exit_within(limit)
+    }
+
+    /// Sends SIGTERM (the graceful stop) and returns at once.
+    pub fn sigterm(&self) {
         // SAFETY-free: `kill` is a plain command.
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
