@@ -238,11 +238,7 @@ fn handover(shared: &Shared, addr: SocketAddr) {
                 sequence,
             })
             .collect();
-    if shared.config.listen.port() == 0 {
-        // Any port: no process can take this one's address over.
-        return;
-    }
-    match shared.store.handover(&addr.to_string(), &shared.epoch, &public) {
+    match shared.store.handover(&shared.epoch, &public) {
         Ok(false) => {}
         Ok(true) => {
             tracing::info!(epoch = %shared.epoch, public_topics = public.len(), "handed over to the next process at {addr}")

@@ -204,8 +204,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes out whatever is buffered; called once on graceful shutdown, after the connections closed.
     fn flush(&self) {}
     /// Leaves this node's epoch and public topics' sequences for the process that takes over its address
-    /// (docs/deploy/restart.md); called once, last, at a graceful stop. `Ok(false)`: this store keeps none.
-    fn handover(&self, _node: &str, _epoch: &str, _public: &[PublicSequence]) -> Result<bool, String> {
+    /// (docs/deploy/restart.md); called once, last, at a graceful stop. `Ok(false)`: this store keeps none
+    /// (no database, or a node on port 0).
+    fn handover(&self, _epoch: &str, _public: &[PublicSequence]) -> Result<bool, String> {
         Ok(false)
     }
 }

@@ -129,6 +129,8 @@ pub struct PgStore {
     counters: Arc<Counters>,
     url: String,
     timeout: Duration,
+    /// The node's address ([`PgOptions::node`]): where the hand-over goes, if anywhere.
+    node: Option<String>,
     _thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -140,7 +142,7 @@ impl PgStore {
         let counters = Arc::new(Counters::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let c = counters.clone();
-        let (url, timeout) = (options.url.clone(), options.timeout);
+        let (url, timeout, node) = (options.url.clone(), options.timeout, options.node.clone());
         let thread = std::thread::Builder::new().name("persistence".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -178,14 +180,15 @@ impl PgStore {
         })?;
         let recovered =
             ready_rx.recv().unwrap_or_else(|_| Err(Error::Migrate("the persistence thread died".into())))?;
-        Ok((PgStore { critical, book, counters, url, timeout, _thread: Mutex::new(Some(thread)) }, recovered))
+        Ok((PgStore { critical, book, counters, url, timeout, node, _thread: Mutex::new(Some(thread)) }, recovered))
     }
 
-    /// Leaves `epoch` and the public topics' last sequences for the next process at `node`, in one
-    /// transaction on a connection of its own; called once, at the end of a graceful stop, after the
+    /// Leaves `epoch` and the public topics' last sequences for the next process at this store's node, in
+    /// one transaction on a connection of its own; called once, at the end of a graceful stop, after the
     /// shards drained and flushed. The next process reads them once it holds the node's lock, that is once
-    /// this process has exited.
-    pub fn write_handover(&self, node: &str, epoch: &str, public: &[PublicSequence]) -> Result<(), Error> {
+    /// this process has exited. `Ok(false)`: a store without a node ([`PgOptions::node`]) writes nothing.
+    pub fn write_handover(&self, epoch: &str, public: &[PublicSequence]) -> Result<bool, Error> {
+        let Some(node) = &self.node else { return Ok(false) };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Thread)?;
         rt.block_on(async {
             let mut client = connect(&self.url, self.timeout).await?;
@@ -208,7 +211,7 @@ impl PgStore {
             )
             .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -276,8 +279,8 @@ impl Store for PgStore {
         self.book(BookOp::Metrics(record));
     }
 
-    fn handover(&self, node: &str, epoch: &str, public: &[PublicSequence]) -> Result<bool, String> {
-        self.write_handover(node, epoch, public).map(|()| true).map_err(|e| e.to_string())
+    fn handover(&self, epoch: &str, public: &[PublicSequence]) -> Result<bool, String> {
+        self.write_handover(epoch, public).map_err(|e| e.to_string())
     }
 
     fn stats(&self) -> StoreStats {

@@ -73,7 +73,9 @@ fn a_node_hands_its_epoch_and_public_sequences_to_the_next_process_at_its_addres
         PublicSequence { channel: Channel::Quotes, symbol: "AAPL".into(), interval: String::new(), sequence: 41 },
         PublicSequence { channel: Channel::Bars, symbol: "AAPL".into(), interval: "1m".into(), sequence: 7 },
     ];
-    first.write_handover("127.0.0.1:9001", "18a2b3c4d5e6f", &public).unwrap();
+    assert!(first.write_handover("18a2b3c4d5e6f", &public).unwrap());
+    // A store without a node (a server on port 0) leaves nothing.
+    assert!(!open(&db).0.write_handover("other-epoch", &public).unwrap());
     // Another address is another node: it takes nothing (and does not wait for the first).
     let (_other, recovered) = node("127.0.0.1:9002");
     assert_eq!(recovered.epoch, None);
