@@ -482,10 +482,8 @@ async fn subscriber_inner(
         while let Some((kind, _fin, head, len)) = ws::parse_frame(&buf)? {
             let deflated = ws::is_deflated(&buf);
             buf.advance(head);
-            let mut payload = buf.split_to(len);
-            if deflated {
-                payload = ws::inflate(&payload)?;
-            }
+            let payload = buf.split_to(len);
+            let payload = if deflated { ws::inflate(&payload)? } else { payload.freeze() };
             match (kind, target.protocol) {
                 (Kind::Text | Kind::Binary | Kind::Continuation, Protocol::Tickwire) => {
                     match on_json(shared, &mut seqs, &payload) {
