@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
-use tickwire_core::protocol::DialectId;
+use tickwire_core::protocol::{DialectId, DIALECT_COUNT};
 use tickwire_core::time::Micros;
 use tickwire_core::Topic;
 
@@ -197,6 +197,15 @@ impl<S: Sink> SubscriptionIndex<S> {
     /// the window the client chose.
     pub fn deliver(&mut self, topic: &Topic, frames: &Rendered, ingested: Micros, now: Micros) -> (usize, usize) {
         let Some(entry) = self.topics.get_mut(topic) else { return (0, 0) };
+        // No walk when none of the topic's dialects has a frame of this update: a dialect fed by pieces
+        // (the `/ws` interval boards, windows) gets them elsewhere, and its subscribers, all 10,000 of an
+        // auto-subscribed wildcard, would each be visited for nothing.
+        let (plain, deflating) = entry.wires.split_at(DIALECT_COUNT);
+        let framed =
+            (0..DIALECT_COUNT).any(|d| plain[d] + deflating[d] > 0 && frames.get(DialectId(d as u8)).is_some());
+        if !framed {
+            return (0, 0);
+        }
         let key = entry.conflate;
         let (mut n, mut bytes) = (0, 0);
         for sub in entry.subs.iter_mut().filter(|s| s.live) {
@@ -364,6 +373,62 @@ pub(crate) mod tests {
         idx.activate(&t, 1, 0).unwrap().push(&Bytes::from_static(b"snap"), NO_STAMP, KEEP);
         idx.deliver(&t, &Rendered::canonical(Bytes::from_static(b"u2")), NO_STAMP, 0);
         assert_eq!(got(&a), ["snap", "u2"]);
+    }
+
+    /// A subscriber of dialect `.1` taking deflated frames of `.2` bits (0: plain only).
+    #[derive(Debug, Clone)]
+    struct Of(u64, DialectId, u8, Rc<RefCell<Vec<Bytes>>>);
+
+    impl Sink for Of {
+        fn key(&self) -> u64 {
+            self.0
+        }
+        fn dialect(&self) -> DialectId {
+            self.1
+        }
+        fn deflate_bits(&self) -> u8 {
+            self.2
+        }
+        fn push(&self, frame: &Bytes, _: Micros, _: u64) {
+            self.3.borrow_mut().push(frame.clone());
+        }
+    }
+
+    #[test]
+    fn an_update_reaches_the_dialects_it_has_frames_for_and_only_those() {
+        let t = Topic::new(Channel::Quotes, "AAPL");
+        let other = DialectId(1);
+        let of = |k, d, bits| Of(k, d, bits, Rc::default());
+        // Only subscribers of a dialect the update has no frame for (a piece instead): nothing pushed.
+        let mut others = SubscriptionIndex::new();
+        let o = of(1, other, 0);
+        others.add(&t, o.clone(), 0, 0);
+        others.activate(&t, 1, 0);
+        let mut piece_only = Rendered::default();
+        piece_only.set_piece(other, Bytes::from_static(b"piece"));
+        assert_eq!(others.deliver(&t, &piece_only, NO_STAMP, 0), (0, 0));
+        assert_eq!(others.deliver(&t, &Rendered::canonical(Bytes::from_static(b"c")), NO_STAMP, 0), (0, 0));
+        let mut framed = Rendered::default();
+        framed.set(other, Bytes::from_static(b"other"));
+        assert_eq!(others.deliver(&t, &framed, NO_STAMP, 0), (1, 5));
+        assert_eq!(o.3.borrow().len(), 1);
+        // A deflating canonical subscriber and a plain one beside the other dialect's.
+        let mut idx = SubscriptionIndex::new();
+        let (o, d, p) = (of(1, other, 0), of(2, DialectId::CANONICAL, 15), of(3, DialectId::CANONICAL, 0));
+        for s in [&o, &d, &p] {
+            idx.add(&t, s.clone(), 0, 0);
+            idx.activate(&t, s.0, 0);
+        }
+        let mut update = Rendered::canonical(Bytes::from_static(b"plain frame"));
+        update.set_deflated(DialectId::CANONICAL, Bytes::from_static(b"zz"));
+        update.set_piece(other, Bytes::from_static(b"piece"));
+        assert_eq!(idx.deliver(&t, &update, NO_STAMP, 0), (2, 13));
+        assert!(o.3.borrow().is_empty());
+        assert_eq!(d.3.borrow()[..], [Bytes::from_static(b"zz")]);
+        assert_eq!(p.3.borrow()[..], [Bytes::from_static(b"plain frame")]);
+        // The deflating one alone is still reached.
+        idx.remove(&t, 3);
+        assert_eq!(idx.deliver(&t, &update, NO_STAMP, 0), (1, 2));
     }
 
     #[test]
