@@ -15,7 +15,8 @@
 #   CANONICAL (mixed: /v1/stream clients, 1000), LEGACY (the /ws clients: mixed 1000, ws 10000),
 #   PRIVATE (private: clients per dialect, 1000), SYMBOLS (100), RATE (events/s: 1000; private: 100 orders/s),
 #   DURATION_S (20), SHARDS (2), OUT (perf/reports/dialects), COMPRESS (1: every client offers permessage-deflate
-#   and inflates what comes deflated: give it an OUT of its own)
+#   and inflates what comes deflated: give it an OUT of its own), BIN (the server binary: target/release/tickwire,
+#   built first; another one, e.g. an older commit's, to compare builds)
 #
 # The server has both cores here (SHARDS=2), the generators share them: on this 2-core box the figures are
 # those of a crowded machine. Writes the generators' JSON and Markdown reports and $OUT/<mode>.md.
@@ -43,11 +44,12 @@ cargo build --release --quiet -p tickwire-net -p tickwire-perf
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" || true
 load=target/release/tickwire-load
+BIN=${BIN:-target/release/tickwire}
 token=$(target/release/tickwire token --sub dialects --role publisher --jwt-secret "$SECRET")
 addr="127.0.0.1:$PORT"
 logs=$(mktemp -d)
 
-env -u DATABASE_URL target/release/tickwire --listen "$addr" --shards "$SHARDS" --no-simulator \
+env -u DATABASE_URL "$BIN" --listen "$addr" --shards "$SHARDS" --no-simulator \
   --jwt-secret "$SECRET" --legacy-price-update-interval-s 1 --max-connections 100000 \
   --max-connections-per-user 0 2>"$logs/server.log" &
 pid=$!
@@ -57,6 +59,7 @@ for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && br
 metrics() { curl -s "http://$addr/metrics"; }
 sum() { awk -v m="$1" -v l="$2" 'index($0, m "{") == 1 && index($0, l) { s += $NF } END { printf "%d\n", s }'; }
 commit=$(git rev-parse --short HEAD)
+[ "$BIN" = target/release/tickwire ] || commit="$commit (server: $BIN)"
 before=$(metrics)
 
 # The publisher's token goes by the environment, not the command line the reports quote.
