@@ -113,6 +113,53 @@ struct State {
     /// The opcode and payload so far of a fragmented message, and whether it is compressed.
     partial: Option<(Opcode, BytesMut, bool)>,
     inflater: Option<crate::deflate::Inflater>,
+    /// An uncompressed text message arriving in pieces (fragments, or a frame over several reads): its
+    /// UTF-8 checked as it comes, so that invalid text is refused where it turns invalid (Autobahn 6.4.*).
+    utf8: Utf8Stream,
+    /// Payload bytes of the frame at the head of the buffer, not whole yet, fed to `utf8` so far.
+    checked: usize,
+}
+
+/// UTF-8 checked piece by piece: a character cut between pieces is carried over.
+#[derive(Debug, Default, Clone, Copy)]
+struct Utf8Stream {
+    carry: [u8; 4],
+    carry_len: u8,
+}
+
+impl Utf8Stream {
+    /// The next piece: an error when the text so far cannot be valid UTF-8, whatever follows.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), WsError> {
+        if self.carry_len > 0 {
+            let have = usize::from(self.carry_len);
+            // The carried bytes are a valid prefix of a character: its lead byte says how long it is.
+            let need = match self.carry[0] {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                _ => 4,
+            };
+            let take = (need - have).min(bytes.len());
+            self.carry[have..have + take].copy_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            let len = have + take;
+            self.carry_len = len as u8;
+            match std::str::from_utf8(&self.carry[..len]) {
+                Ok(_) => self.carry_len = 0,
+                Err(e) if e.error_len().is_some() => return Err(WsError::InvalidUtf8),
+                Err(_) => return Ok(()), // still a prefix: the piece ended inside the character
+            }
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_some() => Err(WsError::InvalidUtf8),
+            Err(e) => {
+                let rest = &bytes[e.valid_up_to()..];
+                self.carry[..rest.len()].copy_from_slice(rest);
+                self.carry_len = rest.len() as u8;
+                Ok(())
+            }
+        }
+    }
 }
 
 impl MessageReader {
@@ -131,6 +178,19 @@ impl MessageReader {
         self.deflate & 0x7F
     }
 
+    /// Whether `head` carries uncompressed text: a text frame, or a continuation of a text message.
+    fn is_plain_text(&self, head: &Header) -> bool {
+        match head.opcode {
+            Opcode::Text => !head.rsv1,
+            Opcode::Continuation => self
+                .state
+                .as_ref()
+                .and_then(|s| s.partial.as_ref())
+                .is_some_and(|(op, _, compressed)| *op == Opcode::Text && !compressed),
+            _ => false,
+        }
+    }
+
     fn partial_len(&self) -> usize {
         self.state.as_ref().and_then(|s| s.partial.as_ref()).map_or(0, |p| p.1.len())
     }
@@ -147,12 +207,39 @@ impl MessageReader {
             if !head.opcode.is_control() && so_far + head.len > max {
                 return Err(WsError::TooBig { limit: max });
             }
+            let text = self.is_plain_text(&head);
             if buf.len() < head.header_len + head.len {
+                if text {
+                    // What has come of the frame so far, checked now rather than when the rest arrives.
+                    let avail = buf.len().saturating_sub(head.header_len);
+                    let state = self.state.get_or_insert_with(Box::default);
+                    if avail > state.checked {
+                        let mut piece = buf[head.header_len + state.checked..head.header_len + avail].to_vec();
+                        unmask_at(&mut piece, head.mask, state.checked);
+                        state.utf8.feed(&piece)?;
+                        state.checked = avail;
+                    }
+                }
                 return Ok(None);
             }
             buf.advance(head.header_len);
             let mut payload = buf.split_to(head.len);
             unmask(&mut payload, head.mask);
+            // A text message in pieces: this frame's unchecked rest (a single whole frame is checked whole,
+            // when it is taken, with nothing kept).
+            let mut checked = false;
+            if text && (!head.fin || self.state.is_some()) {
+                let state = self.state.get_or_insert_with(Box::default);
+                let from = std::mem::take(&mut state.checked);
+                state.utf8.feed(&payload[from..])?;
+                if head.fin {
+                    // The message ends here: a character cut at its end is invalid; else it is all checked.
+                    if std::mem::take(&mut state.utf8).carry_len != 0 {
+                        return Err(WsError::InvalidUtf8);
+                    }
+                    checked = true;
+                }
+            }
             match head.opcode {
                 Opcode::Ping => return Ok(Some(Message::Ping(payload.freeze()))),
                 Opcode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
@@ -162,7 +249,7 @@ impl MessageReader {
                         return Err(WsError::Protocol("new data frame inside a fragmented message"));
                     }
                     if head.fin {
-                        return self.finish(head.opcode, payload, head.rsv1).map(Some);
+                        return self.finish(head.opcode, payload, head.rsv1, checked).map(Some);
                     }
                     self.state.get_or_insert_with(Box::default).partial = Some((head.opcode, payload, head.rsv1));
                 }
@@ -172,7 +259,7 @@ impl MessageReader {
                     };
                     acc.extend_from_slice(&payload);
                     if head.fin {
-                        return self.finish(op, acc, compressed).map(Some);
+                        return self.finish(op, acc, compressed, checked).map(Some);
                     }
                     self.state.get_or_insert_with(Box::default).partial = Some((op, acc, compressed));
                 }
@@ -180,8 +267,14 @@ impl MessageReader {
         }
     }
 
-    /// A whole message: inflated if compressed, its text checked.
-    fn finish(&mut self, opcode: Opcode, payload: BytesMut, compressed: bool) -> Result<Message, WsError> {
+    /// A whole message: inflated if compressed, its text checked (unless it was, piece by piece: `checked`).
+    fn finish(
+        &mut self,
+        opcode: Opcode,
+        payload: BytesMut,
+        compressed: bool,
+        checked: bool,
+    ) -> Result<Message, WsError> {
         let payload = if compressed {
             let state = self.state.get_or_insert_with(Box::default);
             let inflater = state.inflater.get_or_insert_with(crate::deflate::Inflater::new);
@@ -196,6 +289,9 @@ impl MessageReader {
         };
         if self.state.as_ref().is_some_and(|s| s.partial.is_none() && s.inflater.is_none()) {
             self.state = None;
+        }
+        if checked {
+            return Ok(Message::Text(payload));
         }
         finish(opcode, payload)
     }
@@ -262,8 +358,13 @@ fn parse_header(buf: &[u8], max_message: usize, deflate: bool) -> Result<Option<
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    unmask_at(payload, mask, 0);
+}
+
+/// Unmasks bytes that start `offset` bytes into a frame's payload.
+fn unmask_at(payload: &mut [u8], mask: [u8; 4], offset: usize) {
     for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i & 3];
+        *b ^= mask[(offset + i) & 3];
     }
 }
 
@@ -519,7 +620,8 @@ mod tests {
             (15, with_rsv1(client_frame(true, 9, b"", [0; 4])), close::PROTOCOL_ERROR), // control frame
             (
                 15,
-                [client_frame(false, 1, a, [0; 4]), with_rsv1(client_frame(true, 0, b, [0; 4]))].concat(),
+                // (an uncompressed first fragment of valid text: invalid text would be refused first, 1007)
+                [client_frame(false, 1, b"valid text", [0; 4]), with_rsv1(client_frame(true, 0, b, [0; 4]))].concat(),
                 close::PROTOCOL_ERROR,
             ),
             (
@@ -545,6 +647,89 @@ mod tests {
             let err = reader.read(&mut BytesMut::from(&wire[..])).unwrap_err();
             assert_eq!(err.close_code(), code, "case {i}: {err}");
         }
+    }
+
+    #[test]
+    fn utf8_is_checked_piece_by_piece_with_characters_cut_anywhere() {
+        let text = "añ€𝄞 κόσμε ok".as_bytes();
+        for piece in 1..=5 {
+            let mut s = Utf8Stream::default();
+            for chunk in text.chunks(piece) {
+                s.feed(chunk).unwrap();
+            }
+            assert_eq!(s.carry_len, 0, "pieces of {piece} bytes end on a whole character");
+        }
+        // Refused at the byte that makes them invalid, whatever follows.
+        for bad in [&[0xC0u8][..], &[0xF4, 0x90], &[0xED, 0xA0], &[0xE0, 0x80], &[0xC3, 0x28], &[0xFF]] {
+            let mut s = Utf8Stream::default();
+            s.feed(b"ok ").unwrap();
+            let fed: Result<(), _> = bad.iter().try_for_each(|b| s.feed(std::slice::from_ref(b)));
+            assert!(matches!(fed, Err(WsError::InvalidUtf8)), "{bad:02x?}");
+        }
+    }
+
+    #[test]
+    fn invalid_text_is_refused_at_the_fragment_or_piece_where_it_turns_invalid() {
+        // Fragments (Autobahn 6.4.1/6.4.2): the second makes the text invalid; the third never comes.
+        let mut wire = client_frame(false, 1, "κόσμε".as_bytes(), [1, 2, 3, 4]);
+        wire.extend(client_frame(false, 0, &[0xCE, 0xBA, 0xF4, 0x90, 0x80, 0x80], [5, 6, 7, 8]));
+        let mut reader = MessageReader::new(1024);
+        let err = reader.read(&mut BytesMut::from(&wire[..])).unwrap_err();
+        assert_eq!(err.close_code(), close::INVALID_PAYLOAD);
+
+        // One frame arriving in pieces (6.4.3/6.4.4): refused once the bad bytes are in, before the rest.
+        let mut payload = "κόσμε".as_bytes().to_vec();
+        payload.extend([0xED, 0xA0, 0x80]);
+        payload.extend(b"edited");
+        let frame = client_frame(true, 1, &payload, [9, 8, 7, 6]);
+        let mut reader = MessageReader::new(1024);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame[..6 + 5]);
+        assert_eq!(reader.read(&mut buf).unwrap(), None, "a valid start waits for the rest");
+        buf.extend_from_slice(&frame[6 + 5..6 + 12]);
+        assert_eq!(reader.read(&mut buf).unwrap_err().close_code(), close::INVALID_PAYLOAD);
+
+        // A character cut at the end of the message is still refused when it ends.
+        let mut wire = client_frame(false, 1, &[b'a', 0xC3], [1, 1, 1, 1]);
+        wire.extend(client_frame(true, 0, b"", [2, 2, 2, 2]));
+        let err = MessageReader::new(1024).read(&mut BytesMut::from(&wire[..])).unwrap_err();
+        assert_eq!(err.close_code(), close::INVALID_PAYLOAD);
+    }
+
+    #[test]
+    fn valid_text_in_pieces_and_fragments_reads_whole_and_leaves_nothing_kept() {
+        let text = "price € 101.25 — 𝄞 ok".as_bytes();
+        // One frame, byte by byte: every character cut at every place.
+        let frame = client_frame(true, 1, text, [3, 1, 4, 1]);
+        let mut reader = MessageReader::new(1024);
+        let mut buf = BytesMut::new();
+        for (i, b) in frame.iter().enumerate() {
+            buf.extend_from_slice(std::slice::from_ref(b));
+            let got = reader.read(&mut buf).unwrap();
+            if i + 1 < frame.len() {
+                assert_eq!(got, None);
+            } else {
+                assert_eq!(got, Some(Message::Text(Bytes::copy_from_slice(text))));
+            }
+        }
+        assert!(reader.state.is_none(), "nothing kept once the message is whole");
+        // Fragments cut inside characters, a ping between them, each fragment arriving in two pieces.
+        let (a, rest) = text.split_at(8); // inside the euro sign
+        let (b, c) = rest.split_at(rest.len() - 4); // inside the clef
+        let mut wire = client_frame(false, 1, a, [1, 2, 3, 4]);
+        wire.extend(client_frame(true, 9, b"p", [0; 4]));
+        wire.extend(client_frame(false, 0, b, [5, 6, 7, 8]));
+        wire.extend(client_frame(true, 0, c, [9, 9, 9, 9]));
+        let mut got = Vec::new();
+        let mut buf = BytesMut::new();
+        for piece in wire.chunks(5) {
+            buf.extend_from_slice(piece);
+            while let Some(m) = reader.read(&mut buf).unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, [Message::Ping(Bytes::from_static(b"p")), Message::Text(Bytes::copy_from_slice(text))]);
+        assert!(reader.state.is_none());
     }
 
     #[test]
