@@ -6,8 +6,9 @@
 #   .ci/autobahn.sh full    every case, 12.* and 13.* included (about 30 minutes on 2 cores); the summary
 #                           is written to docs/conformance/summary.json
 #
-# Judged from the suite's index.json (wstest always exits 0): every case OK, NON-STRICT or INFORMATIONAL,
-# its close OK or INFORMATIONAL; anything else (FAILED, UNIMPLEMENTED, a missing case) fails.
+# Judged from the suite's index.json (wstest always exits 0): every case OK or INFORMATIONAL, its close OK
+# or INFORMATIONAL; anything else (NON-STRICT, FAILED, UNIMPLEMENTED, a missing case) fails. (NON-STRICT was
+# allowed until the codec checked UTF-8 as it arrives: 6.4.1-6.4.4 are OK since, and stay so.)
 # The suite (autobahntestsuite 25.10.1, Python 2 only) is installed into target/autobahn from PyPI, with
 # the CPython 2.7 the machine image carries under pyenv. Without one, the Python 3 runner of the same cases
 # (kosoku 0.1.0, PyPI) runs cases 1-10 instead and says so: it cannot judge the compression cases.
@@ -89,7 +90,7 @@ for case, c in cases.items():
     by_group[case.split(".")[0]][c["behavior"]] += 1
 bad = sorted(
     (k for k, c in cases.items()
-     if c["behavior"] not in ("OK", "NON-STRICT", "INFORMATIONAL") or c["behaviorClose"] not in ("OK", "INFORMATIONAL")),
+     if c["behavior"] not in ("OK", "INFORMATIONAL") or c["behaviorClose"] not in ("OK", "INFORMATIONAL")),
     key=lambda k: [int(p) for p in k.split(".")],
 )
 report = {
