@@ -178,15 +178,14 @@ impl MessageReader {
         self.deflate & 0x7F
     }
 
-    /// Whether `head` carries uncompressed text: a text frame, or a continuation of a text message.
+    /// Whether `head` carries uncompressed text of the message in progress: a text frame starting one, or
+    /// a continuation of a text message. (A text frame inside a fragmented message is a protocol error,
+    /// told as such when it is whole: its bytes are no part of the text checked so far.)
     fn is_plain_text(&self, head: &Header) -> bool {
+        let partial = self.state.as_ref().and_then(|s| s.partial.as_ref());
         match head.opcode {
-            Opcode::Text => !head.rsv1,
-            Opcode::Continuation => self
-                .state
-                .as_ref()
-                .and_then(|s| s.partial.as_ref())
-                .is_some_and(|(op, _, compressed)| *op == Opcode::Text && !compressed),
+            Opcode::Text => !head.rsv1 && partial.is_none(),
+            Opcode::Continuation => partial.is_some_and(|(op, _, compressed)| *op == Opcode::Text && !compressed),
             _ => false,
         }
     }
@@ -688,6 +687,18 @@ mod tests {
         assert_eq!(reader.read(&mut buf).unwrap(), None, "a valid start waits for the rest");
         buf.extend_from_slice(&frame[6 + 5..6 + 12]);
         assert_eq!(reader.read(&mut buf).unwrap_err().close_code(), close::INVALID_PAYLOAD);
+
+        // A new text frame inside a fragmented message is a protocol error, whatever its bytes, whole or
+        // in pieces: they are not fed to the text in progress.
+        let mut wire = client_frame(false, 1, b"ab", [1, 1, 1, 1]);
+        wire.extend(client_frame(true, 1, &[0xFF, 0xFE, b'x', b'y'], [2, 2, 2, 2]));
+        let err = MessageReader::new(1024).read(&mut BytesMut::from(&wire[..])).unwrap_err();
+        assert_eq!(err.close_code(), close::PROTOCOL_ERROR, "{err}");
+        let mut reader = MessageReader::new(1024);
+        let mut buf = BytesMut::from(&wire[..wire.len() - 2]);
+        assert_eq!(reader.read(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&wire[wire.len() - 2..]);
+        assert_eq!(reader.read(&mut buf).unwrap_err().close_code(), close::PROTOCOL_ERROR);
 
         // A character cut at the end of the message is still refused when it ends.
         let mut wire = client_frame(false, 1, &[b'a', 0xC3], [1, 1, 1, 1]);
